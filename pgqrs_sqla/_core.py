@@ -1,0 +1,135 @@
+"""The part of the Store every layer above needs: engine, tables, transactions, wake-ups."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Self, TypeVar
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ._db import (
+    HUB,
+    AsyncTarget,
+    SyncTarget,
+    db_key,
+    run_async,
+    run_sync,
+    safe_url,
+    translated,
+    wake_after_commit,
+)
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES
+from .dialects import is_postgres, setup_sqlite_engine
+from .errors import ConfigurationError
+from .models import PgqrsModels, Tables, pgqrs_models
+
+T = TypeVar("T")
+
+_default_models: PgqrsModels | None = None
+
+
+def _default() -> PgqrsModels:
+    """The library's own models (own MetaData, prefix ``pgqrs_``), made on first use."""
+    global _default_models
+    if _default_models is None:
+        _default_models = pgqrs_models()
+    return _default_models
+
+
+class StoreCore:
+    """The engine and the pgqrs tables. Make one with :func:`connect`, or wrap an
+    ``AsyncEngine`` the app already has with ``Store(engine)`` (never disposed by us)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        models: PgqrsModels | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        listen: bool = True,
+    ) -> None:
+        if not isinstance(engine, AsyncEngine):
+            raise ConfigurationError(
+                f"Store() needs an sqlalchemy AsyncEngine, got {type(engine).__name__}; "
+                "use `await pgqrs_sqla.connect(url)` to make one from a URL"
+            )
+        self.engine = engine
+        self.models = models or _default()
+        self.tables: Tables = self.models.tables
+        self.max_payload_bytes = max_payload_bytes
+        self.listen = listen
+        self.postgres = is_postgres(engine.dialect.name)
+        self.db_key = db_key(engine.url)
+        self._owns_engine = False
+        self._tmpdir: str | None = None
+        self._queue_ids: dict[str, int] = {}
+        if not self.postgres:
+            if engine.dialect.name != "sqlite":
+                raise ConfigurationError(
+                    f"unsupported database {engine.dialect.name!r}: use PostgreSQL or SQLite"
+                )
+            setup_sqlite_engine(engine.sync_engine)
+
+    @classmethod
+    def from_engine(cls, engine: AsyncEngine, **options: Any) -> Self:
+        """Same as ``Store(engine, ...)``."""
+        return cls(engine, **options)
+
+    def __repr__(self) -> str:
+        return f"<Store {safe_url(self.engine.url)}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Dispose the engine if this store created it (``connect``); otherwise nothing."""
+        if self._owns_engine:
+            await self.engine.dispose()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    # ------------------------------------------------------------ transactions
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction of the store's own (committed on success)."""
+        with translated():
+            async with self.engine.begin() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for single-statement writes: autocommit on PostgreSQL (no BEGIN and
+        COMMIT round trips); a short ``BEGIN IMMEDIATE`` transaction on SQLite."""
+        with translated():
+            if self.postgres:
+                async with self.engine.connect() as conn:
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    yield conn
+            else:
+                async with self.engine.begin() as conn:
+                    yield conn
+
+    async def run(self, fn: Callable[[Connection], T], target: AsyncTarget | None = None) -> T:
+        """Run sync statement logic in ``target``'s transaction, or a new one of our own."""
+        if target is not None:
+            return await run_async(target, fn)
+        async with self.begin() as conn:
+            return await conn.run_sync(fn)
+
+    def run_sync(self, fn: Callable[[Connection], T], target: SyncTarget) -> T:
+        return run_sync(target, fn)
+
+    def wake(self, channel: str, target: Any = None) -> None:
+        """Wake in-process workers on ``channel`` now, or after ``target`` commits."""
+        if target is None:
+            HUB.notify(self.db_key, channel)
+        else:
+            wake_after_commit(target, self.db_key, channel)

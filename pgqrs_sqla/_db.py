@@ -1,0 +1,219 @@
+"""Plumbing shared by every layer: driver-error translation, transaction targets, wake-ups.
+
+* :func:`translated` is the one boundary where driver errors become ``PgqrsError``\\ s.
+* :func:`run_async` / :func:`run_sync` run one piece of *sync* logic (written once over a
+  ``Connection``) in a caller's ``AsyncSession`` / ``AsyncConnection`` / ``Session`` /
+  ``Connection``, so sync and async entry points share the same statements.
+* :class:`WakeHub` wakes in-process workers after a commit (SQLite's only fast path; a
+  shortcut on PostgreSQL, where ``NOTIFY`` covers other processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from .errors import DatabaseUnavailable, PgqrsError, SchemaMissing
+
+T = TypeVar("T")
+
+AsyncTarget = AsyncSession | AsyncConnection
+SyncTarget = Session | Connection
+
+_UNDEFINED_TABLE = "42P01"
+_CONNECTION_CLASSES = ("08",)  # SQLSTATE class 08: connection exception
+_UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "3D000", "28000", "28P01"}
+
+
+def safe_url(url: URL | str) -> str:
+    """A URL fit for logs and error messages: the password is never shown."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return url
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    orig = getattr(error, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+def translate(error: BaseException, where: str = "") -> BaseException:
+    """Map a driver / SQLAlchemy error to a PgqrsError, or return it unchanged."""
+    if isinstance(error, PgqrsError):
+        return error
+    suffix = f" ({where})" if where else ""
+    state = _sqlstate(error)
+    text = str(getattr(error, "orig", error))
+    if state == _UNDEFINED_TABLE or "no such table" in text:
+        return SchemaMissing(
+            f"{SchemaMissing.__doc__} Database said: {text.splitlines()[0]}{suffix}",
+            sqlstate=state,
+        )
+    if (
+        isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)
+        or (
+            state is not None and (state[:2] in _CONNECTION_CLASSES or state in _UNAVAILABLE_STATES)
+        )
+        or (isinstance(error, exc.DBAPIError) and error.connection_invalidated)
+        or (isinstance(error, exc.OperationalError) and "unable to open database" in text)
+        or isinstance(error, exc.InterfaceError)
+    ):
+        return DatabaseUnavailable(
+            f"cannot reach the database{suffix}: {text.splitlines()[0] if text else type(error).__name__}"
+            " — check the URL, that the server is running, and the credentials",
+            sqlstate=state,
+        )
+    return error
+
+
+@contextlib.contextmanager
+def translated(where: str = "") -> Iterator[None]:
+    """Translate driver errors raised inside the block (``raise ... from`` the original)."""
+    try:
+        yield
+    except (TimeoutError, exc.SQLAlchemyError, OSError, ConnectionError) as error:
+        mapped = translate(error, where)
+        if mapped is error:
+            raise
+        raise mapped from error
+
+
+async def run_async(target: AsyncTarget, fn: Callable[[Connection], T]) -> T:
+    """Run sync statement logic ``fn`` inside the caller's async transaction."""
+    with translated():
+        if isinstance(target, AsyncSession):
+            return await target.run_sync(lambda session: fn(session.connection()))
+        if isinstance(target, AsyncConnection):
+            return await target.run_sync(fn)
+    raise TypeError(
+        f"expected an AsyncSession or AsyncConnection, got {type(target).__name__}"
+        " (use the *_sync method for a sync Session or Connection)"
+    )
+
+
+def run_sync(target: SyncTarget, fn: Callable[[Connection], T]) -> T:
+    """Run sync statement logic ``fn`` inside the caller's sync transaction."""
+    with translated():
+        if isinstance(target, Session):
+            return fn(target.connection())
+        if isinstance(target, Connection):
+            return fn(target)
+    raise TypeError(
+        f"expected a sync Session or Connection, got {type(target).__name__}"
+        " (use the async method with an AsyncSession or AsyncConnection)"
+    )
+
+
+class WakeHub:
+    """In-process wake-ups keyed by (database, channel).
+
+    A worker subscribes an ``asyncio.Event``; a producer calls :meth:`notify` after its
+    commit. Thread-safe: producers may run in other threads (sync apps).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[tuple[str, str], weakref.WeakSet[Waiter]] = {}
+
+    def subscribe(self, db: str, channel: str, waiter: Waiter | None = None) -> Waiter:
+        """Subscribe ``waiter`` (a new one by default) to ``channel``; returns it."""
+        waiter = waiter or Waiter()
+        with self._lock:
+            self._subs.setdefault((db, channel), weakref.WeakSet()).add(waiter)
+        return waiter
+
+    def notify(self, db: str, channel: str) -> None:
+        with self._lock:
+            waiters = list(self._subs.get((db, channel), ()))
+        for waiter in waiters:
+            waiter.wake()
+
+
+class Waiter:
+    """An asyncio.Event bound to the loop that made it, settable from any thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self.event.set()
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
+HUB = WakeHub()
+
+_PENDING_KEY = "pgqrs_sqla.pending_wakeups"
+
+
+def wake_after_commit(target: Any, db: str, channel: str) -> None:
+    """Wake in-process workers on ``channel`` once ``target``'s transaction commits.
+
+    Pending wake-ups live under a private ``session.info`` key and are dropped on rollback.
+    """
+    session: Session | None = None
+    if isinstance(target, AsyncSession):
+        session = target.sync_session
+    elif isinstance(target, Session):
+        session = target
+    if session is None:
+        conn = target.sync_connection if isinstance(target, AsyncConnection) else target
+        if isinstance(conn, Connection):
+            if conn.in_transaction():
+                event.listen(conn, "commit", lambda _c: HUB.notify(db, channel), once=True)
+            else:
+                HUB.notify(db, channel)
+        return
+    pending: set[tuple[str, str]] | None = session.info.get(_PENDING_KEY)
+    if pending is None:
+        pending = set()
+        session.info[_PENDING_KEY] = pending
+        event.listen(session, "after_commit", _flush_pending)
+        event.listen(session, "after_soft_rollback", _drop_pending)
+    pending.add((db, channel))
+
+
+def _flush_pending(session: Session) -> None:
+    pending: set[tuple[str, str]] = session.info.get(_PENDING_KEY, set())
+    items = list(pending)
+    pending.clear()
+    for db, channel in items:
+        HUB.notify(db, channel)
+
+
+def _drop_pending(session: Session, previous_transaction: Any) -> None:
+    pending: set[tuple[str, str]] | None = session.info.get(_PENDING_KEY)
+    if pending is not None and not session.in_transaction():
+        pending.clear()
+
+
+def target_db_key(target: Any) -> str:
+    """The :func:`db_key` of the database behind a session or connection."""
+    if isinstance(target, AsyncSession):
+        target = target.sync_session
+    if isinstance(target, AsyncConnection):
+        target = target.sync_connection
+    bind = target.get_bind() if isinstance(target, Session) else target
+    engine = bind.engine if isinstance(bind, Connection) else bind
+    return db_key(engine.url)
+
+
+def db_key(url: URL) -> str:
+    """Identity of a database for in-process wake-ups."""
+    return url.render_as_string(hide_password=True).split("?")[0]

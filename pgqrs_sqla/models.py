@@ -1,0 +1,460 @@
+"""Declarative models, and how they join a host app's declarative base.
+
+A host app calls :func:`pgqrs_models` once with its own ``Base``::
+
+    class Base(DeclarativeBase):
+        metadata = MetaData(naming_convention={...})
+
+    pgqrs = pgqrs_models(Base)          # tables now live in Base.metadata
+
+    class Order(Base):
+        __tablename__ = "orders"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        run_id: Mapped[int | None] = mapped_column(ForeignKey("pgqrs_workflow_runs.id"))
+        run: Mapped[pgqrs.WorkflowRun | None] = relationship(pgqrs.WorkflowRun)
+
+Columns are declared statically on mixins so type checkers see them; the factory composes
+the mixins with the host base. Reads are free; writes through the ORM are refused (use the
+Store's API, which goes through the state machine).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+from sqlalchemy.sql.naming import conv
+
+from .dialects import BigIntKey, JSONType, utcnow
+from .errors import ConfigurationError, ReadOnlyModel
+
+DEFAULT_PREFIX = "pgqrs_"
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
+
+#: Naming convention used when the library creates its own MetaData.
+DEFAULT_NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class RunStatus(enum.StrEnum):
+    """States of a workflow run (see DESIGN.md)."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELLED)
+
+
+class StepStatus(enum.StrEnum):
+    """States of a workflow step."""
+
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    PAUSED = "PAUSED"
+
+
+class WorkerStatus(enum.StrEnum):
+    """States of a registered worker."""
+
+    READY = "ready"
+    POLLING = "polling"
+    SUSPENDED = "suspended"
+    STOPPED = "stopped"
+
+
+class ArchiveReason(enum.StrEnum):
+    """Why a message left the queue."""
+
+    DONE = "done"
+    DEAD = "dead"
+
+
+def _in(column: str, values: type[enum.StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class _PgqrsTable:
+    """Shared plumbing: the table name and schema come from the factory."""
+
+    __pgqrs_prefix__: ClassVar[str] = DEFAULT_PREFIX
+    __pgqrs_schema__: ClassVar[str | None] = None
+    __pgqrs_suffix__: ClassVar[str] = ""
+
+    @classmethod
+    def _ref(cls, suffix: str) -> str:
+        schema = f"{cls.__pgqrs_schema__}." if cls.__pgqrs_schema__ else ""
+        return f"{schema}{cls.__pgqrs_prefix__}{suffix}.id"
+
+    @classmethod
+    def _name(cls, short: str) -> conv:
+        # conv(): an exact name, untouched by the host's naming convention.
+        return conv(f"{cls.__pgqrs_prefix__}{short}")
+
+    @classmethod
+    def _args(cls, *items: Any) -> tuple[Any, ...]:
+        if cls.__pgqrs_schema__:
+            return (*items, {"schema": cls.__pgqrs_schema__})
+        return items
+
+
+class QueueMixin(_PgqrsTable):
+    """A named stream of messages."""
+
+    __pgqrs_suffix__ = "queues"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+    queue_name: Mapped[str] = mapped_column(String(128), unique=True)
+    max_deliveries: Mapped[int] = mapped_column(Integer, default=5)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return cls._args(CheckConstraint("max_deliveries > 0", name=cls._name("queues_maxdel_ck")))
+
+
+class MessageMixin(_PgqrsTable):
+    """One unit of queued work. Ready, leased and archived messages share this table."""
+
+    __pgqrs_suffix__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+
+    @declared_attr
+    @classmethod
+    def queue_id(cls) -> Mapped[int]:
+        return mapped_column(BigIntKey, ForeignKey(cls._ref("queues"), ondelete="CASCADE"))
+
+    payload: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    #: visibility time: the message is claimable when ``vt <= now`` and it is not archived.
+    vt: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    #: delivery count; also the lease token that fences out a former owner.
+    read_ct: Mapped[int] = mapped_column(Integer, default=0)
+    #: failed deliveries (expired leases and explicit failures), compared to max_deliveries.
+    failed_ct: Mapped[int] = mapped_column(Integer, default=0)
+
+    @declared_attr
+    @classmethod
+    def consumer_worker_id(cls) -> Mapped[int | None]:
+        return mapped_column(
+            BigIntKey, ForeignKey(cls._ref("workers"), ondelete="SET NULL"), nullable=True
+        )
+
+    dequeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    archive_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return cls._args(
+            CheckConstraint(
+                f"archive_reason IS NULL OR {_in('archive_reason', ArchiveReason)}",
+                name=cls._name("messages_reason_ck"),
+            ),
+            Index(
+                cls._name("messages_ready_ix"),
+                "queue_id",
+                "vt",
+                postgresql_where=text("archived_at IS NULL"),
+                sqlite_where=text("archived_at IS NULL"),
+            ),
+            Index(cls._name("messages_archived_ix"), "queue_id", "archived_at"),
+        )
+
+
+class WorkerMixin(_PgqrsTable):
+    """A registered process or task that claims messages; it heartbeats."""
+
+    __pgqrs_suffix__ = "workers"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+    worker_name: Mapped[str] = mapped_column(String(128), unique=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    @declared_attr
+    @classmethod
+    def queue_id(cls) -> Mapped[int | None]:
+        return mapped_column(
+            BigIntKey, ForeignKey(cls._ref("queues"), ondelete="SET NULL"), nullable=True
+        )
+
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return cls._args(
+            CheckConstraint(_in("status", WorkerStatus), name=cls._name("workers_status_ck")),
+        )
+
+
+class WorkflowMixin(_PgqrsTable):
+    """A named workflow definition; it has its own queue of the same name."""
+
+    __pgqrs_suffix__ = "workflows"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+    workflow_name: Mapped[str] = mapped_column(String(128), unique=True)
+
+    @declared_attr
+    @classmethod
+    def queue_id(cls) -> Mapped[int]:
+        return mapped_column(BigIntKey, ForeignKey(cls._ref("queues"), ondelete="CASCADE"))
+
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    backoff_base: Mapped[float] = mapped_column(Float, default=1.0)
+    backoff_cap: Mapped[float] = mapped_column(Float, default=300.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+
+
+class WorkflowRunMixin(_PgqrsTable):
+    """One execution of a workflow."""
+
+    __pgqrs_suffix__ = "workflow_runs"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+
+    @declared_attr
+    @classmethod
+    def workflow_id(cls) -> Mapped[int]:
+        return mapped_column(BigIntKey, ForeignKey(cls._ref("workflows"), ondelete="CASCADE"))
+
+    @declared_attr
+    @classmethod
+    def message_id(cls) -> Mapped[int | None]:
+        return mapped_column(
+            BigIntKey,
+            ForeignKey(cls._ref("messages"), ondelete="SET NULL"),
+            nullable=True,
+            unique=True,
+        )
+
+    status: Mapped[str] = mapped_column(String(16))
+    input: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    output: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    error: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return cls._args(
+            UniqueConstraint("workflow_id", "idempotency_key"),
+            CheckConstraint(_in("status", RunStatus), name=cls._name("runs_status_ck")),
+            Index(cls._name("runs_wf_status_ix"), "workflow_id", "status"),
+        )
+
+
+class WorkflowStepMixin(_PgqrsTable):
+    """One named, recorded unit inside a run."""
+
+    __pgqrs_suffix__ = "workflow_steps"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+
+    @declared_attr
+    @classmethod
+    def run_id(cls) -> Mapped[int]:
+        return mapped_column(BigIntKey, ForeignKey(cls._ref("workflow_runs"), ondelete="CASCADE"))
+
+    step_name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    output: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    error: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return cls._args(
+            UniqueConstraint("run_id", "step_name"),
+            CheckConstraint(_in("status", StepStatus), name=cls._name("steps_status_ck")),
+        )
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The pgqrs ``Table`` objects; statement builders take this."""
+
+    queues: Table
+    messages: Table
+    workers: Table
+    workflows: Table
+    runs: Table
+    steps: Table
+
+
+@dataclass(frozen=True)
+class PgqrsModels:
+    """The model classes created on one declarative base, returned by :func:`pgqrs_models`."""
+
+    Queue: type[QueueMixin]
+    Message: type[MessageMixin]
+    Worker: type[WorkerMixin]
+    Workflow: type[WorkflowMixin]
+    WorkflowRun: type[WorkflowRunMixin]
+    WorkflowStep: type[WorkflowStepMixin]
+    metadata: MetaData
+    prefix: str
+    schema: str | None
+
+    @property
+    def tables(self) -> Tables:
+        def t(cls: type[Any]) -> Table:
+            table: Table = cls.__table__
+            return table
+
+        return Tables(
+            queues=t(self.Queue),
+            messages=t(self.Message),
+            workers=t(self.Worker),
+            workflows=t(self.Workflow),
+            runs=t(self.WorkflowRun),
+            steps=t(self.WorkflowStep),
+        )
+
+    def include_object(
+        self, obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        """Alembic ``include_object`` hook that *excludes* the pgqrs tables.
+
+        Use it in a host's ``env.py`` when the host takes the shipped ``pgqrs`` migration
+        branch, so its own autogenerate does not re-create (or drop) our tables.
+        """
+        return not self.owns(obj, name, type_)
+
+    def owns(self, obj: Any, name: str | None, type_: str) -> bool:
+        """True if ``obj`` (a table, or something on one) belongs to pgqrs."""
+        names = {t.name for t in self.metadata.sorted_tables if t.name.startswith(self.prefix)}
+        names &= {
+            cls.__pgqrs_prefix__ + cls.__pgqrs_suffix__
+            for cls in (
+                self.Queue,
+                self.Message,
+                self.Worker,
+                self.Workflow,
+                self.WorkflowRun,
+                self.WorkflowStep,
+            )
+        }
+        if type_ == "table":
+            return name in names
+        table = getattr(obj, "table", None)
+        return table is not None and getattr(table, "name", None) in names
+
+
+def _refuse(what: str) -> Any:
+    def listener(mapper: Any, connection: Any, target: Any) -> None:
+        raise ReadOnlyModel(
+            f"{type(target).__name__} rows are read-only through the ORM ({what} refused); "
+            "use the Store API (create_queue, trigger, update_step, resume_run, ...) instead"
+        )
+
+    return listener
+
+
+def pgqrs_models(
+    base: type[DeclarativeBase] | None = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    schema: str | None = None,
+) -> PgqrsModels:
+    """Create the pgqrs model classes on ``base`` (the host's declarative base).
+
+    The tables join ``base.metadata`` (and so the host's Alembic autogenerate), named with
+    ``prefix`` (default ``pgqrs_``) in ``schema`` (default: the connection's default). The
+    host's naming convention names keys, uniques and foreign keys. Without ``base``, a new
+    base with its own ``MetaData`` (and :data:`DEFAULT_NAMING_CONVENTION`) is made.
+
+    Call it once per base; a second call on the same base raises ``ConfigurationError``.
+    """
+    if not _PREFIX_RE.match(prefix):
+        raise ConfigurationError(
+            f"invalid table prefix {prefix!r}: use lowercase letters, digits and '_' "
+            "(start with a letter, at most 20 characters)"
+        )
+    if base is None:
+
+        class _OwnBase(DeclarativeBase):
+            metadata = MetaData(naming_convention=DEFAULT_NAMING_CONVENTION)
+
+        base = _OwnBase
+    if base.metadata.tables.get(f"{schema}.{prefix}queues" if schema else f"{prefix}queues"):
+        raise ConfigurationError(
+            f"pgqrs models with prefix {prefix!r} are already on {base.__name__}.metadata; "
+            "call pgqrs_models() once and share the result"
+        )
+
+    def make(mixin: type[_PgqrsTable], class_name: str) -> Any:
+        attrs: dict[str, Any] = {
+            "__tablename__": prefix + mixin.__pgqrs_suffix__,
+            "__pgqrs_prefix__": prefix,
+            "__pgqrs_schema__": schema,
+            "__module__": __name__,
+        }
+        if "__table_args__" not in mixin.__dict__ and schema:
+            attrs["__table_args__"] = {"schema": schema}
+        cls = type(class_name, (mixin, base), attrs)
+        for action in ("insert", "update", "delete"):
+            event.listen(cls, f"before_{action}", _refuse(action))
+        return cls
+
+    tag = "" if prefix == DEFAULT_PREFIX else prefix.title().replace("_", "")
+    return PgqrsModels(
+        Queue=make(QueueMixin, f"{tag}PgqrsQueue"),
+        Message=make(MessageMixin, f"{tag}PgqrsMessage"),
+        Worker=make(WorkerMixin, f"{tag}PgqrsWorker"),
+        Workflow=make(WorkflowMixin, f"{tag}PgqrsWorkflow"),
+        WorkflowRun=make(WorkflowRunMixin, f"{tag}PgqrsWorkflowRun"),
+        WorkflowStep=make(WorkflowStepMixin, f"{tag}PgqrsWorkflowStep"),
+        metadata=base.metadata,
+        prefix=prefix,
+        schema=schema,
+    )

@@ -1,0 +1,347 @@
+"""Message operations as SQLAlchemy Core statements: enqueue, claim, and lease operations.
+
+Builders are pure functions returning statements; the executors are a few lines each.
+Every lease operation is one statement fenced by ``(consumer_worker_id, read_ct)`` — the
+owner and its lease token — so a former owner whose lease was taken over changes nothing
+and gets :class:`~pgqrs_sqla.errors.LeaseLost`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Integer,
+    Select,
+    Update,
+    and_,
+    case,
+    column,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+    values,
+)
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .codec import check_json
+from .dialects import JSONType, aware, is_postgres, utcnow, utcnow_plus
+from .errors import InvalidName, LeaseLost, QueueNotFound, ValidationError
+from .models import ArchiveReason, Tables
+
+NOTIFY_CHANNEL = "pgqrs_wake"
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
+
+
+def validate_name(name: object, what: str = "queue") -> str:
+    """Names: 1-128 characters, a letter first, then letters, digits, ``_ . -``."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidName(
+            f"invalid {what} name {name!r}: use 1-128 characters, starting with a letter, "
+            "then letters, digits, '_', '.' or '-'",
+            name=name,
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as a worker sees it. ``read_ct`` is the lease token."""
+
+    id: int
+    queue_id: int
+    payload: Any
+    priority: int
+    enqueued_at: datetime
+    vt: datetime
+    read_ct: int
+    failed_ct: int
+    worker_id: int | None
+    archived_at: datetime | None = None
+    archive_reason: str | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Message:
+        m = row._mapping
+        return cls(
+            id=m["id"],
+            queue_id=m["queue_id"],
+            payload=m["payload"],
+            priority=m["priority"],
+            enqueued_at=aware(m["enqueued_at"]),  # type: ignore[arg-type]
+            vt=aware(m["vt"]),  # type: ignore[arg-type]
+            read_ct=m["read_ct"],
+            failed_ct=m["failed_ct"],
+            worker_id=m["consumer_worker_id"],
+            archived_at=aware(m["archived_at"]),
+            archive_reason=m["archive_reason"],
+            last_error=m["last_error"],
+        )
+
+
+def seconds(value: float | timedelta | None) -> float:
+    if value is None:
+        return 0.0
+    result = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if result < 0:
+        raise ValidationError(f"a delay must be >= 0 seconds, got {result}")
+    return result
+
+
+def _vt_expr(delay: float | timedelta | None, available_at: datetime | None) -> Any:
+    if available_at is not None:
+        if delay is not None:
+            raise ValidationError("pass either delay= or available_at=, not both")
+        if available_at.tzinfo is None:
+            raise ValidationError("available_at must be timezone-aware")
+        return literal(available_at)
+    return utcnow_plus(seconds(delay)) if delay else utcnow()
+
+
+# ---------------------------------------------------------------- enqueue
+
+
+def enqueue_stmt(
+    t: Tables,
+    queue_name: str,
+    payloads: Sequence[Any],
+    *,
+    priority: int = 0,
+    delay: float | timedelta | None = None,
+    available_at: datetime | None = None,
+    max_bytes: int,
+) -> Any:
+    """One INSERT ... SELECT for any number of payloads; no row comes back for an unknown
+    queue, so nothing is written and the caller's transaction stays usable."""
+    validate_name(queue_name)
+    if not isinstance(priority, int):
+        raise ValidationError(f"priority must be an int, got {priority!r}")
+    for index, payload in enumerate(payloads):
+        check_json(
+            payload,
+            what="payload" if len(payloads) == 1 else f"payload #{index}",
+            max_bytes=max_bytes,
+        )
+    vt = _vt_expr(delay, available_at)
+    m, q = t.messages, t.queues
+    rows = values(
+        column("ord", Integer), column("payload", JSONType), name="v", literal_binds=False
+    ).data([(i, p) for i, p in enumerate(payloads)])
+    source = (
+        select(q.c.id, rows.c.payload, literal(priority), utcnow(), vt, literal(0), literal(0))
+        .select_from(q)
+        .join(rows, true())
+        .where(q.c.queue_name == queue_name)
+        .order_by(rows.c.ord)
+    )
+    return (
+        insert(m)
+        .from_select(
+            ["queue_id", "payload", "priority", "enqueued_at", "vt", "read_ct", "failed_ct"],
+            source,
+        )
+        .returning(m.c.id)
+    )
+
+
+def notify_stmt(queue_name: str) -> Select[Any]:
+    """PostgreSQL: wake listening workers when the transaction commits."""
+    return select(func.pg_notify(NOTIFY_CHANNEL, queue_name))
+
+
+def enqueue_sync(conn: Connection, t: Tables, queue_name: str, stmt: Any) -> list[int]:
+    """Run an enqueue statement (and NOTIFY on PostgreSQL) on ``conn``."""
+    ids = sorted(conn.execute(stmt).scalars().all())
+    if not ids:
+        raise QueueNotFound(f"no queue named {queue_name!r}", queue=queue_name)
+    if is_postgres(conn.dialect.name):
+        conn.execute(notify_stmt(queue_name))
+    return ids
+
+
+# ---------------------------------------------------------------- claim
+
+
+def claim_stmt(
+    t: Tables, queue_id: int, worker_id: int, *, batch: int, vt_seconds: float, postgres: bool
+) -> Update:
+    """Claim up to ``batch`` ready messages in one statement and lease them to ``worker_id``.
+
+    A message is ready when it is not archived and ``vt <= now`` — which includes messages
+    whose lease expired: no reaper needed. A claimed message that still had an owner had an
+    expired lease, which counts as a failed delivery.
+    """
+    m = t.messages
+    candidates = (
+        select(m.c.id)
+        .where(m.c.queue_id == queue_id, m.c.archived_at.is_(None), m.c.vt <= utcnow())
+        .order_by(m.c.priority.desc(), m.c.id)
+        .limit(batch)
+    )
+    if postgres:
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (
+        update(m)
+        .where(m.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            vt=utcnow_plus(vt_seconds),
+            read_ct=m.c.read_ct + 1,
+            failed_ct=m.c.failed_ct + case((m.c.consumer_worker_id.is_not(None), 1), else_=0),
+            consumer_worker_id=worker_id,
+            dequeued_at=utcnow(),
+        )
+        .returning(*m.c)
+    )
+
+
+async def claim(
+    conn: AsyncConnection,
+    t: Tables,
+    queue_id: int,
+    worker_id: int,
+    *,
+    batch: int,
+    vt_seconds: float,
+) -> list[Message]:
+    stmt = claim_stmt(
+        t,
+        queue_id,
+        worker_id,
+        batch=batch,
+        vt_seconds=vt_seconds,
+        postgres=is_postgres(conn.dialect.name),
+    )
+    rows = (await conn.execute(stmt)).all()
+    messages = [Message.from_row(r) for r in rows]
+    messages.sort(key=lambda msg: (-msg.priority, msg.id))
+    return messages
+
+
+# ---------------------------------------------------------------- lease operations
+
+
+def held(t: Tables, message_id: int, worker_id: int, token: int) -> Any:
+    """The lease fence: this worker holds this delivery of this live message."""
+    m = t.messages
+    return and_(
+        m.c.id == message_id,
+        m.c.consumer_worker_id == worker_id,
+        m.c.read_ct == token,
+        m.c.archived_at.is_(None),
+    )
+
+
+def extend_stmt(t: Tables, msg: Message, worker_id: int, vt_seconds: float) -> Update:
+    m = t.messages
+    return (
+        update(m)
+        .where(held(t, msg.id, worker_id, msg.read_ct))
+        .values(vt=utcnow_plus(vt_seconds))
+        .returning(m.c.vt)
+    )
+
+
+def archive_stmt(
+    t: Tables,
+    msg: Message,
+    worker_id: int,
+    reason: ArchiveReason = ArchiveReason.DONE,
+    error: str | None = None,
+) -> Update:
+    m = t.messages
+    values_: dict[str, Any] = {"archived_at": utcnow(), "archive_reason": reason.value}
+    if error is not None:
+        values_["last_error"] = error
+    return (
+        update(m).where(held(t, msg.id, worker_id, msg.read_ct)).values(**values_).returning(m.c.id)
+    )
+
+
+def release_stmt(
+    t: Tables,
+    msg: Message,
+    worker_id: int,
+    delay: float = 0.0,
+    *,
+    failed: bool = False,
+    error: str | None = None,
+) -> Update:
+    """Give the message back. ``failed`` counts a failed delivery; a deliberate delayed
+    release (backoff, pause) does not. The owner is cleared so the next claim does not
+    mistake it for an expired lease."""
+    m = t.messages
+    values_: dict[str, Any] = {
+        "vt": utcnow_plus(delay) if delay else utcnow(),
+        "consumer_worker_id": None,
+    }
+    if failed:
+        values_["failed_ct"] = m.c.failed_ct + 1
+    if error is not None:
+        values_["last_error"] = error
+    return (
+        update(m)
+        .where(held(t, msg.id, worker_id, msg.read_ct))
+        .values(**values_)
+        .returning(m.c.id, m.c.failed_ct)
+    )
+
+
+def fail_stmt(t: Tables, msg: Message, worker_id: int, delay: float, error: str | None) -> Update:
+    """An explicit failure: count it; dead-letter when the queue's max_deliveries is reached,
+    otherwise release after ``delay``."""
+    m, q = t.messages, t.queues
+    max_deliveries = select(q.c.max_deliveries).where(q.c.id == m.c.queue_id).scalar_subquery()
+    exhausted = m.c.failed_ct + 1 >= max_deliveries
+    return (
+        update(m)
+        .where(held(t, msg.id, worker_id, msg.read_ct))
+        .values(
+            failed_ct=m.c.failed_ct + 1,
+            consumer_worker_id=None,
+            last_error=error,
+            vt=case((exhausted, m.c.vt), else_=utcnow_plus(delay) if delay else utcnow()),
+            archived_at=case((exhausted, utcnow()), else_=None),
+            archive_reason=case((exhausted, literal(ArchiveReason.DEAD.value)), else_=None),
+        )
+        .returning(m.c.id, m.c.archive_reason)
+    )
+
+
+async def fenced(conn: AsyncConnection, stmt: Any, msg: Message, action: str) -> Row[Any]:
+    """Execute a lease-fenced statement; no row means the lease is gone."""
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        raise LeaseLost(
+            f"cannot {action} message {msg.id}: {LeaseLost.__doc__}",
+            message_id=msg.id,
+            token=msg.read_ct,
+        )
+    return row
+
+
+def replay_dead_stmt(t: Tables, queue_id: int, message_ids: Sequence[int] | None) -> Update:
+    m = t.messages
+    cond = [m.c.queue_id == queue_id, m.c.archive_reason == ArchiveReason.DEAD.value]
+    if message_ids is not None:
+        cond.append(m.c.id.in_(list(message_ids)))
+    return (
+        update(m)
+        .where(*cond)
+        .values(
+            archived_at=None,
+            archive_reason=None,
+            failed_ct=0,
+            consumer_worker_id=None,
+            vt=utcnow(),
+        )
+        .returning(m.c.id)
+    )

@@ -1,0 +1,523 @@
+"""Workflow definitions and run control: create_workflow, get/list/wait/cancel/retry runs,
+and the external-event API (``update_step`` + ``resume_run``) with sync twins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from ._core import StoreCore
+from ._db import HUB, AsyncTarget, SyncTarget, run_sync
+from .codec import check_json
+from .dialects import aware, insert_for, utcnow
+from .errors import (
+    IllegalTransition,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    ValidationError,
+    WaitTimeout,
+    WorkflowNotFound,
+)
+from .models import RunStatus, StepStatus, Tables
+from .queue import validate_name
+from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
+
+RUN_DONE_CHANNEL = "pgqrs:run-done"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a step that raised ``TransientError`` is retried.
+
+    Delay for attempt *n* (1-based) is ``min(cap, base * 2**(n-1))``, with full jitter
+    (a random value between half and all of it) unless ``jitter=False``.
+    """
+
+    max_attempts: int = 5
+    base: float = 1.0
+    cap: float = 300.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.base < 0 or self.cap < 0:
+            raise ValidationError(f"invalid retry policy {self!r}")
+
+    def delay(self, attempt: int) -> float:
+        raw: float = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        return raw * random.uniform(0.5, 1.0) if self.jitter else raw
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    id: int
+    name: str
+    queue_id: int
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    name: str
+    status: StepStatus
+    output: Any
+    error: Any
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    workflow: str
+    status: RunStatus
+    input: Any
+    output: Any
+    error: Any
+    idempotency_key: str | None
+    cancel_requested: bool
+    message_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    steps: list[StepInfo] = field(default_factory=list)
+
+
+def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
+    m = row._mapping
+    return RunInfo(
+        id=m["id"],
+        workflow=m["workflow_name"],
+        status=RunStatus(m["status"]),
+        input=m["input"],
+        output=m["output"],
+        error=m["error"],
+        idempotency_key=m["idempotency_key"],
+        cancel_requested=bool(m["cancel_requested"]),
+        message_id=m["message_id"],
+        created_at=aware(m["created_at"]),  # type: ignore[arg-type]
+        started_at=aware(m["started_at"]),
+        updated_at=aware(m["updated_at"]),  # type: ignore[arg-type]
+        finished_at=aware(m["finished_at"]),
+        steps=steps,
+    )
+
+
+def step_info(row: Any) -> StepInfo:
+    m = row._mapping
+    return StepInfo(
+        name=m["step_name"],
+        status=StepStatus(m["status"]),
+        output=m["output"],
+        error=m["error"],
+        attempts=m["attempts"],
+        started_at=aware(m["started_at"]),
+        finished_at=aware(m["finished_at"]),
+    )
+
+
+def _run_select(t: Tables) -> Any:
+    r, w = t.runs, t.workflows
+    return select(r, w.c.workflow_name).select_from(r.join(w, w.c.id == r.c.workflow_id))
+
+
+def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
+    if not isinstance(run_id, int) or isinstance(run_id, bool):
+        raise ValidationError(f"a run id is an int, got {run_id!r}")
+    row = conn.execute(_run_select(t).where(t.runs.c.id == run_id)).first()
+    if row is None:
+        raise RunNotFound(f"no workflow run with id {run_id}", run_id=run_id)
+    s = t.steps
+    steps = [
+        step_info(r)
+        for r in conn.execute(select(s).where(s.c.run_id == run_id).order_by(s.c.id)).all()
+    ]
+    return _run_info(row, steps)
+
+
+def _illegal_run(conn: Connection, t: Tables, run_id: int, new: RunStatus) -> IllegalTransition:
+    current = load_run(conn, t, run_id).status
+    return IllegalTransition(
+        f"run {run_id} is {current.value}; it cannot become {new.value}",
+        run_id=run_id,
+        expected=run_may_become(new),
+        actual=current.value,
+    )
+
+
+def update_step_logic(
+    conn: Connection, t: Tables, run_id: int, step_name: str, status: StepStatus, value: Any
+) -> None:
+    """Record a step's outcome from outside the worker (e.g. a webhook's approval)."""
+    run = load_run(conn, t, run_id)
+    if run.status not in NON_TERMINAL_RUN:
+        raise IllegalTransition(
+            f"run {run_id} is {run.status.value}; steps of a finished run cannot change",
+            run_id=run_id,
+            expected=sorted(s.value for s in NON_TERMINAL_RUN),
+            actual=run.status.value,
+        )
+    s = t.steps
+    output, error = (value, None) if status is StepStatus.SUCCESS else (None, value)
+    stmt = (
+        insert_for(conn.dialect.name, s)
+        .values(
+            run_id=run_id,
+            step_name=step_name,
+            status=status.value,
+            output=output,
+            error=error,
+            attempts=0,
+            started_at=utcnow(),
+            finished_at=utcnow(),
+        )
+        .returning(s.c.id)
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[s.c.run_id, s.c.step_name],
+        set_={"status": status.value, "output": output, "error": error, "finished_at": utcnow()},
+        where=s.c.status.in_(step_may_become(status)),
+    )
+    if conn.execute(stmt).first() is None:
+        current = next(x for x in run.steps if x.name == step_name)
+        raise IllegalTransition(
+            f"step {step_name!r} of run {run_id} is {current.status.value}; "
+            f"it cannot become {status.value}",
+            run_id=run_id,
+            step_name=step_name,
+            expected=step_may_become(status),
+            actual=current.status.value,
+        )
+
+
+def resume_logic(conn: Connection, t: Tables, run_id: int) -> str:
+    """Make a paused (or retry-waiting) run's message visible now; returns its queue."""
+    run = load_run(conn, t, run_id)
+    if run.status not in (RunStatus.PAUSED, RunStatus.RUNNING, RunStatus.QUEUED):
+        raise IllegalTransition(
+            f"run {run_id} is {run.status.value}; only a PAUSED, QUEUED or waiting RUNNING "
+            "run can be resumed",
+            run_id=run_id,
+            expected=["PAUSED", "QUEUED", "RUNNING"],
+            actual=run.status.value,
+        )
+    m = t.messages
+    # Only a message nobody holds: a live lease is left alone (the owner is working on it).
+    conn.execute(
+        update(m)
+        .where(
+            m.c.id == run.message_id, m.c.archived_at.is_(None), m.c.consumer_worker_id.is_(None)
+        )
+        .values(vt=utcnow())
+    )
+    return run.workflow
+
+
+def _check_step_args(
+    run_id: Any, step_name: Any, status: Any, value: Any, limit: int
+) -> StepStatus:
+    if not isinstance(run_id, int) or isinstance(run_id, bool):
+        raise ValidationError(f"a run id is an int, got {run_id!r}")
+    if not isinstance(step_name, str) or not step_name or len(step_name) > 255:
+        raise ValidationError(f"invalid step name {step_name!r}")
+    try:
+        parsed = StepStatus(status)
+    except ValueError:
+        parsed = None
+    if parsed not in (StepStatus.SUCCESS, StepStatus.ERROR):
+        raise ValidationError(
+            f"update_step records an outcome: status must be StepStatus.SUCCESS or "
+            f"StepStatus.ERROR, got {status!r}",
+            expected=["SUCCESS", "ERROR"],
+            actual=status,
+        )
+    check_json(value, what=f"value of step {step_name!r}", max_bytes=limit)
+    return parsed
+
+
+class RunControl(StoreCore):
+    """Workflow definitions and run control, mixed into :class:`~pgqrs_sqla.Store`."""
+
+    async def create_workflow(
+        self, name: str, *, retry: RetryPolicy | None = None, max_deliveries: int = 5
+    ) -> WorkflowInfo:
+        """Create a workflow and its queue of the same name (idempotent).
+
+        ``retry`` sets the workflow's default retry policy for transient step errors; on an
+        existing workflow it updates it.
+        """
+        validate_name(name, "workflow")
+        policy = retry or RetryPolicy()
+        w, qt = self.tables.workflows, self.tables.queues
+
+        def work(conn: Connection) -> WorkflowInfo:
+            for table, values_ in (
+                (
+                    qt,
+                    {"queue_name": name, "max_deliveries": max_deliveries, "created_at": utcnow()},
+                ),
+                (
+                    w,
+                    {
+                        "workflow_name": name,
+                        "queue_id": select(qt.c.id)
+                        .where(qt.c.queue_name == name)
+                        .scalar_subquery(),
+                        "max_attempts": policy.max_attempts,
+                        "backoff_base": policy.base,
+                        "backoff_cap": policy.cap,
+                        "created_at": utcnow(),
+                    },
+                ),
+            ):
+                key = "queue_name" if table is qt else "workflow_name"
+                stmt = insert_for(conn.dialect.name, table).values(**values_)
+                conn.execute(stmt.on_conflict_do_nothing(index_elements=[table.c[key]]))
+            if retry is not None:
+                conn.execute(
+                    update(w)
+                    .where(w.c.workflow_name == name)
+                    .values(
+                        max_attempts=policy.max_attempts,
+                        backoff_base=policy.base,
+                        backoff_cap=policy.cap,
+                    )
+                )
+            return self._workflow(conn, name)
+
+        return await self.run(work)
+
+    def _workflow(self, conn: Connection, name: str) -> WorkflowInfo:
+        w = self.tables.workflows
+        row = conn.execute(select(w).where(w.c.workflow_name == name)).first()
+        if row is None:
+            raise WorkflowNotFound(
+                f"no workflow named {name!r}: create it with "
+                f"`await store.create_workflow({name!r})`",
+                workflow=name,
+            )
+        return WorkflowInfo(
+            row.id,
+            row.workflow_name,
+            row.queue_id,
+            RetryPolicy(row.max_attempts, row.backoff_base, row.backoff_cap),
+        )
+
+    async def get_workflow(self, name: str) -> WorkflowInfo:
+        validate_name(name, "workflow")
+        return await self.run(lambda c: self._workflow(c, name))
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        w = self.tables.workflows
+        async with self.autocommit() as conn:
+            rows = (await conn.execute(select(w).order_by(w.c.workflow_name))).all()
+        return [
+            WorkflowInfo(
+                r.id,
+                r.workflow_name,
+                r.queue_id,
+                RetryPolicy(r.max_attempts, r.backoff_base, r.backoff_cap),
+            )
+            for r in rows
+        ]
+
+    async def get_run(self, run_id: int, *, target: AsyncTarget | None = None) -> RunInfo:
+        """A run with its status, input, output, error, timestamps and steps."""
+        return await self.run(lambda c: load_run(c, self.tables, run_id), target)
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: RunStatus | str | None = None,
+        limit: int = 100,
+    ) -> list[RunInfo]:
+        """Most recent runs first (without their steps)."""
+        stmt = _run_select(self.tables).order_by(self.tables.runs.c.id.desc()).limit(limit)
+        if workflow is not None:
+            stmt = stmt.where(
+                self.tables.workflows.c.workflow_name == validate_name(workflow, "workflow")
+            )
+        if status is not None:
+            try:
+                stmt = stmt.where(self.tables.runs.c.status == RunStatus(status).value)
+            except ValueError:
+                raise ValidationError(
+                    f"unknown run status {status!r}; one of {[s.value for s in RunStatus]}"
+                ) from None
+        async with self.autocommit() as conn:
+            return [_run_info(r, []) for r in (await conn.execute(stmt)).all()]
+
+    async def wait_for_run(self, run_id: int, *, timeout: float | None = None) -> Any:
+        """Wait until the run ends; return its output, or raise ``RunFailed`` /
+        ``RunCancelled`` (``WaitTimeout`` after ``timeout`` seconds)."""
+        run = await self.wait_for_status(
+            run_id, RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELLED, timeout=timeout
+        )
+        if run.status is RunStatus.ERROR:
+            raise RunFailed(f"run {run_id} failed: {run.error}", run_id=run_id, error=run.error)
+        if run.status is RunStatus.CANCELLED:
+            raise RunCancelled(f"run {run_id} was cancelled", run_id=run_id)
+        return run.output
+
+    async def wait_for_status(
+        self, run_id: int, *statuses: RunStatus, timeout: float | None = None
+    ) -> RunInfo:
+        """Wait until the run is in one of ``statuses``; returns it. In-process workers
+        wake the waiter as soon as they change a run; otherwise it polls (up to 0.5 s)."""
+        waiter = HUB.subscribe(self.db_key, RUN_DONE_CHANNEL)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = 0.02
+        while True:
+            waiter.event.clear()
+            run = await self.get_run(run_id)
+            if run.status in statuses:
+                return run
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeout(
+                    f"run {run_id} is still {run.status.value} after {timeout}s",
+                    run_id=run_id,
+                    status=run.status,
+                )
+            wait = interval if remaining is None else min(interval, remaining)
+            try:
+                await asyncio.wait_for(waiter.event.wait(), wait)
+            except TimeoutError:
+                interval = min(interval * 2, 0.5)
+
+    async def cancel_run(self, run_id: int) -> RunInfo:
+        """Cancel a run. A QUEUED or PAUSED run ends ``CANCELLED`` now; a RUNNING one at its
+        next step boundary."""
+        r, m = self.tables.runs, self.tables.messages
+
+        def work(conn: Connection) -> RunInfo:
+            run = load_run(conn, self.tables, run_id)
+            if run.status not in NON_TERMINAL_RUN:
+                raise _illegal_run(conn, self.tables, run_id, RunStatus.CANCELLED)
+            conn.execute(
+                update(r).where(r.c.id == run_id).values(cancel_requested=True, updated_at=utcnow())
+            )
+            # Not leased by a live worker: end it here and take its message off the queue.
+            idle = conn.execute(
+                update(m)
+                .where(
+                    m.c.id == run.message_id,
+                    m.c.archived_at.is_(None),
+                    (m.c.consumer_worker_id.is_(None)) | (m.c.vt <= utcnow()),
+                )
+                .values(archived_at=utcnow(), archive_reason="done", consumer_worker_id=None)
+                .returning(m.c.id)
+            ).first()
+            if idle is not None or run.message_id is None:
+                conn.execute(
+                    update(r)
+                    .where(r.c.id == run_id, r.c.status.in_(run_may_become(RunStatus.CANCELLED)))
+                    .values(
+                        status=RunStatus.CANCELLED.value, finished_at=utcnow(), updated_at=utcnow()
+                    )
+                )
+            return load_run(conn, self.tables, run_id)
+
+        info = await self.run(work)
+        if info.status is RunStatus.CANCELLED:
+            self.wake(RUN_DONE_CHANNEL)
+        return info
+
+    async def retry_run(self, run_id: int) -> RunInfo:
+        """Put an ``ERROR`` or ``CANCELLED`` run back on its queue; recorded successful steps
+        are replayed, failed ones run again."""
+        r, m = self.tables.runs, self.tables.messages
+
+        def work(conn: Connection) -> RunInfo:
+            run = load_run(conn, self.tables, run_id)
+            done = conn.execute(
+                update(r)
+                .where(r.c.id == run_id, r.c.status.in_(run_may_become(RunStatus.QUEUED)))
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    error=None,
+                    finished_at=None,
+                    cancel_requested=False,
+                    updated_at=utcnow(),
+                )
+                .returning(r.c.id)
+            ).first()
+            if done is None:
+                raise _illegal_run(conn, self.tables, run_id, RunStatus.QUEUED)
+            conn.execute(
+                update(m)
+                .where(m.c.id == run.message_id)
+                .values(
+                    archived_at=None,
+                    archive_reason=None,
+                    failed_ct=0,
+                    consumer_worker_id=None,
+                    vt=utcnow(),
+                )
+            )
+            s = self.tables.steps
+            conn.execute(
+                update(s)
+                .where(s.c.run_id == run_id, s.c.status == StepStatus.ERROR.value)
+                .values(attempts=0)
+            )
+            return load_run(conn, self.tables, run_id)
+
+        info = await self.run(work)
+        self.wake(info.workflow)
+        return info
+
+    # ------------------------------------------------------------ external events
+
+    async def update_step(
+        self,
+        run_id: int,
+        step_name: str,
+        status: StepStatus | str,
+        value: Any = None,
+        *,
+        target: AsyncTarget | None = None,
+    ) -> None:
+        """Record step ``step_name`` of ``run_id`` as ``status`` (SUCCESS, or ERROR) with
+        ``value`` as its result. With ``target`` it is written in the caller's transaction."""
+        parsed = _check_step_args(run_id, step_name, status, value, self.max_payload_bytes)
+        await self.run(
+            lambda c: update_step_logic(c, self.tables, run_id, step_name, parsed, value), target
+        )
+
+    def update_step_sync(
+        self,
+        run_id: int,
+        step_name: str,
+        status: StepStatus | str,
+        value: Any = None,
+        *,
+        target: SyncTarget,
+    ) -> None:
+        """:meth:`update_step` in a sync ``Session``/``Connection``'s transaction."""
+        parsed = _check_step_args(run_id, step_name, status, value, self.max_payload_bytes)
+        run_sync(
+            target, lambda c: update_step_logic(c, self.tables, run_id, step_name, parsed, value)
+        )
+
+    async def resume_run(self, run_id: int, *, target: AsyncTarget | None = None) -> None:
+        """Make a paused run's message visible now, so a worker picks it up and replays up to
+        the paused step (whose value ``update_step`` recorded) and continues."""
+        queue = await self.run(lambda c: resume_logic(c, self.tables, run_id), target)
+        self.wake(queue, target)
+
+    def resume_run_sync(self, run_id: int, *, target: SyncTarget) -> None:
+        """:meth:`resume_run` in a sync ``Session``/``Connection``'s transaction."""
+        queue = run_sync(target, lambda c: resume_logic(c, self.tables, run_id))
+        self.wake(queue, target)

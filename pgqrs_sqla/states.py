@@ -1,0 +1,44 @@
+"""The state machine of runs and steps — the one place the allowed transitions live.
+
+Every write that changes a status puts ``status IN (allowed predecessors)`` in its WHERE
+clause (see :func:`run_may_become` / :func:`step_may_become`), so an illegal transition
+changes no row and is reported as :class:`~pgqrs_sqla.errors.IllegalTransition`.
+"""
+
+from __future__ import annotations
+
+from .models import RunStatus, StepStatus
+
+R = RunStatus
+S = StepStatus
+
+#: new run status -> the statuses it may be reached from.
+RUN_FROM: dict[RunStatus, frozenset[RunStatus]] = {
+    # a redelivered RUNNING run (crash, transient retry) starts RUNNING again
+    R.RUNNING: frozenset({R.QUEUED, R.RUNNING, R.PAUSED}),
+    R.PAUSED: frozenset({R.RUNNING}),
+    R.SUCCESS: frozenset({R.RUNNING}),
+    # a QUEUED/PAUSED run errors when its message is dead-lettered before it could run
+    R.ERROR: frozenset({R.QUEUED, R.RUNNING, R.PAUSED}),
+    R.CANCELLED: frozenset({R.QUEUED, R.RUNNING, R.PAUSED}),
+    # an explicit retry (CLI `runs retry`, dead-letter replay) re-queues a failed run
+    R.QUEUED: frozenset({R.ERROR, R.CANCELLED}),
+}
+
+#: new step status -> the statuses it may be reached from (SUCCESS is final).
+STEP_FROM: dict[StepStatus, frozenset[StepStatus]] = {
+    S.RUNNING: frozenset({S.ERROR, S.PAUSED}),
+    S.SUCCESS: frozenset({S.RUNNING, S.ERROR, S.PAUSED}),
+    S.ERROR: frozenset({S.RUNNING, S.ERROR, S.PAUSED}),
+    S.PAUSED: frozenset({S.RUNNING, S.PAUSED, S.ERROR}),
+}
+
+NON_TERMINAL_RUN = frozenset({R.QUEUED, R.RUNNING, R.PAUSED})
+
+
+def run_may_become(new: RunStatus) -> list[str]:
+    return sorted(s.value for s in RUN_FROM[new])
+
+
+def step_may_become(new: StepStatus) -> list[str]:
+    return sorted(s.value for s in STEP_FROM[new])

@@ -1,0 +1,501 @@
+"""Store: an engine plus the pgqrs tables; connection, installation and queue administration.
+
+Workflow run control (get/list/wait/cancel/update_step/resume) is mixed in from
+:mod:`pgqrs_sqla.runs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import case, delete, exc, func, inspect, select, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from . import queue as q
+from ._db import (
+    AsyncTarget,
+    SyncTarget,
+    run_sync,
+    safe_url,
+    translated,
+)
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES
+from .dialects import aware, utcnow
+from .errors import ConfigurationError, QueueBusy, QueueNotFound, SchemaMissing, ValidationError
+from .models import ArchiveReason, PgqrsModels, WorkerStatus
+from .runs import RunControl
+
+log = logging.getLogger("pgqrs_sqla")
+T = TypeVar("T")
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Pick the async driver for the user: asyncpg for ``postgresql://``, aiosqlite for
+    ``sqlite://``. ``postgresql+psycopg://`` is accepted as is."""
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError as error:
+        raise ConfigurationError(
+            f"invalid database URL {safe_url(str(url))!r}: expected postgresql://user@host/db "
+            "or sqlite:///path/to/file.db"
+        ) from error
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres"):
+        if driver in ("", "asyncpg", "psycopg2"):
+            return parsed.set(drivername="postgresql+asyncpg")
+        if driver in ("psycopg", "psycopg_async"):
+            return parsed.set(drivername="postgresql+psycopg")
+        raise ConfigurationError(
+            f"unsupported PostgreSQL driver {driver!r}: use postgresql:// (asyncpg) or "
+            "postgresql+psycopg://"
+        )
+    if backend == "sqlite":
+        if driver not in ("", "aiosqlite", "pysqlite"):
+            raise ConfigurationError(f"unsupported SQLite driver {driver!r}: use sqlite:///file.db")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise ConfigurationError(
+        f"unsupported database {backend!r} in {safe_url(parsed)!r}: pgqrs_sqla supports "
+        "postgresql:// and sqlite:///"
+    )
+
+
+async def connect(
+    url: str | URL,
+    *,
+    models: PgqrsModels | None = None,
+    pool_size: int = 5,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    listen: bool = True,
+    **engine_options: Any,
+) -> Store:
+    """Create an engine for ``url`` and return a :class:`Store` that owns it.
+
+    ``sqlite://`` (no path) uses a private temporary file, because WAL needs a file.
+    Raises :class:`DatabaseUnavailable` if the database cannot be reached.
+    """
+    parsed = normalise_url(url)
+    tmpdir: str | None = None
+    if parsed.drivername.startswith("sqlite"):
+        if not parsed.database or parsed.database == ":memory:":
+            tmpdir = tempfile.mkdtemp(prefix="pgqrs-")
+            parsed = parsed.set(database=os.path.join(tmpdir, "pgqrs.db"))
+        engine = create_async_engine(parsed, **engine_options)
+    else:
+        engine_options.setdefault("pool_size", pool_size)
+        engine_options.setdefault("max_overflow", 2)
+        engine_options.setdefault("pool_pre_ping", True)
+        engine = create_async_engine(parsed, **engine_options)
+    store = Store(engine, models=models, max_payload_bytes=max_payload_bytes, listen=listen)
+    store._owns_engine = True
+    store._tmpdir = tmpdir
+    try:
+        with translated(f"connecting to {safe_url(parsed)}"):
+            async with engine.connect():
+                pass
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    id: int
+    name: str
+    max_deliveries: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    name: str
+    ready: int
+    leased: int
+    delayed: int
+    archived: int
+    dead: int
+    oldest_ready_age: float | None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: int
+    name: str
+    hostname: str
+    port: int | None
+    queue: str | None
+    status: str
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age: float
+    stopped_at: datetime | None
+
+
+class Store(RunControl):
+    """The engine and the pgqrs tables. Make one with :func:`connect`, or wrap an
+    ``AsyncEngine`` the app already has with ``Store(engine)`` (never disposed by us)."""
+
+    # ------------------------------------------------------------ schema
+
+    async def install(self) -> None:
+        """Create the pgqrs tables and indexes if they are missing (idempotent).
+
+        Apps with Alembic should use the shipped ``pgqrs`` branch or autogenerate instead.
+        """
+        tables = [getattr(self.tables, f) for f in self.tables.__dataclass_fields__]
+        async with self.begin() as conn:
+            if self.postgres:
+                # Serialise concurrent installers; CREATE TABLE IF NOT EXISTS still races.
+                await conn.execute(select(func.pg_advisory_xact_lock(0x70677172)))
+            await conn.run_sync(
+                lambda c: self.models.metadata.create_all(c, tables=tables, checkfirst=True)
+            )
+
+    async def check(self) -> list[str]:
+        """Return what is missing from the database (empty when every table is present)."""
+
+        def missing(conn: Connection) -> list[str]:
+            inspector = inspect(conn)
+            problems = []
+            for table in (getattr(self.tables, f) for f in self.tables.__dataclass_fields__):
+                if not inspector.has_table(table.name, schema=table.schema):
+                    problems.append(f"table {table.fullname} is missing")
+                    continue
+                present = {
+                    c["name"] for c in inspector.get_columns(table.name, schema=table.schema)
+                }
+                for col in table.columns:
+                    if col.name not in present:
+                        problems.append(f"column {table.fullname}.{col.name} is missing")
+            return problems
+
+        async with self.begin() as conn:
+            return await conn.run_sync(missing)
+
+    async def require_schema(self) -> None:
+        problems = await self.check()
+        if problems:
+            raise SchemaMissing(f"{SchemaMissing.__doc__} ({'; '.join(problems)})")
+
+    # ------------------------------------------------------------ queues
+
+    async def create_queue(self, name: str, *, max_deliveries: int = 5) -> QueueInfo:
+        """Create a queue (idempotent: an existing queue is returned unchanged)."""
+        q.validate_name(name)
+        if not isinstance(max_deliveries, int) or max_deliveries < 1:
+            raise ValidationError(f"max_deliveries must be a positive int, got {max_deliveries!r}")
+        return await self.run(lambda c: self._create_queue(c, name, max_deliveries))
+
+    def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:
+        t = self.tables.queues
+        existing = conn.execute(select(t).where(t.c.queue_name == name)).first()
+        if existing is None:
+            nested = conn.begin_nested()
+            try:
+                conn.execute(
+                    t.insert().values(
+                        queue_name=name, max_deliveries=max_deliveries, created_at=utcnow()
+                    )
+                )
+                nested.commit()
+            except exc.IntegrityError:
+                nested.rollback()  # created concurrently: take theirs
+            existing = conn.execute(select(t).where(t.c.queue_name == name)).one()
+        m = existing._mapping
+        return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
+
+    async def get_queue(self, name: str) -> QueueInfo:
+        q.validate_name(name)
+        t = self.tables.queues
+        async with self.autocommit() as conn:
+            row = (await conn.execute(select(t).where(t.c.queue_name == name))).first()
+        if row is None:
+            raise QueueNotFound(f"no queue named {name!r}", queue=name)
+        m = row._mapping
+        return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
+
+    async def queue_id(self, name: str) -> int:
+        if name not in self._queue_ids:
+            self._queue_ids[name] = (await self.get_queue(name)).id
+        return self._queue_ids[name]
+
+    def queue(self, name: str) -> Queue:
+        """A handle for enqueueing onto ``name`` (checked when used)."""
+        return Queue(self, q.validate_name(name))
+
+    async def list_queues(self) -> list[QueueInfo]:
+        t = self.tables.queues
+        async with self.autocommit() as conn:
+            rows = (await conn.execute(select(t).order_by(t.c.queue_name))).all()
+        return [
+            QueueInfo(r.id, r.queue_name, r.max_deliveries, aware(r.created_at))  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    async def delete_queue(self, name: str, *, force: bool = False) -> None:
+        """Delete a queue and its messages. Refused while messages are leased, unless forced."""
+        info = await self.get_queue(name)
+        m, t = self.tables.messages, self.tables.queues
+
+        def work(conn: Connection) -> None:
+            if self.postgres:
+                conn.execute(select(t.c.id).where(t.c.id == info.id).with_for_update())
+            leased = conn.execute(
+                select(func.count()).where(
+                    m.c.queue_id == info.id,
+                    m.c.archived_at.is_(None),
+                    m.c.consumer_worker_id.is_not(None),
+                    m.c.vt > utcnow(),
+                )
+            ).scalar_one()
+            if leased and not force:
+                raise QueueBusy(
+                    f"queue {name!r} has {leased} leased message(s); wait, or pass force=True",
+                    queue=name,
+                    leased=leased,
+                )
+            conn.execute(delete(m).where(m.c.queue_id == info.id))
+            conn.execute(delete(t).where(t.c.id == info.id))
+
+        await self.run(work)
+        self._queue_ids.pop(name, None)
+
+    async def purge_queue(self, name: str) -> int:
+        """Delete every message of the queue that is not leased; return how many."""
+        info = await self.get_queue(name)
+        m = self.tables.messages
+        stmt = delete(m).where(
+            m.c.queue_id == info.id,
+            ~(
+                (m.c.archived_at.is_(None))
+                & m.c.consumer_worker_id.is_not(None)
+                & (m.c.vt > utcnow())
+            ),
+        )
+        async with self.begin() as conn:
+            return (await conn.execute(stmt)).rowcount
+
+    async def queue_stats(self, name: str | None = None) -> list[QueueStats]:
+        """Per-queue counts of ready, leased, delayed, archived and dead messages."""
+        m, t = self.tables.messages, self.tables.queues
+        now = utcnow()
+        live = m.c.archived_at.is_(None)
+        leased = live & m.c.consumer_worker_id.is_not(None) & (m.c.vt > now)
+        ready = live & (m.c.vt <= now)
+        delayed = live & m.c.consumer_worker_id.is_(None) & (m.c.vt > now)
+
+        def count(cond: Any) -> Any:
+            return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+        stmt = (
+            select(
+                t.c.queue_name,
+                count(ready),
+                count(leased),
+                count(delayed),
+                count(m.c.archive_reason == ArchiveReason.DONE.value),
+                count(m.c.archive_reason == ArchiveReason.DEAD.value),
+            )
+            .select_from(t.outerjoin(m, m.c.queue_id == t.c.id))
+            .group_by(t.c.queue_name)
+            .order_by(t.c.queue_name)
+        )
+        oldest = (
+            select(t.c.queue_name, func.min(m.c.enqueued_at), now)
+            .select_from(t.join(m, m.c.queue_id == t.c.id))
+            .where(ready)
+            .group_by(t.c.queue_name)
+        )
+        if name is not None:
+            stmt = stmt.where(t.c.queue_name == q.validate_name(name))
+        async with self.autocommit() as conn:
+            rows = (await conn.execute(stmt)).all()
+            ages = {
+                r[0]: (aware(r[2]) - aware(r[1])).total_seconds()  # type: ignore[operator]
+                for r in (await conn.execute(oldest)).all()
+            }
+        if name is not None and not rows:
+            raise QueueNotFound(f"no queue named {name!r}", queue=name)
+        return [
+            QueueStats(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), ages.get(r[0]))
+            for r in rows
+        ]
+
+    async def dead_letters(self, name: str, *, limit: int = 100) -> list[q.Message]:
+        """Messages of ``name`` that exhausted ``max_deliveries`` (oldest first)."""
+        qid = (await self.get_queue(name)).id
+        m = self.tables.messages
+        stmt = (
+            select(m)
+            .where(m.c.queue_id == qid, m.c.archive_reason == ArchiveReason.DEAD.value)
+            .order_by(m.c.id)
+            .limit(limit)
+        )
+        async with self.autocommit() as conn:
+            return [q.Message.from_row(r) for r in (await conn.execute(stmt)).all()]
+
+    async def replay_dead_letters(
+        self, name: str, message_ids: Sequence[int] | None = None
+    ) -> list[int]:
+        """Make dead messages (all, or those listed) ready again; returns their ids.
+
+        A workflow run whose message died is put back to ``QUEUED`` with it.
+        """
+        qid = (await self.get_queue(name)).id
+        runs = self.tables.runs
+
+        def work(conn: Connection) -> list[int]:
+            ids = sorted(conn.execute(q.replay_dead_stmt(self.tables, qid, message_ids)).scalars())
+            if ids:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.message_id.in_(ids), runs.c.status == "ERROR")
+                    .values(status="QUEUED", error=None, finished_at=None, updated_at=utcnow())
+                )
+            return ids
+
+        ids = await self.run(work)
+        if ids:
+            self.wake(name)
+        return ids
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        w, t = self.tables.workers, self.tables.queues
+        stmt = (
+            select(w, t.c.queue_name, utcnow().label("now"))
+            .select_from(w.outerjoin(t, t.c.id == w.c.queue_id))
+            .order_by(w.c.worker_name)
+        )
+        async with self.autocommit() as conn:
+            rows = (await conn.execute(stmt)).all()
+        result = []
+        for r in rows:
+            m = r._mapping
+            heartbeat = aware(m["heartbeat_at"])
+            assert heartbeat is not None
+            result.append(
+                WorkerInfo(
+                    id=m["id"],
+                    name=m["worker_name"],
+                    hostname=m["hostname"],
+                    port=m["port"],
+                    queue=m["queue_name"],
+                    status=m["status"],
+                    started_at=aware(m["started_at"]),  # type: ignore[arg-type]
+                    heartbeat_at=heartbeat,
+                    heartbeat_age=(aware(m["now"]) - heartbeat).total_seconds(),  # type: ignore[operator]
+                    stopped_at=aware(m["stopped_at"]),
+                )
+            )
+        return result
+
+    async def active_worker_count(self) -> int:
+        w = self.tables.workers
+        async with self.autocommit() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count()).where(w.c.status != WorkerStatus.STOPPED.value)
+                    )
+                ).scalar_one()
+            )
+
+
+class Queue:
+    """Enqueue onto one queue, through the store's own transaction or the caller's."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r}>"
+
+    def _stmt(self, payloads: Sequence[Any], options: dict[str, Any]) -> Any:
+        return q.enqueue_stmt(
+            self.store.tables,
+            self.name,
+            payloads,
+            max_bytes=self.store.max_payload_bytes,
+            **options,
+        )
+
+    async def enqueue(
+        self,
+        payload: Any,
+        *,
+        target: AsyncTarget | None = None,
+        delay: float | timedelta | None = None,
+        available_at: datetime | None = None,
+        priority: int = 0,
+    ) -> int:
+        """Enqueue one JSON payload; returns the message id.
+
+        With ``target`` (the caller's ``AsyncSession``/``AsyncConnection``) the message is
+        written in the caller's transaction and appears only if it commits.
+        """
+        ids = await self.enqueue_batch(
+            [payload], target=target, delay=delay, available_at=available_at, priority=priority
+        )
+        return ids[0]
+
+    async def enqueue_batch(
+        self,
+        payloads: Sequence[Any],
+        *,
+        target: AsyncTarget | None = None,
+        delay: float | timedelta | None = None,
+        available_at: datetime | None = None,
+        priority: int = 0,
+    ) -> list[int]:
+        """Enqueue many payloads in one statement; returns their ids in order."""
+        if not payloads:
+            return []
+        stmt = self._stmt(
+            payloads, {"delay": delay, "available_at": available_at, "priority": priority}
+        )
+        ids = await self.store.run(
+            lambda c: q.enqueue_sync(c, self.store.tables, self.name, stmt), target
+        )
+        self.store.wake(self.name, target)
+        return ids
+
+    def enqueue_sync(
+        self,
+        payload: Any,
+        *,
+        target: SyncTarget,
+        delay: float | timedelta | None = None,
+        available_at: datetime | None = None,
+        priority: int = 0,
+    ) -> int:
+        """Enqueue in a sync ``Session``/``Connection``'s transaction; returns the id."""
+        return self.enqueue_batch_sync(
+            [payload], target=target, delay=delay, available_at=available_at, priority=priority
+        )[0]
+
+    def enqueue_batch_sync(
+        self,
+        payloads: Sequence[Any],
+        *,
+        target: SyncTarget,
+        delay: float | timedelta | None = None,
+        available_at: datetime | None = None,
+        priority: int = 0,
+    ) -> list[int]:
+        if not payloads:
+            return []
+        stmt = self._stmt(
+            payloads, {"delay": delay, "available_at": available_at, "priority": priority}
+        )
+        ids = run_sync(target, lambda c: q.enqueue_sync(c, self.store.tables, self.name, stmt))
+        self.store.wake(self.name, target)
+        return ids

@@ -1,0 +1,237 @@
+"""``workflow(name).trigger(params).execute(target)``: start a run, in the caller's
+transaction when ``target`` is the app's session or connection.
+
+The run row and its queue message are written together: on PostgreSQL in one statement
+(a data-modifying CTE that also issues ``NOTIFY``), on SQLite as two statements in the same
+transaction. Either both appear when the transaction commits, or neither does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, false, func, insert, literal, null, select, true
+from sqlalchemy.engine import Connection
+
+from ._db import AsyncTarget, SyncTarget, run_async, run_sync, target_db_key, wake_after_commit
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_json
+from .dialects import JSONType, insert_for, is_postgres, utcnow, utcnow_plus
+from .errors import ValidationError, WorkflowNotFound
+from .models import PgqrsModels, RunStatus, Tables
+from .queue import NOTIFY_CHANNEL, seconds, validate_name
+
+if TYPE_CHECKING:
+    from .store import Store
+
+_MSG_COLS = ["queue_id", "payload", "priority", "enqueued_at", "vt", "read_ct", "failed_ct"]
+_RUN_COLS = [
+    "workflow_id",
+    "message_id",
+    "status",
+    "input",
+    "idempotency_key",
+    "cancel_requested",
+    "created_at",
+    "updated_at",
+]
+
+
+def _message_source(t: Tables, name: str, delay: float, priority: int) -> Any:
+    w = t.workflows
+    return select(
+        w.c.queue_id,
+        null(),
+        literal(priority),
+        utcnow(),
+        utcnow_plus(delay) if delay else utcnow(),
+        literal(0),
+        literal(0),
+    ).where(w.c.workflow_name == name)
+
+
+def _run_values(t: Tables, name: str, message_id: Any, params: Any, key: str | None) -> Any:
+    w = t.workflows
+    return select(
+        w.c.id,
+        message_id,
+        literal(RunStatus.QUEUED.value),
+        literal(params, JSONType),
+        literal(key),
+        false(),
+        utcnow(),
+        utcnow(),
+    ).where(w.c.workflow_name == name)
+
+
+def _existing(conn: Connection, t: Tables, name: str, key: str) -> int | None:
+    r, w = t.runs, t.workflows
+    found: int | None = conn.execute(
+        select(r.c.id)
+        .join(w, w.c.id == r.c.workflow_id)
+        .where(w.c.workflow_name == name, r.c.idempotency_key == key)
+    ).scalar()
+    return found
+
+
+def trigger_logic(
+    conn: Connection,
+    t: Tables,
+    name: str,
+    params: Any,
+    key: str | None,
+    delay: float,
+    priority: int,
+) -> int:
+    """Write the run and its message on ``conn``; returns the run id."""
+    r, m = t.runs, t.messages
+    dialect = conn.dialect.name
+    run_insert = insert_for(dialect, r)
+    if is_postgres(dialect):
+        msg = (
+            insert(m)
+            .from_select(_MSG_COLS, _message_source(t, name, delay, priority))
+            .returning(m.c.id, m.c.queue_id)
+            .cte("m")
+        )
+        run = (
+            run_insert.from_select(
+                _RUN_COLS,
+                _run_values(t, name, msg.c.id, params, key).where(
+                    t.workflows.c.queue_id == msg.c.queue_id
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=[r.c.workflow_id, r.c.idempotency_key])
+            .returning(r.c.id)
+            .cte("r")
+        )
+        row = conn.execute(
+            select(msg.c.id, run.c.id, func.pg_notify(NOTIFY_CHANNEL, name)).select_from(
+                msg.outerjoin(run, true())
+            )
+        ).first()
+        if row is None:
+            raise WorkflowNotFound(f"no workflow named {name!r}", workflow=name)
+        message_id, run_id = row[0], row[1]
+    else:
+        if key is not None and (found := _existing(conn, t, name, key)) is not None:
+            return found
+        message_id = conn.execute(
+            insert(m)
+            .from_select(_MSG_COLS, _message_source(t, name, delay, priority))
+            .returning(m.c.id)
+        ).scalar()
+        if message_id is None:
+            raise WorkflowNotFound(f"no workflow named {name!r}", workflow=name)
+        run_id = conn.execute(
+            run_insert.from_select(
+                _RUN_COLS, _run_values(t, name, literal(message_id), params, key)
+            )
+            .on_conflict_do_nothing(index_elements=[r.c.workflow_id, r.c.idempotency_key])
+            .returning(r.c.id)
+        ).scalar()
+    if run_id is None:
+        # Lost an idempotency race: the other trigger's run stands; drop our message.
+        conn.execute(delete(m).where(m.c.id == message_id))
+        assert key is not None
+        found = _existing(conn, t, name, key)
+        assert found is not None
+        return found
+    return int(run_id)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A prepared trigger; ``execute`` it against a Store or the caller's transaction."""
+
+    workflow: WorkflowRef
+    params: Any
+    idempotency_key: str | None
+    delay: float
+    priority: int
+
+    def _logic(self, tables: Tables) -> Any:
+        return lambda conn: trigger_logic(
+            conn,
+            tables,
+            self.workflow.name,
+            self.params,
+            self.idempotency_key,
+            self.delay,
+            self.priority,
+        )
+
+    async def execute(self, target: Store | AsyncTarget) -> int:
+        """Start the run; returns its id.
+
+        ``target`` is a :class:`~pgqrs_sqla.Store` (its own transaction, committed here) or
+        the app's ``AsyncSession`` / ``AsyncConnection`` (the run appears only if the
+        caller's transaction commits; a rollback leaves nothing).
+        """
+        from .store import Store
+
+        if isinstance(target, Store):
+            run_id: int = await target.run(self._logic(target.tables))
+            target.wake(self.workflow.name)
+            return run_id
+        tables = self.workflow.tables()
+        run_id = await run_async(target, self._logic(tables))
+        wake_after_commit(target, target_db_key(target), self.workflow.name)
+        return run_id
+
+    def execute_sync(self, target: SyncTarget) -> int:
+        """Start the run in a sync ``Session``/``Connection``'s transaction; returns its id."""
+        run_id: int = run_sync(target, self._logic(self.workflow.tables()))
+        wake_after_commit(target, target_db_key(target), self.workflow.name)
+        return run_id
+
+
+@dataclass(frozen=True)
+class WorkflowRef:
+    """``workflow(name)``: a reference used to trigger runs."""
+
+    name: str
+    models: PgqrsModels | None = None
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+
+    def tables(self) -> Tables:
+        if self.models is not None:
+            return self.models.tables
+        from ._core import _default
+
+        return _default().tables
+
+    def trigger(
+        self,
+        params: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> Trigger:
+        """Prepare a run with ``params`` (JSON) as its input; checked here, before any write."""
+        check_json(
+            params, what=f"params of workflow {self.name!r}", max_bytes=self.max_payload_bytes
+        )
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255
+        ):
+            raise ValidationError(
+                f"idempotency_key must be a non-empty str of at most 255 characters, got {idempotency_key!r}"
+            )
+        return Trigger(self, params, idempotency_key, seconds(delay), priority)
+
+
+def workflow(
+    name: str,
+    *,
+    models: PgqrsModels | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> WorkflowRef:
+    """Refer to workflow ``name`` to trigger it: ``workflow("x").trigger(params).execute(t)``.
+
+    ``models`` is needed only when the app made its pgqrs models with a custom prefix or
+    schema (``pgqrs_models(Base, prefix=..., schema=...)``).
+    """
+    return WorkflowRef(validate_name(name, "workflow"), models, max_payload_bytes)

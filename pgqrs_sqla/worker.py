@@ -1,0 +1,856 @@
+"""Workers: ``consumer(name, port, queue).handler(fn).create(store)`` and the poll loop.
+
+A worker registers a row, claims messages in batches (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL), runs up to ``concurrency`` handlers at once, and — in a background task that
+keeps going while handlers run — heartbeats and extends the leases of what it holds.
+Wake-ups come from ``LISTEN/NOTIFY`` on PostgreSQL and in-process notifications; polling
+every ``poll_interval`` seconds is the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import exc, select, update
+
+from . import queue as q
+from ._db import HUB, Waiter, translated
+from .codec import check_json
+from .context import (
+    Execution,
+    RunContext,
+    StepRecord,
+    _RetryLater,
+    _StepExhausted,
+    _StepPaused,
+    error_record,
+)
+from .dialects import aware, utcnow, utcnow_plus
+from .errors import (
+    ConfigurationError,
+    HandlerError,
+    LeaseLost,
+    Pause,
+    PgqrsError,
+    QueueNotFound,
+    ValidationError,
+    WorkerNameInUse,
+    WorkflowNotFound,
+    _LeaseLostSignal,
+    _RunCancelledSignal,
+)
+from .models import ArchiveReason, RunStatus, StepStatus, WorkerStatus
+from .runs import RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
+from .states import run_may_become
+from .store import Store
+
+log = logging.getLogger("pgqrs_sqla.worker")
+
+MessageHandler = Callable[[q.Message], Awaitable[Any]]
+
+
+@dataclass
+class _Binding:
+    queue: str
+    handler: Callable[..., Awaitable[Any]]
+    retry: RetryPolicy | None
+    queue_id: int = 0
+    workflow: WorkflowInfo | None = None
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    """What a readiness probe wants to know."""
+
+    name: str
+    status: str
+    running: bool
+    in_flight: int
+    last_heartbeat_age: float | None
+    last_claim_age: float | None
+    errors: int
+
+
+@dataclass
+class _InFlight:
+    message: q.Message
+    binding: _Binding
+    task: asyncio.Task[None]
+    execution: Execution | None = None
+
+
+class ConsumerBuilder:
+    """``consumer(name, port, queue, ...)``: say what to run, then ``await .create(store)``."""
+
+    def __init__(self, name: str, port: int | None, queues: tuple[str, ...]) -> None:
+        q.validate_name(name, "worker")
+        if not queues:
+            raise ValidationError("consumer() needs at least one queue or workflow name")
+        self.name = name
+        self.port = port
+        self.queues = [q.validate_name(n) for n in queues]
+        self._handlers: dict[str, tuple[Callable[..., Awaitable[Any]], RetryPolicy | None]] = {}
+
+    def handler(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *,
+        queue: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> ConsumerBuilder:
+        """Register ``fn`` for ``queue`` (default: every queue without a handler yet).
+
+        For a workflow, ``async def fn(ctx, params)``; for a plain queue,
+        ``async def fn(message)``. ``retry`` overrides the workflow's retry policy.
+        """
+        if not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)):
+            raise HandlerError(
+                f"handler {getattr(fn, '__qualname__', fn)!r} must be an `async def` function",
+                handler=fn,
+            )
+        targets = (
+            [queue] if queue is not None else [n for n in self.queues if n not in self._handlers]
+        )
+        for name in targets:
+            if name not in self.queues:
+                raise ConfigurationError(
+                    f"{name!r} is not one of this consumer's queues {self.queues}"
+                )
+            self._handlers[name] = (fn, retry)
+        return self
+
+    async def create(
+        self,
+        store: Store,
+        *,
+        concurrency: int = 1,
+        batch_size: int | None = None,
+        visibility_timeout: float = 30.0,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float | None = None,
+        listen: bool | None = None,
+        hostname: str | None = None,
+    ) -> Worker:
+        """Register the worker row and return the :class:`Worker` (not yet polling)."""
+        missing = [n for n in self.queues if n not in self._handlers]
+        if missing:
+            raise ConfigurationError(f"no handler for {missing}: call .handler(fn) first")
+        if concurrency < 1 or visibility_timeout <= 0 or poll_interval <= 0:
+            raise ValidationError(
+                "concurrency >= 1, visibility_timeout > 0 and poll_interval > 0 are required"
+            )
+        bindings = []
+        for name in self.queues:
+            fn, retry = self._handlers[name]
+            binding = _Binding(name, fn, retry)
+            try:
+                binding.workflow = await store.get_workflow(name)
+                binding.queue_id = binding.workflow.queue_id
+            except PgqrsError as error:
+                if not isinstance(error, QueueNotFound | WorkflowNotFound):
+                    raise
+                binding.queue_id = await store.queue_id(name)
+            bindings.append(binding)
+        worker = Worker(
+            store,
+            self.name,
+            self.port,
+            bindings,
+            concurrency=concurrency,
+            batch_size=batch_size or concurrency,
+            visibility_timeout=visibility_timeout,
+            poll_interval=poll_interval,
+            heartbeat_interval=heartbeat_interval or min(5.0, visibility_timeout / 3),
+            listen=store.listen if listen is None else listen,
+            hostname=hostname or socket.gethostname(),
+        )
+        await worker._register()
+        return worker
+
+
+def consumer(name: str, port: int | None, *queues: str) -> ConsumerBuilder:
+    """Start building a worker named ``name`` (unique) that serves ``queues``."""
+    return ConsumerBuilder(name, port, queues)
+
+
+@dataclass
+class _Stats:
+    claimed: int = 0
+    completed: int = 0
+    errors: int = 0
+    lease_lost: int = 0
+    last_claim: float | None = None
+    last_heartbeat: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """A registered worker. Run it with :meth:`poll_forever`, :meth:`start` / :meth:`stop`,
+    or :meth:`run_until_idle`; or drive it by hand with :meth:`dequeue` and the lease
+    operations."""
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        port: int | None,
+        bindings: list[_Binding],
+        *,
+        concurrency: int,
+        batch_size: int,
+        visibility_timeout: float,
+        poll_interval: float,
+        heartbeat_interval: float,
+        listen: bool,
+        hostname: str,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.port = port
+        self.hostname = hostname
+        self.bindings = bindings
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.visibility_timeout = visibility_timeout
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.listen = listen
+        self.id = 0
+        self.status = WorkerStatus.READY
+        self.stats = _Stats()
+        self._inflight: dict[int, _InFlight] = {}
+        self._stopping = asyncio.Event()
+        self._waiter: Waiter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._listener: Any = None
+        self._listen_conn: Any = None
+        self._grace = 30.0
+        self._closers: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name!r} id={self.id} queues={[b.queue for b in self.bindings]}>"
+
+    @property
+    def queues(self) -> list[str]:
+        return [b.queue for b in self.bindings]
+
+    # ------------------------------------------------------------ registration
+
+    async def _register(self) -> None:
+        w, m = self.store.tables.workers, self.store.tables.messages
+        stale_after = self.heartbeat_interval * 3
+
+        def work(conn: Any) -> int:
+            row = conn.execute(
+                select(w.c.id, w.c.status, w.c.heartbeat_at, utcnow().label("now")).where(
+                    w.c.worker_name == self.name
+                )
+            ).first()
+            values = {
+                "hostname": self.hostname,
+                "port": self.port,
+                "queue_id": self.bindings[0].queue_id,
+                "status": WorkerStatus.READY.value,
+                "started_at": utcnow(),
+                "heartbeat_at": utcnow(),
+                "stopped_at": None,
+            }
+            if row is None:
+                nested = conn.begin_nested()
+                try:
+                    new_id: int = conn.execute(
+                        w.insert().values(worker_name=self.name, **values).returning(w.c.id)
+                    ).scalar_one()
+                    nested.commit()
+                    return new_id
+                except exc.IntegrityError:
+                    nested.rollback()
+                    raise WorkerNameInUse(
+                        f"worker name {self.name!r} was registered concurrently", worker=self.name
+                    ) from None
+            age = (aware(row.now) - aware(row.heartbeat_at)).total_seconds()  # type: ignore[operator]
+            if row.status != WorkerStatus.STOPPED.value and age < stale_after:
+                raise WorkerNameInUse(
+                    f"worker name {self.name!r} is in use by an active worker (status {row.status}, "
+                    f"heartbeat {age:.1f}s ago); pick another name or stop that worker",
+                    worker=self.name,
+                )
+            conn.execute(update(w).where(w.c.id == row.id).values(**values))
+            # A previous life of this name died holding leases: give them back now.
+            conn.execute(
+                update(m)
+                .where(m.c.consumer_worker_id == row.id, m.c.archived_at.is_(None))
+                .values(consumer_worker_id=None, vt=utcnow(), failed_ct=m.c.failed_ct + 1)
+            )
+            return int(row.id)
+
+        self.id = await self.store.run(work)
+        log.info("worker %s registered (id %s) for %s", self.name, self.id, self.queues)
+
+    async def _set_status(self, status: WorkerStatus) -> None:
+        w = self.store.tables.workers
+        values: dict[str, Any] = {"status": status.value, "heartbeat_at": utcnow()}
+        if status is WorkerStatus.STOPPED:
+            values["stopped_at"] = utcnow()
+        async with self.store.autocommit() as conn:
+            await conn.execute(update(w).where(w.c.id == self.id).values(**values))
+        self.status = status
+
+    # ------------------------------------------------------------ low-level queue API
+
+    async def dequeue(
+        self, batch: int = 1, *, queue: str | None = None, visibility_timeout: float | None = None
+    ) -> list[q.Message]:
+        """Claim up to ``batch`` ready messages; each is leased to this worker."""
+        binding = self._binding(queue)
+        async with self.store.autocommit() as conn:
+            return await q.claim(
+                conn,
+                self.store.tables,
+                binding.queue_id,
+                self.id,
+                batch=batch,
+                vt_seconds=visibility_timeout or self.visibility_timeout,
+            )
+
+    def _binding(self, queue: str | None) -> _Binding:
+        if queue is None:
+            return self.bindings[0]
+        for b in self.bindings:
+            if b.queue == queue:
+                return b
+        raise ConfigurationError(f"worker {self.name!r} does not serve queue {queue!r}")
+
+    async def _fenced(self, stmt: Any, msg: q.Message, action: str) -> Any:
+        async with self.store.autocommit() as conn:
+            return await q.fenced(conn, stmt, msg, action)
+
+    async def extend(self, msg: q.Message, seconds: float) -> None:
+        """Push the lease's end to ``now + seconds``; ``LeaseLost`` if no longer ours."""
+        await self._fenced(q.extend_stmt(self.store.tables, msg, self.id, seconds), msg, "extend")
+
+    async def archive(self, msg: q.Message) -> None:
+        """Acknowledge: the message is done."""
+        await self._fenced(q.archive_stmt(self.store.tables, msg, self.id), msg, "archive")
+
+    async def delete(self, msg: q.Message) -> None:
+        m = self.store.tables.messages
+        stmt = (
+            m.delete()
+            .where(q.held(self.store.tables, msg.id, self.id, msg.read_ct))
+            .returning(m.c.id)
+        )
+        await self._fenced(stmt, msg, "delete")
+
+    async def release(self, msg: q.Message, *, delay: float = 0.0) -> None:
+        """Give the message back, visible again after ``delay`` seconds (not a failure)."""
+        await self._fenced(
+            q.release_stmt(self.store.tables, msg, self.id, q.seconds(delay)), msg, "release"
+        )
+
+    async def fail(self, msg: q.Message, error: str | None = None, *, delay: float = 0.0) -> bool:
+        """Record a failed delivery; returns True if that dead-lettered the message."""
+        row = await self._fenced(
+            q.fail_stmt(self.store.tables, msg, self.id, q.seconds(delay), error), msg, "fail"
+        )
+        return bool(row.archive_reason == ArchiveReason.DEAD.value)
+
+    # ------------------------------------------------------------ running
+
+    async def poll_forever(self) -> None:
+        """Poll and run handlers until :meth:`stop` (or task cancellation)."""
+        await self._run(until_idle=False)
+
+    async def run_until_idle(self, *, timeout: float | None = None) -> None:
+        """Process until nothing is ready and nothing is in flight, then return (for tests
+        and scripts). Delayed or paused messages are not waited for."""
+        async with asyncio.timeout(timeout):
+            await self._run(until_idle=True)
+
+    def start(self) -> asyncio.Task[None]:
+        """Run :meth:`poll_forever` as a task in the current loop; returns the task."""
+        if self._task is None or self._task.done():
+            self._stopping.clear()
+            self._task = asyncio.create_task(self.poll_forever(), name=f"pgqrs-worker-{self.name}")
+        return self._task
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop claiming; let in-flight runs finish within ``grace`` seconds, then release the
+        rest so other workers take them at once."""
+        self._stopping.set()
+        if self._waiter is not None:
+            self._waiter.wake()
+        self._grace = grace
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def __aenter__(self) -> Worker:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def health(self) -> WorkerHealth:
+        now = time.monotonic()
+        return WorkerHealth(
+            name=self.name,
+            status=self.status.value,
+            running=self._task is not None and not self._task.done(),
+            in_flight=len(self._inflight),
+            last_heartbeat_age=None
+            if self.stats.last_heartbeat is None
+            else now - self.stats.last_heartbeat,
+            last_claim_age=None if self.stats.last_claim is None else now - self.stats.last_claim,
+            errors=self.stats.errors,
+        )
+
+    async def _run(self, *, until_idle: bool) -> None:
+        self._waiter = Waiter()
+        for b in self.bindings:
+            HUB.subscribe(self.store.db_key, b.queue, self._waiter)
+        await self._start_listener()
+        self._heartbeat_task = asyncio.create_task(
+            self._heartbeat_loop(), name=f"pgqrs-heartbeat-{self.name}"
+        )
+        await self._set_status(WorkerStatus.POLLING)
+        backoff = 0.0
+        try:
+            while not self._stopping.is_set():
+                free = self.concurrency - len(self._inflight)
+                if free <= 0:
+                    await self._wait_for_room()
+                    continue
+                self._waiter.event.clear()
+                try:
+                    claimed = await self._claim_round(free)
+                    backoff = 0.0
+                except PgqrsError as error:
+                    backoff = min(max(backoff * 2, 0.1), 5.0)
+                    self.stats.errors += 1
+                    log.warning(
+                        "worker %s: claim failed (%s); retrying in %.1fs", self.name, error, backoff
+                    )
+                    await self._sleep(backoff)
+                    continue
+                if claimed:
+                    continue
+                if until_idle and not self._inflight:
+                    return
+                await self._idle_wait()
+        finally:
+            await self._shutdown()
+
+    async def _claim_round(self, free: int) -> int:
+        claimed = 0
+        for binding in self.bindings:
+            if free <= 0:
+                break
+            with translated("claim"):
+                async with self.store.autocommit() as conn:
+                    messages = await q.claim(
+                        conn,
+                        self.store.tables,
+                        binding.queue_id,
+                        self.id,
+                        batch=min(free, self.batch_size),
+                        vt_seconds=self.visibility_timeout,
+                    )
+            if not messages:
+                continue
+            self.stats.claimed += len(messages)
+            self.stats.last_claim = time.monotonic()
+            claimed += len(messages)
+            free -= len(messages)
+            if binding.workflow is not None:
+                await self._start_runs(binding, messages)
+            else:
+                for msg in messages:
+                    self._spawn(binding, msg, self._process_message(binding, msg))
+        return claimed
+
+    def _spawn(
+        self, binding: _Binding, msg: q.Message, coro: Any, execution: Execution | None = None
+    ) -> None:
+        task = asyncio.create_task(coro, name=f"pgqrs-{binding.queue}-{msg.id}")
+        self._inflight[msg.id] = _InFlight(msg, binding, task, execution)
+        task.add_done_callback(lambda _t: self._done(msg.id))
+
+    def _done(self, message_id: int) -> None:
+        self._inflight.pop(message_id, None)
+        if self._waiter is not None:
+            self._waiter.event.set()
+
+    async def _wait_for_room(self) -> None:
+        tasks = [f.task for f in self._inflight.values()]
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+
+    async def _idle_wait(self) -> None:
+        assert self._waiter is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._waiter.event.wait(), self.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # ------------------------------------------------------------ plain messages
+
+    async def _process_message(self, binding: _Binding, msg: q.Message) -> None:
+        queue = self.store.queue(binding.queue)
+        extra = {"queue": queue.name, "message_id": msg.id}
+        try:
+            if await self._dead_on_arrival(binding, msg):
+                return
+            await binding.handler(msg)
+            await self.archive(msg)
+            self.stats.completed += 1
+        except LeaseLost:
+            self.stats.lease_lost += 1
+            log.warning("message %s: lease lost before ack", msg.id, extra=extra)
+        except asyncio.CancelledError:
+            await self._release_quietly(msg)
+            raise
+        except Exception as error:
+            self.stats.errors += 1
+            log.exception("message %s: handler failed", msg.id, extra=extra)
+            policy = binding.retry or RetryPolicy()
+            with contextlib.suppress(LeaseLost, PgqrsError):
+                await self.fail(
+                    msg, f"{type(error).__name__}: {error}", delay=policy.delay(msg.failed_ct + 1)
+                )
+
+    async def _dead_on_arrival(self, binding: _Binding, msg: q.Message) -> bool:
+        """A message whose failed deliveries reached the queue's max_deliveries is moved to
+        the dead letters instead of being handled again."""
+        qt = self.store.tables.queues
+        if msg.failed_ct == 0:
+            return False
+        async with self.store.autocommit() as conn:
+            max_deliveries = (
+                await conn.execute(select(qt.c.max_deliveries).where(qt.c.id == binding.queue_id))
+            ).scalar()
+        if max_deliveries is None or msg.failed_ct < max_deliveries:
+            return False
+        reason = f"dead: {msg.failed_ct} failed deliveries (max_deliveries={max_deliveries})"
+        with contextlib.suppress(LeaseLost):
+            async with self.store.begin() as conn:
+                await q.fenced(
+                    conn,
+                    q.archive_stmt(self.store.tables, msg, self.id, ArchiveReason.DEAD, reason),
+                    msg,
+                    "dead-letter",
+                )
+                if binding.workflow is not None:
+                    r = self.store.tables.runs
+                    await conn.execute(
+                        update(r)
+                        .where(
+                            r.c.message_id == msg.id,
+                            r.c.status.in_(run_may_become(RunStatus.ERROR)),
+                        )
+                        .values(
+                            status=RunStatus.ERROR.value,
+                            error={"type": "pgqrs_sqla.DeadLetter", "message": reason},
+                            finished_at=utcnow(),
+                            updated_at=utcnow(),
+                        )
+                    )
+        log.error("message %s dead-lettered: %s", msg.id, reason, extra={"queue": binding.queue})
+        self.store.wake(RUN_DONE_CHANNEL)
+        return True
+
+    async def _release_quietly(self, msg: q.Message) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.release(msg))
+
+    # ------------------------------------------------------------ workflow runs
+
+    async def _start_runs(self, binding: _Binding, messages: list[q.Message]) -> None:
+        """Mark claimed runs RUNNING and load their recorded steps: two statements a batch."""
+        t = self.store.tables
+        r, s = t.runs, t.steps
+        ids = [m.id for m in messages]
+        by_id = {m.id: m for m in messages}
+        async with self.store.autocommit() as conn:
+            rows = (
+                await conn.execute(
+                    update(r)
+                    .where(
+                        r.c.message_id.in_(ids), r.c.status.in_(run_may_become(RunStatus.RUNNING))
+                    )
+                    .values(
+                        status=RunStatus.RUNNING.value, started_at=utcnow(), updated_at=utcnow()
+                    )
+                    .returning(r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested)
+                )
+            ).all()
+            run_ids = [row.id for row in rows]
+            steps = (
+                (
+                    await conn.execute(
+                        select(
+                            s.c.run_id, s.c.step_name, s.c.status, s.c.output, s.c.attempts
+                        ).where(s.c.run_id.in_(run_ids))
+                    )
+                ).all()
+                if run_ids and any(by_id[row.message_id].read_ct > 1 for row in rows)
+                else []
+            )
+        started = set()
+        assert binding.workflow is not None
+        for row in rows:
+            msg = by_id[row.message_id]
+            started.add(msg.id)
+            execution = Execution(
+                store=self.store,
+                worker_id=self.id,
+                message=msg,
+                run_id=row.id,
+                workflow=binding.queue,
+                params=row.input,
+                policy=binding.retry or binding.workflow.retry,
+                cancel_requested=bool(row.cancel_requested),
+            )
+            execution.steps = {
+                st.step_name: StepRecord(StepStatus(st.status), st.output, st.attempts)
+                for st in steps
+                if st.run_id == row.id
+            }
+            self._spawn(binding, msg, self._process_run(binding, execution), execution)
+        for msg in messages:
+            if msg.id not in started:
+                # The run already ended (or was never written): nothing to do but ack.
+                with contextlib.suppress(LeaseLost):
+                    await self.archive(msg)
+
+    async def _process_run(self, binding: _Binding, x: Execution) -> None:
+        extra = {"run_id": x.run_id, "workflow": x.workflow}
+        ended = True
+        try:
+            if await self._dead_on_arrival(binding, x.message):
+                return
+            if x.cancel_requested:
+                raise _RunCancelledSignal()
+            output = await binding.handler(RunContext(x), x.params)
+            check_json(
+                output,
+                what=f"output of workflow {x.workflow!r}",
+                max_bytes=self.store.max_payload_bytes,
+            )
+            if not await x.finish(RunStatus.SUCCESS, output=output):
+                raise _LeaseLostSignal()
+            self.stats.completed += 1
+            log.info("run %s succeeded", x.run_id, extra=extra)
+        except (_LeaseLostSignal, LeaseLost):
+            ended = False
+            self.stats.lease_lost += 1
+            log.warning("run %s: lease lost; another worker owns it now", x.run_id, extra=extra)
+        except _RunCancelledSignal:
+            await x.finish(RunStatus.CANCELLED)
+            log.info("run %s cancelled", x.run_id, extra=extra)
+        except _RetryLater as retry:
+            ended = False
+            write = x.step_upsert(
+                self.store.engine.dialect.name,
+                retry.step,
+                StepStatus.ERROR,
+                None,
+                retry.error,
+                retry.attempts,
+                0.0,
+            )
+            await x.park(RunStatus.RUNNING, retry.delay, write)
+        except _StepPaused as pause:
+            ended = False
+            write = None
+            if pause.step is not None:
+                write = x.step_upsert(
+                    self.store.engine.dialect.name,
+                    pause.step,
+                    StepStatus.PAUSED,
+                    None,
+                    None,
+                    1,
+                    0.0,
+                )
+            await x.park(RunStatus.PAUSED, pause.seconds, write)
+            self.store.wake(RUN_DONE_CHANNEL)
+            log.info(
+                "run %s paused at step %s for %.0fs",
+                x.run_id,
+                pause.step,
+                pause.seconds,
+                extra=extra,
+            )
+        except Pause as pause:  # raised in the handler, outside any step
+            ended = False
+            await x.park(RunStatus.PAUSED, pause.seconds)
+        except _StepExhausted as exhausted:
+            self.stats.errors += 1
+            await x.finish(RunStatus.ERROR, error=exhausted.error)
+            log.error(
+                "run %s failed: step %s out of attempts", x.run_id, exhausted.step, extra=extra
+            )
+        except asyncio.CancelledError:
+            ended = False
+            await self._release_quietly(x.message)
+            raise
+        except Exception as error:
+            self.stats.errors += 1
+            record = error_record(error)
+            if x.used:
+                record.setdefault("step", next(reversed(list(x.used))))
+            try:
+                await x.finish(RunStatus.ERROR, error=record)
+            except PgqrsError:
+                log.exception("run %s: could not record the failure", x.run_id, extra=extra)
+            log.error("run %s failed: %s", x.run_id, error, extra=extra)
+        if ended:
+            self.store.wake(RUN_DONE_CHANNEL)
+
+    # ------------------------------------------------------------ background work
+
+    async def _heartbeat_loop(self) -> None:
+        """Heartbeat, extend the leases of in-flight messages, and pick up cancellations —
+        in its own task, so it keeps going while handlers (and threads) run."""
+        w, m, r = self.store.tables.workers, self.store.tables.messages, self.store.tables.runs
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            inflight = list(self._inflight.values())
+            try:
+                async with self.store.autocommit() as conn:
+                    await conn.execute(
+                        update(w).where(w.c.id == self.id).values(heartbeat_at=utcnow())
+                    )
+                    if inflight:
+                        rows = (
+                            await conn.execute(
+                                update(m)
+                                .where(
+                                    m.c.id.in_([f.message.id for f in inflight]),
+                                    m.c.consumer_worker_id == self.id,
+                                    m.c.archived_at.is_(None),
+                                )
+                                .values(vt=utcnow_plus(self.visibility_timeout))
+                                .returning(m.c.id, m.c.read_ct)
+                            )
+                        ).all()
+                        held = {row.id: row.read_ct for row in rows}
+                        runs = [f.execution for f in inflight if f.execution is not None]
+                        cancelled: set[int] = set()
+                        if runs:
+                            cancelled = set(
+                                (
+                                    await conn.execute(
+                                        select(r.c.id).where(
+                                            r.c.id.in_([x.run_id for x in runs]),
+                                            r.c.cancel_requested.is_(True),
+                                        )
+                                    )
+                                ).scalars()
+                            )
+                        for f in inflight:
+                            if (
+                                held.get(f.message.id) != f.message.read_ct
+                                and f.execution is not None
+                            ):
+                                f.execution.lease_lost = True
+                            if f.execution is not None and f.execution.run_id in cancelled:
+                                f.execution.cancel_requested = True
+                self.stats.last_heartbeat = time.monotonic()
+            except (PgqrsError, exc.SQLAlchemyError, OSError) as error:
+                self.stats.errors += 1
+                log.warning("worker %s: heartbeat failed: %s", self.name, error)
+            if self._listen_conn is None and self.listen and self.store.postgres:
+                await self._start_listener()
+
+    async def _start_listener(self) -> None:
+        if not (
+            self.listen and self.store.postgres and self.store.engine.dialect.driver == "asyncpg"
+        ):
+            return
+        try:
+            conn = await self.store.engine.connect()
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            mine = set(self.queues)
+
+            def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+                if payload in mine and self._waiter is not None:
+                    self._waiter.wake()
+
+            await driver.add_listener(q.NOTIFY_CHANNEL, on_notify)
+            self._listen_conn, self._listener = conn, on_notify
+            # A dropped listening connection must not go unnoticed: fall back to polling.
+            driver.add_termination_listener(lambda _c: self._listener_lost())
+        except Exception as error:  # LISTEN unavailable (e.g. PgBouncer): poll instead
+            log.info(
+                "worker %s: LISTEN unavailable (%s); polling every %.1fs",
+                self.name,
+                error,
+                self.poll_interval,
+            )
+            self._listen_conn = None
+
+    def _listener_lost(self) -> None:
+        if self._listen_conn is None:  # we closed it ourselves
+            return
+        log.warning("worker %s: LISTEN connection lost; polling until it is back", self.name)
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is not None:
+            task = asyncio.ensure_future(self._close_quietly(conn))
+            self._closers.add(task)
+            task.add_done_callback(self._closers.discard)
+
+    async def _close_quietly(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+    async def _shutdown(self) -> None:
+        if self._inflight:
+            pending = [f.task for f in self._inflight.values()]
+            _done, still = await asyncio.wait(pending, timeout=self._grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        if self._listen_conn is not None:
+            conn, self._listen_conn = self._listen_conn, None
+            with contextlib.suppress(Exception):
+                raw = await conn.get_raw_connection()
+                await raw.driver_connection.remove_listener(q.NOTIFY_CHANNEL, self._listener)
+            with contextlib.suppress(Exception):
+                await conn.close()
+        m = self.store.tables.messages
+        try:
+            async with self.store.autocommit() as conn:
+                await conn.execute(
+                    update(m)
+                    .where(m.c.consumer_worker_id == self.id, m.c.archived_at.is_(None))
+                    .values(consumer_worker_id=None, vt=utcnow())
+                )
+            await self._set_status(WorkerStatus.STOPPED)
+        except PgqrsError as error:
+            log.warning("worker %s: could not deregister cleanly: %s", self.name, error)
+        log.info("worker %s stopped", self.name)
