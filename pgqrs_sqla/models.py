@@ -426,7 +426,7 @@ def pgqrs_models(
             metadata = MetaData(naming_convention=DEFAULT_NAMING_CONVENTION)
 
         base = _OwnBase
-    if base.metadata.tables.get(f"{schema}.{prefix}queues" if schema else f"{prefix}queues"):
+    if (f"{schema}.{prefix}queues" if schema else f"{prefix}queues") in base.metadata.tables:
         raise ConfigurationError(
             f"pgqrs models with prefix {prefix!r} are already on {base.__name__}.metadata; "
             "call pgqrs_models() once and share the result"
