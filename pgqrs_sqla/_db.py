@@ -132,29 +132,38 @@ class WakeHub:
             self._subs.setdefault((db, channel), weakref.WeakSet()).add(waiter)
         return waiter
 
-    def notify(self, db: str, channel: str) -> None:
+    def notify(self, db: str, channel: str, payload: str = "") -> None:
         with self._lock:
             waiters = list(self._subs.get((db, channel), ()))
         for waiter in waiters:
-            waiter.wake()
+            waiter.wake(payload)
 
 
 class Waiter:
-    """An asyncio.Event bound to the loop that made it, settable from any thread."""
+    """An asyncio.Event bound to the loop that made it, settable from any thread.
 
-    def __init__(self) -> None:
+    ``on_payload``, if given, is called in that loop with each notification's payload.
+    """
+
+    def __init__(self, on_payload: Callable[[str], None] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
+        self.on_payload = on_payload
 
-    def wake(self) -> None:
+    def _deliver(self, payload: str) -> None:
+        self.event.set()
+        if self.on_payload is not None:
+            self.on_payload(payload)
+
+    def wake(self, payload: str = "") -> None:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self.loop:
-            self.event.set()
+            self._deliver(payload)
         elif not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.event.set)
+            self.loop.call_soon_threadsafe(self._deliver, payload)
 
 
 HUB = WakeHub()

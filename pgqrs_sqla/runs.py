@@ -32,6 +32,8 @@ from .queue import validate_name
 from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
 
 RUN_DONE_CHANNEL = "pgqrs:run-done"
+#: payload: the run id. Also a PostgreSQL NOTIFY channel, so other processes hear it at once.
+CANCEL_CHANNEL = "pgqrs_cancel"
 
 
 @dataclass(frozen=True)
@@ -432,6 +434,8 @@ class RunControl(StoreCore):
         info = await self.run(work)
         if info.status is RunStatus.CANCELLED:
             self.wake(RUN_DONE_CHANNEL)
+        else:
+            HUB.notify(self.db_key, CANCEL_CHANNEL, str(run_id))
         return info
 
     async def retry_run(self, run_id: int) -> RunInfo:

@@ -48,7 +48,7 @@ from .errors import (
     _RunCancelledSignal,
 )
 from .models import ArchiveReason, RunStatus, StepStatus, WorkerStatus
-from .runs import RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
+from .runs import CANCEL_CHANNEL, RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
 from .states import run_may_become
 from .store import Store
 
@@ -229,6 +229,7 @@ class Worker:
         self._inflight: dict[int, _InFlight] = {}
         self._stopping = asyncio.Event()
         self._waiter: Waiter | None = None
+        self._cancel_waiter: Waiter | None = None
         self._task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._listener: Any = None
@@ -419,6 +420,8 @@ class Worker:
         self._waiter = Waiter()
         for b in self.bindings:
             HUB.subscribe(self.store.db_key, b.queue, self._waiter)
+        self._cancel_waiter = Waiter(self._on_cancel)
+        HUB.subscribe(self.store.db_key, CANCEL_CHANNEL, self._cancel_waiter)
         await self._start_listener()
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat_loop(), name=f"pgqrs-heartbeat-{self.name}"
@@ -490,6 +493,12 @@ class Worker:
         self._inflight.pop(message_id, None)
         if self._waiter is not None:
             self._waiter.event.set()
+
+    def _on_cancel(self, payload: str) -> None:
+        """A run was cancelled: if it is ours, stop it at its next step boundary."""
+        for flight in list(self._inflight.values()):
+            if flight.execution is not None and str(flight.execution.run_id) == payload:
+                flight.execution.cancel_requested = True
 
     async def _wait_for_room(self) -> None:
         tasks = [f.task for f in self._inflight.values()]
@@ -790,11 +799,14 @@ class Worker:
             driver: Any = raw.driver_connection
             mine = set(self.queues)
 
-            def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-                if payload in mine and self._waiter is not None:
+            def on_notify(_conn: Any, _pid: int, channel: str, payload: str) -> None:
+                if channel == CANCEL_CHANNEL:
+                    self._on_cancel(payload)
+                elif payload in mine and self._waiter is not None:
                     self._waiter.wake()
 
             await driver.add_listener(q.NOTIFY_CHANNEL, on_notify)
+            await driver.add_listener(CANCEL_CHANNEL, on_notify)
             self._listen_conn, self._listener = conn, on_notify
             # A dropped listening connection must not go unnoticed: fall back to polling.
             driver.add_termination_listener(lambda _c: self._listener_lost())
@@ -840,6 +852,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 raw = await conn.get_raw_connection()
                 await raw.driver_connection.remove_listener(q.NOTIFY_CHANNEL, self._listener)
+                await raw.driver_connection.remove_listener(CANCEL_CHANNEL, self._listener)
             with contextlib.suppress(Exception):
                 await conn.close()
         m = self.store.tables.messages

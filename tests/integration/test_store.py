@@ -39,11 +39,11 @@ async def test_store_wraps_an_engine_it_does_not_own(db_url: str) -> None:
 
 
 async def test_sqlite_pragmas(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    async with await pgqrs.connect(f"sqlite:///{tmp_path}/p.db") as store:
-        async with store.engine.connect() as conn:
-            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
-            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
-            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() >= 1000
+    store = await pgqrs.connect(f"sqlite:///{tmp_path}/p.db")
+    async with store, store.engine.connect() as conn:
+        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+        assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() >= 1000
 
 
 async def test_sqlite_without_path_uses_a_private_temporary_file() -> None:

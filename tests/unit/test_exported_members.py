@@ -20,7 +20,8 @@ def test_every_export_has_a_docstring() -> None:
     missing = [
         name
         for name in pgqrs_sqla.__all__
-        if callable(getattr(pgqrs_sqla, name)) and not (getattr(pgqrs_sqla, name).__doc__ or "").strip()
+        if callable(getattr(pgqrs_sqla, name))
+        and not (getattr(pgqrs_sqla, name).__doc__ or "").strip()
     ]
     assert missing == []
 

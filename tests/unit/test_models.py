@@ -38,7 +38,7 @@ def test_tables_join_the_host_metadata_with_its_naming_convention() -> None:
     Base = host_base()
     models = pgqrs.pgqrs_models(Base)
     assert models.metadata is Base.metadata
-    assert TABLES <= set(Base.metadata.tables)
+    assert set(Base.metadata.tables) >= TABLES
     ddl = str(CreateTable(models.tables.messages))
     assert "CONSTRAINT pk_pgqrs_messages PRIMARY KEY" in ddl
     assert "fk_pgqrs_messages_queue_id_pgqrs_queues" in ddl
@@ -70,7 +70,9 @@ def test_app_table_can_point_a_foreign_key_and_relationship_at_runs(tmp_path) ->
     engine = create_engine(f"sqlite:///{tmp_path}/fk.db")
     Base.metadata.create_all(engine)
     fks = inspect(engine).get_foreign_keys("orders")
-    assert [(fk["referred_table"], fk["referred_columns"]) for fk in fks] == [("pgqrs_workflow_runs", ["id"])]
+    assert [(fk["referred_table"], fk["referred_columns"]) for fk in fks] == [
+        ("pgqrs_workflow_runs", ["id"])
+    ]
     with Session(engine) as session:
         session.add(Order(id=1))
         session.commit()

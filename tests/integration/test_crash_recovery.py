@@ -1,0 +1,94 @@
+"""Crash recovery with real processes: a worker is SIGKILLed mid-run; another finishes it,
+replaying recorded steps from the database without running their bodies again."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+import pgqrs_sqla as pgqrs
+
+PROC = Path(__file__).with_name("workflow_proc.py")
+
+
+async def run_worker(url: str, run_id: int, journal: Path, name: str, *extra: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(PROC),
+        url,
+        str(run_id),
+        "--name",
+        name,
+        "--journal",
+        str(journal),
+        *extra,
+    )
+    return await asyncio.wait_for(proc.wait(), 90)
+
+
+def executed(journal: Path) -> list[str]:
+    return journal.read_text().splitlines() if journal.exists() else []
+
+
+@pytest.fixture
+async def pipeline(store: pgqrs.Store) -> pgqrs.Store:
+    await store.create_workflow("pipeline")
+    async with store.begin() as conn:
+        await conn.execute(
+            text("CREATE TABLE ledger (run_id BIGINT NOT NULL, total BIGINT NOT NULL)")
+        )
+    return store
+
+
+async def ledger(store: pgqrs.Store) -> list[tuple[int, int]]:
+    async with store.begin() as conn:
+        return [
+            tuple(r) for r in (await conn.execute(text("SELECT run_id, total FROM ledger"))).all()
+        ]  # type: ignore[misc]
+
+
+async def test_killed_after_first_step_resumes_without_rerunning_it(
+    pipeline: pgqrs.Store, db_url: str, tmp_path: Path
+) -> None:
+    run_id = await pgqrs.workflow("pipeline").trigger({"n": 4}).execute(pipeline)
+    journal = tmp_path / "journal"
+
+    code = await run_worker(db_url, run_id, journal, "w1", "--crash-after", "fetch_data")
+    assert code == -signal.SIGKILL
+    run = await pipeline.get_run(run_id)
+    assert run.status is pgqrs.RunStatus.RUNNING
+    assert [(s.name, s.status) for s in run.steps] == [("fetch_data", pgqrs.StepStatus.SUCCESS)]
+
+    # The dead worker's lease expires (vt=1s); another worker claims and completes the run.
+    assert await run_worker(db_url, run_id, journal, "w2") == 0
+    assert await pipeline.wait_for_run(run_id, timeout=5) == {"processed_count": 4}
+    assert executed(journal) == ["fetch_data", "transform_data", "save_results"]
+    assert await ledger(pipeline) == [(run_id, 60)]
+    run = await pipeline.get_run(run_id)
+    assert [s.name for s in run.steps] == ["fetch_data", "transform_data", "save_results"]
+    assert all(s.attempts == 1 for s in run.steps)
+
+
+async def test_crash_inside_a_transactional_step_leaves_neither_writes_nor_record(
+    pipeline: pgqrs.Store, db_url: str, tmp_path: Path
+) -> None:
+    run_id = await pgqrs.workflow("pipeline").trigger({"n": 3}).execute(pipeline)
+    journal = tmp_path / "journal"
+
+    code = await run_worker(db_url, run_id, journal, "w1", "--crash-inside", "save_results")
+    assert code == -signal.SIGKILL
+    assert executed(journal) == ["fetch_data", "transform_data", "save_results"]
+    assert await ledger(pipeline) == []  # the step's writes died with its transaction
+    run = await pipeline.get_run(run_id)
+    assert "save_results" not in {s.name for s in run.steps}
+
+    assert await run_worker(db_url, run_id, journal, "w2") == 0
+    assert await pipeline.wait_for_run(run_id, timeout=5) == {"processed_count": 3}
+    # fetch/transform replayed from the record; save ran again and its writes landed once.
+    assert executed(journal) == ["fetch_data", "transform_data", "save_results", "save_results"]
+    assert await ledger(pipeline) == [(run_id, 30)]
