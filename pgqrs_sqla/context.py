@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from sqlalchemy import exists, false, literal, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ._db import translated
+from ._logging import get_logger, step_var
 from .codec import check_json
 from .dialects import JSONType, insert_for, utcnow, utcnow_plus
 from .errors import (
@@ -39,7 +39,7 @@ from .states import run_may_become, step_may_become
 if TYPE_CHECKING:
     from .store import Store
 
-log = logging.getLogger("pgqrs_sqla.workflow")
+log = get_logger("pgqrs_sqla.workflow")
 
 
 class _RetryLater(BaseException):
@@ -308,12 +308,26 @@ class RunContext:
         if x.cancel_requested:
             raise _RunCancelledSignal(f"run {x.run_id} cancelled")
         attempts = (recorded.attempts if recorded else 0) + 1
+        token = step_var.set(name)
+        try:
+            return await self._execute(name, fn, attempts, transactional, retry)
+        finally:
+            step_var.reset(token)
+
+    async def _execute(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        attempts: int,
+        transactional: bool,
+        retry: RetryPolicy | None,
+    ) -> Any:
+        x = self._x
         started = time.monotonic()
-        extra = {"run_id": x.run_id, "workflow": x.workflow, "step": name}
         try:
             if transactional:
                 result = await self._transactional(name, fn, attempts, started)
-                log.debug("step done (transactional)", extra=extra)
+                log.debug("step %s done (transactional)", name)
                 return result
             result = await _call(fn)
             if isinstance(result, Pause):
@@ -328,9 +342,7 @@ class RunContext:
                 await x.record_error(name, record, attempts, time.monotonic() - started)
                 raise _StepExhausted(name, record) from error
             delay = error.retry_after if error.retry_after is not None else policy.delay(attempts)
-            log.info(
-                "step %s: transient error, retry %d in %.1fs", name, attempts, delay, extra=extra
-            )
+            log.info("step %s: transient error (attempt %d), retry in %.2fs", name, attempts, delay)
             raise _RetryLater(name, attempts, delay, record) from error
         except (_LeaseLostSignal, _RunCancelledSignal, PayloadError):
             raise
@@ -343,7 +355,7 @@ class RunContext:
             )
             raise
         await x.checkpoint(name, result, attempts, time.monotonic() - started)
-        log.debug("step done", extra=extra)
+        log.debug("step %s done", name)
         return result
 
     async def _transactional(

@@ -6,7 +6,6 @@ Workflow run control (get/list/wait/cancel/update_step/resume) is mixed in from
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -27,13 +26,14 @@ from ._db import (
     safe_url,
     translated,
 )
+from ._logging import get_logger
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .dialects import aware, utcnow
 from .errors import ConfigurationError, QueueBusy, QueueNotFound, SchemaMissing, ValidationError
 from .models import ArchiveReason, PgqrsModels, WorkerStatus
 from .runs import RunControl
 
-log = logging.getLogger("pgqrs_sqla")
+log = get_logger("pgqrs_sqla")
 T = TypeVar("T")
 
 
@@ -142,6 +142,20 @@ class WorkerInfo:
 class Store(RunControl):
     """The engine and the pgqrs tables. Make one with :func:`connect`, or wrap an
     ``AsyncEngine`` the app already has with ``Store(engine)`` (never disposed by us)."""
+
+    def with_own_pool(self, size: int) -> Store:
+        """A Store on the same database with its own small connection pool (for a worker,
+        so jobs cannot starve the app's request handlers of connections)."""
+        url = self.engine.url
+        if self.postgres:
+            engine = create_async_engine(url, pool_size=size, max_overflow=2, pool_pre_ping=True)
+        else:
+            engine = create_async_engine(url)
+        clone = Store(
+            engine, models=self.models, max_payload_bytes=self.max_payload_bytes, listen=self.listen
+        )
+        clone._owns_engine = True
+        return clone
 
     # ------------------------------------------------------------ schema
 

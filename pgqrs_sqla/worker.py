@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from sqlalchemy import exc, select, update
 
 from . import queue as q
 from ._db import HUB, Waiter, translated
+from ._logging import get_logger, run_id_var, workflow_var
 from .codec import check_json
 from .context import (
     Execution,
@@ -52,7 +52,7 @@ from .runs import CANCEL_CHANNEL, RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
 from .states import run_may_become
 from .store import Store
 
-log = logging.getLogger("pgqrs_sqla.worker")
+log = get_logger("pgqrs_sqla.worker")
 
 MessageHandler = Callable[[q.Message], Awaitable[Any]]
 
@@ -76,6 +76,8 @@ class WorkerHealth:
     in_flight: int
     last_heartbeat_age: float | None
     last_claim_age: float | None
+    #: seconds the oldest ready message of this worker's queues has waited (None: none waiting)
+    lag: float | None
     errors: int
 
 
@@ -138,8 +140,15 @@ class ConsumerBuilder:
         heartbeat_interval: float | None = None,
         listen: bool | None = None,
         hostname: str | None = None,
+        own_pool: bool | None = None,
+        pool_size: int | None = None,
     ) -> Worker:
-        """Register the worker row and return the :class:`Worker` (not yet polling)."""
+        """Register the worker row and return the :class:`Worker` (not yet polling).
+
+        ``own_pool`` (default: when the store made its own engine via ``connect``) gives the
+        worker a connection pool of its own of ``pool_size`` (default ``concurrency + 2``), so
+        jobs cannot starve the app of connections; it is disposed when the worker stops.
+        """
         missing = [n for n in self.queues if n not in self._handlers]
         if missing:
             raise ConfigurationError(f"no handler for {missing}: call .handler(fn) first")
@@ -147,6 +156,9 @@ class ConsumerBuilder:
             raise ValidationError(
                 "concurrency >= 1, visibility_timeout > 0 and poll_interval > 0 are required"
             )
+        given = store
+        if own_pool if own_pool is not None else store._owns_engine:
+            store = store.with_own_pool(pool_size or concurrency + 2)
         bindings = []
         for name in self.queues:
             fn, retry = self._handlers[name]
@@ -172,7 +184,13 @@ class ConsumerBuilder:
             listen=store.listen if listen is None else listen,
             hostname=hostname or socket.gethostname(),
         )
-        await worker._register()
+        worker._close_store = store is not given
+        try:
+            await worker._register()
+        except BaseException:
+            if worker._close_store:
+                await store.close()
+            raise
         return worker
 
 
@@ -189,6 +207,7 @@ class _Stats:
     lease_lost: int = 0
     last_claim: float | None = None
     last_heartbeat: float | None = None
+    lag: float | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -235,6 +254,7 @@ class Worker:
         self._listener: Any = None
         self._listen_conn: Any = None
         self._grace = 30.0
+        self._close_store = False
         self._closers: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -413,6 +433,7 @@ class Worker:
             if self.stats.last_heartbeat is None
             else now - self.stats.last_heartbeat,
             last_claim_age=None if self.stats.last_claim is None else now - self.stats.last_claim,
+            lag=self.stats.lag,
             errors=self.stats.errors,
         )
 
@@ -648,7 +669,10 @@ class Worker:
                     await self.archive(msg)
 
     async def _process_run(self, binding: _Binding, x: Execution) -> None:
-        extra = {"run_id": x.run_id, "workflow": x.workflow}
+        # This task's own context: every record logged while the run executes carries it.
+        run_id_var.set(x.run_id)
+        workflow_var.set(x.workflow)
+        extra: dict[str, Any] = {}
         ended = True
         try:
             if await self._dead_on_arrival(binding, x.message):
@@ -866,4 +890,6 @@ class Worker:
             await self._set_status(WorkerStatus.STOPPED)
         except PgqrsError as error:
             log.warning("worker %s: could not deregister cleanly: %s", self.name, error)
+        if self._close_store:  # our own pool: disposing it is ours to do
+            await self.store.engine.dispose()
         log.info("worker %s stopped", self.name)

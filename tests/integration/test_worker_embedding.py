@@ -1,0 +1,180 @@
+"""The worker as a guest in an app's loop: own pool, concurrency, several workflows, graceful
+stop, heartbeats during blocking steps, health, and the run in every log record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+import pgqrs_sqla as pgqrs
+from pgqrs_sqla import RunStatus
+
+
+async def test_worker_has_its_own_pool_and_leaves_the_apps_alone(store: pgqrs.Store) -> None:
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return "done"
+
+    await store.create_workflow("wf")
+    worker = await pgqrs.consumer("w", None, "wf").handler(handler).create(store, pool_size=2)
+    assert worker.store.engine is not store.engine
+    assert worker.store.engine.url == store.engine.url
+    async with worker:
+        run_id = await pgqrs.workflow("wf").trigger().execute(store)
+        assert await store.wait_for_run(run_id, timeout=10) == "done"
+    assert (await store.get_run(run_id)).status is RunStatus.SUCCESS  # the app's engine still works
+    shared = await pgqrs.consumer("w2", None, "wf").handler(handler).create(store, own_pool=False)
+    assert shared.store is store
+
+
+async def test_concurrency_runs_handlers_at_once_and_one_worker_serves_several_workflows(
+    store: pgqrs.Store,
+) -> None:
+    entered = 0
+    all_in = asyncio.Event()
+
+    async def gather(ctx: pgqrs.RunContext, params: Any) -> Any:
+        nonlocal entered
+        entered += 1
+        if entered == 3:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 10)  # only completes if 3 run at the same time
+        return ctx.workflow
+
+    async def other(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return "other"
+
+    await store.create_workflow("gather")
+    await store.create_workflow("other")
+    worker = await (
+        pgqrs.consumer("multi", None, "gather", "other")
+        .handler(gather, queue="gather")
+        .handler(other, queue="other")
+        .create(store, concurrency=3, poll_interval=0.05)
+    )
+    async with worker:
+        ids = [await pgqrs.workflow("gather").trigger().execute(store) for _ in range(3)]
+        other_id = await pgqrs.workflow("other").trigger().execute(store)
+        assert [await store.wait_for_run(i, timeout=10) for i in ids] == ["gather"] * 3
+        assert await store.wait_for_run(other_id, timeout=10) == "other"
+
+
+async def test_stop_lets_in_flight_runs_finish_within_grace(store: pgqrs.Store) -> None:
+    started = asyncio.Event()
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        started.set()
+        await asyncio.sleep(0.2)
+        return await ctx.step("after", lambda: "finished")
+
+    await store.create_workflow("wf")
+    worker = (
+        await pgqrs.consumer("w", None, "wf").handler(handler).create(store, poll_interval=0.05)
+    )
+    worker.start()
+    run_id = await pgqrs.workflow("wf").trigger().execute(store)
+    await asyncio.wait_for(started.wait(), 10)
+    await worker.stop(grace=10)
+    assert (await store.get_run(run_id)).status is RunStatus.SUCCESS
+    assert worker.health().status == "stopped"
+
+
+async def test_stop_after_grace_releases_the_run_for_another_worker_at_once(
+    store: pgqrs.Store,
+) -> None:
+    started = asyncio.Event()
+    block = asyncio.Event()
+
+    async def stuck(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.step("one", lambda: 1)
+        started.set()
+        await block.wait()
+
+    async def quick(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return await ctx.step("two", lambda: 2)
+
+    await store.create_workflow("wf")
+    first = (
+        await pgqrs.consumer("first", None, "wf")
+        .handler(stuck)
+        .create(store, visibility_timeout=300, poll_interval=0.05)
+    )
+    first.start()
+    run_id = await pgqrs.workflow("wf").trigger().execute(store)
+    await asyncio.wait_for(started.wait(), 10)
+    await first.stop(grace=0.05)
+    m, r = store.tables.messages, store.tables.runs
+    async with store.begin() as conn:
+        msg = (
+            await conn.execute(select(m).join(r, r.c.message_id == m.c.id).where(r.c.id == run_id))
+        ).one()
+    assert msg.consumer_worker_id is None  # released, not left to a 300 s lease
+    second = (
+        await pgqrs.consumer("second", None, "wf").handler(quick).create(store, poll_interval=0.05)
+    )
+    async with second:
+        assert await store.wait_for_run(run_id, timeout=10) == 2
+    assert [s.name for s in (await store.get_run(run_id)).steps] == ["one", "two"]
+
+
+async def test_heartbeat_and_lease_extension_continue_during_a_blocking_step(
+    store: pgqrs.Store,
+) -> None:
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return await ctx.step(
+            "cpu", lambda: time.sleep(1.0) or "ok"
+        )  # blocks a thread, not the loop
+
+    await store.create_workflow("wf")
+    worker = (
+        await pgqrs.consumer("hb", None, "wf")
+        .handler(handler)
+        .create(store, visibility_timeout=0.4, heartbeat_interval=0.1, poll_interval=0.05)
+    )
+    thief = await pgqrs.consumer("thief", None, "wf").handler(handler).create(store, own_pool=False)
+    async with worker:
+        run_id = await pgqrs.workflow("wf").trigger().execute(store)
+        await store.wait_for_status(run_id, RunStatus.RUNNING, timeout=10)
+        before = {w.name: w.heartbeat_at for w in await store.list_workers()}["hb"]
+        # While the step runs (1 s, longer than the 0.4 s lease), nobody else can claim it.
+        for _ in range(5):
+            assert await thief.dequeue(1) == []
+            await asyncio.sleep(0.1)
+        after = {w.name: w.heartbeat_at for w in await store.list_workers()}["hb"]
+        assert after > before
+        health = worker.health()
+        assert health.running
+        assert health.in_flight == 1
+        assert health.last_heartbeat_age is not None
+        assert await store.wait_for_run(run_id, timeout=10) == "ok"
+    assert (await store.get_run(run_id)).steps[0].attempts == 1
+
+
+async def test_log_records_carry_run_workflow_and_step(
+    store: pgqrs.Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        async def flaky() -> None:
+            raise pgqrs.TransientError("later", retry_after=0.01)
+
+        return await ctx.step("flaky", flaky, retry=pgqrs.RetryPolicy(max_attempts=2))
+
+    await store.create_workflow("logged")
+    worker = (
+        await pgqrs.consumer("lw", None, "logged")
+        .handler(handler)
+        .create(store, poll_interval=0.05)
+    )
+    with caplog.at_level(logging.INFO, logger="pgqrs_sqla"):
+        async with worker:
+            run_id = await pgqrs.workflow("logged").trigger().execute(store)
+            with pytest.raises(pgqrs.RunFailed):
+                await store.wait_for_run(run_id, timeout=10)
+    retry = next(r for r in caplog.records if "transient error" in r.getMessage())
+    assert (retry.run_id, retry.workflow, retry.step) == (run_id, "logged", "flaky")  # type: ignore[attr-defined]
+    failed = next(r for r in caplog.records if "out of attempts" in r.getMessage())
+    assert (failed.run_id, failed.workflow) == (run_id, "logged")  # type: ignore[attr-defined]
