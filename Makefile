@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## demo: run the durable-workflow demo (SQLite by default; DATABASE_URL=postgresql://... to switch)
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python examples/data_pipeline/demo.py
 
 ## test: the whole test suite, on SQLite and PostgreSQL
 test: $(STAMP)

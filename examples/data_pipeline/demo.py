@@ -1,0 +1,65 @@
+"""The guide's crash-recovery story, visible in a few seconds (`make demo`).
+
+1. create the workflow and trigger a run;
+2. start worker-1 (a real process) that is killed right after `fetch_data` is recorded;
+3. start worker-2: the dead worker's lease expires, worker-2 claims the run, *replays*
+   `fetch_data` from the database without running it, and executes the rest.
+
+SQLite by default; set DATABASE_URL=postgresql://user@host/db to use PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import pgqrs_sqla as pgqrs
+
+HERE = Path(__file__).resolve().parent
+
+
+async def start_worker(url: str, run_id: int, name: str, *extra: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE / "pipeline.py"), url, str(run_id), "--name", name, *extra
+    )
+    return await proc.wait()
+
+
+async def main() -> None:
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{tempfile.mkdtemp()}/pipeline.db"
+    store = await pgqrs.connect(url)
+    try:
+        await store.install()
+        await store.create_workflow("data_pipeline")
+        run_id = (
+            await pgqrs.workflow("data_pipeline")
+            .trigger({"url": "https://example.com/data"})
+            .execute(store)
+        )
+        print(f"triggered run {run_id} on {store}")
+
+        print("\nworker-1 starts (it will crash after fetch_data):")
+        code = await start_worker(url, run_id, "worker-1", "--crash-after", "fetch_data")
+        print(f"worker-1 died (exit {code}{', SIGKILL' if code == -signal.SIGKILL else ''})")
+        run = await store.get_run(run_id)
+        print(f"run {run_id} is {run.status.value}; recorded: {[s.name for s in run.steps]}")
+
+        print("\nworker-2 starts (the dead worker's lease expires after 2 s, then it takes over):")
+        await start_worker(url, run_id, "worker-2")
+        output = await store.wait_for_run(run_id, timeout=30)
+
+        run = await store.get_run(run_id)
+        print(f"\nrun {run_id}: {run.status.value} -> {output}")
+        print("worker-2 replayed fetch_data from the database instead of running it again:")
+        for step in run.steps:
+            print(f"  {step.name:<15} {step.status.value:<8} attempts={step.attempts}")
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
