@@ -1,7 +1,7 @@
 """Write docs/reference.md from the public API's signatures and docstrings.
 
-    python scripts/gen_reference.py          # rewrite the page
-    python scripts/gen_reference.py --check  # exit 1 if the page is stale (the tests do this)
+python scripts/gen_reference.py          # rewrite the page
+python scripts/gen_reference.py --check  # exit 1 if the page is stale (the tests do this)
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def render() -> str:
                 if klass.__module__.startswith("pgqrs_sqla"):
                     members.update(vars(klass))
             for attr, member in sorted(members.items()):
-                if attr.startswith("_") or not (inspect.isfunction(member) or isinstance(member, property)):
+                if attr.startswith("_") or not (
+                    inspect.isfunction(member) or isinstance(member, property)
+                ):
                     continue
                 target = member.fget if isinstance(member, property) else member
                 kind = "property" if isinstance(member, property) else "method"
