@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Integer,
     Select,
     Update,
@@ -29,11 +30,12 @@ from sqlalchemy import (
     update,
     values,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .codec import check_json
-from .dialects import JSONType, aware, is_postgres, utcnow, utcnow_plus
+from .dialects import aware, is_postgres, utcnow, utcnow_plus
 from .errors import InvalidName, LeaseLost, QueueNotFound, ValidationError
 from .models import ArchiveReason, Tables
 
@@ -110,6 +112,11 @@ def _vt_expr(delay: float | timedelta | None, available_at: datetime | None) -> 
 # ---------------------------------------------------------------- enqueue
 
 
+# In the VALUES list a None payload is bound as JSON null: a bare NULL there would be typed
+# text on PostgreSQL and refused by the JSONB column.
+_PAYLOAD = JSON(none_as_null=False).with_variant(JSONB(none_as_null=False), "postgresql")
+
+
 def enqueue_stmt(
     t: Tables,
     queue_name: str,
@@ -133,9 +140,13 @@ def enqueue_stmt(
         )
     vt = _vt_expr(delay, available_at)
     m, q = t.messages, t.queues
-    rows = values(
-        column("ord", Integer), column("payload", JSONType), name="v", literal_binds=False
-    ).data([(i, p) for i, p in enumerate(payloads)])
+    # A CTE with a column list (WITH v(ord, payload) AS (VALUES ...)): both dialects accept
+    # it, while SQLite rejects column aliases on a VALUES subquery.
+    rows = (
+        values(column("ord", Integer), column("payload", _PAYLOAD), name="v")
+        .data([(i, p) for i, p in enumerate(payloads)])
+        .cte("v")
+    )
     source = (
         select(q.c.id, rows.c.payload, literal(priority), utcnow(), vt, literal(0), literal(0))
         .select_from(q)
