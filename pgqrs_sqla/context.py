@@ -227,7 +227,15 @@ class Execution:
             update(m)
             .where(held(self.tables, self.message.id, self.worker_id, self.message.read_ct))
             .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
+            .returning(m.c.id)
         )
+        if self.store.postgres:
+            # One round trip on an autocommit connection: both updates in one statement. The
+            # run update's fence reads the pre-statement snapshot, where the message is live.
+            archived = archive.cte("archived")
+            run_update = self._run_update(new, **values).where(exists(select(archived.c.id)))
+            async with self.store.autocommit() as conn:
+                return (await conn.execute(run_update)).first() is not None
         async with self.store.begin() as conn:
             if (await conn.execute(self._run_update(new, **values))).first() is None:
                 return False

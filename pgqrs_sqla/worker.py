@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exc, select, update
+from sqlalchemy import exc, func, select, update
 
 from . import queue as q
 from ._db import HUB, Waiter, translated
@@ -197,6 +197,14 @@ class ConsumerBuilder:
 def consumer(name: str, port: int | None, *queues: str) -> ConsumerBuilder:
     """Start building a worker named ``name`` (unique) that serves ``queues``."""
     return ConsumerBuilder(name, port, queues)
+
+
+@dataclass(frozen=True)
+class _StartedRun:
+    id: int
+    message_id: int
+    input: Any
+    cancel_requested: bool
 
 
 @dataclass
@@ -480,16 +488,21 @@ class Worker:
         for binding in self.bindings:
             if free <= 0:
                 break
+            batch = min(free, self.batch_size)
+            started: list[Any] | None = None
             with translated("claim"):
                 async with self.store.autocommit() as conn:
-                    messages = await q.claim(
-                        conn,
-                        self.store.tables,
-                        binding.queue_id,
-                        self.id,
-                        batch=min(free, self.batch_size),
-                        vt_seconds=self.visibility_timeout,
-                    )
+                    if binding.workflow is not None and self.store.postgres:
+                        messages, started = await self._claim_and_start(conn, binding, batch)
+                    else:
+                        messages = await q.claim(
+                            conn,
+                            self.store.tables,
+                            binding.queue_id,
+                            self.id,
+                            batch=batch,
+                            vt_seconds=self.visibility_timeout,
+                        )
             if not messages:
                 continue
             self.stats.claimed += len(messages)
@@ -497,7 +510,7 @@ class Worker:
             claimed += len(messages)
             free -= len(messages)
             if binding.workflow is not None:
-                await self._start_runs(binding, messages)
+                await self._start_runs(binding, messages, started)
             else:
                 for msg in messages:
                     self._spawn(binding, msg, self._process_message(binding, msg))
@@ -610,25 +623,66 @@ class Worker:
 
     # ------------------------------------------------------------ workflow runs
 
-    async def _start_runs(self, binding: _Binding, messages: list[q.Message]) -> None:
-        """Mark claimed runs RUNNING and load their recorded steps: two statements a batch."""
+    def _start_stmt(self, message_ids: Any) -> Any:
+        r = self.store.tables.runs
+        return (
+            update(r)
+            .where(
+                r.c.message_id.in_(message_ids), r.c.status.in_(run_may_become(RunStatus.RUNNING))
+            )
+            .values(
+                status=RunStatus.RUNNING.value,
+                started_at=func.coalesce(r.c.started_at, utcnow()),
+                updated_at=utcnow(),
+            )
+            .returning(r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested)
+        )
+
+    async def _claim_and_start(
+        self, conn: Any, binding: _Binding, batch: int
+    ) -> tuple[list[q.Message], list[Any]]:
+        """PostgreSQL: claim and mark the runs RUNNING in one statement (data-modifying CTEs)."""
         t = self.store.tables
-        r, s = t.runs, t.steps
-        ids = [m.id for m in messages]
+        claimed = q.claim_stmt(
+            t,
+            binding.queue_id,
+            self.id,
+            batch=batch,
+            vt_seconds=self.visibility_timeout,
+            postgres=True,
+        ).cte("claimed")
+        started = self._start_stmt(select(claimed.c.id)).cte("started")
+        rows = (
+            await conn.execute(
+                select(
+                    claimed,
+                    started.c.id.label("run_id"),
+                    started.c.input,
+                    started.c.cancel_requested,
+                ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))
+            )
+        ).all()
+        messages = sorted(
+            (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
+        )
+        runs = [
+            _StartedRun(row.run_id, row.id, row.input, row.cancel_requested)
+            for row in rows
+            if row.run_id is not None
+        ]
+        return messages, runs
+
+    async def _start_runs(
+        self, binding: _Binding, messages: list[q.Message], rows: list[Any] | None = None
+    ) -> None:
+        """Mark claimed runs RUNNING (unless the claim already did) and load the steps that
+        earlier deliveries recorded."""
+        t = self.store.tables
+        s = t.steps
         by_id = {m.id: m for m in messages}
         async with self.store.autocommit() as conn:
-            rows = (
-                await conn.execute(
-                    update(r)
-                    .where(
-                        r.c.message_id.in_(ids), r.c.status.in_(run_may_become(RunStatus.RUNNING))
-                    )
-                    .values(
-                        status=RunStatus.RUNNING.value, started_at=utcnow(), updated_at=utcnow()
-                    )
-                    .returning(r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested)
-                )
-            ).all()
+            if rows is None:
+                rows = list((await conn.execute(self._start_stmt([m.id for m in messages]))).all())
             run_ids = [row.id for row in rows]
             steps = (
                 (
@@ -769,6 +823,18 @@ class Worker:
                 async with self.store.autocommit() as conn:
                     await conn.execute(
                         update(w).where(w.c.id == self.id).values(heartbeat_at=utcnow())
+                    )
+                    oldest, now = (
+                        await conn.execute(
+                            select(func.min(m.c.vt), utcnow()).where(
+                                m.c.queue_id.in_([b.queue_id for b in self.bindings]),
+                                m.c.archived_at.is_(None),
+                                m.c.vt <= utcnow(),
+                            )
+                        )
+                    ).one()
+                    self.stats.lag = (
+                        None if oldest is None else (aware(now) - aware(oldest)).total_seconds()  # type: ignore[operator]
                     )
                     if inflight:
                         rows = (

@@ -122,7 +122,7 @@ async def test_stop_after_grace_releases_the_run_for_another_worker_at_once(
 
 
 async def test_heartbeat_and_lease_extension_continue_during_a_blocking_step(
-    store: pgqrs.Store,
+    store: pgqrs.Store, wait_until: Any
 ) -> None:
     async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
         return await ctx.step(
@@ -140,17 +140,26 @@ async def test_heartbeat_and_lease_extension_continue_during_a_blocking_step(
         run_id = await pgqrs.workflow("wf").trigger().execute(store)
         await store.wait_for_status(run_id, RunStatus.RUNNING, timeout=10)
         before = {w.name: w.heartbeat_at for w in await store.list_workers()}["hb"]
-        # While the step runs (1 s, longer than the 0.4 s lease), nobody else can claim it.
+        # While the step runs (1.5 s, longer than the 0.4 s lease), nobody else can claim it.
         for _ in range(5):
             assert await thief.dequeue(1) == []
             await asyncio.sleep(0.1)
         after = {w.name: w.heartbeat_at for w in await store.list_workers()}["hb"]
         assert after > before
+        waiting = await pgqrs.workflow("wf").trigger().execute(store)  # concurrency 1: it waits
+
+        async def lag_measured() -> bool:  # the next heartbeat measures it
+            return worker.health().lag is not None
+
+        await wait_until(lag_measured, timeout=5)
         health = worker.health()
         assert health.running
         assert health.in_flight == 1
         assert health.last_heartbeat_age is not None
+        assert health.lag is not None  # the second run has been ready since it was triggered
+        assert health.lag >= 0
         assert await store.wait_for_run(run_id, timeout=10) == "ok"
+        assert await store.wait_for_run(waiting, timeout=10) == "ok"
     assert (await store.get_run(run_id)).steps[0].attempts == 1
 
 
