@@ -117,10 +117,23 @@ class StoreCore:
                 async with self.engine.begin() as conn:
                     yield conn
 
-    async def run(self, fn: Callable[[Connection], T], target: AsyncTarget | None = None) -> T:
-        """Run sync statement logic in ``target``'s transaction, or a new one of our own."""
+    async def run(
+        self,
+        fn: Callable[[Connection], T],
+        target: AsyncTarget | None = None,
+        *,
+        single_statement: bool = False,
+    ) -> T:
+        """Run sync statement logic in ``target``'s transaction, or a new one of our own.
+
+        ``single_statement``: ``fn`` issues one statement (on PostgreSQL), so it needs no
+        transaction of its own: run it in autocommit and save the BEGIN/COMMIT round trips.
+        """
         if target is not None:
             return await run_async(target, fn)
+        if single_statement and self.postgres:
+            async with self.autocommit() as conn:
+                return await conn.run_sync(fn)
         async with self.begin() as conn:
             return await conn.run_sync(fn)
 

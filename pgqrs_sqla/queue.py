@@ -166,16 +166,19 @@ def enqueue_stmt(
 
 def notify_stmt(queue_name: str) -> Select[Any]:
     """PostgreSQL: wake listening workers when the transaction commits."""
-    return select(func.pg_notify(NOTIFY_CHANNEL, queue_name))
+    return select(func.pg_notify(NOTIFY_CHANNEL, queue_name).label("notified"))
 
 
 def enqueue_sync(conn: Connection, t: Tables, queue_name: str, stmt: Any) -> list[int]:
-    """Run an enqueue statement (and NOTIFY on PostgreSQL) on ``conn``."""
+    """Run an enqueue statement on ``conn``; on PostgreSQL in the same statement as the
+    NOTIFY that wakes listening workers when the transaction commits."""
+    if is_postgres(conn.dialect.name):
+        inserted = stmt.cte("inserted")
+        notify = notify_stmt(queue_name).subquery("notified")
+        stmt = select(inserted.c.id).select_from(inserted.join(notify, true()))
     ids = sorted(conn.execute(stmt).scalars().all())
     if not ids:
         raise QueueNotFound(f"no queue named {queue_name!r}", queue=queue_name)
-    if is_postgres(conn.dialect.name):
-        conn.execute(notify_stmt(queue_name))
     return ids
 
 

@@ -477,7 +477,9 @@ class Queue:
             payloads, {"delay": delay, "available_at": available_at, "priority": priority}
         )
         ids = await self.store.run(
-            lambda c: q.enqueue_sync(c, self.store.tables, self.name, stmt), target
+            lambda c: q.enqueue_sync(c, self.store.tables, self.name, stmt),
+            target,
+            single_statement=True,
         )
         self.store.wake(self.name, target)
         return ids

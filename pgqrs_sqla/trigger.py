@@ -172,7 +172,7 @@ class Trigger:
         from .store import Store
 
         if isinstance(target, Store):
-            run_id: int = await target.run(self._logic(target.tables))
+            run_id: int = await target.run(self._logic(target.tables), single_statement=True)
             target.wake(self.workflow.name)
             return run_id
         tables = self.workflow.tables()
