@@ -342,20 +342,20 @@ async def fenced(conn: AsyncConnection, stmt: Any, msg: Message, action: str) ->
     return row
 
 
+def requeued() -> dict[str, Any]:
+    """Column values that put an archived message back on its queue, ready now."""
+    return {
+        "archived_at": None,
+        "archive_reason": None,
+        "failed_ct": 0,
+        "consumer_worker_id": None,
+        "vt": utcnow(),
+    }
+
+
 def replay_dead_stmt(t: Tables, queue_id: int, message_ids: Sequence[int] | None) -> Update:
     m = t.messages
     cond = [m.c.queue_id == queue_id, m.c.archive_reason == ArchiveReason.DEAD.value]
     if message_ids is not None:
         cond.append(m.c.id.in_(list(message_ids)))
-    return (
-        update(m)
-        .where(*cond)
-        .values(
-            archived_at=None,
-            archive_reason=None,
-            failed_ct=0,
-            consumer_worker_id=None,
-            vt=utcnow(),
-        )
-        .returning(m.c.id)
-    )
+    return update(m).where(*cond).values(**requeued()).returning(m.c.id)

@@ -28,7 +28,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .models import RunStatus, StepStatus, Tables
-from .queue import validate_name
+from .queue import requeued, validate_name
 from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
 
 RUN_DONE_CHANNEL = "pgqrs:run-done"
@@ -459,17 +459,7 @@ class RunControl(StoreCore):
             ).first()
             if done is None:
                 raise _illegal_run(conn, self.tables, run_id, RunStatus.QUEUED)
-            conn.execute(
-                update(m)
-                .where(m.c.id == run.message_id)
-                .values(
-                    archived_at=None,
-                    archive_reason=None,
-                    failed_ct=0,
-                    consumer_worker_id=None,
-                    vt=utcnow(),
-                )
-            )
+            conn.execute(update(m).where(m.c.id == run.message_id).values(**requeued()))
             s = self.tables.steps
             conn.execute(
                 update(s)
