@@ -22,7 +22,7 @@ from ._db import (
     wake_after_commit,
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
-from .dialects import is_postgres, setup_sqlite_engine
+from .dialects import READONLY_OPTION, is_postgres, setup_sqlite_engine
 from .errors import ConfigurationError
 from .models import PgqrsModels, Tables, pgqrs_models
 
@@ -116,6 +116,20 @@ class StoreCore:
             else:
                 async with self.engine.begin() as conn:
                     yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads: autocommit on PostgreSQL; on SQLite a deferred transaction
+        (a snapshot, without the write lock other transactions take)."""
+        with translated():
+            async with self.engine.connect() as conn:
+                if self.postgres:
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    yield conn
+                else:
+                    await conn.execution_options(**{READONLY_OPTION: True})
+                    async with conn.begin():
+                        yield conn
 
     async def run(
         self,

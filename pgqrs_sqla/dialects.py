@@ -32,6 +32,8 @@ JSONType: TypeEngine[Any] = JSON(none_as_null=True).with_variant(
 BigIntKey: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: execution option marking a connection that only reads (no write lock on SQLite)
+READONLY_OPTION = "pgqrs_readonly"
 _SET_UP: weakref.WeakSet[Engine] = weakref.WeakSet()
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
@@ -115,7 +117,9 @@ def setup_sqlite_engine(sync_engine: Engine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (Store.read()) take no write lock: a deferred BEGIN reads a snapshot.
+        readonly = conn.get_execution_options().get(READONLY_OPTION)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def insert_for(dialect_name: str, table: Any) -> Any:

@@ -317,11 +317,12 @@ class RunControl(StoreCore):
 
     async def get_workflow(self, name: str) -> WorkflowInfo:
         validate_name(name, "workflow")
-        return await self.run(lambda c: self._workflow(c, name))
+        async with self.read() as conn:
+            return await conn.run_sync(lambda c: self._workflow(c, name))
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         w = self.tables.workflows
-        async with self.autocommit() as conn:
+        async with self.read() as conn:
             rows = (await conn.execute(select(w).order_by(w.c.workflow_name))).all()
         return [
             WorkflowInfo(
@@ -335,7 +336,10 @@ class RunControl(StoreCore):
 
     async def get_run(self, run_id: int, *, target: AsyncTarget | None = None) -> RunInfo:
         """A run with its status, input, output, error, timestamps and steps."""
-        return await self.run(lambda c: load_run(c, self.tables, run_id), target)
+        if target is not None:
+            return await self.run(lambda c: load_run(c, self.tables, run_id), target)
+        async with self.read() as conn:
+            return await conn.run_sync(lambda c: load_run(c, self.tables, run_id))
 
     async def list_runs(
         self,
@@ -357,7 +361,7 @@ class RunControl(StoreCore):
                 raise ValidationError(
                     f"unknown run status {status!r}; one of {[s.value for s in RunStatus]}"
                 ) from None
-        async with self.autocommit() as conn:
+        async with self.read() as conn:
             return [_run_info(r, []) for r in (await conn.execute(stmt)).all()]
 
     async def wait_for_run(self, run_id: int, *, timeout: float | None = None) -> Any:

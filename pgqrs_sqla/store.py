@@ -191,7 +191,7 @@ class Store(RunControl):
                         problems.append(f"column {table.fullname}.{col.name} is missing")
             return problems
 
-        async with self.begin() as conn:
+        async with self.read() as conn:
             return await conn.run_sync(missing)
 
     async def require_schema(self) -> None:
@@ -229,7 +229,7 @@ class Store(RunControl):
     async def get_queue(self, name: str) -> QueueInfo:
         q.validate_name(name)
         t = self.tables.queues
-        async with self.autocommit() as conn:
+        async with self.read() as conn:
             row = (await conn.execute(select(t).where(t.c.queue_name == name))).first()
         if row is None:
             raise QueueNotFound(f"no queue named {name!r}", queue=name)
@@ -247,7 +247,7 @@ class Store(RunControl):
 
     async def list_queues(self) -> list[QueueInfo]:
         t = self.tables.queues
-        async with self.autocommit() as conn:
+        async with self.read() as conn:
             rows = (await conn.execute(select(t).order_by(t.c.queue_name))).all()
         return [
             QueueInfo(r.id, r.queue_name, r.max_deliveries, aware(r.created_at))  # type: ignore[arg-type]
@@ -330,7 +330,7 @@ class Store(RunControl):
         )
         if name is not None:
             stmt = stmt.where(t.c.queue_name == q.validate_name(name))
-        async with self.autocommit() as conn:
+        async with self.read() as conn:
             rows = (await conn.execute(stmt)).all()
             ages = {
                 r[0]: (aware(r[2]) - aware(r[1])).total_seconds()  # type: ignore[operator]
@@ -353,7 +353,7 @@ class Store(RunControl):
             .order_by(m.c.id)
             .limit(limit)
         )
-        async with self.autocommit() as conn:
+        async with self.read() as conn:
             return [q.Message.from_row(r) for r in (await conn.execute(stmt)).all()]
 
     async def replay_dead_letters(
@@ -388,7 +388,7 @@ class Store(RunControl):
             .select_from(w.outerjoin(t, t.c.id == w.c.queue_id))
             .order_by(w.c.worker_name)
         )
-        async with self.autocommit() as conn:
+        async with self.read() as conn:
             rows = (await conn.execute(stmt)).all()
         result = []
         for r in rows:
@@ -413,7 +413,7 @@ class Store(RunControl):
 
     async def active_worker_count(self) -> int:
         w = self.tables.workers
-        async with self.autocommit() as conn:
+        async with self.read() as conn:
             return int(
                 (
                     await conn.execute(
