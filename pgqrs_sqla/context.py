@@ -8,6 +8,7 @@ a worker that lost its lease changes nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 import traceback
@@ -15,7 +16,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import exists, false, literal, null, select, update
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    Integer,
+    String,
+    bindparam,
+    exists,
+    false,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ._db import translated
@@ -103,21 +115,18 @@ class Execution:
     def tables(self) -> Tables:
         return self.store.tables
 
-    def fence(self) -> Any:
-        t = self.tables
-        return exists(
-            select(literal(1))
-            .select_from(t.messages)
-            .where(held(t, self.message.id, self.worker_id, self.message.read_ct))
-        )
+    def bind(self, **extra: Any) -> dict[str, Any]:
+        """Bind parameters naming this delivery: the run, and the lease that fences writes."""
+        return {
+            "p_run_id": self.run_id,
+            "p_msg_id": self.message.id,
+            "p_worker_id": self.worker_id,
+            "p_token": self.message.read_ct,
+            **extra,
+        }
 
-    def _not_cancelled(self) -> Any:
-        r = self.tables.runs
-        return exists(
-            select(literal(1))
-            .select_from(r)
-            .where(r.c.id == self.run_id, r.c.cancel_requested == false())
-        )
+    def fence(self) -> Any:
+        return lease_fence(self.tables)
 
     def step_upsert(
         self,
@@ -128,54 +137,23 @@ class Execution:
         error: Any,
         attempts: int,
         duration: float,
-    ) -> Any:
-        """One INSERT ... ON CONFLICT DO UPDATE, fenced by the lease (and, for a success, by
-        the run not being cancelled); returns the row id, or nothing if the fence failed."""
-        s = self.tables.steps
-        where = (
-            self.fence() & self._not_cancelled() if status is StepStatus.SUCCESS else self.fence()
+    ) -> tuple[Any, dict[str, Any]]:
+        """The fenced step upsert and its parameters for this delivery (see
+        :func:`step_upsert_stmt`): ``await conn.execute(*write)``."""
+        return step_upsert_stmt(self.tables, dialect, status), (
+            self.bind(
+                p_step_name=name,
+                p_output=output,
+                p_error=error,
+                p_attempts=attempts,
+                p_duration=duration,
+            )
         )
-        source = select(
-            literal(self.run_id),
-            literal(name),
-            literal(status.value),
-            literal(output, JSONType) if output is not None else null(),
-            literal(error, JSONType) if error is not None else null(),
-            literal(attempts),
-            utcnow_plus(-duration),
-            utcnow(),
-        ).where(where)
-        stmt = insert_for(dialect, s).from_select(
-            [
-                "run_id",
-                "step_name",
-                "status",
-                "output",
-                "error",
-                "attempts",
-                "started_at",
-                "finished_at",
-            ],
-            source,
-        )
-        excluded = stmt.excluded
-        return stmt.on_conflict_do_update(
-            index_elements=[s.c.run_id, s.c.step_name],
-            set_={
-                "status": excluded.status,
-                "output": excluded.output,
-                "error": excluded.error,
-                "attempts": excluded.attempts,
-                "started_at": excluded.started_at,
-                "finished_at": excluded.finished_at,
-            },
-            where=s.c.status.in_(step_may_become(status)),
-        ).returning(s.c.id)
 
     async def diagnose(self, conn: AsyncConnection | AsyncSession) -> BaseException:
         """A fenced write changed nothing: say whether the lease is gone or the run cancelled."""
         t = self.tables
-        still_held = (await conn.execute(select(self.fence()))).scalar()
+        still_held = (await conn.execute(select(self.fence()), self.bind())).scalar()
         if not still_held:
             self.lease_lost = True
             return _LeaseLostSignal(f"lease on run {self.run_id} lost")
@@ -189,10 +167,10 @@ class Execution:
 
     async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> None:
         async with self.store.autocommit() as conn:
-            stmt = self.step_upsert(
+            write = self.step_upsert(
                 conn.dialect.name, name, StepStatus.SUCCESS, output, None, attempts, duration
             )
-            if (await conn.execute(stmt)).first() is None:
+            if (await conn.execute(*write)).first() is None:
                 raise await self.diagnose(conn)
         self.steps[name] = StepRecord(StepStatus.SUCCESS, output, attempts)
 
@@ -200,63 +178,158 @@ class Execution:
         self, name: str, error: dict[str, Any], attempts: int, duration: float
     ) -> None:
         async with self.store.autocommit() as conn:
-            stmt = self.step_upsert(
+            write = self.step_upsert(
                 conn.dialect.name, name, StepStatus.ERROR, None, error, attempts, duration
             )
-            await conn.execute(stmt)
+            await conn.execute(*write)
         self.steps[name] = StepRecord(StepStatus.ERROR, None, attempts)
 
     # ------------------------------------------------------------ ending a delivery
 
-    def _run_update(self, new: RunStatus, **values: Any) -> Any:
-        r = self.tables.runs
-        values.setdefault("updated_at", utcnow())
-        if new.terminal:
-            values.setdefault("finished_at", utcnow())
-        return (
-            update(r)
-            .where(r.c.id == self.run_id, r.c.status.in_(run_may_become(new)), self.fence())
-            .values(status=new.value, **values)
-            .returning(r.c.id)
-        )
-
-    async def finish(self, new: RunStatus, **values: Any) -> bool:
+    async def finish(self, new: RunStatus, *, output: Any = None, error: Any = None) -> bool:
         """End the run (SUCCESS / ERROR / CANCELLED) and archive its message, atomically."""
-        m = self.tables.messages
-        archive = (
-            update(m)
-            .where(held(self.tables, self.message.id, self.worker_id, self.message.read_ct))
-            .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
-            .returning(m.c.id)
-        )
+        params = self.bind(p_output=output, p_error=error)
         if self.store.postgres:
-            # One round trip on an autocommit connection: both updates in one statement. The
-            # run update's fence reads the pre-statement snapshot, where the message is live.
-            archived = archive.cte("archived")
-            run_update = self._run_update(new, **values).where(exists(select(archived.c.id)))
+            # One round trip on an autocommit connection: both updates in one statement.
             async with self.store.autocommit() as conn:
-                return (await conn.execute(run_update)).first() is not None
+                row = (await conn.execute(finish_stmt(self.tables, new), params)).first()
+                return row is not None
         async with self.store.begin() as conn:
-            if (await conn.execute(self._run_update(new, **values))).first() is None:
+            if (
+                await conn.execute(run_update_stmt(self.tables, new, True), params)
+            ).first() is None:
                 return False
-            await conn.execute(archive)
+            await conn.execute(archive_stmt(self.tables), params)
         return True
 
     async def park(self, new: RunStatus, delay: float, step_write: Any = None) -> bool:
         """Release the message for ``delay`` seconds (not a failed delivery), after recording
         the step and the run status. Used for pauses and transient retries."""
         async with self.store.begin() as conn:
-            if step_write is not None and (await conn.execute(step_write)).first() is None:
+            if step_write is not None and (await conn.execute(*step_write)).first() is None:
                 return False
             if (
                 new is RunStatus.PAUSED
-                and (await conn.execute(self._run_update(new))).first() is None
+                and (
+                    await conn.execute(run_update_stmt(self.tables, new, False), self.bind())
+                ).first()
+                is None
             ):
                 return False
             result = await conn.execute(
                 release_stmt(self.tables, self.message, self.worker_id, delay)
             )
             return result.first() is not None
+
+
+# ---------------------------------------------------------------- prebuilt statements
+# Hot-path statements are built once per set of tables and bound per call: building and
+# cache-keying a statement tree costs more than the database round trip it makes.
+
+_STEP_COLS = [
+    "run_id",
+    "step_name",
+    "status",
+    "output",
+    "error",
+    "attempts",
+    "started_at",
+    "finished_at",
+]
+
+
+def lease_fence(t: Tables) -> Any:
+    """EXISTS: the delivery named by ``p_msg_id``/``p_worker_id``/``p_token`` holds its lease."""
+    m = t.messages
+    return exists(
+        select(literal(1))
+        .select_from(m)
+        .where(
+            m.c.id == bindparam("p_msg_id", type_=BigInteger),
+            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
+            m.c.read_ct == bindparam("p_token", type_=Integer),
+            m.c.archived_at.is_(None),
+        )
+    )
+
+
+@functools.cache
+def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> Any:
+    """One INSERT ... ON CONFLICT DO UPDATE, fenced by the lease (and, for a success, by the
+    run not being cancelled); returns the row id, or nothing if the fence failed."""
+    s, r = t.steps, t.runs
+    where = lease_fence(t)
+    if status is StepStatus.SUCCESS:
+        where = where & exists(
+            select(literal(1))
+            .select_from(r)
+            .where(
+                r.c.id == bindparam("p_run_id", type_=BigInteger), r.c.cancel_requested == false()
+            )
+        )
+    source = select(
+        bindparam("p_run_id", type_=BigInteger),
+        bindparam("p_step_name", type_=String),
+        literal(status.value),
+        bindparam("p_output", type_=JSONType),
+        bindparam("p_error", type_=JSONType),
+        bindparam("p_attempts", type_=Integer),
+        utcnow_plus(-bindparam("p_duration", type_=Float)),
+        utcnow(),
+    ).where(where)
+    stmt = insert_for(dialect, s).from_select(_STEP_COLS, source)
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[s.c.run_id, s.c.step_name],
+        set_={name: excluded[name] for name in _STEP_COLS[2:]},
+        where=s.c.status.in_(step_may_become(status)),
+    ).returning(s.c.id)
+
+
+@functools.cache
+def run_update_stmt(t: Tables, new: RunStatus, with_result: bool) -> Any:
+    """Move the run to ``new`` if the state machine allows it and the lease is held."""
+    r = t.runs
+    values: dict[str, Any] = {"status": new.value, "updated_at": utcnow()}
+    if new.terminal:
+        values["finished_at"] = utcnow()
+    if with_result:
+        values["output"] = bindparam("p_output", type_=JSONType)
+        values["error"] = bindparam("p_error", type_=JSONType)
+    return (
+        update(r)
+        .where(
+            r.c.id == bindparam("p_run_id", type_=BigInteger),
+            r.c.status.in_(run_may_become(new)),
+            lease_fence(t),
+        )
+        .values(**values)
+        .returning(r.c.id)
+    )
+
+
+@functools.cache
+def archive_stmt(t: Tables) -> Any:
+    m = t.messages
+    return (
+        update(m)
+        .where(
+            m.c.id == bindparam("p_msg_id", type_=BigInteger),
+            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
+            m.c.read_ct == bindparam("p_token", type_=Integer),
+            m.c.archived_at.is_(None),
+        )
+        .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
+        .returning(m.c.id)
+    )
+
+
+@functools.cache
+def finish_stmt(t: Tables, new: RunStatus) -> Any:
+    """PostgreSQL: archive the message and end the run in one statement. The run update's
+    fence reads the pre-statement snapshot, where the message is still live."""
+    archived = archive_stmt(t).cte("archived")
+    return run_update_stmt(t, new, True).where(exists(select(archived.c.id)))
 
 
 class RunContext:
@@ -394,7 +467,7 @@ class RunContext:
                     check_json(
                         result, what=f"result of step {name!r}", max_bytes=x.store.max_payload_bytes
                     )
-                    stmt = x.step_upsert(
+                    write = x.step_upsert(
                         x.store.engine.dialect.name,
                         name,
                         StepStatus.SUCCESS,
@@ -403,7 +476,7 @@ class RunContext:
                         attempts,
                         time.monotonic() - started,
                     )
-                    if (await session.execute(stmt)).first() is None:
+                    if (await session.execute(*write)).first() is None:
                         raise await x.diagnose(session)
         x.steps[name] = StepRecord(StepStatus.SUCCESS, result, attempts)
         return result

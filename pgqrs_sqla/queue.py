@@ -8,6 +8,7 @@ and gets :class:`~pgqrs_sqla.errors.LeaseLost`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +17,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    DateTime,
+    Float,
     Integer,
     Select,
+    String,
     Update,
     and_,
+    bindparam,
     case,
     column,
     func,
@@ -99,22 +105,41 @@ def seconds(value: float | timedelta | None) -> float:
     return result
 
 
-def _vt_expr(delay: float | timedelta | None, available_at: datetime | None) -> Any:
-    if available_at is not None:
-        if delay is not None:
-            raise ValidationError("pass either delay= or available_at=, not both")
-        if available_at.tzinfo is None:
-            raise ValidationError("available_at must be timezone-aware")
-        return literal(available_at)
-    return utcnow_plus(seconds(delay)) if delay else utcnow()
-
-
 # ---------------------------------------------------------------- enqueue
 
 
 # In the VALUES list a None payload is bound as JSON null: a bare NULL there would be typed
 # text on PostgreSQL and refused by the JSONB column.
 _PAYLOAD = JSON(none_as_null=False).with_variant(JSONB(none_as_null=False), "postgresql")
+
+
+_MSG_COLS = ["queue_id", "payload", "priority", "enqueued_at", "vt", "read_ct", "failed_ct"]
+
+
+def _enqueue_source(t: Tables, payload: Any, vt: Any) -> Select[Any]:
+    q = t.queues
+    return select(
+        q.c.id,
+        payload,
+        bindparam("p_priority", type_=Integer),
+        utcnow(),
+        vt,
+        literal(0),
+        literal(0),
+    ).where(q.c.queue_name == bindparam("p_queue", type_=String))
+
+
+@functools.cache
+def enqueue_one_stmt(t: Tables, absolute: bool) -> Any:
+    """Enqueue one payload (``p_payload``), visible after ``p_delay`` seconds or at
+    ``p_available_at``; built once per set of tables."""
+    vt = (
+        bindparam("p_available_at", type_=DateTime(timezone=True))
+        if absolute
+        else utcnow_plus(bindparam("p_delay", type_=Float))
+    )
+    source = _enqueue_source(t, bindparam("p_payload", type_=_PAYLOAD), vt)
+    return insert(t.messages).from_select(_MSG_COLS, source).returning(t.messages.c.id)
 
 
 def enqueue_stmt(
@@ -126,11 +151,11 @@ def enqueue_stmt(
     delay: float | timedelta | None = None,
     available_at: datetime | None = None,
     max_bytes: int,
-) -> Any:
-    """One INSERT ... SELECT for any number of payloads; no row comes back for an unknown
-    queue, so nothing is written and the caller's transaction stays usable."""
+) -> tuple[Any, dict[str, Any]]:
+    """One INSERT ... SELECT for any number of payloads, and its parameters. No row comes back
+    for an unknown queue, so nothing is written and the caller's transaction stays usable."""
     validate_name(queue_name)
-    if not isinstance(priority, int):
+    if not isinstance(priority, int) or isinstance(priority, bool):
         raise ValidationError(f"priority must be an int, got {priority!r}")
     for index, payload in enumerate(payloads):
         check_json(
@@ -138,8 +163,19 @@ def enqueue_stmt(
             what="payload" if len(payloads) == 1 else f"payload #{index}",
             max_bytes=max_bytes,
         )
-    vt = _vt_expr(delay, available_at)
-    m, q = t.messages, t.queues
+    if available_at is not None:
+        if delay is not None:
+            raise ValidationError("pass either delay= or available_at=, not both")
+        if available_at.tzinfo is None:
+            raise ValidationError("available_at must be timezone-aware")
+    params: dict[str, Any] = {
+        "p_queue": queue_name,
+        "p_priority": priority,
+        "p_delay": seconds(delay),
+        "p_available_at": available_at,
+    }
+    if len(payloads) == 1:
+        return enqueue_one_stmt(t, available_at is not None), {**params, "p_payload": payloads[0]}
     # A CTE with a column list (WITH v(ord, payload) AS (VALUES ...)): both dialects accept
     # it, while SQLite rejects column aliases on a VALUES subquery.
     rows = (
@@ -147,36 +183,30 @@ def enqueue_stmt(
         .data([(i, p) for i, p in enumerate(payloads)])
         .cte("v")
     )
-    source = (
-        select(q.c.id, rows.c.payload, literal(priority), utcnow(), vt, literal(0), literal(0))
-        .select_from(q)
-        .join(rows, true())
-        .where(q.c.queue_name == queue_name)
-        .order_by(rows.c.ord)
+    vt = (
+        bindparam("p_available_at", type_=DateTime(timezone=True))
+        if available_at is not None
+        else utcnow_plus(bindparam("p_delay", type_=Float))
     )
-    return (
-        insert(m)
-        .from_select(
-            ["queue_id", "payload", "priority", "enqueued_at", "vt", "read_ct", "failed_ct"],
-            source,
-        )
-        .returning(m.c.id)
-    )
+    source = _enqueue_source(t, rows.c.payload, vt).join(rows, true()).order_by(rows.c.ord)
+    return insert(t.messages).from_select(_MSG_COLS, source).returning(t.messages.c.id), params
 
 
-def notify_stmt(queue_name: str) -> Select[Any]:
-    """PostgreSQL: wake listening workers when the transaction commits."""
-    return select(func.pg_notify(NOTIFY_CHANNEL, queue_name).label("notified"))
+@functools.cache
+def _with_notify(stmt: Any) -> Any:
+    inserted = stmt.cte("inserted")
+    notify = select(
+        func.pg_notify(NOTIFY_CHANNEL, bindparam("p_queue", type_=String)).label("notified")
+    ).subquery("notified")
+    return select(inserted.c.id).select_from(inserted.join(notify, true()))
 
 
-def enqueue_sync(conn: Connection, t: Tables, queue_name: str, stmt: Any) -> list[int]:
+def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str, Any]) -> list[int]:
     """Run an enqueue statement on ``conn``; on PostgreSQL in the same statement as the
     NOTIFY that wakes listening workers when the transaction commits."""
     if is_postgres(conn.dialect.name):
-        inserted = stmt.cte("inserted")
-        notify = notify_stmt(queue_name).subquery("notified")
-        stmt = select(inserted.c.id).select_from(inserted.join(notify, true()))
-    ids = sorted(conn.execute(stmt).scalars().all())
+        stmt = _with_notify(stmt)
+    ids = sorted(conn.execute(stmt, params).scalars().all())
     if not ids:
         raise QueueNotFound(f"no queue named {queue_name!r}", queue=queue_name)
     return ids
@@ -185,21 +215,25 @@ def enqueue_sync(conn: Connection, t: Tables, queue_name: str, stmt: Any) -> lis
 # ---------------------------------------------------------------- claim
 
 
-def claim_stmt(
-    t: Tables, queue_id: int, worker_id: int, *, batch: int, vt_seconds: float, postgres: bool
-) -> Update:
-    """Claim up to ``batch`` ready messages in one statement and lease them to ``worker_id``.
+@functools.cache
+def claim_stmt(t: Tables, postgres: bool) -> Update:
+    """Claim up to ``p_batch`` ready messages of ``p_queue_id`` in one statement and lease them
+    to ``p_worker_id`` for ``p_vt`` seconds (bind them with :func:`claim_params`).
 
     A message is ready when it is not archived and ``vt <= now`` — which includes messages
     whose lease expired: no reaper needed. A claimed message that still had an owner had an
-    expired lease, which counts as a failed delivery.
+    expired lease, which counts as a failed delivery. Built once per set of tables.
     """
     m = t.messages
     candidates = (
         select(m.c.id)
-        .where(m.c.queue_id == queue_id, m.c.archived_at.is_(None), m.c.vt <= utcnow())
+        .where(
+            m.c.queue_id == bindparam("p_queue_id", type_=BigInteger),
+            m.c.archived_at.is_(None),
+            m.c.vt <= utcnow(),
+        )
         .order_by(m.c.priority.desc(), m.c.id)
-        .limit(batch)
+        .limit(bindparam("p_batch", type_=Integer))
     )
     if postgres:
         candidates = candidates.with_for_update(skip_locked=True)
@@ -207,14 +241,18 @@ def claim_stmt(
         update(m)
         .where(m.c.id.in_(candidates.scalar_subquery()))
         .values(
-            vt=utcnow_plus(vt_seconds),
+            vt=utcnow_plus(bindparam("p_vt", type_=Float)),
             read_ct=m.c.read_ct + 1,
             failed_ct=m.c.failed_ct + case((m.c.consumer_worker_id.is_not(None), 1), else_=0),
-            consumer_worker_id=worker_id,
+            consumer_worker_id=bindparam("p_worker_id", type_=BigInteger),
             dequeued_at=utcnow(),
         )
         .returning(*m.c)
     )
+
+
+def claim_params(queue_id: int, worker_id: int, *, batch: int, vt_seconds: float) -> dict[str, Any]:
+    return {"p_queue_id": queue_id, "p_worker_id": worker_id, "p_batch": batch, "p_vt": vt_seconds}
 
 
 async def claim(
@@ -226,15 +264,9 @@ async def claim(
     batch: int,
     vt_seconds: float,
 ) -> list[Message]:
-    stmt = claim_stmt(
-        t,
-        queue_id,
-        worker_id,
-        batch=batch,
-        vt_seconds=vt_seconds,
-        postgres=is_postgres(conn.dialect.name),
-    )
-    rows = (await conn.execute(stmt)).all()
+    stmt = claim_stmt(t, is_postgres(conn.dialect.name))
+    params = claim_params(queue_id, worker_id, batch=batch, vt_seconds=vt_seconds)
+    rows = (await conn.execute(stmt, params)).all()
     messages = [Message.from_row(r) for r in rows]
     messages.sort(key=lambda msg: (-msg.priority, msg.id))
     return messages

@@ -91,7 +91,6 @@ async def connect(
     else:
         engine_options.setdefault("pool_size", pool_size)
         engine_options.setdefault("max_overflow", 2)
-        engine_options.setdefault("pool_pre_ping", True)
         engine = create_async_engine(parsed, **engine_options)
     store = Store(engine, models=models, max_payload_bytes=max_payload_bytes, listen=listen)
     store._owns_engine = True
@@ -148,7 +147,7 @@ class Store(RunControl):
         so jobs cannot starve the app's request handlers of connections)."""
         url = self.engine.url
         if self.postgres:
-            engine = create_async_engine(url, pool_size=size, max_overflow=2, pool_pre_ping=True)
+            engine = create_async_engine(url, pool_size=size, max_overflow=2)
         else:
             engine = create_async_engine(url)
         clone = Store(
@@ -433,7 +432,7 @@ class Queue:
     def __repr__(self) -> str:
         return f"<Queue {self.name!r}>"
 
-    def _stmt(self, payloads: Sequence[Any], options: dict[str, Any]) -> Any:
+    def _stmt(self, payloads: Sequence[Any], options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         return q.enqueue_stmt(
             self.store.tables,
             self.name,
@@ -473,11 +472,11 @@ class Queue:
         """Enqueue many payloads in one statement; returns their ids in order."""
         if not payloads:
             return []
-        stmt = self._stmt(
+        prepared = self._stmt(
             payloads, {"delay": delay, "available_at": available_at, "priority": priority}
         )
         ids = await self.store.run(
-            lambda c: q.enqueue_sync(c, self.store.tables, self.name, stmt),
+            lambda c: q.enqueue_sync(c, self.name, *prepared),
             target,
             single_statement=True,
         )
@@ -509,9 +508,9 @@ class Queue:
     ) -> list[int]:
         if not payloads:
             return []
-        stmt = self._stmt(
+        prepared = self._stmt(
             payloads, {"delay": delay, "available_at": available_at, "priority": priority}
         )
-        ids = run_sync(target, lambda c: q.enqueue_sync(c, self.store.tables, self.name, stmt))
+        ids = run_sync(target, lambda c: q.enqueue_sync(c, self.name, *prepared))
         self.store.wake(self.name, target)
         return ids

@@ -8,11 +8,26 @@ transaction. Either both appear when the transaction commits, or neither does.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, false, func, insert, literal, null, select, true
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    Integer,
+    String,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    true,
+)
 from sqlalchemy.engine import Connection
 
 from ._db import AsyncTarget, SyncTarget, run_async, run_sync, target_db_key, wake_after_commit
@@ -38,31 +53,73 @@ _RUN_COLS = [
 ]
 
 
-def _message_source(t: Tables, name: str, delay: float, priority: int) -> Any:
+# Statements are built once per set of tables and bound per call (p_wf, p_delay,
+# p_priority, p_params, p_key, p_message_id): building and cache-keying a statement tree
+# costs more than the round trip it makes.
+
+
+def _message_source(t: Tables) -> Any:
     w = t.workflows
     return select(
         w.c.queue_id,
         null(),
-        literal(priority),
+        bindparam("p_priority", type_=Integer),
         utcnow(),
-        utcnow_plus(delay) if delay else utcnow(),
+        utcnow_plus(bindparam("p_delay", type_=Float)),
         literal(0),
         literal(0),
-    ).where(w.c.workflow_name == name)
+    ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
 
 
-def _run_values(t: Tables, name: str, message_id: Any, params: Any, key: str | None) -> Any:
+def _run_values(t: Tables, message_id: Any) -> Any:
     w = t.workflows
     return select(
         w.c.id,
         message_id,
         literal(RunStatus.QUEUED.value),
-        literal(params, JSONType),
-        literal(key),
+        bindparam("p_params", type_=JSONType),
+        bindparam("p_key", type_=String),
         false(),
         utcnow(),
         utcnow(),
-    ).where(w.c.workflow_name == name)
+    ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
+
+
+def _run_insert(t: Tables, dialect: str, source: Any) -> Any:
+    r = t.runs
+    return (
+        insert_for(dialect, r)
+        .from_select(_RUN_COLS, source)
+        .on_conflict_do_nothing(index_elements=[r.c.workflow_id, r.c.idempotency_key])
+        .returning(r.c.id)
+    )
+
+
+@functools.cache
+def pg_trigger_stmt(t: Tables) -> Any:
+    """PostgreSQL: message, run and NOTIFY in one statement; no row for an unknown workflow."""
+    m = t.messages
+    msg = (
+        insert(m)
+        .from_select(_MSG_COLS, _message_source(t))
+        .returning(m.c.id, m.c.queue_id)
+        .cte("m")
+    )
+    source = _run_values(t, msg.c.id).where(t.workflows.c.queue_id == msg.c.queue_id)
+    run = _run_insert(t, "postgresql", source).cte("r")
+    notify = func.pg_notify(NOTIFY_CHANNEL, bindparam("p_wf", type_=String))
+    return select(msg.c.id, run.c.id, notify).select_from(msg.outerjoin(run, true()))
+
+
+@functools.cache
+def message_insert_stmt(t: Tables) -> Any:
+    m = t.messages
+    return insert(m).from_select(_MSG_COLS, _message_source(t)).returning(m.c.id)
+
+
+@functools.cache
+def run_insert_stmt(t: Tables, dialect: str) -> Any:
+    return _run_insert(t, dialect, _run_values(t, bindparam("p_message_id", type_=BigInteger)))
 
 
 def _existing(conn: Connection, t: Tables, name: str, key: str) -> int | None:
@@ -85,51 +142,28 @@ def trigger_logic(
     priority: int,
 ) -> int:
     """Write the run and its message on ``conn``; returns the run id."""
-    r, m = t.runs, t.messages
+    m = t.messages
     dialect = conn.dialect.name
-    run_insert = insert_for(dialect, r)
+    params = {
+        "p_wf": name,
+        "p_delay": delay,
+        "p_priority": priority,
+        "p_params": params,
+        "p_key": key,
+    }
     if is_postgres(dialect):
-        msg = (
-            insert(m)
-            .from_select(_MSG_COLS, _message_source(t, name, delay, priority))
-            .returning(m.c.id, m.c.queue_id)
-            .cte("m")
-        )
-        run = (
-            run_insert.from_select(
-                _RUN_COLS,
-                _run_values(t, name, msg.c.id, params, key).where(
-                    t.workflows.c.queue_id == msg.c.queue_id
-                ),
-            )
-            .on_conflict_do_nothing(index_elements=[r.c.workflow_id, r.c.idempotency_key])
-            .returning(r.c.id)
-            .cte("r")
-        )
-        row = conn.execute(
-            select(msg.c.id, run.c.id, func.pg_notify(NOTIFY_CHANNEL, name)).select_from(
-                msg.outerjoin(run, true())
-            )
-        ).first()
+        row = conn.execute(pg_trigger_stmt(t), params).first()
         if row is None:
             raise WorkflowNotFound(f"no workflow named {name!r}", workflow=name)
         message_id, run_id = row[0], row[1]
     else:
         if key is not None and (found := _existing(conn, t, name, key)) is not None:
             return found
-        message_id = conn.execute(
-            insert(m)
-            .from_select(_MSG_COLS, _message_source(t, name, delay, priority))
-            .returning(m.c.id)
-        ).scalar()
+        message_id = conn.execute(message_insert_stmt(t), params).scalar()
         if message_id is None:
             raise WorkflowNotFound(f"no workflow named {name!r}", workflow=name)
         run_id = conn.execute(
-            run_insert.from_select(
-                _RUN_COLS, _run_values(t, name, literal(message_id), params, key)
-            )
-            .on_conflict_do_nothing(index_elements=[r.c.workflow_id, r.c.idempotency_key])
-            .returning(r.c.id)
+            run_insert_stmt(t, dialect), {**params, "p_message_id": message_id}
         ).scalar()
     if run_id is None:
         # Lost an idempotency race: the other trigger's run stands; drop our message.

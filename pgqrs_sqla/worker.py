@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import socket
 import time
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exc, func, select, update
+from sqlalchemy import bindparam, exc, func, select, update
 
 from . import queue as q
 from ._db import HUB, Waiter, translated
@@ -47,7 +48,7 @@ from .errors import (
     _LeaseLostSignal,
     _RunCancelledSignal,
 )
-from .models import ArchiveReason, RunStatus, StepStatus, WorkerStatus
+from .models import ArchiveReason, RunStatus, StepStatus, Tables, WorkerStatus
 from .runs import CANCEL_CHANNEL, RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
 from .states import run_may_become
 from .store import Store
@@ -197,6 +198,40 @@ class ConsumerBuilder:
 def consumer(name: str, port: int | None, *queues: str) -> ConsumerBuilder:
     """Start building a worker named ``name`` (unique) that serves ``queues``."""
     return ConsumerBuilder(name, port, queues)
+
+
+def _start_update(t: Tables, which: Any) -> Any:
+    """Mark the runs ``which`` selects RUNNING; a redelivered run keeps its first started_at."""
+    r = t.runs
+    return (
+        update(r)
+        .where(which, r.c.status.in_(run_may_become(RunStatus.RUNNING)))
+        .values(
+            status=RunStatus.RUNNING.value,
+            started_at=func.coalesce(r.c.started_at, utcnow()),
+            updated_at=utcnow(),
+        )
+        .returning(r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested)
+    )
+
+
+@functools.cache
+def start_stmt(t: Tables) -> Any:
+    """Start the runs of the messages in ``p_ids``."""
+    return _start_update(t, t.runs.c.message_id.in_(bindparam("p_ids", expanding=True)))
+
+
+@functools.cache
+def claim_and_start_stmt(t: Tables) -> Any:
+    """PostgreSQL: claim a batch and start its runs in one statement (data-modifying CTEs)."""
+    claimed = q.claim_stmt(t, True).cte("claimed")
+    started = _start_update(t, t.runs.c.message_id.in_(select(claimed.c.id))).cte("started")
+    return select(
+        claimed,
+        started.c.id.label("run_id"),
+        started.c.input,
+        started.c.cancel_requested,
+    ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))
 
 
 @dataclass(frozen=True)
@@ -623,45 +658,14 @@ class Worker:
 
     # ------------------------------------------------------------ workflow runs
 
-    def _start_stmt(self, message_ids: Any) -> Any:
-        r = self.store.tables.runs
-        return (
-            update(r)
-            .where(
-                r.c.message_id.in_(message_ids), r.c.status.in_(run_may_become(RunStatus.RUNNING))
-            )
-            .values(
-                status=RunStatus.RUNNING.value,
-                started_at=func.coalesce(r.c.started_at, utcnow()),
-                updated_at=utcnow(),
-            )
-            .returning(r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested)
-        )
-
     async def _claim_and_start(
         self, conn: Any, binding: _Binding, batch: int
     ) -> tuple[list[q.Message], list[Any]]:
         """PostgreSQL: claim and mark the runs RUNNING in one statement (data-modifying CTEs)."""
-        t = self.store.tables
-        claimed = q.claim_stmt(
-            t,
-            binding.queue_id,
-            self.id,
-            batch=batch,
-            vt_seconds=self.visibility_timeout,
-            postgres=True,
-        ).cte("claimed")
-        started = self._start_stmt(select(claimed.c.id)).cte("started")
-        rows = (
-            await conn.execute(
-                select(
-                    claimed,
-                    started.c.id.label("run_id"),
-                    started.c.input,
-                    started.c.cancel_requested,
-                ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))
-            )
-        ).all()
+        params = q.claim_params(
+            binding.queue_id, self.id, batch=batch, vt_seconds=self.visibility_timeout
+        )
+        rows = (await conn.execute(claim_and_start_stmt(self.store.tables), params)).all()
         messages = sorted(
             (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
         )
@@ -682,7 +686,8 @@ class Worker:
         by_id = {m.id: m for m in messages}
         async with self.store.autocommit() as conn:
             if rows is None:
-                rows = list((await conn.execute(self._start_stmt([m.id for m in messages]))).all())
+                ids = [m.id for m in messages]
+                rows = list((await conn.execute(start_stmt(t), {"p_ids": ids})).all())
             run_ids = [row.id for row in rows]
             steps = (
                 (
