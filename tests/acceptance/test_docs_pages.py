@@ -1,0 +1,20 @@
+"""The docs pages run as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.acceptance.docs_blocks import run_page
+
+
+def test_installation_page(tmp_path: Path) -> None:
+    run_page("installation.md", tmp_path)
+
+
+def test_existing_app_page(tmp_path: Path) -> None:
+    run_page("existing-app.md", tmp_path)
+
+
+def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:
+    out = run_page("workflows.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "[save_results] Saving 3 records" in out
