@@ -33,6 +33,7 @@ from sqlalchemy import (
     literal,
     select,
     true,
+    tuple_,
     update,
     values,
 )
@@ -309,6 +310,30 @@ def archive_stmt(
         values_["last_error"] = error
     return (
         update(m).where(held(t, msg.id, worker_id, msg.read_ct)).values(**values_).returning(m.c.id)
+    )
+
+
+async def archive_many(
+    conn: AsyncConnection, t: Tables, messages: Sequence[Message], worker_id: int
+) -> list[int]:
+    """Acknowledge many messages in one statement; returns the ids this worker still held
+    (the others' leases were lost, and they are left alone)."""
+    params = {"p_leases": [(msg.id, msg.read_ct) for msg in messages], "p_worker_id": worker_id}
+    return list((await conn.execute(archive_many_stmt(t), params)).scalars())
+
+
+@functools.cache
+def archive_many_stmt(t: Tables) -> Update:
+    m = t.messages
+    return (
+        update(m)
+        .where(
+            tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
+            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
+            m.c.archived_at.is_(None),
+        )
+        .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
+        .returning(m.c.id)
     )
 
 

@@ -547,8 +547,7 @@ class Worker:
             if binding.workflow is not None:
                 await self._start_runs(binding, messages, started)
             else:
-                for msg in messages:
-                    self._spawn(binding, msg, self._process_message(binding, msg))
+                self._spawn_batch(binding, messages)
         return claimed
 
     def _spawn(
@@ -557,6 +556,23 @@ class Worker:
         task = asyncio.create_task(coro, name=f"pgqrs-{binding.queue}-{msg.id}")
         self._inflight[msg.id] = _InFlight(msg, binding, task, execution)
         task.add_done_callback(lambda _t: self._done(msg.id))
+
+    def _spawn_batch(self, binding: _Binding, messages: list[q.Message]) -> None:
+        """One task for a claimed batch of plain messages: handlers run concurrently, and the
+        successes are acknowledged together, in one statement."""
+        first = messages[0]
+        task = asyncio.create_task(
+            self._process_messages(binding, messages), name=f"pgqrs-{binding.queue}-{first.id}"
+        )
+        for msg in messages:
+            self._inflight[msg.id] = _InFlight(msg, binding, task)
+        ids = [m.id for m in messages]
+
+        def done(_t: asyncio.Task[None]) -> None:
+            for message_id in ids:
+                self._done(message_id)
+
+        task.add_done_callback(done)
 
     def _done(self, message_id: int) -> None:
         self._inflight.pop(message_id, None)
@@ -588,18 +604,35 @@ class Worker:
 
     # ------------------------------------------------------------ plain messages
 
-    async def _process_message(self, binding: _Binding, msg: q.Message) -> None:
-        queue = self.store.queue(binding.queue)
-        extra = {"queue": queue.name, "message_id": msg.id}
+    async def _process_messages(self, binding: _Binding, messages: list[q.Message]) -> None:
+        handled = await asyncio.gather(*(self._process_message(binding, m) for m in messages))
+        done = [m for m, ok in zip(messages, handled, strict=True) if ok]
+        if not done:
+            return
+        try:
+            async with self.store.autocommit() as conn:
+                acked = await q.archive_many(conn, self.store.tables, done, self.id)
+        except asyncio.CancelledError:
+            for msg in done:
+                await self._release_quietly(msg)
+            raise
+        self.stats.completed += len(acked)
+        lost = len(done) - len(acked)
+        if lost:
+            self.stats.lease_lost += lost
+            log.warning("%d message(s) of queue %s: lease lost before ack", lost, binding.queue)
+
+    async def _process_message(self, binding: _Binding, msg: q.Message) -> bool:
+        """Run the handler; True if the message is to be acknowledged."""
+        extra = {"queue": binding.queue, "message_id": msg.id}
         try:
             if await self._dead_on_arrival(binding, msg):
-                return
+                return False
             await binding.handler(msg)
-            await self.archive(msg)
-            self.stats.completed += 1
+            return True
         except LeaseLost:
             self.stats.lease_lost += 1
-            log.warning("message %s: lease lost before ack", msg.id, extra=extra)
+            log.warning("message %s: lease lost", msg.id, extra=extra)
         except asyncio.CancelledError:
             await self._release_quietly(msg)
             raise
@@ -611,6 +644,7 @@ class Worker:
                 await self.fail(
                     msg, f"{type(error).__name__}: {error}", delay=policy.delay(msg.failed_ct + 1)
                 )
+        return False
 
     async def _dead_on_arrival(self, binding: _Binding, msg: q.Message) -> bool:
         """A message whose failed deliveries reached the queue's max_deliveries is moved to
