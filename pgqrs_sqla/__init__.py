@@ -117,6 +117,7 @@ from .models import (
     pgqrs_models as pgqrs_models,
 )
 from .queue import Message as Message
+from .registry import WorkflowRegistry as WorkflowRegistry
 from .runs import (
     RetryPolicy as RetryPolicy,
 )
@@ -214,6 +215,7 @@ __all__ = [
     "WorkflowInfo",
     "WorkflowNotFound",
     "WorkflowRef",
+    "WorkflowRegistry",
     "connect",
     "consumer",
     "pgqrs_models",

@@ -18,3 +18,7 @@ def test_existing_app_page(tmp_path: Path) -> None:
 def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:
     out = run_page("workflows.md", tmp_path, {"DATABASE_URL": empty_db_url})
     assert "[save_results] Saving 3 records" in out
+
+
+def test_operate_page(tmp_path: Path) -> None:
+    run_page("operate.md", tmp_path)

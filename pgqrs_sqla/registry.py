@@ -1,0 +1,99 @@
+"""A registry of workflow and queue handlers: what an app runs, in one importable place.
+
+    registry = WorkflowRegistry()
+
+    @registry.workflow("fulfil_order", retry=RetryPolicy(max_attempts=3))
+    async def fulfil_order(ctx, params): ...
+
+    @registry.queue("emails")
+    async def send_email(message): ...
+
+    worker = await registry.create_worker(store, "worker-1", concurrency=4)
+
+The CLI runs one with ``pgqrs-sqla worker myapp.jobs:registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .errors import ConfigurationError
+from .queue import validate_name
+from .runs import RetryPolicy
+from .store import Store
+from .worker import Worker, consumer
+
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+@dataclass(frozen=True)
+class _Entry:
+    handler: Callable[..., Awaitable[Any]]
+    retry: RetryPolicy | None
+    workflow: bool
+
+
+class WorkflowRegistry:
+    """Handlers by workflow / queue name; builds workers that serve them."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def _add(self, name: str, handler: H, retry: RetryPolicy | None, workflow: bool) -> H:
+        validate_name(name, "workflow" if workflow else "queue")
+        if name in self._entries:
+            raise ConfigurationError(f"{name!r} is registered twice")
+        self._entries[name] = _Entry(handler, retry, workflow)
+        return handler
+
+    def workflow(self, name: str, *, retry: RetryPolicy | None = None) -> Callable[[H], H]:
+        """Decorator: ``async def handler(ctx, params)`` runs workflow ``name``."""
+        return lambda handler: self._add(name, handler, retry, True)
+
+    def queue(self, name: str, *, retry: RetryPolicy | None = None) -> Callable[[H], H]:
+        """Decorator: ``async def handler(message)`` consumes plain queue ``name``."""
+        return lambda handler: self._add(name, handler, retry, False)
+
+    def add_workflow(self, name: str, handler: H, *, retry: RetryPolicy | None = None) -> H:
+        return self._add(name, handler, retry, True)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    async def setup(self, store: Store, names: Iterable[str] | None = None) -> None:
+        """Create the workflows and queues (idempotent)."""
+        for name in names if names is not None else self._entries:
+            entry = self._entries[name]
+            if entry.workflow:
+                await store.create_workflow(name, retry=entry.retry)
+            else:
+                await store.create_queue(name)
+
+    async def create_worker(
+        self,
+        store: Store,
+        name: str,
+        port: int | None = None,
+        *,
+        queues: Iterable[str] | None = None,
+        **options: Any,
+    ) -> Worker:
+        """Set up and register a worker serving ``queues`` (default: everything registered).
+        ``options`` go to :meth:`ConsumerBuilder.create` (concurrency, visibility_timeout...)."""
+        chosen = list(queues) if queues is not None else self.names
+        unknown = [n for n in chosen if n not in self._entries]
+        if unknown or not chosen:
+            raise ConfigurationError(
+                f"unknown queue(s) {unknown}; this registry has {self.names}"
+                if unknown
+                else "the registry is empty: register a workflow or queue first"
+            )
+        await self.setup(store, chosen)
+        builder = consumer(name, port, *chosen)
+        for queue in chosen:
+            entry = self._entries[queue]
+            builder.handler(entry.handler, queue=queue, retry=entry.retry)
+        return await builder.create(store, **options)
