@@ -22,3 +22,7 @@ def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:
 
 def test_operate_page(tmp_path: Path) -> None:
     run_page("operate.md", tmp_path)
+
+
+def test_embedding_page(tmp_path: Path) -> None:
+    run_page("embedding.md", tmp_path)

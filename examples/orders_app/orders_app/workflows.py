@@ -1,0 +1,75 @@
+"""The fulfil_order workflow: reserve stock, charge payment, wait for the warehouse, ship."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import pgqrs_sqla as pgqrs
+
+registry = pgqrs.WorkflowRegistry()
+
+
+class OutOfStock(Exception):
+    pass
+
+
+class PaymentGateway:
+    """A stand-in for a payment API. ``flaky`` orders fail once with a timeout."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, int] = {}
+
+    async def charge(self, run_id: int, amount: int, *, flaky: bool) -> dict[str, Any]:
+        self.calls[run_id] = self.calls.get(run_id, 0) + 1
+        if flaky and self.calls[run_id] == 1:
+            raise TimeoutError("payment gateway timed out")
+        return {"charged": amount, "reference": f"pay-{run_id}"}
+
+
+gateway = PaymentGateway()
+
+
+@registry.workflow("fulfil_order", retry=pgqrs.RetryPolicy(max_attempts=5, base=0.2, cap=2))
+async def fulfil_order(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[str, Any]:
+    sku, quantity = params["sku"], params["quantity"]
+
+    async def reserve(session: AsyncSession) -> int:
+        # Exactly once: this write commits together with the step's record.
+        taken = await session.execute(
+            text("UPDATE stock SET quantity = quantity - :q WHERE sku = :sku AND quantity >= :q"),
+            {"q": quantity, "sku": sku},
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise OutOfStock(f"not enough {sku}")
+        await session.execute(
+            text("UPDATE orders SET status = 'reserved' WHERE run_id = :r"), {"r": ctx.run_id}
+        )
+        return quantity
+
+    await ctx.step("reserve_stock", reserve, transactional=True)
+
+    async def charge() -> dict[str, Any]:
+        try:
+            return await gateway.charge(
+                ctx.run_id, quantity * 10, flaky=params.get("flaky_payment", False)
+            )
+        except TimeoutError as error:
+            raise pgqrs.TransientError(str(error), retry_after=0.2) from error
+
+    payment = await ctx.step("charge_payment", charge)
+
+    # The warehouse approves through the webhook (POST /orders/{id}/approve).
+    approval = await ctx.step("warehouse_approval", lambda: pgqrs.Step.pause(timedelta(days=1)))
+
+    async def ship(session: AsyncSession) -> str:
+        await session.execute(
+            text("UPDATE orders SET status = 'shipped' WHERE run_id = :r"), {"r": ctx.run_id}
+        )
+        return "shipped"
+
+    status = await ctx.step("ship", ship, transactional=True)
+    return {"status": status, "payment": payment["reference"], "approved_by": approval["by"]}

@@ -1,0 +1,175 @@
+"""examples/orders_app over real HTTP (uvicorn in a subprocess), on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+APP = Path(__file__).resolve().parents[2] / "examples" / "orders_app"
+
+
+def sync_url(url: str) -> str:
+    parsed = make_url(url)
+    driver = "postgresql+psycopg" if parsed.get_backend_name() == "postgresql" else "sqlite"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def sql(url: str, statement: str) -> list[Any]:
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement))
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = ""
+        self.name = ""
+
+    def start(self, name: str) -> None:
+        self.name = name
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "ORDERS_DATABASE_URL": self.url, "PYTHONPATH": str(APP)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orders_app", "--port", str(port), "--worker-name", name],
+            cwd=APP,
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            assert self.proc.poll() is None, "the app exited"
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> bool:
+        """Stop the app; True if it shut down gracefully (its worker deregistered)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(30)
+        # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM
+        assert code in (0, -signal.SIGTERM, -signal.SIGKILL)
+        status = sql(
+            self.url, f"SELECT status FROM pgqrs_workers WHERE worker_name = '{self.name}'"
+        )
+        return code != -signal.SIGKILL and status == [("stopped",)]
+
+    def get(self, path: str) -> Any:
+        return httpx.get(self.base + path, timeout=10).json()
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(self.base + path, json=body, timeout=10)
+
+    def until(self, path: str, check: Callable[[Any], bool], timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(path)
+            if check(body):
+                return body
+            assert time.monotonic() < deadline, f"condition not met: {body}"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def server(empty_db_url: str) -> Iterator[Server]:
+    env = {**os.environ, "ORDERS_DATABASE_URL": empty_db_url}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=APP, env=env, check=True
+    )
+    sql(empty_db_url, "INSERT INTO customers (id, name) VALUES (1, 'Ada')")
+    sql(empty_db_url, "INSERT INTO stock (sku, quantity) VALUES ('book', 10)")
+    s = Server(empty_db_url)
+    yield s
+    if s.proc is not None and s.proc.poll() is None:
+        s.stop(signal.SIGKILL)
+
+
+def paused(order: Any) -> bool:
+    return order.get("run", {}).get("status") == "PAUSED"
+
+
+def shipped(order: Any) -> bool:
+    return order["status"] == "shipped" and order["run"]["status"] == "SUCCESS"
+
+
+def test_order_is_fulfilled_with_a_retried_payment_and_an_approval(server: Server) -> None:
+    server.start("web-1")
+    created = server.post(
+        "/orders", {"customer_id": 1, "sku": "book", "quantity": 3, "flaky_payment": True}
+    )
+    assert created.status_code == 201
+    order_id = created.json()["order_id"]
+    order = server.until(f"/orders/{order_id}", paused)
+    assert order["status"] == "reserved"
+    steps = {s["name"]: (s["status"], s["attempts"]) for s in order["run"]["steps"]}
+    assert steps["reserve_stock"] == ("SUCCESS", 1)
+    assert steps["charge_payment"] == ("SUCCESS", 2)  # one transient failure, retried
+    assert steps["warehouse_approval"] == ("PAUSED", 1)
+
+    approved = server.post(f"/orders/{order_id}/approve", {"by": "warehouse-7"})
+    assert approved.status_code == 200
+    order = server.until(f"/orders/{order_id}", shipped)
+    assert order["run"]["output"]["approved_by"] == "warehouse-7"
+    assert sql(server.url, "SELECT quantity FROM stock") == [(7,)]
+    assert server.stop()
+
+
+def test_a_failing_insert_after_the_trigger_rolls_back_both(server: Server) -> None:
+    server.start("web-1")
+    bad = server.post(
+        "/orders", {"customer_id": 1, "sku": "book", "quantity": 0}
+    )  # CHECK quantity > 0
+    assert bad.status_code == 422
+    unknown = server.post(
+        "/orders", {"customer_id": 99, "sku": "book", "quantity": 1}
+    )  # no such customer
+    assert unknown.status_code == 422
+    for table in ("orders", "pgqrs_workflow_runs", "pgqrs_messages"):
+        assert sql(server.url, f"SELECT count(*) FROM {table}") == [(0,)]
+    assert server.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_the_app_stops_mid_workflow_and_a_restart_finishes_the_order(
+    server: Server, how: int
+) -> None:
+    server.start("web-1")
+    order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 2}).json()[
+        "order_id"
+    ]
+    server.until(f"/orders/{order_id}", paused)
+    server.stop(how)
+
+    server.start("web-2")
+    assert server.post(f"/orders/{order_id}/approve", {"by": "night-shift"}).status_code == 200
+    order = server.until(f"/orders/{order_id}", shipped)
+    assert [s["attempts"] for s in order["run"]["steps"] if s["name"] == "reserve_stock"] == [1]
+    assert sql(server.url, "SELECT quantity FROM stock") == [(8,)]  # reserved exactly once
+    assert server.stop()
