@@ -35,11 +35,13 @@ from ._logging import get_logger, step_var
 from .codec import check_json
 from .dialects import JSONType, insert_for, utcnow, utcnow_plus
 from .errors import (
+    DatabaseUnavailable,
     Pause,
     PayloadError,
     StepNameReused,
     TransientError,
     ValidationError,
+    _ConnectionLostSignal,
     _LeaseLostSignal,
     _RunCancelledSignal,
 )
@@ -427,6 +429,8 @@ class RunContext:
             raise _RetryLater(name, attempts, delay, record) from error
         except (_LeaseLostSignal, _RunCancelledSignal, PayloadError):
             raise
+        except DatabaseUnavailable as error:
+            raise _ConnectionLostSignal(str(error)) from error
         except Exception as error:
             await x.record_error(
                 name,
@@ -435,7 +439,10 @@ class RunContext:
                 time.monotonic() - started,
             )
             raise
-        await x.checkpoint(name, result, attempts, time.monotonic() - started)
+        try:
+            await x.checkpoint(name, result, attempts, time.monotonic() - started)
+        except DatabaseUnavailable as error:
+            raise _ConnectionLostSignal(str(error)) from error
         log.debug("step %s done", name)
         return result
 

@@ -181,3 +181,8 @@ class _RunCancelledSignal(BaseException):
 
 class _LeaseLostSignal(BaseException):
     """Internal: this worker lost the run's lease; unwinds the handler without writing."""
+
+
+class _ConnectionLostSignal(BaseException):
+    """Internal: the database went away mid-run; the delivery is abandoned, not failed (its
+    lease expires and the run is redelivered)."""

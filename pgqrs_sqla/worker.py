@@ -37,6 +37,7 @@ from .context import (
 from .dialects import aware, utcnow, utcnow_plus
 from .errors import (
     ConfigurationError,
+    DatabaseUnavailable,
     HandlerError,
     LeaseLost,
     Pause,
@@ -45,6 +46,7 @@ from .errors import (
     ValidationError,
     WorkerNameInUse,
     WorkflowNotFound,
+    _ConnectionLostSignal,
     _LeaseLostSignal,
     _RunCancelledSignal,
 )
@@ -616,6 +618,10 @@ class Worker:
             for msg in done:
                 await self._release_quietly(msg)
             raise
+        except PgqrsError as error:  # e.g. the database went away: the leases will expire
+            self.stats.errors += 1
+            log.warning("could not acknowledge %d message(s): %s", len(done), error)
+            return
         self.stats.completed += len(acked)
         lost = len(done) - len(acked)
         if lost:
@@ -786,6 +792,12 @@ class Worker:
             ended = False
             self.stats.lease_lost += 1
             log.warning("run %s: lease lost; another worker owns it now", x.run_id, extra=extra)
+        except (_ConnectionLostSignal, DatabaseUnavailable) as error:
+            # Not the run's fault: abandon this delivery; it comes back when the lease ends.
+            ended = False
+            self.stats.errors += 1
+            log.warning("run %s: database unavailable (%s); left for redelivery", x.run_id, error)
+            await self._release_quietly(x.message)
         except _RunCancelledSignal:
             await x.finish(RunStatus.CANCELLED)
             log.info("run %s cancelled", x.run_id, extra=extra)
