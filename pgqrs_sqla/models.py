@@ -187,10 +187,13 @@ class MessageMixin(_PgqrsTable):
                 f"archive_reason IS NULL OR {_in('archive_reason', ArchiveReason)}",
                 name=cls._name("messages_reason_ck"),
             ),
+            # Live messages in claim order within a priority: a claim reads the first rows
+            # of the top priority instead of sorting the queue's whole backlog.
             Index(
                 cls._name("messages_ready_ix"),
                 "queue_id",
-                "vt",
+                "priority",
+                "id",
                 postgresql_where=text("archived_at IS NULL"),
                 sqlite_where=text("archived_at IS NULL"),
             ),

@@ -226,14 +226,18 @@ def claim_stmt(t: Tables, postgres: bool) -> Update:
     expired lease, which counts as a failed delivery. Built once per set of tables.
     """
     m = t.messages
+    ready = (
+        m.c.queue_id == bindparam("p_queue_id", type_=BigInteger),
+        m.c.archived_at.is_(None),
+        m.c.vt <= utcnow(),
+    )
+    # Highest priority first, FIFO within it: take the top ready priority, then its oldest
+    # messages, both along the ready index (a batch never spans two priorities).
+    top = select(func.max(m.c.priority)).where(*ready).scalar_subquery()
     candidates = (
         select(m.c.id)
-        .where(
-            m.c.queue_id == bindparam("p_queue_id", type_=BigInteger),
-            m.c.archived_at.is_(None),
-            m.c.vt <= utcnow(),
-        )
-        .order_by(m.c.priority.desc(), m.c.id)
+        .where(*ready, m.c.priority == top)
+        .order_by(m.c.id)
         .limit(bindparam("p_batch", type_=Integer))
     )
     if postgres:

@@ -108,7 +108,7 @@ def upgrade() -> None:
     op.create_index(
         op.f("pgqrs_messages_ready_ix"),
         "pgqrs_messages",
-        ["queue_id", "vt"],
+        ["queue_id", "priority", "id"],
         unique=False,
         postgresql_where=sa.text("archived_at IS NULL"),
         sqlite_where=sa.text("archived_at IS NULL"),

@@ -123,7 +123,7 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             batch_op.f("pgqrs_messages_ready_ix"),
-            ["queue_id", "vt"],
+            ["queue_id", "priority", "id"],
             unique=False,
             postgresql_where=sa.text("archived_at IS NULL"),
             sqlite_where=sa.text("archived_at IS NULL"),
