@@ -29,7 +29,14 @@ from ._db import (
 from ._logging import get_logger
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .dialects import aware, utcnow
-from .errors import ConfigurationError, QueueBusy, QueueNotFound, SchemaMissing, ValidationError
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    QueueBusy,
+    QueueNotFound,
+    SchemaMissing,
+    ValidationError,
+)
 from .models import ArchiveReason, PgqrsModels, WorkerStatus
 from .runs import RunControl
 
@@ -67,6 +74,19 @@ def normalise_url(url: str | URL) -> URL:
     )
 
 
+def _sqlite_file(url: URL) -> tuple[URL, str | None]:
+    """The file behind a SQLite URL: a private temporary one for ``sqlite://``."""
+    if not url.database or url.database == ":memory:":
+        tmpdir = tempfile.mkdtemp(prefix="pgqrs-")
+        return url.set(database=os.path.join(tmpdir, "pgqrs.db")), tmpdir
+    if not os.path.isdir(os.path.dirname(os.path.abspath(url.database))):
+        # Said here, plainly, rather than by a driver thread that outlives the failure.
+        raise DatabaseUnavailable(
+            f"cannot open SQLite database {url.database!r}: its directory does not exist"
+        )
+    return url, None
+
+
 async def connect(
     url: str | URL,
     *,
@@ -84,9 +104,7 @@ async def connect(
     parsed = normalise_url(url)
     tmpdir: str | None = None
     if parsed.drivername.startswith("sqlite"):
-        if not parsed.database or parsed.database == ":memory:":
-            tmpdir = tempfile.mkdtemp(prefix="pgqrs-")
-            parsed = parsed.set(database=os.path.join(tmpdir, "pgqrs.db"))
+        parsed, tmpdir = _sqlite_file(parsed)
         engine = create_async_engine(parsed, **engine_options)
     else:
         engine_options.setdefault("pool_size", pool_size)
