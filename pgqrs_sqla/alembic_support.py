@@ -1,10 +1,14 @@
-"""Alembic support: the shipped branch's location, ``include_object`` helpers, the options
-``env.py`` passes to ``context.configure``, and scaffolding a new app's ``alembic/``.
+"""Alembic support: the shipped branch's location, ``include_object`` helpers, a ``render_item``
+hook, the options the templates' ``env.py`` passes to ``context.configure``, and scaffolding a
+new app's ``alembic/`` from the templates.
 
 Scaffold (the templates mirror Alembic's own, with pgqrs wired in)::
 
     python -m pgqrs_sqla.alembic_support init alembic --template async
 
+Print the shipped branch's directory (for a ``version_locations`` without package resources)::
+
+    python -m pgqrs_sqla.alembic_support version-location
 """
 
 from __future__ import annotations
@@ -16,26 +20,36 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, MetaData
+from sqlalchemy import MetaData
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL, make_url
 
 from .errors import ConfigurationError
 from .models import DEFAULT_PREFIX, PgqrsModels
 
+#: The label of the shipped branch: ``alembic upgrade pgqrs@head``, ``downgrade pgqrs@base``.
 BRANCH_LABEL = "pgqrs"
 #: The branch as an Alembic package resource (use it with ``path_separator = space``).
 VERSION_RESOURCE = "pgqrs_sqla:migrations/versions"
+#: The template names :func:`scaffold` accepts.
 TEMPLATES = ("async", "sync")
 _SUFFIXES = ("queues", "messages", "workers", "workflows", "workflow_runs", "workflow_steps")
 
+#: The signature of an Alembic ``include_object`` hook.
 IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
 
 
 def version_location() -> str:
-    """Filesystem path of the shipped ``pgqrs`` branch, for ``version_locations``."""
+    """Filesystem path of the shipped ``pgqrs`` branch, for ``version_locations``.
+
+    An absolute path has no ``:`` in it, so it also works with ``path_separator = os``
+    (which splits the package-resource form ``pgqrs_sqla:migrations/versions`` in two).
+    """
     return str(Path(__file__).resolve().parent / "migrations" / "versions")
 
 
 def pgqrs_table_names(prefix: str = DEFAULT_PREFIX) -> frozenset[str]:
+    """The names of the six pgqrs tables for ``prefix``."""
     return frozenset(prefix + suffix for suffix in _SUFFIXES)
 
 
@@ -48,7 +62,11 @@ def exclude_pgqrs_tables(
     """An ``include_object`` hook for a host that takes the shipped branch: autogenerate then
     neither creates nor drops the pgqrs tables (nor their indexes and constraints), whether
     they are in the host's metadata or only in the database. ``also`` chains the host's own
-    hook. (``include_name`` alone is not enough: it never sees the metadata's tables.)"""
+    hook. (``include_name`` alone is not enough: it never sees the metadata's tables.)
+
+    The same as ``models.include_object``, plus chaining, and usable without ``models``
+    (tables are recognised by ``prefix``).
+    """
     names = pgqrs_table_names(models.prefix if models is not None else prefix)
 
     def include_object(
@@ -63,24 +81,41 @@ def exclude_pgqrs_tables(
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
-    """Alembic ``render_item`` hook: renders pgqrs's JSON/JSONB variant as importable code.
+    """Alembic ``render_item`` hook: writes PostgreSQL ``JSON``/``JSONB`` types (such as the
+    PostgreSQL variant of pgqrs's JSON columns) as importable code on every backend.
 
-    (Rendered by a non-PostgreSQL backend, Alembic writes ``astext_type=Text()`` without a
-    prefix, which the generated migration cannot import.) Pass it to ``context.configure``
-    in your ``env.py`` if you autogenerate on SQLite; the templates do.
+    Autogenerating against SQLite, Alembic renders ``postgresql.JSONB(astext_type=Text())``,
+    a name the generated migration never imports. Pass this hook to ``context.configure`` in
+    your ``env.py`` if you autogenerate on SQLite (the templates do); anything else is left to
+    Alembic's own rendering.
     """
-    if (
-        type_ == "type"
-        and isinstance(obj, JSON)
-        and "postgresql" in getattr(obj, "_variant_mapping", {})
-    ):
-        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
-        none_as_null = bool(getattr(obj, "none_as_null", False))
-        return (
-            f"sa.JSON(none_as_null={none_as_null}).with_variant("
-            f"postgresql.JSONB(none_as_null={none_as_null}, astext_type=sa.Text()), 'postgresql')"
-        )
-    return False
+    if type_ != "type" or not isinstance(obj, postgresql.JSON):  # JSONB is a subclass
+        return False
+    prefix = autogen_context.opts.get("sqlalchemy_module_prefix") or ""
+    autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+    astext = repr(obj.astext_type)
+    rendered = repr(obj).replace(f"astext_type={astext}", f"astext_type={prefix}{astext}")
+    return f"postgresql.{rendered}"
+
+
+def migration_url(url: str | URL, *, asynchronous: bool) -> URL:
+    """The URL an ``env.py`` connects with, from the URLs :func:`pgqrs_sqla.connect` accepts.
+
+    ``asynchronous=True`` picks asyncpg / aiosqlite (as ``connect`` does);
+    ``asynchronous=False`` picks psycopg (3) / the standard ``sqlite3`` module. A URL that
+    already names another synchronous driver (``postgresql+psycopg2://``) is kept.
+    """
+    from .store import normalise_url
+
+    if asynchronous:
+        return normalise_url(url)
+    parsed = make_url(url)
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres") and driver in ("", "asyncpg", "psycopg_async"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and driver == "aiosqlite":
+        return parsed.set(drivername="sqlite")
+    return parsed
 
 
 def load_metadata(target: str) -> MetaData:
@@ -101,8 +136,12 @@ def load_metadata(target: str) -> MetaData:
 
 def context_options(config: Any) -> dict[str, Any]:
     """What the templates' ``env.py`` passes to ``context.configure``: ``target_metadata``
-    (your models, or pgqrs's own) and, with ``pgqrs_tables = exclude``, the hook that keeps
-    autogenerate away from the tables the shipped branch manages."""
+    (your models, or pgqrs's own), ``render_item``, and, with ``pgqrs_tables = exclude``, the
+    hook that keeps autogenerate away from the tables the shipped branch manages.
+
+    ``target_metadata`` is a single ``MetaData``: the shipped revisions name keys with its
+    naming convention (Alembic applies no convention when given a list).
+    """
     target = (config.get_main_option("pgqrs_target_metadata") or "").strip()
     if target:
         metadata = load_metadata(target)
@@ -124,7 +163,7 @@ def templates_directory() -> Path:
     repository's ``alembic_templates/`` in a source checkout."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "alembic_templates", here.parent / "alembic_templates"):
-        if (candidate / "async" / "env.py").exists():
+        if all((candidate / name / "env.py").is_file() for name in TEMPLATES):
             return candidate
     raise ConfigurationError("the pgqrs Alembic templates are missing from this installation")
 
@@ -135,10 +174,12 @@ def scaffold(
     """Create an app's Alembic environment in ``directory`` from a pgqrs template (``async``
     or ``sync``) and its ``alembic.ini`` (default: beside ``directory``). Returns the ini path.
 
-    This is Alembic's own ``init`` command, pointed at our templates.
+    This is Alembic's own ``init`` command, pointed at our templates: ``directory`` must not
+    exist or be empty, and an existing ``alembic.ini`` is left as it is.
     """
     from alembic import command
     from alembic.config import Config
+    from alembic.util import CommandError
 
     if template not in TEMPLATES:
         raise ConfigurationError(f"unknown template {template!r}; choose one of {TEMPLATES}")
@@ -150,24 +191,33 @@ def scaffold(
         def get_template_directory(self) -> str:
             return str(templates)
 
-    command.init(_Config(str(ini)), str(directory), template=template)
+    try:
+        command.init(_Config(str(ini)), str(directory), template=template)
+    except CommandError as error:
+        raise ConfigurationError(f"cannot scaffold {directory}: {error}") from error
     return ini
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pgqrs_sqla.alembic_support``: ``init DIR [--template sync|async]
+    [--config INI]`` and ``version-location``."""
     parser = argparse.ArgumentParser(
         prog="python -m pgqrs_sqla.alembic_support",
-        description="Scaffold an Alembic environment with the pgqrs branch wired in.",
+        description="Alembic with the pgqrs branch wired in.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create DIRECTORY and alembic.ini from a template")
     init.add_argument("directory")
     init.add_argument("--template", choices=TEMPLATES, default="async")
     init.add_argument("--config", help="path of alembic.ini (default: beside DIRECTORY)")
+    sub.add_parser("version-location", help="print the shipped branch's directory")
     args = parser.parse_args(argv)
+    if args.command == "version-location":
+        sys.stdout.write(version_location() + "\n")
+        return 0
     try:
         ini = scaffold(args.directory, template=args.template, config_path=args.config)
-    except Exception as error:  # a CLI: one clear line, no traceback
+    except ConfigurationError as error:  # a CLI: one clear line, no traceback
         sys.stderr.write(f"error: {error}\n")
         return 1
     sys.stdout.write(

@@ -6,19 +6,23 @@ prepend_sys_path = .
 
 # path_separator = space, not os: the pgqrs branch is named as a package resource,
 # "pgqrs_sqla:migrations/versions", and "os" would split that on its colon (POSIX).
+# (If this project's path contains spaces, use "newline" and one location per line.)
 path_separator = space
 version_locations = ${script_location}/versions pgqrs_sqla:migrations/versions
 
-# Your models, as "module:attribute" (a DeclarativeBase subclass or a MetaData); its
-# metadata must include the pgqrs tables (call pgqrs_sqla.pgqrs_models(Base) in that module).
+# Your models, as "module:attribute": a DeclarativeBase subclass or a MetaData. If your
+# models use pgqrs (pgqrs_sqla.pgqrs_models(Base) in that module), this is that Base; its
+# naming convention then also names the keys of the pgqrs tables the shipped branch creates.
 # Left empty, env.py uses pgqrs's own metadata only.
 pgqrs_target_metadata =
 
-# How env.py treats the pgqrs tables in autogenerate: "include" (your models carry them;
-# autogenerate manages them with yours) or "exclude" (you take the shipped pgqrs branch
-# above; autogenerate leaves them alone).
+# How autogenerate treats the pgqrs tables: "exclude" (the shipped pgqrs branch above
+# manages them; autogenerate neither creates nor drops them) or "include" (your Base carries
+# them and autogenerate writes them into your own history; then drop the pgqrs location
+# from version_locations).
 pgqrs_tables = exclude
 
+# The URLs pgqrs_sqla.connect() takes: postgresql://user:pw@host/db or sqlite:///app.db.
 sqlalchemy.url = sqlite:///app.db
 
 

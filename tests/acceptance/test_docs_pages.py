@@ -1,18 +1,10 @@
-"""The docs pages run as written."""
+"""The docs pages run as written (installation and existing-app: test_docs_existing_app.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tests.acceptance.docs_blocks import run_page
-
-
-def test_installation_page(tmp_path: Path) -> None:
-    run_page("installation.md", tmp_path)
-
-
-def test_existing_app_page(tmp_path: Path) -> None:
-    run_page("existing-app.md", tmp_path)
 
 
 def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:

@@ -63,11 +63,29 @@ assert (pathlib.Path(alembic_support.version_location()) / "pgqrs_0001_initial.p
 assert alembic_support.templates_directory().is_relative_to(pkg)
 ini = alembic_support.scaffold({str(tmp_path / "app" / "alembic")!r}, template="sync")
 assert "pgqrs_sqla:migrations/versions" in ini.read_text()
+
+# The branch, found as a package resource of the installed wheel, builds the tables.
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+import sqlalchemy as sa
+cfg = Config(str(ini))
+cfg.set_main_option("sqlalchemy.url", "sqlite:///app.db")
+root = ScriptDirectory.from_config(cfg).get_revision("pgqrs_0001_initial")
+assert pathlib.Path(root.path).is_relative_to(pkg), root.path
+command.upgrade(cfg, "heads")
+engine = sa.create_engine("sqlite:///app.db")
+assert set(sa.inspect(engine).get_table_names()) == set(alembic_support.pgqrs_table_names()) | {{"alembic_version"}}
+engine.dispose()
 print("ok")
 """
     (tmp_path / "app").mkdir()
     done = subprocess.run(
-        [str(python), "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [str(python), "-c", check],
+        cwd=tmp_path / "app",
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok")

@@ -1,0 +1,162 @@
+"""The shipped ``pgqrs`` branch, on SQLite and PostgreSQL: it builds exactly the tables the
+models describe, names keys with the host's naming convention, lives beside an app's own
+history (ordering by ``depends_on``), downgrades alone, and prints reviewable SQL."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.schema import CreateIndex
+
+from pgqrs_sqla.alembic_support import BRANCH_LABEL, version_location
+from tests.migrations.hostapp import (
+    PGQRS,
+    HostApp,
+    constraint_names,
+    models_source,
+)
+
+#: The primary key name of pgqrs_queues each convention gives, per backend.
+EXPECTED_PK = {
+    ("default", "postgresql"): "pk_pgqrs_queues",
+    ("default", "sqlite"): "pk_pgqrs_queues",
+    ("none", "postgresql"): "pgqrs_queues_pkey",  # the server's own choice
+    ("none", "sqlite"): None,
+    ("custom", "postgresql"): "pgqrs_queues_pk",
+    ("custom", "sqlite"): "pgqrs_queues_pk",
+}
+
+
+def test_the_branch_is_one_root_labelled_pgqrs(tmp_path: Path) -> None:
+    app = HostApp(tmp_path, f"sqlite:///{tmp_path}/unused.db")
+    try:
+        app.stock_env()
+        script = ScriptDirectory.from_config(app.config())
+    finally:
+        app.close()
+    [root] = script.get_bases()
+    assert root == "pgqrs_0001_initial"
+    revision = script.get_revision(root)
+    assert revision is not None
+    assert revision.branch_labels == {BRANCH_LABEL}
+    assert revision.dependencies is None
+
+
+@pytest.mark.parametrize("convention", ["default", "none", "custom"])
+def test_branch_builds_what_the_models_describe_named_by_the_hosts_convention(
+    app: HostApp, backend: str, convention: str
+) -> None:
+    """After ``upgrade pgqrs@head``: autogenerate's compare is empty, and every key,
+    unique, foreign key, check and index is named exactly as ``create_all`` of the host's
+    metadata names it. Then ``downgrade pgqrs@base`` leaves nothing behind."""
+    app.write_models(models_source(convention=convention))
+    app.stock_env(include_object="models.include_object")
+    cfg = app.config()
+    metadata = app.import_models().Base.metadata
+
+    command.upgrade(cfg, "pgqrs@head")
+    assert app.tables() == PGQRS
+    assert app.drift(metadata) == []
+    migrated = constraint_names(app.sync_url)
+    assert migrated["pgqrs_queues"]["pk"] == EXPECTED_PK[convention, backend]
+
+    command.downgrade(cfg, "pgqrs@base")
+    assert app.tables() == set()
+
+    engine = create_engine(app.sync_url)
+    try:
+        pgqrs_tables = [t for t in metadata.sorted_tables if t.name in PGQRS]
+        metadata.create_all(engine, tables=pgqrs_tables)
+    finally:
+        engine.dispose()
+    assert constraint_names(app.sync_url) == migrated
+
+
+def test_branch_beside_an_app_history(app: HostApp, backend: str) -> None:
+    """The app keeps its own branch; a revision pointing a foreign key at a pgqrs table
+    depends on the pgqrs branch, so a fresh database builds in the right order, and
+    ``downgrade pgqrs@base`` takes down that revision and the pgqrs tables, nothing else."""
+    app.write_models(models_source(pgqrs=False))
+    app.stock_env(include_object="exclude_pgqrs_tables()")
+    cfg = app.config()
+    command.upgrade(cfg, "heads")
+    assert app.tables() == PGQRS
+
+    # The app's first revision starts its own branch. The pgqrs tables are in the database
+    # but not in these models: include_object keeps autogenerate from dropping them.
+    first = app.autogenerate(cfg, "customers", head="base", branch_label="app")
+    assert first == [("CreateTableOp", "customers")]
+    customers_revision = app.last_revision
+    command.upgrade(cfg, "heads")
+
+    # Now the models carry pgqrs, and orders point at runs.
+    app.write_models(models_source(orders=True))
+    app.stock_env(include_object="models.include_object")
+    second = app.autogenerate(cfg, "orders", head="app@head", depends_on="pgqrs@head")
+    assert second == [("CreateTableOp", "orders")]
+    command.upgrade(cfg, "heads")
+    assert app.tables() == PGQRS | {"customers", "orders"}
+    command.check(cfg)  # nothing left for autogenerate
+    assert app.autogenerate(cfg, "nothing", head="app@head", write=False) == []
+
+    # A fresh database: every head, in dependency order (orders after pgqrs_workflow_runs).
+    command.downgrade(cfg, "base")
+    assert app.tables() == set()
+    command.upgrade(cfg, "heads")
+    assert app.tables() == PGQRS | {"customers", "orders"}
+
+    # The branch comes down with the one revision that depends on it.
+    command.downgrade(cfg, "pgqrs@base")
+    assert app.tables() == {"customers"}
+    assert app.versions_in_db() == {customers_revision}
+
+
+def test_offline_sql_for_review(app: HostApp, backend: str) -> None:
+    """``alembic upgrade pgqrs@head --sql``: the DDL a reviewer reads, per dialect."""
+    app.write_models(models_source())
+    app.stock_env(include_object="models.include_object")
+    out = io.StringIO()
+    cfg = app.config()
+    cfg.stdout = out
+    cfg.output_buffer = out
+    command.upgrade(cfg, "pgqrs@head", sql=True)
+    sql = out.getvalue()
+    for table in PGQRS:
+        assert f"CREATE TABLE {table} (" in sql
+    # Every index exactly as the models' own DDL has it (partial index included).
+    models = app.import_models().models
+    dialect = create_engine(app.sync_url).dialect
+    for table in models.metadata.sorted_tables:
+        for index in table.indexes if table.name in PGQRS else ():
+            assert str(CreateIndex(index).compile(dialect=dialect)).strip() in sql
+    assert ("JSONB" in sql) is (backend == "postgresql")
+    assert app.tables() == set()  # nothing ran
+
+
+def test_version_location_and_the_path_separator_trap(
+    app: HostApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``path_separator = os`` the package resource is cut at its colon (into the
+    relative paths ``pgqrs_sqla`` and ``migrations/versions``) and the branch silently goes
+    missing; the absolute path from ``version_location()`` works with any separator."""
+    monkeypatch.chdir(app.root)  # as in an app's project directory
+    app.write_models(models_source())
+    app.stock_env(include_object="models.include_object")
+    trap = app.config(
+        separator="os", locations=f"{app.versions}{os.pathsep}pgqrs_sqla:migrations/versions"
+    )
+    # No error anywhere: the branch just is not there, and `upgrade heads` creates nothing.
+    assert ScriptDirectory.from_config(trap).get_heads() == []
+    command.upgrade(trap, "heads")
+    assert app.tables() == set()
+
+    cfg = app.config(separator="os", locations=f"{app.versions}{os.pathsep}{version_location()}")
+    assert ScriptDirectory.from_config(cfg).get_bases() == ["pgqrs_0001_initial"]
+    command.upgrade(cfg, "heads")
+    assert app.tables() == PGQRS
