@@ -31,7 +31,11 @@ SyncTarget = Session | Connection
 
 _UNDEFINED_TABLE = "42P01"
 _CONNECTION_CLASSES = ("08",)  # SQLSTATE class 08: connection exception
-_UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "3D000", "28000", "28P01"}
+_UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "3D000", "28000", "28P01", "53300"}
+# Refusals that mean "unavailable" only when a new connection is being opened (no statement
+# ran): 55000 is "database ... is not currently accepting connections" (ALLOW_CONNECTIONS
+# false, e.g. during maintenance); elsewhere it is an ordinary prerequisite error.
+_REFUSED_AT_CONNECT = {"55000"}
 
 
 def safe_url(url: URL | str) -> str:
@@ -63,6 +67,11 @@ def translate(error: BaseException, where: str = "") -> BaseException:
         isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)
         or (
             state is not None and (state[:2] in _CONNECTION_CLASSES or state in _UNAVAILABLE_STATES)
+        )
+        or (
+            state in _REFUSED_AT_CONNECT
+            and isinstance(error, exc.DBAPIError)
+            and error.statement is None
         )
         or (isinstance(error, exc.DBAPIError) and error.connection_invalidated)
         or (isinstance(error, exc.OperationalError) and "unable to open database" in text)

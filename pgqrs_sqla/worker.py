@@ -163,17 +163,22 @@ class ConsumerBuilder:
         if own_pool if own_pool is not None else store._owns_engine:
             store = store.with_own_pool(pool_size or concurrency + 2)
         bindings = []
-        for name in self.queues:
-            fn, retry = self._handlers[name]
-            binding = _Binding(name, fn, retry)
-            try:
-                binding.workflow = await store.get_workflow(name)
-                binding.queue_id = binding.workflow.queue_id
-            except PgqrsError as error:
-                if not isinstance(error, QueueNotFound | WorkflowNotFound):
-                    raise
-                binding.queue_id = await store.queue_id(name)
-            bindings.append(binding)
+        try:
+            for name in self.queues:
+                fn, retry = self._handlers[name]
+                binding = _Binding(name, fn, retry)
+                try:
+                    binding.workflow = await store.get_workflow(name)
+                    binding.queue_id = binding.workflow.queue_id
+                except PgqrsError as error:
+                    if not isinstance(error, QueueNotFound | WorkflowNotFound):
+                        raise
+                    binding.queue_id = await store.queue_id(name)
+                bindings.append(binding)
+        except BaseException:
+            if store is not given:  # e.g. an unknown queue: do not leak the worker's own pool
+                await store.close()
+            raise
         worker = Worker(
             store,
             self.name,
@@ -934,6 +939,7 @@ class Worker:
             self.listen and self.store.postgres and self.store.engine.dialect.driver == "asyncpg"
         ):
             return
+        conn = None
         try:
             conn = await self.store.engine.connect()
             raw = await conn.get_raw_connection()
@@ -952,6 +958,8 @@ class Worker:
             # A dropped listening connection must not go unnoticed: fall back to polling.
             driver.add_termination_listener(lambda _c: self._listener_lost())
         except Exception as error:  # LISTEN unavailable (e.g. PgBouncer): poll instead
+            if conn is not None:  # e.g. a pooled connection the server had terminated
+                await self._close_quietly(conn)
             log.info(
                 "worker %s: LISTEN unavailable (%s); polling every %.1fs",
                 self.name,

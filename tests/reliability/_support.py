@@ -1,0 +1,158 @@
+"""Shared pieces of the reliability suite: worker processes, journals, row counts, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+
+import pgqrs_sqla as pgqrs
+
+PROC = Path(__file__).with_name("proc_worker.py")
+T = TypeVar("T")
+
+
+@dataclass
+class Procs:
+    """Worker processes of one test: started, killed and stopped here, each with a log file."""
+
+    mode: str
+    url: str
+    root: Path
+    journal: Path = field(init=False)
+    stats: Path = field(init=False)
+    live: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    started: int = 0
+    killed: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.journal = self.root / f"{self.mode}.journal"
+        self.stats = self.root / f"{self.mode}.stats"
+
+    async def start(self, name: str) -> asyncio.subprocess.Process:
+        log = (self.root / f"{name}.log").open("w")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(PROC),
+                self.mode,
+                self.url,
+                name,
+                str(self.journal),
+                str(self.stats),
+                stdout=log,
+                stderr=log,
+            )
+        finally:
+            log.close()
+        self.live[name] = proc
+        self.started += 1
+        return proc
+
+    async def kill(self, name: str) -> None:
+        proc = self.live.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        self.killed.append(proc.pid)
+
+    def ready(self, name: str) -> bool:
+        """The process has its worker running (it printed ``ready``)."""
+        log = self.root / f"{name}.log"
+        return log.exists() and "ready" in log.read_text().split()
+
+    async def stop_all(self, timeout: float = 30) -> dict[str, int | None]:
+        """SIGTERM every live process (once it is ready, so the signal reaches its handler)
+        and wait for it; returns the exit codes by name."""
+        for name in self.live:
+
+            async def is_ready(name: str = name) -> bool:
+                return self.ready(name) or self.live[name].returncode is not None
+
+            await until(is_ready, timeout=timeout, interval=0.05, what=f"{name} ready")
+        for proc in self.live.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        for name, proc in self.live.items():
+            try:
+                codes[name] = await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                codes[name] = None
+        self.live.clear()
+        return codes
+
+    def log_tail(self, lines: int = 30) -> str:
+        out = []
+        for log in sorted(self.root.glob("*.log")):
+            text = log.read_text().splitlines()[-lines:]
+            if text:
+                out.append(f"--- {log.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def journal_lines(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.journal)
+
+    def stats_lines(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.stats)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+async def until(
+    probe: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
+        await asyncio.sleep(interval)
+
+
+async def table_counts(store: pgqrs.Store) -> dict[str, int]:
+    """Row counts of all six pgqrs tables."""
+    t = store.tables
+    counts = {}
+    async with store.read() as conn:
+        for table in (t.queues, t.messages, t.workers, t.workflows, t.runs, t.steps):
+            counts[table.name] = (
+                await conn.execute(select(func.count()).select_from(table))
+            ).scalar_one()
+    return counts
+
+
+async def run_statuses(store: pgqrs.Store, workflow: str) -> dict[str, int]:
+    r, w = store.tables.runs, store.tables.workflows
+    stmt = (
+        select(r.c.status, func.count())
+        .join(w, w.c.id == r.c.workflow_id)
+        .where(w.c.workflow_name == workflow)
+        .group_by(r.c.status)
+    )
+    async with store.read() as conn:
+        return {status: n for status, n in (await conn.execute(stmt)).all()}
+
+
+def report(title: str, **figures: Any) -> None:
+    """Print one figures line (``pytest -s`` shows it; docs/reliability.md quotes it)."""
+    body = ", ".join(
+        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+    )
+    print(f"\nRELIABILITY {title}: {body}")

@@ -1,0 +1,189 @@
+"""A worker *process* for the reliability suite (run by the tests, killed by the tests).
+
+    python proc_worker.py storm URL NAME JOURNAL STATS   # drain the 5-step 'storm' workflow
+    python proc_worker.py plain URL NAME JOURNAL STATS   # 4 tasks on the plain queue 'contend'
+    python proc_worker.py long  URL NAME JOURNAL STATS   # the 'long' workflow, one endless step
+
+The process runs until SIGTERM (graceful: it stops its workers and appends one JSON line of
+counters to STATS) or SIGKILL (the point of the suite: then nothing is written). JOURNAL gets
+one JSON line per step body / message handling, with the pid and the wall-clock time, written
+with a single ``write(2)`` on an ``O_APPEND`` descriptor: atomic between processes, and in the
+page cache (so it survives a SIGKILL) before the next statement runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import pgqrs_sqla as pgqrs
+
+STORM_VT = 2.0  # short leases, so killed work comes back quickly
+CONTEND_VT = 2.0
+LONG_VT = 1.0
+
+
+class Journal:
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, **record: Any) -> None:
+        record.update(pid=os.getpid(), t=time.time())
+        os.write(self.fd, (json.dumps(record) + "\n").encode())
+
+
+def storm_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:
+    """Five steps; s3 is transactional and writes a side effect into the app table `effects`;
+    s4 appends to the journal file; every non-transactional body journals when it starts."""
+
+    async def handler(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[str, Any]:
+        async def work(step: str) -> int:
+            journal.write(run=ctx.run_id, step=step, attempt=ctx.attempt)
+            await asyncio.sleep(random.uniform(0.02, 0.04))
+            return int(params["i"])
+
+        async def effect(session: AsyncSession) -> str:
+            await session.execute(
+                text("INSERT INTO effects (run_id, step) VALUES (:r, 's3')"), {"r": ctx.run_id}
+            )
+            await asyncio.sleep(random.uniform(0.01, 0.03))  # a kill may land in here
+            return "written"
+
+        a = await ctx.step("s1", functools.partial(work, "s1"))
+        b = await ctx.step("s2", functools.partial(work, "s2"))
+        written = await ctx.step("s3", effect, transactional=True)
+        c = await ctx.step("s4", functools.partial(work, "s4"))
+        d = await ctx.step("s5", functools.partial(work, "s5"))
+        return {"sum": a + b + c + d, "effect": written}
+
+    return handler
+
+
+def long_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        async def endless() -> str:
+            journal.write(run=ctx.run_id, event="start", attempt=ctx.attempt)
+            await asyncio.sleep(3600)  # until the test kills us
+            return "never"
+
+        return await ctx.step("long", endless)
+
+    return handler
+
+
+async def _noop(message: pgqrs.Message) -> None:  # plain mode drives the low-level API
+    raise AssertionError("not used")
+
+
+async def contend(
+    store: pgqrs.Store, name: str, journal: Journal, stop: asyncio.Event
+) -> dict[str, int]:
+    """One of this process's 4 tasks: claim batches from 'contend' with the low-level API and
+    acknowledge each message. A message marked slow outlives its lease on its first delivery:
+    the handler waits until another worker has claimed it, then its `archive` must raise
+    `LeaseLost`."""
+    worker = await (
+        pgqrs.consumer(name, None, "contend")
+        .handler(_noop)
+        .create(store, visibility_timeout=CONTEND_VT, own_pool=False)
+    )
+    m = store.tables.messages
+    counts = {"acked": 0, "lease_lost": 0}
+    slow_tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(msg: pgqrs.Message) -> None:
+        if msg.payload["slow"] and msg.read_ct == 1:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until the lease has been taken over
+                async with store.read() as conn:
+                    token = (
+                        await conn.execute(select(m.c.read_ct).where(m.c.id == msg.id))
+                    ).scalar_one()
+                if token > msg.read_ct:
+                    break
+                await asyncio.sleep(0.05)
+        try:
+            await worker.archive(msg)
+            outcome = "acked"
+        except pgqrs.LeaseLost:
+            outcome = "lease_lost"
+        counts[outcome] += 1
+        journal.write(id=msg.id, token=msg.read_ct, worker=name, outcome=outcome)
+
+    while not stop.is_set():
+        try:
+            batch = await worker.dequeue(10)
+        except pgqrs.DatabaseUnavailable:
+            await asyncio.sleep(0.1)
+            continue
+        if not batch:
+            await asyncio.sleep(0.02)
+            continue
+        for msg in batch:
+            if msg.payload["slow"] and msg.read_ct == 1:
+                task = asyncio.create_task(handle(msg))  # do not hold up the others
+                slow_tasks.add(task)
+                task.add_done_callback(slow_tasks.discard)
+            else:
+                await handle(msg)
+    if slow_tasks:
+        await asyncio.wait(slow_tasks)
+    await worker.stop(grace=1)
+    return counts
+
+
+async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, Any]:
+    """Run until SIGTERM; return this process's counters."""
+    journal = Journal(journal_path)
+    store = await pgqrs.connect(url, pool_size=6)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    stats: dict[str, Any] = {"name": name, "pid": os.getpid()}
+    try:
+        if mode == "plain":
+            print("ready", flush=True)
+            results = await asyncio.gather(
+                *(contend(store, f"{name}-t{k}", journal, stop) for k in range(4))
+            )
+            stats["acked"] = sum(r["acked"] for r in results)
+            stats["lease_lost"] = sum(r["lease_lost"] for r in results)
+        else:
+            handler, vt, concurrency = (
+                (storm_handler(journal), STORM_VT, 2)
+                if mode == "storm"
+                else (long_handler(journal), LONG_VT, 1)
+            )
+            worker = await (
+                pgqrs.consumer(name, None, mode)
+                .handler(handler)
+                .create(store, concurrency=concurrency, visibility_timeout=vt, poll_interval=0.05)
+            )
+            worker.start()
+            print("ready", flush=True)
+            await stop.wait()
+            await worker.stop(grace=5)
+            s = worker.stats
+            stats.update(
+                claimed=s.claimed, completed=s.completed, errors=s.errors, lease_lost=s.lease_lost
+            )
+    finally:
+        await store.close()
+    return stats
+
+
+if __name__ == "__main__":
+    mode, url, name, journal_path, stats_path = sys.argv[1:6]
+    stats = asyncio.run(main(mode, url, name, journal_path))
+    with open(stats_path, "a") as f:
+        f.write(json.dumps(stats) + "\n")
