@@ -18,3 +18,7 @@ def test_operate_page(tmp_path: Path) -> None:
 
 def test_embedding_page(tmp_path: Path) -> None:
     run_page("embedding.md", tmp_path)
+
+
+def test_queue_page(tmp_path: Path) -> None:
+    run_page("queue.md", tmp_path)
