@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from .errors import DatabaseUnavailable, PgqrsError, SchemaMissing
+from .errors import Conflict, DatabaseUnavailable, PgqrsError, SchemaMissing
 
 T = TypeVar("T")
 
@@ -36,6 +36,8 @@ _UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "3D000", "28000", "28P01", "53
 # ran): 55000 is "database ... is not currently accepting connections" (ALLOW_CONNECTIONS
 # false, e.g. during maintenance); elsewhere it is an ordinary prerequisite error.
 _REFUSED_AT_CONNECT = {"55000"}
+# deadlock_detected, serialization_failure: the transaction was rolled back; a retry may pass.
+_LOCK_CONFLICT_STATES = {"40P01", "40001"}
 
 
 def safe_url(url: URL | str) -> str:
@@ -61,6 +63,12 @@ def translate(error: BaseException, where: str = "") -> BaseException:
     if state == _UNDEFINED_TABLE or "no such table" in text:
         return SchemaMissing(
             f"{SchemaMissing.__doc__} Database said: {text.splitlines()[0]}{suffix}",
+            sqlstate=state,
+        )
+    if state in _LOCK_CONFLICT_STATES:
+        return Conflict(
+            f"the database aborted the statement to resolve a lock conflict{suffix}: "
+            f"{text.splitlines()[0]} — nothing was written; it is safe to retry",
             sqlstate=state,
         )
     if (

@@ -63,9 +63,13 @@ class _RetryLater(BaseException):
 
 
 class _StepPaused(BaseException):
-    def __init__(self, step: str | None, seconds: float):
+    def __init__(self, step: str | None, seconds: float, attempts: int = 1):
         super().__init__(step)
-        self.step, self.seconds = step, seconds
+        self.step, self.seconds, self.attempts = step, seconds, attempts
+
+
+class _Refused(Exception):
+    """Internal: a fenced write inside :meth:`Execution.park` was refused; roll back."""
 
 
 class _StepExhausted(BaseException):
@@ -112,6 +116,8 @@ class Execution:
     used: set[str] = field(default_factory=set)
     lease_lost: bool = False
     cancel_requested: bool = False
+    #: the step whose body raised ``error`` last (so a failure is charged to the right step)
+    failed_step: tuple[str, BaseException] | None = None
 
     @property
     def tables(self) -> Tables:
@@ -152,8 +158,12 @@ class Execution:
             )
         )
 
-    async def diagnose(self, conn: AsyncConnection | AsyncSession) -> BaseException:
-        """A fenced write changed nothing: say whether the lease is gone or the run cancelled."""
+    async def diagnose(
+        self, conn: AsyncConnection | AsyncSession, step: str | None = None
+    ) -> BaseException | StepRecord:
+        """A fenced write changed nothing: say why — the lease is gone, the run was cancelled,
+        or (for ``step``) the step already has a recorded success, which wins: ``update_step``
+        recorded it from outside while the body ran. That record is returned."""
         t = self.tables
         still_held = (await conn.execute(select(self.fence()), self.bind())).scalar()
         if not still_held:
@@ -165,16 +175,33 @@ class Execution:
         if cancelled:
             self.cancel_requested = True
             return _RunCancelledSignal(f"run {self.run_id} cancelled")
+        if step is not None:
+            s = t.steps
+            row = (
+                await conn.execute(
+                    select(s.c.status, s.c.output, s.c.attempts).where(
+                        s.c.run_id == self.run_id, s.c.step_name == step
+                    )
+                )
+            ).first()
+            if row is not None and row.status == StepStatus.SUCCESS.value:
+                return StepRecord(StepStatus.SUCCESS, row.output, row.attempts)
         return _LeaseLostSignal(f"step write for run {self.run_id} refused by the state machine")
 
-    async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> None:
+    async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> Any:
+        """Record the step's success; returns the step's value (the recorded one, if
+        ``update_step`` got there first)."""
         async with self.store.autocommit() as conn:
             write = self.step_upsert(
                 conn.dialect.name, name, StepStatus.SUCCESS, output, None, attempts, duration
             )
             if (await conn.execute(*write)).first() is None:
-                raise await self.diagnose(conn)
+                refused = await self.diagnose(conn, name)
+                if isinstance(refused, BaseException):
+                    raise refused
+                output, attempts = refused.output, refused.attempts
         self.steps[name] = StepRecord(StepStatus.SUCCESS, output, attempts)
+        return output
 
     async def record_error(
         self, name: str, error: dict[str, Any], attempts: int, duration: float
@@ -206,22 +233,29 @@ class Execution:
 
     async def park(self, new: RunStatus, delay: float, step_write: Any = None) -> bool:
         """Release the message for ``delay`` seconds (not a failed delivery), after recording
-        the step and the run status. Used for pauses and transient retries."""
-        async with self.store.begin() as conn:
-            if step_write is not None and (await conn.execute(*step_write)).first() is None:
-                return False
-            if (
-                new is RunStatus.PAUSED
-                and (
-                    await conn.execute(run_update_stmt(self.tables, new, False), self.bind())
-                ).first()
-                is None
-            ):
-                return False
-            result = await conn.execute(
-                release_stmt(self.tables, self.message, self.worker_id, delay)
-            )
-            return result.first() is not None
+        the step and the run status — all or nothing: if any fenced write is refused (the
+        lease was lost, or the step's state forbids it), the transaction rolls back and this
+        returns False. Used for pauses and transient retries."""
+        try:
+            async with self.store.begin() as conn:
+                if step_write is not None and (await conn.execute(*step_write)).first() is None:
+                    raise _Refused
+                if (
+                    new is RunStatus.PAUSED
+                    and (
+                        await conn.execute(run_update_stmt(self.tables, new, False), self.bind())
+                    ).first()
+                    is None
+                ):
+                    raise _Refused
+                released = await conn.execute(
+                    release_stmt(self.tables, self.message, self.worker_id, delay)
+                )
+                if released.first() is None:
+                    raise _Refused
+        except _Refused:
+            return False
+        return True
 
 
 # ---------------------------------------------------------------- prebuilt statements
@@ -240,10 +274,17 @@ _STEP_COLS = [
 ]
 
 
-def lease_fence(t: Tables) -> Any:
-    """EXISTS: the delivery named by ``p_msg_id``/``p_worker_id``/``p_token`` holds its lease."""
+def lease_fence(t: Tables, *, lock: bool = True) -> Any:
+    """EXISTS: the delivery named by ``p_msg_id``/``p_worker_id``/``p_token`` holds its lease.
+
+    With ``lock`` (PostgreSQL) the fence takes ``FOR SHARE`` on the message row. A plain
+    EXISTS would read the statement's snapshot: a takeover that commits while the write
+    waits (on the step's row, say) would go unseen and the former holder's write would land.
+    Locked, the fence waits for a claim in progress (``FOR UPDATE``) and then re-reads the
+    row as committed, so it sees the new token and refuses.
+    """
     m = t.messages
-    return exists(
+    live = (
         select(literal(1))
         .select_from(m)
         .where(
@@ -253,6 +294,7 @@ def lease_fence(t: Tables) -> Any:
             m.c.archived_at.is_(None),
         )
     )
+    return exists(live.with_for_update(read=True) if lock else live)
 
 
 @functools.cache
@@ -289,7 +331,7 @@ def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> Any:
 
 
 @functools.cache
-def run_update_stmt(t: Tables, new: RunStatus, with_result: bool) -> Any:
+def run_update_stmt(t: Tables, new: RunStatus, with_result: bool, lock: bool = True) -> Any:
     """Move the run to ``new`` if the state machine allows it and the lease is held."""
     r = t.runs
     values: dict[str, Any] = {"status": new.value, "updated_at": utcnow()}
@@ -303,7 +345,7 @@ def run_update_stmt(t: Tables, new: RunStatus, with_result: bool) -> Any:
         .where(
             r.c.id == bindparam("p_run_id", type_=BigInteger),
             r.c.status.in_(run_may_become(new)),
-            lease_fence(t),
+            lease_fence(t, lock=lock),
         )
         .values(**values)
         .returning(r.c.id)
@@ -328,10 +370,12 @@ def archive_stmt(t: Tables) -> Any:
 
 @functools.cache
 def finish_stmt(t: Tables, new: RunStatus) -> Any:
-    """PostgreSQL: archive the message and end the run in one statement. The run update's
-    fence reads the pre-statement snapshot, where the message is still live."""
+    """PostgreSQL: archive the message and end the run in one statement. The archive is the
+    fence that counts: it updates (so locks) the message row and re-checks the token after any
+    concurrent claim. The run update's own fence reads the pre-statement snapshot, where the
+    message is still live; it must not lock a row this very statement changes."""
     archived = archive_stmt(t).cte("archived")
-    return run_update_stmt(t, new, True).where(exists(select(archived.c.id)))
+    return run_update_stmt(t, new, True, False).where(exists(select(archived.c.id)))
 
 
 class RunContext:
@@ -417,7 +461,7 @@ class RunContext:
                 raise result
             check_json(result, what=f"result of step {name!r}", max_bytes=x.store.max_payload_bytes)
         except Pause as pause:
-            raise _StepPaused(name, pause.seconds) from None
+            raise _StepPaused(name, pause.seconds, attempts) from None
         except TransientError as error:
             policy = retry or x.policy
             record = error_record(error, step=name, attempts=attempts)
@@ -432,6 +476,7 @@ class RunContext:
         except DatabaseUnavailable as error:
             raise _ConnectionLostSignal(str(error)) from error
         except Exception as error:
+            x.failed_step = (name, error)
             await x.record_error(
                 name,
                 error_record(error, step=name, attempts=attempts),
@@ -440,7 +485,7 @@ class RunContext:
             )
             raise
         try:
-            await x.checkpoint(name, result, attempts, time.monotonic() - started)
+            result = await x.checkpoint(name, result, attempts, time.monotonic() - started)
         except DatabaseUnavailable as error:
             raise _ConnectionLostSignal(str(error)) from error
         log.debug("step %s done", name)
@@ -450,19 +495,34 @@ class RunContext:
         self, name: str, fn: Callable[..., Any], attempts: int, started: float
     ) -> Any:
         x = self._x
+        try:
+            return await self._transaction(name, fn, attempts, started)
+        except _RecordedMeanwhile as recorded:
+            # update_step recorded this step while fn ran: fn's writes rolled back, and the
+            # run goes on with the recorded value, as every later replay will.
+            x.steps[name] = recorded.record
+            return recorded.record.output
+
+    async def _transaction(
+        self, name: str, fn: Callable[..., Any], attempts: int, started: float
+    ) -> Any:
+        x = self._x
         t = x.tables
         async with AsyncSession(x.store.engine, expire_on_commit=False) as session:
             with translated(f"transactional step {name!r}"):
                 async with session.begin():
-                    # Lock our message row: a concurrent claim (SKIP LOCKED) cannot take the
-                    # run over while this transaction decides; the fence holds until commit.
+                    # Lock our message row until commit: a concurrent claim (FOR UPDATE SKIP
+                    # LOCKED) cannot take the run over while this transaction decides. KEY
+                    # SHARE, not UPDATE: our own heartbeat must still extend the lease (an
+                    # UPDATE of vt takes only FOR NO KEY UPDATE, which KEY SHARE admits), or
+                    # a long step would let every other lease this worker holds expire.
                     lock = select(t.messages.c.id).where(
                         held(t, x.message.id, x.worker_id, x.message.read_ct)
                     )
                     if x.store.postgres:
-                        lock = lock.with_for_update()
+                        lock = lock.with_for_update(read=True, key_share=True)
                     if (await session.execute(lock)).first() is None:
-                        raise await x.diagnose(session)
+                        raise _as_signal(await x.diagnose(session))
                     if inspect.iscoroutinefunction(fn):
                         result = await fn(session)
                     else:
@@ -484,9 +544,21 @@ class RunContext:
                         time.monotonic() - started,
                     )
                     if (await session.execute(*write)).first() is None:
-                        raise await x.diagnose(session)
+                        raise _as_signal(await x.diagnose(session, name))
         x.steps[name] = StepRecord(StepStatus.SUCCESS, result, attempts)
         return result
+
+
+class _RecordedMeanwhile(Exception):
+    """Internal: the step got a recorded success from outside while its transaction ran."""
+
+    def __init__(self, record: StepRecord) -> None:
+        super().__init__("recorded meanwhile")
+        self.record = record
+
+
+def _as_signal(refused: BaseException | StepRecord) -> BaseException:
+    return _RecordedMeanwhile(refused) if isinstance(refused, StepRecord) else refused
 
 
 async def _call(fn: Callable[..., Any]) -> Any:

@@ -35,6 +35,7 @@ derive from ``BaseException`` so that a user's ``except Exception:`` cannot swal
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -143,6 +144,21 @@ class WaitTimeout(PgqrsError):
     """Timed out waiting for the run to finish."""
 
 
+def duration_seconds(value: object, what: str) -> float:
+    """``value`` (a ``timedelta`` or a number of seconds) as finite, non-negative seconds."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ValidationError(
+            f"{what} must be a timedelta or a number of seconds, got {value!r}", value=value
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValidationError(f"{what} must be finite and >= 0 seconds, got {value!r}", value=value)
+    return seconds
+
+
 class TransientError(Exception):
     """A step failed in a way that may succeed later; the step is retried.
 
@@ -150,18 +166,20 @@ class TransientError(Exception):
     backoff with jitter applies.
     """
 
-    def __init__(self, message: str = "transient error", *, retry_after: float | None = None):
+    def __init__(
+        self, message: str = "transient error", *, retry_after: timedelta | float | None = None
+    ):
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after: float | None = (
+            None if retry_after is None else duration_seconds(retry_after, "retry_after")
+        )
 
 
 class Pause(BaseException):
     """Raised (or returned) from a step to pause the run; made with ``Step.pause(...)``."""
 
     def __init__(self, duration: timedelta | float):
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
-        if seconds < 0:
-            raise ValidationError(f"pause duration must be >= 0, got {seconds}")
+        seconds = duration_seconds(duration, "pause duration")
         super().__init__(f"pause for {seconds:g}s")
         self.seconds = seconds
 

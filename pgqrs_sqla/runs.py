@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from ._core import StoreCore
@@ -411,9 +411,8 @@ class RunControl(StoreCore):
             run = load_run(conn, self.tables, run_id)
             if run.status not in NON_TERMINAL_RUN:
                 raise _illegal_run(conn, self.tables, run_id, RunStatus.CANCELLED)
-            conn.execute(
-                update(r).where(r.c.id == run_id).values(cancel_requested=True, updated_at=utcnow())
-            )
+            # Lock order: the message row before the run row, as a claim (and finish) take
+            # them; the other order deadlocks against a claim starting this very run.
             # Not leased by a live worker: end it here and take its message off the queue.
             idle = conn.execute(
                 update(m)
@@ -425,6 +424,12 @@ class RunControl(StoreCore):
                 .values(archived_at=utcnow(), archive_reason="done", consumer_worker_id=None)
                 .returning(m.c.id)
             ).first()
+            conn.execute(
+                update(r).where(r.c.id == run_id).values(cancel_requested=True, updated_at=utcnow())
+            )
+            if self.postgres:
+                # Workers in other processes LISTEN here: delivered when this commits.
+                conn.execute(select(func.pg_notify(CANCEL_CHANNEL, str(run_id))))
             if idle is not None or run.message_id is None:
                 conn.execute(
                     update(r)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, exc, func, select, update
+from sqlalchemy import bindparam, exc, exists, func, literal, select, update
 
 from . import queue as q
 from ._db import HUB, Waiter, translated
@@ -233,11 +233,16 @@ def claim_and_start_stmt(t: Tables) -> Any:
     """PostgreSQL: claim a batch and start its runs in one statement (data-modifying CTEs)."""
     claimed = q.claim_stmt(t, True).cte("claimed")
     started = _start_update(t, t.runs.c.message_id.in_(select(claimed.c.id))).cte("started")
+    s = t.steps
+    # Whether anything is recorded for the run yet — by an earlier delivery, or by
+    # update_step before the first one — so only such runs pay for loading their steps.
+    has_steps = exists(select(literal(1)).select_from(s).where(s.c.run_id == started.c.id))
     return select(
         claimed,
         started.c.id.label("run_id"),
         started.c.input,
         started.c.cancel_requested,
+        has_steps.label("has_steps"),
     ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))
 
 
@@ -247,6 +252,7 @@ class _StartedRun:
     message_id: int
     input: Any
     cancel_requested: bool
+    has_steps: bool = True
 
 
 @dataclass
@@ -715,7 +721,7 @@ class Worker:
             (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
         )
         runs = [
-            _StartedRun(row.run_id, row.id, row.input, row.cancel_requested)
+            _StartedRun(row.run_id, row.id, row.input, row.cancel_requested, row.has_steps)
             for row in rows
             if row.run_id is not None
         ]
@@ -742,7 +748,8 @@ class Worker:
                         ).where(s.c.run_id.in_(run_ids))
                     )
                 ).all()
-                if run_ids and any(by_id[row.message_id].read_ct > 1 for row in rows)
+                # (SQLite's start rows do not say; there the query is a local call.)
+                if any(getattr(row, "has_steps", True) for row in rows)
                 else []
             )
         started = set()
@@ -776,11 +783,25 @@ class Worker:
         # This task's own context: every record logged while the run executes carries it.
         run_id_var.set(x.run_id)
         workflow_var.set(x.workflow)
+        try:
+            ended = await self._deliver_run(binding, x)
+        except Exception:
+            # Recording the outcome itself failed (the database went away mid-write, say).
+            # Nothing is lost: abandon the delivery, and the run comes back to a worker.
+            self.stats.errors += 1
+            log.exception("run %s: could not record the outcome; left for redelivery", x.run_id)
+            await self._release_quietly(x.message)
+            return
+        if ended:
+            self.store.wake(RUN_DONE_CHANNEL)
+
+    async def _deliver_run(self, binding: _Binding, x: Execution) -> bool:
+        """Run the handler for one delivery and record how it ended; True if the run ended."""
         extra: dict[str, Any] = {}
         ended = True
         try:
             if await self._dead_on_arrival(binding, x.message):
-                return
+                return False
             if x.cancel_requested:
                 raise _RunCancelledSignal()
             output = await binding.handler(RunContext(x), x.params)
@@ -828,18 +849,22 @@ class Worker:
                     StepStatus.PAUSED,
                     None,
                     None,
-                    1,
+                    pause.attempts,
                     0.0,
                 )
-            await x.park(RunStatus.PAUSED, pause.seconds, write)
-            self.store.wake(RUN_DONE_CHANNEL)
-            log.info(
-                "run %s paused at step %s for %.0fs",
-                x.run_id,
-                pause.step,
-                pause.seconds,
-                extra=extra,
-            )
+            if await x.park(RunStatus.PAUSED, pause.seconds, write):
+                self.store.wake(RUN_DONE_CHANNEL)
+                log.info(
+                    "run %s paused at step %s for %.0fs",
+                    x.run_id,
+                    pause.step,
+                    pause.seconds,
+                    extra=extra,
+                )
+            elif await x.park(RunStatus.RUNNING, 0.0):
+                # The pause was refused with the lease still ours: update_step recorded the
+                # step while its body ran. Hand the run straight back to replay that value.
+                log.info("run %s: step %s was recorded meanwhile", x.run_id, pause.step)
         except Pause as pause:  # raised in the handler, outside any step
             ended = False
             await x.park(RunStatus.PAUSED, pause.seconds)
@@ -856,15 +881,11 @@ class Worker:
         except Exception as error:
             self.stats.errors += 1
             record = error_record(error)
-            if x.used:
-                record.setdefault("step", next(reversed(list(x.used))))
-            try:
-                await x.finish(RunStatus.ERROR, error=record)
-            except PgqrsError:
-                log.exception("run %s: could not record the failure", x.run_id, extra=extra)
+            if x.failed_step is not None and x.failed_step[1] is error:
+                record["step"] = x.failed_step[0]
+            await x.finish(RunStatus.ERROR, error=record)
             log.error("run %s failed: %s", x.run_id, error, extra=extra)
-        if ended:
-            self.store.wake(RUN_DONE_CHANNEL)
+        return ended
 
     # ------------------------------------------------------------ background work
 
