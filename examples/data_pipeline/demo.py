@@ -22,10 +22,28 @@ import pgqrs_sqla as pgqrs
 HERE = Path(__file__).resolve().parent
 
 
-async def start_worker(url: str, run_id: int, name: str, *extra: str) -> int:
+async def start_worker(
+    url: str, run_id: int, name: str, executed: dict[str, list[str]], *extra: str
+) -> int:
+    """Run a worker process, echo what it prints, and note which step bodies it executed
+    (each body prints ``<step>: executing``; a replayed step prints nothing)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE / "pipeline.py"), url, str(run_id), "--name", name, *extra
+        sys.executable,
+        str(HERE / "pipeline.py"),
+        url,
+        str(run_id),
+        "--name",
+        name,
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
     )
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        line = raw.decode().rstrip()
+        print(line, flush=True)
+        step, _, rest = line.partition("] ")[2].partition(": ")
+        if rest.startswith("executing"):
+            executed.setdefault(step, []).append(name)
     return await proc.wait()
 
 
@@ -42,21 +60,27 @@ async def main() -> None:
         )
         print(f"triggered run {run_id} on {store}")
 
+        executed: dict[str, list[str]] = {}
         print("\nworker-1 starts (it will crash after fetch_data):")
-        code = await start_worker(url, run_id, "worker-1", "--crash-after", "fetch_data")
+        code = await start_worker(url, run_id, "worker-1", executed, "--crash-after", "fetch_data")
         print(f"worker-1 died (exit {code}{', SIGKILL' if code == -signal.SIGKILL else ''})")
         run = await store.get_run(run_id)
         print(f"run {run_id} is {run.status.value}; recorded: {[s.name for s in run.steps]}")
 
         print("\nworker-2 starts (the dead worker's lease expires after 2 s, then it takes over):")
-        await start_worker(url, run_id, "worker-2")
+        await start_worker(url, run_id, "worker-2", executed)
         output = await store.wait_for_run(run_id, timeout=30)
 
         run = await store.get_run(run_id)
         print(f"\nrun {run_id}: {run.status.value} -> {output}")
-        print("worker-2 replayed fetch_data from the database instead of running it again:")
+        print("what worker-2 did with each step (from its output and the steps table):")
         for step in run.steps:
-            print(f"  {step.name:<15} {step.status.value:<8} attempts={step.attempts}")
+            ran = executed.get(step.name, [])
+            if "worker-2" in ran:
+                what = "executed"
+            else:
+                what = f"replayed from the database (executed by {', '.join(ran) or 'nobody'})"
+            print(f"  {step.name:<15} {step.status.value:<8} attempts={step.attempts}  {what}")
     finally:
         await store.close()
 

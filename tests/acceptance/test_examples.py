@@ -29,6 +29,13 @@ def test_data_pipeline_demo_shows_the_crash_story(empty_db_url: str) -> None:
     assert "transform_data: executing" in after
     assert "save_results: executing" in after
     assert "SUCCESS -> {'processed_count': 10}" in out
+    summary = out.split("what worker-2 did with each step")[1]
+    assert (
+        "fetch_data" in summary and "replayed from the database (executed by worker-1)" in summary
+    )
+    for step in ("transform_data", "save_results"):
+        line = next(x for x in summary.splitlines() if step in x)
+        assert line.endswith("executed")
 
 
 def test_quickstart(empty_db_url: str) -> None:
