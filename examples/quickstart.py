@@ -1,8 +1,8 @@
-"""The durable-workflows guide's pipeline, runnable: `make demo` (SQLite by default).
+"""The durable-workflows guide's pipeline in one process: `.venv/bin/python examples/quickstart.py`.
 
-Set DATABASE_URL=postgresql://user@host/db to run it on PostgreSQL. The demo triggers a run,
-lets a worker execute it (one transient failure retried, one pause resumed by an "external"
-approval), and prints each step as recorded in the database.
+SQLite by default; set DATABASE_URL=postgresql://user@host/db to run it on PostgreSQL. It
+triggers a run, lets a worker execute it (one transient failure retried, one pause resumed by
+an "external" approval), and prints each step as recorded in the database.
 """
 
 from __future__ import annotations

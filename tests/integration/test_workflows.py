@@ -94,9 +94,11 @@ async def test_trigger_through_async_connection(store: pgqrs.Store) -> None:
         run_id = await pgqrs.workflow("wf").trigger(None).execute(conn)
         await conn.rollback()
     assert await count(store, store.tables.runs) == 0
+    assert await count(store, store.tables.messages) == 0
     async with store.engine.begin() as conn:
         run_id = await pgqrs.workflow("wf").trigger([1, 2]).execute(conn)
     assert (await store.get_run(run_id)).input == [1, 2]
+    assert await count(store, store.tables.messages) == 1
 
 
 async def test_trigger_with_a_sync_session(
@@ -121,6 +123,15 @@ async def test_trigger_with_a_sync_session(
     run_id = await asyncio.to_thread(sync_app)
     assert await store.wait_for_run(run_id, timeout=10) == "YES"
     assert [r.input for r in await store.list_runs()] == ["yes"]  # the rolled-back one left nothing
+    assert await count(store, store.tables.messages) == 1
+
+
+async def test_create_workflow_is_idempotent(store: pgqrs.Store) -> None:
+    first = await store.create_workflow("twice")
+    again = await store.create_workflow("twice")
+    assert (again.id, again.queue_id) == (first.id, first.queue_id)
+    assert [w.name for w in await store.list_workflows()] == ["twice"]
+    assert [q.name for q in await store.list_queues()] == ["twice"]
 
 
 async def test_idempotency_key_returns_the_first_run(store: pgqrs.Store) -> None:
@@ -316,6 +327,42 @@ async def test_transient_backoff_and_exhaustion(store: pgqrs.Store, run_worker: 
     assert calls == 3
     assert run.error["type"] == "pgqrs_sqla.errors.TransientError" and run.error["attempts"] == 3
     assert [(s.status, s.attempts) for s in run.steps] == [(StepStatus.ERROR, 3)]
+
+
+async def test_backoff_without_retry_after_follows_the_step_then_the_workflow_policy(
+    store: pgqrs.Store, run_worker: Any
+) -> None:
+    """The message's visibility time, not a wall clock, shows the delay each policy chose."""
+    seen: list[str] = []
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        async def down() -> None:
+            seen.append("step" if params["step_policy"] else "workflow")
+            raise TransientError("down")
+
+        step_policy = pgqrs.RetryPolicy(base=40, cap=40, jitter=False)
+        await ctx.step("down", down, retry=step_policy if params["step_policy"] else None)
+
+    await run_worker("backoff", handler, retry=pgqrs.RetryPolicy(base=20, cap=1000, jitter=False))
+    expected = {True: 40.0, False: 20.0}
+    for step_policy, delay in expected.items():
+        run_id = (
+            await pgqrs.workflow("backoff").trigger({"step_policy": step_policy}).execute(store)
+        )
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (
+            (msg := await message_of(store, run_id)).consumer_worker_id is None
+            and msg.read_ct == 1
+            and (await store.get_run(run_id)).steps
+        ):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        async with store.begin() as conn:
+            now = (await conn.execute(select(pgqrs.dialects.utcnow()))).scalar_one()
+        waited = (pgqrs.dialects.aware(msg.vt) - pgqrs.dialects.aware(now)).total_seconds()  # type: ignore[operator]
+        assert delay - 5 < waited <= delay + 0.5, (step_policy, waited)
+        await store.cancel_run(run_id)
+    assert seen == ["step", "workflow"]
 
 
 def test_retry_policy_delays() -> None:
