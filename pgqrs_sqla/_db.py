@@ -53,6 +53,20 @@ def _sqlstate(error: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def _opening_without_sqlstate(error: BaseException) -> bool:
+    """A driver's refusal to open a connection that carries no SQLSTATE.
+
+    psycopg raises ``OperationalError`` with no SQLSTATE for every failure to connect
+    (refused, unknown host, bad password, unknown database: libpq reports them as text).
+    No statement was running, which tells it apart from an error a statement caused.
+    """
+    return (
+        isinstance(error, exc.OperationalError)
+        and error.statement is None
+        and _sqlstate(error) is None
+    )
+
+
 def translate(error: BaseException, where: str = "") -> BaseException:
     """Map a driver / SQLAlchemy error to a PgqrsError, or return it unchanged."""
     if isinstance(error, PgqrsError):
@@ -83,6 +97,7 @@ def translate(error: BaseException, where: str = "") -> BaseException:
         )
         or (isinstance(error, exc.DBAPIError) and error.connection_invalidated)
         or (isinstance(error, exc.OperationalError) and "unable to open database" in text)
+        or _opening_without_sqlstate(error)
         or isinstance(error, exc.InterfaceError)
     ):
         return DatabaseUnavailable(
@@ -188,10 +203,17 @@ HUB = WakeHub()
 _PENDING_KEY = "pgqrs_sqla.pending_wakeups"
 
 
+#: Wake-ups waiting for a Core connection's transaction to end, by connection.
+_CONN_PENDING: weakref.WeakKeyDictionary[Connection, set[tuple[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def wake_after_commit(target: Any, db: str, channel: str) -> None:
     """Wake in-process workers on ``channel`` once ``target``'s transaction commits.
 
-    Pending wake-ups live under a private ``session.info`` key and are dropped on rollback.
+    Pending wake-ups live under a private ``session.info`` key (for a session) or beside the
+    connection (for a Core connection), and are dropped on rollback.
     """
     session: Session | None = None
     if isinstance(target, AsyncSession):
@@ -202,7 +224,7 @@ def wake_after_commit(target: Any, db: str, channel: str) -> None:
         conn = target.sync_connection if isinstance(target, AsyncConnection) else target
         if isinstance(conn, Connection):
             if conn.in_transaction():
-                event.listen(conn, "commit", lambda _c: HUB.notify(db, channel), once=True)
+                _pending_on(conn).add((db, channel))
             else:
                 HUB.notify(db, channel)
         return
@@ -213,6 +235,39 @@ def wake_after_commit(target: Any, db: str, channel: str) -> None:
         event.listen(session, "after_commit", _flush_pending)
         event.listen(session, "after_soft_rollback", _drop_pending)
     pending.add((db, channel))
+
+
+def _pending_on(conn: Connection) -> set[tuple[str, str]]:
+    """The connection's pending wake-ups; the first call attaches one pair of listeners
+    that lives as long as the connection, however many transactions it runs.
+
+    Core has no after-commit event: ``commit`` fires just before the COMMIT is sent. A
+    worker woken that early still finds the message. On SQLite its claim, a write, waits
+    for the committing transaction's lock; on PostgreSQL ``NOTIFY`` wakes it again after
+    the real commit, and polling backs both. A COMMIT that fails wakes it for nothing, which
+    is harmless. ``rollback`` drops what the transaction had queued.
+    """
+    pending = _CONN_PENDING.get(conn)
+    if pending is None:
+        pending = _CONN_PENDING[conn] = set()
+        event.listen(conn, "commit", _flush_conn)
+        event.listen(conn, "rollback", _drop_conn)
+    return pending
+
+
+def _flush_conn(conn: Connection) -> None:
+    pending = _CONN_PENDING.get(conn)
+    if pending:
+        items = list(pending)
+        pending.clear()
+        for db, channel in items:
+            HUB.notify(db, channel)
+
+
+def _drop_conn(conn: Connection) -> None:
+    pending = _CONN_PENDING.get(conn)
+    if pending:
+        pending.clear()
 
 
 def _flush_pending(session: Session) -> None:

@@ -222,6 +222,12 @@ class WorkerMixin(_PgqrsTable):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the registering process's id: a restart on the same host takes over the name at once
+    #: when that process is gone, instead of waiting for its heartbeat to go stale
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the worker's own heartbeat interval (seconds): its row is stale after three of them,
+    #: whatever interval the worker asking for the name uses
+    heartbeat_interval: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     @declared_attr.directive
     @classmethod

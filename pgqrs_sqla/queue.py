@@ -9,6 +9,7 @@ and gets :class:`~pgqrs_sqla.errors.LeaseLost`.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,6 +104,25 @@ def seconds(value: float | timedelta | None) -> float:
     result = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if result < 0:
         raise ValidationError(f"a delay must be >= 0 seconds, got {result}")
+    return result
+
+
+def lease_seconds(value: object, what: str) -> float:
+    """A lease's length: a finite number of seconds (or a ``timedelta``) above zero.
+
+    Zero or less would end the lease at once (or in the past), handing the message to the
+    next claim while its holder still believes it owns it.
+    """
+    if isinstance(value, timedelta):
+        result = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        result = float(value)
+    else:
+        raise ValidationError(
+            f"{what} must be a number of seconds or a timedelta, got {value!r}", value=value
+        )
+    if not math.isfinite(result) or result <= 0:
+        raise ValidationError(f"{what} must be finite and > 0 seconds, got {value!r}", value=value)
     return result
 
 
@@ -299,6 +319,47 @@ def extend_stmt(t: Tables, msg: Message, worker_id: int, vt_seconds: float) -> U
         .values(vt=utcnow_plus(vt_seconds))
         .returning(m.c.vt)
     )
+
+
+@functools.cache
+def extend_many_stmt(t: Tables) -> Update:
+    """Extend many leases to ``now + p_vt`` in one statement (the heartbeat's), each fenced by
+    its owner *and* token (``p_leases``: ``(id, read_ct)`` pairs): a delivery this worker no
+    longer holds is left alone, even one a worker sharing its id holds now. Returns the
+    ``(id, read_ct)`` of the leases extended."""
+    m = t.messages
+    return (
+        update(m)
+        .where(
+            tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
+            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
+            m.c.archived_at.is_(None),
+        )
+        .values(vt=utcnow_plus(bindparam("p_vt", type_=Float)))
+        .returning(m.c.id, m.c.read_ct)
+    )
+
+
+@functools.cache
+def release_many_stmt(t: Tables) -> Update:
+    """Give back many leases, visible now and not counted as failures, each fenced by owner
+    and token like :func:`extend_many_stmt` (a worker shutting down)."""
+    m = t.messages
+    return (
+        update(m)
+        .where(
+            tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
+            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
+            m.c.archived_at.is_(None),
+        )
+        .values(consumer_worker_id=None, vt=utcnow())
+        .returning(m.c.id)
+    )
+
+
+def dead_reason(failed_ct: int, max_deliveries: int) -> str:
+    """The ``last_error`` of a message dead-lettered for running out of deliveries."""
+    return f"dead: {failed_ct} failed deliveries (max_deliveries={max_deliveries})"
 
 
 def archive_stmt(

@@ -7,16 +7,18 @@ Workflow run control (get/list/wait/cancel/update_step/resume) is mixed in from
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import case, delete, exc, func, inspect, select, update
+from sqlalchemy import case, delete, exc, func, inspect, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.schema import CreateColumn, CreateSchema, Table
 
 from . import queue as q
 from ._db import (
@@ -44,22 +46,47 @@ log = get_logger("pgqrs_sqla")
 T = TypeVar("T")
 
 
+#: ``user:password@`` in a URL too malformed for SQLAlchemy to parse (and so to hide).
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _redacted(url: str | URL) -> str:
+    """``url`` for an error message, its password replaced by ``***`` even when unparsable."""
+    if isinstance(url, URL):
+        return safe_url(url)
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
 def normalise_url(url: str | URL) -> URL:
     """Pick the async driver for the user: asyncpg for ``postgresql://``, aiosqlite for
-    ``sqlite://``. ``postgresql+psycopg://`` is accepted as is."""
+    ``sqlite://``. ``postgresql+psycopg://`` is accepted as is.
+
+    A named synchronous PostgreSQL driver (``postgresql+psycopg2://``) is refused rather
+    than swapped: the URL asked for that driver, and its libpq-style query options
+    (``sslmode=``, ``options=``) mean something else to asyncpg.
+    """
     try:
         parsed = make_url(url)
-    except exc.ArgumentError as error:
+    except (exc.ArgumentError, ValueError) as error:
+        # make_url raises ValueError for a port that is not a number ("localhost:abc").
+        problem = "its port is not a number" if "int()" in str(error) else str(error)
         raise ConfigurationError(
-            f"invalid database URL {safe_url(str(url))!r}: expected postgresql://user@host/db "
-            "or sqlite:///path/to/file.db"
+            f"invalid database URL {_redacted(url)!r}: {problem}; expected "
+            "postgresql://user:password@host:5432/db or sqlite:///path/to/file.db"
         ) from error
     backend, _, driver = parsed.drivername.partition("+")
     if backend in ("postgresql", "postgres"):
-        if driver in ("", "asyncpg", "psycopg2"):
+        if driver in ("", "asyncpg"):
             return parsed.set(drivername="postgresql+asyncpg")
         if driver in ("psycopg", "psycopg_async"):
             return parsed.set(drivername="postgresql+psycopg")
+        if driver == "psycopg2":
+            raise ConfigurationError(
+                "postgresql+psycopg2:// names a synchronous driver; pgqrs_sqla needs an async "
+                "one: use postgresql:// (asyncpg) or postgresql+psycopg:// (psycopg 3, "
+                "the [psycopg] extra) for the same server",
+                url=safe_url(parsed),
+            )
         raise ConfigurationError(
             f"unsupported PostgreSQL driver {driver!r}: use postgresql:// (asyncpg) or "
             "postgresql+psycopg://"
@@ -74,6 +101,18 @@ def normalise_url(url: str | URL) -> URL:
     )
 
 
+def _sqlite_schema_error(schema: str) -> ConfigurationError:
+    """The error for pgqrs tables in a schema SQLite does not have."""
+    return ConfigurationError(
+        f"SQLite has no schema {schema!r}: the pgqrs models were made with "
+        f"schema={schema!r}, and a SQLite database is one schema. For SQLite, make the models "
+        "without schema= (a prefix= keeps their names apart from yours), or map the schema "
+        "away on your engine: create_async_engine(url, execution_options="
+        f"{{'schema_translate_map': {{{schema!r}: None}}}})",
+        schema=schema,
+    )
+
+
 def _sqlite_file(url: URL) -> tuple[URL, str | None]:
     """The file behind a SQLite URL: a private temporary one for ``sqlite://``."""
     if not url.database or url.database == ":memory:":
@@ -82,7 +121,9 @@ def _sqlite_file(url: URL) -> tuple[URL, str | None]:
     if not os.path.isdir(os.path.dirname(os.path.abspath(url.database))):
         # Said here, plainly, rather than by a driver thread that outlives the failure.
         raise DatabaseUnavailable(
-            f"cannot open SQLite database {url.database!r}: its directory does not exist"
+            f"cannot open SQLite database {url.database!r}: its directory does not exist; "
+            "create the directory, or correct the path in the URL (sqlite:////abs/path.db "
+            "for an absolute path)"
         )
     return url, None
 
@@ -99,7 +140,9 @@ async def connect(
     """Create an engine for ``url`` and return a :class:`Store` that owns it.
 
     ``sqlite://`` (no path) uses a private temporary file, because WAL needs a file.
-    Raises :class:`DatabaseUnavailable` if the database cannot be reached.
+    Raises :class:`DatabaseUnavailable` if the database cannot be reached, and
+    :class:`ConfigurationError` for models made with ``schema=`` on SQLite (which has no
+    schemas; see :meth:`Store.install`).
     """
     parsed = normalise_url(url)
     tmpdir: str | None = None
@@ -117,6 +160,10 @@ async def connect(
         with translated(f"connecting to {safe_url(parsed)}"):
             async with engine.connect():
                 pass
+        if not store.postgres:
+            # Said now, not at the first statement that names a table.
+            async with store.read() as conn:
+                await conn.run_sync(store._require_sqlite_schemas)
     except BaseException:
         await store.close()
         raise
@@ -154,6 +201,10 @@ class WorkerInfo:
     heartbeat_at: datetime
     heartbeat_age: float
     stopped_at: datetime | None
+    #: the registering process's id (None for rows written before pgqrs 0002)
+    pid: int | None = None
+    #: the worker's heartbeat interval in seconds; its row is stale after three of them
+    heartbeat_interval: float | None = None
 
 
 class Store(RunControl):
@@ -176,33 +227,92 @@ class Store(RunControl):
 
     # ------------------------------------------------------------ schema
 
+    def _all_tables(self) -> list[Table]:
+        return [getattr(self.tables, f) for f in self.tables.__dataclass_fields__]
+
+    def _schemas(self, conn: Connection) -> set[str]:
+        """The schemas our tables live in on ``conn`` (after any ``schema_translate_map``)."""
+        return {s for t in self._all_tables() if (s := conn.schema_for_object(t)) is not None}
+
+    def _require_sqlite_schemas(self, conn: Connection) -> None:
+        """SQLite: refuse models whose schema is not an attached database of ``conn``."""
+        attached = {row[1] for row in conn.exec_driver_sql("PRAGMA database_list")}
+        missing = sorted(self._schemas(conn) - attached)
+        if missing:
+            raise _sqlite_schema_error(missing[0])
+
+    def _create_schemas(self, conn: Connection) -> None:
+        """PostgreSQL: create our schema if it is missing.
+
+        Looked up first: ``CREATE SCHEMA IF NOT EXISTS`` needs the CREATE privilege on the
+        database even when the schema exists, which an app role given a ready schema lacks.
+        """
+        inspector = inspect(conn)
+        for schema in sorted(self._schemas(conn)):
+            if not inspector.has_schema(schema):
+                conn.execute(CreateSchema(schema, if_not_exists=True))
+
     async def install(self) -> None:
         """Create the pgqrs tables and indexes if they are missing (idempotent).
 
+        Tables an earlier pgqrs version created get the columns added since (all nullable,
+        such as ``pgqrs_workers.pid``), so without Alembic this is also the upgrade.
+
+        On PostgreSQL the models' ``schema`` is created too if it does not exist. On
+        SQLite, which has no schemas, models made with ``schema=`` raise
+        :class:`ConfigurationError` (unless the engine's ``schema_translate_map`` maps
+        the schema away, or the schema is an attached database).
+
         Apps with Alembic should use the shipped ``pgqrs`` branch or autogenerate instead.
         """
-        tables = [getattr(self.tables, f) for f in self.tables.__dataclass_fields__]
+        tables = self._all_tables()
+
+        def create(conn: Connection) -> None:
+            if self.postgres:
+                self._create_schemas(conn)
+            else:
+                self._require_sqlite_schemas(conn)
+            self.models.metadata.create_all(conn, tables=tables, checkfirst=True)
+            self._add_new_columns(conn, tables)
+
         async with self.begin() as conn:
             if self.postgres:
                 # Serialise concurrent installers; CREATE TABLE IF NOT EXISTS still races.
                 await conn.execute(select(func.pg_advisory_xact_lock(0x70677172)))
-            await conn.run_sync(
-                lambda c: self.models.metadata.create_all(c, tables=tables, checkfirst=True)
-            )
+            await conn.run_sync(create)
+
+    def _add_new_columns(self, conn: Connection, tables: list[Table]) -> None:
+        """Add the columns a later pgqrs version gave a table an earlier ``install()`` made
+        (such as ``pgqrs_workers.pid``): what the shipped Alembic revisions do, for databases
+        installed without Alembic. Such columns are nullable, so ``ADD COLUMN`` is plain DDL on
+        both backends; a missing NOT NULL column is left for :meth:`check` to report."""
+        inspector = inspect(conn)
+        quote = conn.dialect.identifier_preparer.quote
+        for table in tables:
+            schema = conn.schema_for_object(table)
+            present = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
+            missing = [c for c in table.columns if c.name not in present and c.nullable]
+            name = quote(table.name) if schema is None else f"{quote(schema)}.{quote(table.name)}"
+            for column in missing:
+                spec = CreateColumn(column).compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {name} ADD COLUMN {spec}"))
+                log.info("added column %s.%s", table.fullname, column.name)
 
     async def check(self) -> list[str]:
         """Return what is missing from the database (empty when every table is present)."""
 
         def missing(conn: Connection) -> list[str]:
+            if not self.postgres:
+                self._require_sqlite_schemas(conn)
             inspector = inspect(conn)
             problems = []
-            for table in (getattr(self.tables, f) for f in self.tables.__dataclass_fields__):
-                if not inspector.has_table(table.name, schema=table.schema):
+            for table in self._all_tables():
+                # The inspector takes schemas literally; the engine may translate ours.
+                schema = conn.schema_for_object(table)
+                if not inspector.has_table(table.name, schema=schema):
                     problems.append(f"table {table.fullname} is missing")
                     continue
-                present = {
-                    c["name"] for c in inspector.get_columns(table.name, schema=table.schema)
-                }
+                present = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
                 for col in table.columns:
                     if col.name not in present:
                         problems.append(f"column {table.fullname}.{col.name} is missing")
@@ -272,28 +382,42 @@ class Store(RunControl):
         ]
 
     async def delete_queue(self, name: str, *, force: bool = False) -> None:
-        """Delete a queue and its messages. Refused while messages are leased, unless forced."""
+        """Delete a queue and its messages. Refused while messages are leased, unless forced.
+
+        The check holds against concurrent claims: nothing a worker has claimed is deleted
+        unless ``force`` says so.
+        """
         info = await self.get_queue(name)
         m, t = self.tables.messages, self.tables.queues
+        ours = m.c.queue_id == info.id
+        leased = (
+            m.c.archived_at.is_(None) & m.c.consumer_worker_id.is_not(None) & (m.c.vt > utcnow())
+        )
+
+        def busy(conn: Connection) -> None:
+            count = conn.execute(select(func.count()).where(ours, leased)).scalar_one()
+            if count:
+                raise QueueBusy(
+                    f"queue {name!r} has {count} leased message(s); wait, or pass force=True",
+                    queue=name,
+                    leased=count,
+                )
 
         def work(conn: Connection) -> None:
+            # SQLite: this whole transaction holds the write lock, so no claim interleaves.
             if self.postgres:
+                # The queue row first: an enqueue's foreign key check needs a share lock on
+                # it, so no message is added until this transaction ends.
                 conn.execute(select(t.c.id).where(t.c.id == info.id).with_for_update())
-            leased = conn.execute(
-                select(func.count()).where(
-                    m.c.queue_id == info.id,
-                    m.c.archived_at.is_(None),
-                    m.c.consumer_worker_id.is_not(None),
-                    m.c.vt > utcnow(),
-                )
-            ).scalar_one()
-            if leased and not force:
-                raise QueueBusy(
-                    f"queue {name!r} has {leased} leased message(s); wait, or pass force=True",
-                    queue=name,
-                    leased=leased,
-                )
-            conn.execute(delete(m).where(m.c.queue_id == info.id))
+            if not force:
+                busy(conn)  # the common refusal, before deleting anything
+                # A claim can commit after that count. So delete only what is not leased:
+                # a row a claim is changing is waited for and re-checked against its new
+                # version, and kept if leased. A lease taken meanwhile is then still there
+                # to count, and the rollback puts everything back.
+                conn.execute(delete(m).where(ours, ~leased))
+                busy(conn)
+            conn.execute(delete(m).where(ours))
             conn.execute(delete(t).where(t.c.id == info.id))
 
         await self.run(work)
@@ -424,6 +548,8 @@ class Store(RunControl):
                     heartbeat_at=heartbeat,
                     heartbeat_age=(aware(m["now"]) - heartbeat).total_seconds(),  # type: ignore[operator]
                     stopped_at=aware(m["stopped_at"]),
+                    pid=m["pid"],
+                    heartbeat_interval=m["heartbeat_interval"],
                 )
             )
         return result

@@ -13,13 +13,16 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import os
 import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, exc, exists, func, literal, select, update
+from sqlalchemy import and_, bindparam, exc, exists, func, literal, select, update
 
 from . import queue as q
 from ._db import HUB, Waiter, translated
@@ -34,7 +37,7 @@ from .context import (
     _StepPaused,
     error_record,
 )
-from .dialects import aware, utcnow, utcnow_plus
+from .dialects import aware, utcnow
 from .errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -255,6 +258,21 @@ class _StartedRun:
     has_steps: bool = True
 
 
+def dead_run_stmt(t: Tables, message_id: int, reason: str) -> Any:
+    """End the run of a dead-lettered message ``ERROR`` (unless it already ended)."""
+    r = t.runs
+    return (
+        update(r)
+        .where(r.c.message_id == message_id, r.c.status.in_(run_may_become(RunStatus.ERROR)))
+        .values(
+            status=RunStatus.ERROR.value,
+            error={"type": "pgqrs_sqla.DeadLetter", "message": reason},
+            finished_at=utcnow(),
+            updated_at=utcnow(),
+        )
+    )
+
+
 @dataclass
 class _Stats:
     claimed: int = 0
@@ -264,7 +282,31 @@ class _Stats:
     last_claim: float | None = None
     last_heartbeat: float | None = None
     lag: float | None = None
+    #: times the poll loop found nothing to claim and began waiting for a wake-up or its poll
+    idle_waits: int = 0
     started: float = field(default_factory=time.monotonic)
+
+
+#: The worker rows this process's Worker objects hold, by (database, worker id). A row that
+#: names our own pid but is not in here was left by an earlier life of this pid: a container
+#: restart runs the worker as pid 1 again.
+_LIVE: weakref.WeakValueDictionary[tuple[str, int], Worker] = weakref.WeakValueDictionary()
+
+
+def _pid_running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (signal 0 tests, delivers nothing).
+
+    When it cannot tell, it says yes: the worker row is then judged by its heartbeat alone.
+    """
+    if pid <= 0 or sys.platform == "win32":  # Windows' os.kill(pid, 0) would terminate it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
 
 
 class Worker:
@@ -312,6 +354,21 @@ class Worker:
         self._grace = 30.0
         self._close_store = False
         self._closers: set[asyncio.Task[None]] = set()
+        #: the process that registers the row (recorded on it, and part of its fence)
+        self.pid = os.getpid()
+        #: leases taken with dequeue() and not yet given up: (message id -> token), so that
+        #: shutdown gives back exactly these deliveries, not whatever bears this worker's id
+        self._leases: dict[int, int] = {}
+        #: claims under way (dequeue() and the poll loop's), which suspend() waits for
+        self._claims = 0
+        self._no_claims = asyncio.Event()
+        self._no_claims.set()
+        #: orders status writes: suspend() racing the poll loop's start cannot reorder them
+        self._status_lock = asyncio.Lock()
+        self._suspended = False
+        self._running = False
+        #: another registration took this worker's row (its heartbeat found it gone)
+        self._taken_over = False
 
     def __repr__(self) -> str:
         return f"<Worker {self.name!r} id={self.id} queues={[b.queue for b in self.bindings]}>"
@@ -324,13 +381,22 @@ class Worker:
 
     async def _register(self) -> None:
         w, m = self.store.tables.workers, self.store.tables.messages
-        stale_after = self.heartbeat_interval * 3
 
         def work(conn: Any) -> int:
+            # FOR UPDATE (PostgreSQL; SQLite's write transaction serialises anyway): two
+            # workers taking over one stale row queue up here, and the second sees the first.
             row = conn.execute(
-                select(w.c.id, w.c.status, w.c.heartbeat_at, utcnow().label("now")).where(
-                    w.c.worker_name == self.name
+                select(
+                    w.c.id,
+                    w.c.status,
+                    w.c.heartbeat_at,
+                    w.c.hostname,
+                    w.c.pid,
+                    w.c.heartbeat_interval,
+                    utcnow().label("now"),
                 )
+                .where(w.c.worker_name == self.name)
+                .with_for_update()
             ).first()
             values = {
                 "hostname": self.hostname,
@@ -340,6 +406,8 @@ class Worker:
                 "started_at": utcnow(),
                 "heartbeat_at": utcnow(),
                 "stopped_at": None,
+                "pid": self.pid,
+                "heartbeat_interval": self.heartbeat_interval,
             }
             if row is None:
                 nested = conn.begin_nested()
@@ -354,11 +422,11 @@ class Worker:
                     raise WorkerNameInUse(
                         f"worker name {self.name!r} was registered concurrently", worker=self.name
                     ) from None
-            age = (aware(row.now) - aware(row.heartbeat_at)).total_seconds()  # type: ignore[operator]
-            if row.status != WorkerStatus.STOPPED.value and age < stale_after:
+            holder = self._live_holder(row)
+            if holder is not None:
                 raise WorkerNameInUse(
-                    f"worker name {self.name!r} is in use by an active worker (status {row.status}, "
-                    f"heartbeat {age:.1f}s ago); pick another name or stop that worker",
+                    f"worker name {self.name!r} is in use by an active worker ({holder}); "
+                    "pick another name or stop that worker",
                     worker=self.name,
                 )
             conn.execute(update(w).where(w.c.id == row.id).values(**values))
@@ -371,33 +439,215 @@ class Worker:
             return int(row.id)
 
         self.id = await self.store.run(work)
+        _LIVE[self.store.db_key, self.id] = self
         log.info("worker %s registered (id %s) for %s", self.name, self.id, self.queues)
 
-    async def _set_status(self, status: WorkerStatus) -> None:
+    def _live_holder(self, row: Any) -> str | None:
+        """Who holds the worker row ``row`` (described), or None if it may be taken over.
+
+        A stopped row is free. A row registered from this host is free at once when its
+        process is gone — or when it names our own pid but no Worker of this process holds it
+        (a container restarts as pid 1 again) — so "worker-1" restarted after a crash gets
+        its name back without waiting. Otherwise the row is live until its heartbeat is
+        older than three of the *holder's* heartbeat intervals (ours for rows that do not
+        record one): a newcomer with a short interval must not judge a live worker with a
+        long one dead.
+        """
+        if row.status == WorkerStatus.STOPPED.value:
+            return None
+        if row.hostname == self.hostname and row.pid is not None:
+            if row.pid == self.pid:
+                if _LIVE.get((self.store.db_key, row.id)) is None:
+                    return None
+            elif not _pid_running(row.pid):
+                return None
+        interval = row.heartbeat_interval or self.heartbeat_interval
+        age = (aware(row.now) - aware(row.heartbeat_at)).total_seconds()  # type: ignore[operator]
+        if age >= 3 * interval:
+            return None
+        return (
+            f"status {row.status}, pid {row.pid} on {row.hostname}, heartbeat {age:.1f}s ago, "
+            f"every {interval:g}s"
+        )
+
+    def _row_fence(self) -> Any:
+        """The worker row as this Worker registered it: a later registration of the same
+        name (another process, after judging this one dead) no longer matches."""
         w = self.store.tables.workers
-        values: dict[str, Any] = {"status": status.value, "heartbeat_at": utcnow()}
-        if status is WorkerStatus.STOPPED:
-            values["stopped_at"] = utcnow()
-        async with self.store.autocommit() as conn:
-            await conn.execute(update(w).where(w.c.id == self.id).values(**values))
-        self.status = status
+        return and_(w.c.id == self.id, w.c.pid == self.pid, w.c.hostname == self.hostname)
+
+    def _holds_row(self) -> bool:
+        """No other Worker of this process registered our row since (the fence's pid and
+        hostname cannot tell two Workers of one process apart)."""
+        return _LIVE.get((self.store.db_key, self.id)) is self
+
+    async def _set_status(self, status: WorkerStatus | None = None) -> None:
+        """Write the worker row's status (default: what the worker is now: suspended,
+        polling or ready). Raises ``WorkerNameInUse`` if another registration took the row."""
+        w = self.store.tables.workers
+        async with self._status_lock:
+            if status is None:
+                if not self._running and self.status is WorkerStatus.STOPPED:
+                    return  # a stopped row stays stopped; start() writes the status then
+                status = (
+                    WorkerStatus.SUSPENDED
+                    if self._suspended
+                    else WorkerStatus.POLLING
+                    if self._running
+                    else WorkerStatus.READY
+                )
+            values: dict[str, Any] = {"status": status.value, "heartbeat_at": utcnow()}
+            if status is WorkerStatus.STOPPED:
+                values["stopped_at"] = utcnow()
+            row = None
+            if self._holds_row():
+                async with self.store.autocommit() as conn:
+                    row = (
+                        await conn.execute(
+                            update(w).where(self._row_fence()).values(**values).returning(w.c.id)
+                        )
+                    ).first()
+            if row is None:
+                self._taken_over = True
+                raise WorkerNameInUse(
+                    f"worker {self.name!r} (id {self.id}): another worker registered this name "
+                    "after judging this one dead; this one must stop",
+                    worker=self.name,
+                )
+            self.status = status
+
+    async def suspend(self) -> None:
+        """Stop claiming; keep heartbeating and extending the leases held (``suspended``).
+
+        In-flight handlers finish normally; the worker row's status is ``suspended`` until
+        :meth:`resume`. Once this returns no claim is under way or starts — neither the poll
+        loop's nor :meth:`dequeue`'s, which returns ``[]`` while suspended::
+
+            await worker.suspend()   # e.g. while a downstream service is down
+            ...
+            await worker.resume()
+        """
+        self._suspended = True
+        await self._no_claims.wait()  # a claim already under way finishes first
+        await self._set_status()
+
+    async def resume(self) -> None:
+        """Claim again after :meth:`suspend`; the status goes back to ``polling``.
+
+        It is ``ready`` if the poll loop is not running. A stopped worker's row stays
+        ``stopped``: on a stopped worker, either call only decides how it starts next time.
+        """
+        self._suspended = False
+        await self._set_status()
+        if self._waiter is not None:
+            self._waiter.wake()
 
     # ------------------------------------------------------------ low-level queue API
 
     async def dequeue(
         self, batch: int = 1, *, queue: str | None = None, visibility_timeout: float | None = None
     ) -> list[q.Message]:
-        """Claim up to ``batch`` ready messages; each is leased to this worker."""
+        """Claim up to ``batch`` ready messages; each is leased to this worker.
+
+        The lease lasts ``visibility_timeout`` seconds (default: the worker's). A claimed
+        message whose failed deliveries — expired leases count — reached the queue's
+        ``max_deliveries`` is dead-lettered instead of returned, as the handler path does;
+        ``[]`` still means nothing was ready. A suspended worker claims nothing.
+        """
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ValidationError(f"batch must be a positive int, got {batch!r}", value=batch)
+        vt = (
+            self.visibility_timeout
+            if visibility_timeout is None
+            else q.lease_seconds(visibility_timeout, "visibility_timeout")
+        )
         binding = self._binding(queue)
-        async with self.store.autocommit() as conn:
-            return await q.claim(
-                conn,
-                self.store.tables,
-                binding.queue_id,
-                self.id,
-                batch=batch,
-                vt_seconds=visibility_timeout or self.visibility_timeout,
+        with self._claiming() as allowed:
+            while allowed:
+                async with self.store.autocommit() as conn:
+                    claimed = await q.claim(
+                        conn,
+                        self.store.tables,
+                        binding.queue_id,
+                        self.id,
+                        batch=batch,
+                        vt_seconds=vt,
+                    )
+                if not claimed:
+                    break
+                self._leases.update((msg.id, msg.read_ct) for msg in claimed)
+                live = await self._bury_exhausted(binding, claimed)
+                if live:
+                    return live
+                # Every one was dead-lettered: claim again, since more may be ready.
+        return []
+
+    @contextlib.contextmanager
+    def _claiming(self) -> Iterator[bool]:
+        """Mark a claim under way, which :meth:`suspend` waits for; False if suspended."""
+        if self._suspended:
+            yield False
+            return
+        self._claims += 1
+        self._no_claims.clear()
+        try:
+            yield True
+        finally:
+            self._claims -= 1
+            if not self._claims:
+                self._no_claims.set()
+
+    async def _bury_exhausted(
+        self, binding: _Binding, messages: list[q.Message]
+    ) -> list[q.Message]:
+        """Dead-letter the claimed ``messages`` whose failed deliveries reached the queue's
+        ``max_deliveries`` (a workflow run ends ``ERROR`` with its message); return the
+        others, still leased to this worker.
+
+        An expired lease is counted as a failed delivery by the claim that follows it, so
+        exhaustion shows at a claim, and every way of claiming must look. It costs nothing
+        for first deliveries and one read of ``max_deliveries`` for redeliveries.
+        """
+        suspects = [msg for msg in messages if msg.failed_ct > 0]
+        if not suspects:
+            return messages
+        t = self.store.tables
+        async with self.store.read() as conn:
+            max_deliveries = (
+                await conn.execute(
+                    select(t.queues.c.max_deliveries).where(t.queues.c.id == binding.queue_id)
+                )
+            ).scalar()
+        if max_deliveries is None:  # the queue was deleted, and its messages with it
+            return messages
+        dead = [msg for msg in suspects if msg.failed_ct >= max_deliveries]
+        if not dead:
+            return messages
+        buried: list[tuple[q.Message, str]] = []
+        async with self.store.begin() as conn:
+            for msg in dead:
+                reason = q.dead_reason(msg.failed_ct, max_deliveries)
+                archive = q.archive_stmt(t, msg, self.id, ArchiveReason.DEAD, reason)
+                if (await conn.execute(archive)).first() is None:
+                    continue  # the lease is already gone: neither ours to bury nor to return
+                buried.append((msg, reason))
+                if binding.workflow is not None:
+                    await conn.execute(dead_run_stmt(t, msg.id, reason))
+        for msg in dead:
+            self._forget(msg)
+        for msg, reason in buried:
+            log.error(
+                "message %s dead-lettered: %s", msg.id, reason, extra={"queue": binding.queue}
             )
+        if buried and binding.workflow is not None:
+            self.store.wake(RUN_DONE_CHANNEL)
+        gone = {msg.id for msg in dead}
+        return [msg for msg in messages if msg.id not in gone]
+
+    def _forget(self, msg: q.Message) -> None:
+        """This delivery is no longer a lease of ours (acknowledged, given back, lost)."""
+        if self._leases.get(msg.id) == msg.read_ct:
+            del self._leases[msg.id]
 
     def _binding(self, queue: str | None) -> _Binding:
         if queue is None:
@@ -407,13 +657,27 @@ class Worker:
                 return b
         raise ConfigurationError(f"worker {self.name!r} does not serve queue {queue!r}")
 
-    async def _fenced(self, stmt: Any, msg: q.Message, action: str) -> Any:
-        async with self.store.autocommit() as conn:
-            return await q.fenced(conn, stmt, msg, action)
+    async def _fenced(self, stmt: Any, msg: q.Message, action: str, *, ends: bool = True) -> Any:
+        """Run a lease-fenced statement; ``ends``: on success the lease is no longer ours."""
+        try:
+            async with self.store.autocommit() as conn:
+                row = await q.fenced(conn, stmt, msg, action)
+        except LeaseLost:
+            self._forget(msg)
+            raise
+        if ends:
+            self._forget(msg)
+        return row
 
     async def extend(self, msg: q.Message, seconds: float) -> None:
-        """Push the lease's end to ``now + seconds``; ``LeaseLost`` if no longer ours."""
-        await self._fenced(q.extend_stmt(self.store.tables, msg, self.id, seconds), msg, "extend")
+        """Push the lease's end to ``now + seconds``; ``LeaseLost`` if no longer ours.
+
+        ``seconds`` is a number of seconds above zero, or a ``timedelta``.
+        """
+        vt = q.lease_seconds(seconds, "extend() seconds")
+        await self._fenced(
+            q.extend_stmt(self.store.tables, msg, self.id, vt), msg, "extend", ends=False
+        )
 
     async def archive(self, msg: q.Message) -> None:
         """Acknowledge: the message is done."""
@@ -462,7 +726,11 @@ class Worker:
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let in-flight runs finish within ``grace`` seconds, then release the
-        rest so other workers take them at once."""
+        rest so other workers take them at once.
+
+        Raises ``WorkerNameInUse`` if the worker had already stopped itself because another
+        worker registered its name after judging it dead (a heartbeat that stalled too long).
+        """
         self._stopping.set()
         if self._waiter is not None:
             self._waiter.wake()
@@ -499,37 +767,59 @@ class Worker:
             HUB.subscribe(self.store.db_key, b.queue, self._waiter)
         self._cancel_waiter = Waiter(self._on_cancel)
         HUB.subscribe(self.store.db_key, CANCEL_CHANNEL, self._cancel_waiter)
+        self._running = True
         await self._start_listener()
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat_loop(), name=f"pgqrs-heartbeat-{self.name}"
         )
-        await self._set_status(WorkerStatus.POLLING)
         backoff = 0.0
         try:
+            await self._set_status()  # polling (suspended, if suspend() came first)
             while not self._stopping.is_set():
+                if self._suspended:
+                    if until_idle and not self._inflight:
+                        return
+                    await self._wait_while_suspended()
+                    continue
                 free = self.concurrency - len(self._inflight)
                 if free <= 0:
                     await self._wait_for_room()
                     continue
                 self._waiter.event.clear()
-                try:
-                    claimed = await self._claim_round(free)
-                    backoff = 0.0
-                except PgqrsError as error:
+                failure: PgqrsError | None = None
+                with self._claiming() as allowed:
+                    if not allowed:  # suspended meanwhile
+                        continue
+                    try:
+                        claimed = await self._claim_round(free)
+                    except PgqrsError as error:
+                        failure = error
+                if failure is not None:
                     backoff = min(max(backoff * 2, 0.1), 5.0)
                     self.stats.errors += 1
                     log.warning(
-                        "worker %s: claim failed (%s); retrying in %.1fs", self.name, error, backoff
+                        "worker %s: claim failed (%s); retrying in %.1fs",
+                        self.name,
+                        failure,
+                        backoff,
                     )
                     await self._sleep(backoff)
                     continue
+                backoff = 0.0
                 if claimed:
                     continue
                 if until_idle and not self._inflight:
                     return
                 await self._idle_wait()
         finally:
+            self._running = False
             await self._shutdown()
+        if self._taken_over:
+            raise WorkerNameInUse(
+                f"worker {self.name!r} stopped: another worker registered this name after "
+                "judging this one dead (its heartbeat had stalled)",
+                worker=self.name,
+            )
 
     async def _claim_round(self, free: int) -> int:
         claimed = 0
@@ -608,8 +898,17 @@ class Worker:
 
     async def _idle_wait(self) -> None:
         assert self._waiter is not None
+        self.stats.idle_waits += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._waiter.event.wait(), self.poll_interval)
+
+    async def _wait_while_suspended(self) -> None:
+        """Until resume() or stop(), or an in-flight handler ends (which may leave
+        run_until_idle done): each sets the waiter's event."""
+        assert self._waiter is not None
+        self._waiter.event.clear()
+        if self._suspended and not self._stopping.is_set():
+            await self._waiter.event.wait()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -898,9 +1197,19 @@ class Worker:
             inflight = list(self._inflight.values())
             try:
                 async with self.store.autocommit() as conn:
-                    await conn.execute(
-                        update(w).where(w.c.id == self.id).values(heartbeat_at=utcnow())
-                    )
+                    beat = None
+                    if self._holds_row():
+                        beat = (
+                            await conn.execute(
+                                update(w)
+                                .where(self._row_fence())
+                                .values(heartbeat_at=utcnow())
+                                .returning(w.c.id)
+                            )
+                        ).first()
+                    if beat is None:
+                        self._lost_registration(inflight)
+                        return
                     oldest, now = (
                         await conn.execute(
                             select(func.min(m.c.vt), utcnow()).where(
@@ -914,16 +1223,18 @@ class Worker:
                         None if oldest is None else (aware(now) - aware(oldest)).total_seconds()  # type: ignore[operator]
                     )
                     if inflight:
+                        # Fenced by token as well as owner: a delivery this worker no longer
+                        # holds keeps the vt its new holder gave it.
                         rows = (
                             await conn.execute(
-                                update(m)
-                                .where(
-                                    m.c.id.in_([f.message.id for f in inflight]),
-                                    m.c.consumer_worker_id == self.id,
-                                    m.c.archived_at.is_(None),
-                                )
-                                .values(vt=utcnow_plus(self.visibility_timeout))
-                                .returning(m.c.id, m.c.read_ct)
+                                q.extend_many_stmt(self.store.tables),
+                                {
+                                    "p_leases": [
+                                        (f.message.id, f.message.read_ct) for f in inflight
+                                    ],
+                                    "p_worker_id": self.id,
+                                    "p_vt": self.visibility_timeout,
+                                },
                             )
                         ).all()
                         held = {row.id: row.read_ct for row in rows}
@@ -954,6 +1265,24 @@ class Worker:
                 log.warning("worker %s: heartbeat failed: %s", self.name, error)
             if self._listen_conn is None and self.listen and self.store.postgres:
                 await self._start_listener()
+
+    def _lost_registration(self, inflight: list[_InFlight]) -> None:
+        """Another worker registered this name after judging this one dead (its heartbeat
+        had stalled past three intervals), and gave back every lease of the row: stop
+        claiming, tell the in-flight runs their leases are gone, and leave the row alone."""
+        log.error(
+            "worker %s (id %s): another worker registered this name after judging this one "
+            "dead; stopping (its leases were given back)",
+            self.name,
+            self.id,
+        )
+        self._taken_over = True
+        for flight in inflight:
+            if flight.execution is not None:
+                flight.execution.lease_lost = True
+        self._stopping.set()
+        if self._waiter is not None:
+            self._waiter.wake()
 
     async def _start_listener(self) -> None:
         if not (
@@ -1006,6 +1335,11 @@ class Worker:
             await conn.close()
 
     async def _shutdown(self) -> None:
+        # What to give back, by delivery, as it stands now: a handler cancelled below
+        # releases its own message and this is the backstop; leases taken with dequeue() are
+        # released only here. Fenced by token, so nothing of a worker sharing our id (one
+        # that took the name over) is touched.
+        leases = {**self._leases, **{i: f.message.read_ct for i, f in self._inflight.items()}}
         if self._inflight:
             pending = [f.task for f in self._inflight.values()]
             _done, still = await asyncio.wait(pending, timeout=self._grace)
@@ -1025,15 +1359,16 @@ class Worker:
                 await raw.driver_connection.remove_listener(CANCEL_CHANNEL, self._listener)
             with contextlib.suppress(Exception):
                 await conn.close()
-        m = self.store.tables.messages
         try:
-            async with self.store.autocommit() as conn:
-                await conn.execute(
-                    update(m)
-                    .where(m.c.consumer_worker_id == self.id, m.c.archived_at.is_(None))
-                    .values(consumer_worker_id=None, vt=utcnow())
-                )
-            await self._set_status(WorkerStatus.STOPPED)
+            if leases:
+                async with self.store.autocommit() as conn:
+                    await conn.execute(
+                        q.release_many_stmt(self.store.tables),
+                        {"p_leases": list(leases.items()), "p_worker_id": self.id},
+                    )
+            self._leases.clear()
+            if not self._taken_over:  # otherwise the row is the new holder's
+                await self._set_status(WorkerStatus.STOPPED)
         except PgqrsError as error:
             log.warning("worker %s: could not deregister cleanly: %s", self.name, error)
         if self._close_store:  # our own pool: disposing it is ours to do

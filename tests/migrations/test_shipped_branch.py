@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.schema import CreateIndex
 
 from pgqrs_sqla.alembic_support import BRANCH_LABEL, version_location
@@ -160,3 +160,69 @@ def test_version_location_and_the_path_separator_trap(
     assert ScriptDirectory.from_config(cfg).get_bases() == ["pgqrs_0001_initial"]
     command.upgrade(cfg, "heads")
     assert app.tables() == PGQRS
+
+
+def _workers_table(sync_url: str) -> list[tuple[str, str, bool]]:
+    engine = create_engine(sync_url)
+    try:
+        return [
+            (c["name"], str(c["type"]), bool(c["nullable"]))
+            for c in inspect(engine).get_columns("pgqrs_workers")
+        ]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("convention", ["default", "none"])
+def test_0002_upgrades_and_downgrades_in_place(app: HostApp, backend: str, convention: str) -> None:
+    """``pgqrs_0002`` adds ``pid`` and ``heartbeat_interval`` to a populated pgqrs_workers,
+    and its downgrade (a table copy on SQLite, batch mode) gives back the table exactly as
+    0001 made it: columns, keys, the foreign key pointing at it, the CHECK, and the rows."""
+    app.write_models(models_source(convention=convention))
+    app.stock_env(include_object="models.include_object")
+    cfg = app.config()
+    command.upgrade(cfg, "pgqrs_0001_initial")
+    columns, names = _workers_table(app.sync_url), constraint_names(app.sync_url)
+    engine = create_engine(app.sync_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO pgqrs_queues (id, queue_name, max_deliveries, created_at) "
+                    "VALUES (1, 'q', 5, CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO pgqrs_workers (id, worker_name, hostname, status, started_at, "
+                    "heartbeat_at, queue_id) VALUES (7, 'w', 'h', 'polling', CURRENT_TIMESTAMP, "
+                    "CURRENT_TIMESTAMP, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO pgqrs_messages (queue_id, priority, enqueued_at, vt, read_ct, "
+                    "failed_ct, consumer_worker_id) VALUES (1, 0, CURRENT_TIMESTAMP, "
+                    "CURRENT_TIMESTAMP, 1, 0, 7)"
+                )
+            )
+
+        command.upgrade(cfg, "pgqrs@head")
+        assert app.drift(app.import_models().Base.metadata) == []
+        with engine.connect() as conn:
+            assert conn.execute(
+                text("SELECT worker_name, pid, heartbeat_interval FROM pgqrs_workers")
+            ).all() == [("w", None, None)]  # a row from before: judged as before
+
+        command.downgrade(cfg, "pgqrs_0001_initial")
+        assert _workers_table(app.sync_url) == columns
+        assert constraint_names(app.sync_url) == names
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id, worker_name FROM pgqrs_workers")).all() == [
+                (7, "w")
+            ]
+            assert conn.execute(text("SELECT consumer_worker_id FROM pgqrs_messages")).all() == [
+                (7,)
+            ]
+    finally:
+        engine.dispose()

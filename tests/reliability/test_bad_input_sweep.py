@@ -296,12 +296,14 @@ async def test_bad_input_sweep(db_url: str, backend: str) -> None:
         assert await store.wait_for_run(DONE, timeout=1) == {"n": 1}
         RUN = await pgqrs.workflow("wf").trigger({"n": 2}).execute(store)
         await store.update_step(RUN, "approved", S.SUCCESS, True)
-        # A registered, live worker (never started) holds the name "busy".
-        await (
+        # A registered, live worker (never started) holds the name "busy". Kept referenced:
+        # a row naming this process whose Worker is gone is free for the taking.
+        busy = await (
             pgqrs.consumer("busy", None, "q")
             .handler(not_async_target)
             .create(store, heartbeat_interval=600, own_pool=False)
         )
+        assert busy.status is pgqrs.WorkerStatus.READY
         before = await table_counts(store)
 
         failures: list[str] = []
