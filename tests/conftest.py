@@ -5,8 +5,10 @@ PostgreSQL is found in this order:
 2. testcontainers, when a Docker daemon answers;
 3. a throwaway cluster started from local PostgreSQL binaries (``initdb`` / ``pg_ctl``;
    as the ``postgres`` OS user when running as root).
-If none is found, PostgreSQL tests are skipped with one loud line — unless ``CI=true`` or
-``PGQRS_REQUIRE_POSTGRES=1``, where that is a failure.
+If none is found, PostgreSQL tests are skipped and the run ends with one loud line saying
+why and how to provide a server — unless ``CI=true`` or ``PGQRS_REQUIRE_POSTGRES=1``, where
+that is a failure (exit status 3). ``PGQRS_TEST_PG_BINDIR`` names the directory of the
+binaries to use instead of searching ``pg_config``, ``PATH`` and ``/usr/lib/postgresql``.
 
 Isolation: each PostgreSQL test gets its own database (``CREATE DATABASE ... TEMPLATE`` of
 a template built once per session); each SQLite test its own WAL file in ``tmp_path``.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -25,6 +28,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -96,6 +100,25 @@ def _answers(url: str) -> bool:
         engine.dispose()
 
 
+#: How to make the PostgreSQL half of the suite run, for the line printed when it is skipped.
+HOW_TO_ENABLE = (
+    "set PGQRS_TEST_DATABASE_URL=postgresql://user@host:5432/postgres (a user that may "
+    "CREATE DATABASE), start Docker, or install the PostgreSQL server binaries (initdb, pg_ctl)"
+)
+#: The testcontainers image the Docker path starts.
+POSTGRES_IMAGE = "postgres:16-alpine"
+#: Where the sources that found no server leave their reasons, for the summary line.
+_NO_POSTGRES = pytest.StashKey[str]()
+
+
+def _one_line(text: str | bytes, limit: int = 300) -> str:
+    """A command's output folded onto one line (for the one summary line)."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    folded = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return folded if len(folded) <= limit else folded[: limit - 3] + "..."
+
+
 def _from_env() -> PgServer | None:
     url = os.environ.get("PGQRS_TEST_DATABASE_URL")
     if not url:
@@ -108,34 +131,70 @@ def _from_env() -> PgServer | None:
     return PgServer(url, "PGQRS_TEST_DATABASE_URL")
 
 
-@contextlib.contextmanager
-def _from_docker() -> Iterator[PgServer | None]:
+def _postgres_container(**options: Any) -> Any:
+    """The testcontainers PostgreSQL container the Docker path starts (not started yet).
+
+    Imported from ``testcontainers.community.postgres``: testcontainers 4.x deprecated the
+    top-level ``testcontainers.postgres``, and that warning is attributed to the importing
+    module (this one), so no ``filterwarnings`` entry for testcontainers' own modules
+    silences it - under ``filterwarnings = error`` the import itself would fail.
+    """
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # an older 4.x, before the move, where the old path is not deprecated
+        from testcontainers.postgres import PostgresContainer
+    return PostgresContainer(POSTGRES_IMAGE, driver="psycopg", **options)
+
+
+def _docker_answers(notes: list[str]) -> bool:
     if not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
+        notes.append("no Docker (DOCKER_HOST unset, no /var/run/docker.sock)")
+        return False
+    import gc
+    import warnings
+
+    problem = None
+    with warnings.catch_warnings():
+        # A failed ping leaves docker-py's socket to the garbage collector (and the
+        # exception's traceback keeps it alive): both are dropped inside this block.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            import docker  # type: ignore[import-untyped]
+
+            client = docker.from_env(timeout=3)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except Exception as error:
+            problem = _one_line(str(error), 120)
+        gc.collect()
+    if problem is not None:
+        notes.append(f"Docker does not answer ({problem})")
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _from_docker(notes: list[str]) -> Iterator[PgServer | None]:
+    if not _docker_answers(notes):
+        yield None
+        return
+    container = _postgres_container()
+    try:
+        container.start()
+    except Exception as error:  # e.g. the image cannot be pulled: try the next source
+        notes.append(
+            f"Docker: the {POSTGRES_IMAGE} container did not start ({_one_line(str(error))})"
+        )
+        with contextlib.suppress(Exception):
+            container.stop()
         yield None
         return
     try:
-        import gc
-        import warnings
-
-        import docker  # type: ignore[import-untyped]
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            try:
-                client = docker.from_env(timeout=3)
-                try:
-                    client.ping()
-                finally:
-                    client.close()
-            finally:
-                gc.collect()
-    except Exception:
-        yield None
-        return
-    from testcontainers.postgres import PostgresContainer
-
-    with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
         yield PgServer(_psycopg(container.get_connection_url()), "testcontainers")
+    finally:
+        container.stop()
 
 
 def _free_port() -> int:
@@ -144,15 +203,37 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def _from_binaries() -> Iterator[PgServer | None]:
-    bindir = None
+def _bindir_candidates() -> list[str]:
+    """Directories that may hold initdb: ``PGQRS_TEST_PG_BINDIR`` alone if set, else
+    ``pg_config --bindir``, ``PATH``, and Debian's ``/usr/lib/postgresql/*/bin``."""
+    chosen = os.environ.get("PGQRS_TEST_PG_BINDIR")
+    if chosen:
+        return [chosen]
+    candidates = []
     with contextlib.suppress(Exception):
-        bindir = subprocess.run(
-            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    candidates = [bindir] if bindir else []
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+        candidates.append(
+            subprocess.run(
+                ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(os.path.dirname(on_path))
+    return candidates + sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+
+
+@contextlib.contextmanager
+def _from_binaries(
+    notes: list[str],
+    bindirs: list[str] | None = None,
+    *,
+    os_user: str = "postgres",
+) -> Iterator[PgServer | None]:
+    """A throwaway cluster from local binaries; ``None`` (and a note why) if it cannot start.
+
+    initdb refuses to run as root, so as root the cluster runs as ``os_user``.
+    """
+    candidates = _bindir_candidates() if bindirs is None else bindirs
     initdb = next(
         (
             os.path.join(d, "initdb")
@@ -162,64 +243,97 @@ def _from_binaries() -> Iterator[PgServer | None]:
         None,
     )
     if initdb is None:
+        where = ", ".join(candidates) or "no candidate directory"
+        notes.append(f"no local initdb (looked in: {where}; or set PGQRS_TEST_PG_BINDIR)")
         yield None
         return
-    bindir = os.path.dirname(initdb)
-    root = tempfile.mkdtemp(prefix="pgqrs-pg-")
     prefix: list[str] = []
     if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = os.path.join(root, "data"), _free_port()
+        try:
+            pwd.getpwnam(os_user)
+        except KeyError:
+            notes.append(
+                f"local binaries: running as root and there is no {os_user!r} OS user to run "
+                "initdb as (initdb refuses root)"
+            )
+            yield None
+            return
+        prefix = ["runuser", "-u", os_user, "--"]
+    bindir = os.path.dirname(initdb)
+    root = tempfile.mkdtemp(prefix="pgqrs-pg-")
+    data, log, port = os.path.join(root, "data"), os.path.join(root, "log"), _free_port()
+    pg_ctl = os.path.join(bindir, "pg_ctl")
+    started = False
     try:
-        subprocess.run(
-            [*prefix, initdb, "-D", data, "-U", "postgres", "-A", "trust"],
-            check=True,
-            capture_output=True,
+        try:
+            if prefix:
+                shutil.chown(root, os_user)
+            subprocess.run(
+                [*prefix, initdb, "-D", data, "-U", "postgres", "-A", "trust"],
+                check=True,
+                capture_output=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as error:
+            output = getattr(error, "stderr", None) or str(error)
+            notes.append(f"local binaries: {initdb} failed: {_one_line(output)}")
+        else:
+            try:
+                subprocess.run(
+                    [
+                        *prefix,
+                        pg_ctl,
+                        "-D",
+                        data,
+                        "-w",
+                        "-l",
+                        log,
+                        "-o",
+                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                        "start",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+                started = True
+            except (OSError, subprocess.CalledProcessError) as error:
+                # pg_ctl says only "could not start server"; the reason ends its log.
+                output = _one_line(getattr(error, "stderr", None) or str(error), 100)
+                with contextlib.suppress(OSError), open(log, errors="replace") as f:
+                    output += " | log: ..." + _one_line(f.read(), 10_000)[-300:]
+                notes.append(f"local binaries: {pg_ctl} start failed: {output}")
+        yield (
+            PgServer(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", "local binaries")
+            if started
+            else None
         )
-        subprocess.run(
-            [
-                *prefix,
-                os.path.join(bindir, "pg_ctl"),
-                "-D",
-                data,
-                "-w",
-                "-l",
-                os.path.join(root, "log"),
-                "-o",
-                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        yield PgServer(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", "local binaries")
     finally:
-        subprocess.run(
-            [*prefix, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
-            capture_output=True,
-        )
+        if os.path.isdir(data):  # also after a failed start: pg_ctl -w may have given up early
+            subprocess.run(
+                [*prefix, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer | None]:
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer | None]:
     with contextlib.ExitStack() as stack:
+        notes: list[str] = ["PGQRS_TEST_DATABASE_URL is not set"]
         server = (
             _from_env()
-            or stack.enter_context(_from_docker())
-            or stack.enter_context(_from_binaries())
+            or stack.enter_context(_from_docker(notes))
+            or stack.enter_context(_from_binaries(notes))
         )
         if server is None:
+            found = "; ".join(notes)
             if _require_postgres():
                 pytest.exit(
-                    "PostgreSQL is required (CI=true or PGQRS_REQUIRE_POSTGRES=1) but none was found",
+                    "PostgreSQL is required (CI=true or PGQRS_REQUIRE_POSTGRES=1) but none was "
+                    f"found: {found}. To provide one: {HOW_TO_ENABLE}",
                     3,
                 )
-            print(
-                "\n!!! No PostgreSQL found (no PGQRS_TEST_DATABASE_URL, Docker or local binaries): "
-                "PostgreSQL tests are SKIPPED !!!"
-            )
+            # A print() here would be captured with the test's output and never seen:
+            # pytest_unconfigure below writes it to the terminal.
+            request.config.stash[_NO_POSTGRES] = found
             yield None
             return
         # A template with the pgqrs tables, copied for each test that wants a store.
@@ -238,9 +352,23 @@ def pg_server() -> Iterator[PgServer | None]:
             server.drop_database(template)
 
 
-def _pg_or_skip(server: PgServer | None) -> PgServer:
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The one loud line, last in the output: PostgreSQL tests were skipped, why, and how
+    to run them. (Written after pytest's own summary, which would push it out of sight.)"""
+    found = config.stash.get(_NO_POSTGRES, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if found is not None and reporter is not None:
+        reporter.write_sep(
+            "!",
+            f"PostgreSQL tests SKIPPED - no server found ({found}). To run them: {HOW_TO_ENABLE}",
+            red=True,
+            bold=True,
+        )
+
+
+def pg_or_skip(server: PgServer | None) -> PgServer:
     if server is None:
-        pytest.skip("no PostgreSQL server available")
+        pytest.skip("no PostgreSQL server found (why, and how to provide one: see the last line)")
     return server
 
 
@@ -255,7 +383,7 @@ def empty_db_url(backend: str, pg_server: PgServer | None, tmp_path: object) -> 
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path}/empty.db"
         return
-    server = _pg_or_skip(pg_server)
+    server = pg_or_skip(pg_server)
     name = server.create_database()
     try:
         yield server.async_url(name)
@@ -275,7 +403,7 @@ def db_url(backend: str, pg_server: PgServer | None, tmp_path: object) -> Iterat
             engine.dispose()
         yield url
         return
-    server = _pg_or_skip(pg_server)
+    server = pg_or_skip(pg_server)
     name = server.create_database(server.template)
     try:
         yield server.async_url(name)

@@ -3,12 +3,25 @@ and the ORM refuses writes to pgqrs rows."""
 
 from __future__ import annotations
 
+import enum
+import re
+
 import pytest
-from sqlalchemy import ForeignKey, MetaData, create_engine, inspect, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
-from sqlalchemy.schema import CreateTable
+from sqlalchemy import CheckConstraint, ForeignKey, MetaData, create_engine, exc, inspect, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
+from sqlalchemy.schema import CreateTable, Table
 
 import pgqrs_sqla as pgqrs
+from pgqrs_sqla.models import ArchiveReason, WorkerStatus
 
 CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -50,14 +63,64 @@ def test_tables_join_the_host_metadata_with_its_naming_convention() -> None:
     }
 
 
-def test_status_columns_are_constrained_to_the_design_states() -> None:
-    models = pgqrs.pgqrs_models()
-    ddl = str(CreateTable(models.tables.runs))
-    for status in pgqrs.RunStatus:
-        assert f"'{status.value}'" in ddl
+def constrained_values(table: Table, column: str) -> set[str] | None:
+    """The values a CHECK constraint of ``table`` allows in ``column`` (None: no CHECK)."""
+    for constraint in table.constraints:
+        if isinstance(constraint, CheckConstraint):
+            sql = str(constraint.sqltext)
+            if re.match(rf"(\w+ IS NULL OR )?{column} IN \(", sql):
+                return set(re.findall(r"'([^']*)'", sql))
+    return None
 
 
-def test_app_table_can_point_a_foreign_key_and_relationship_at_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+#: (table attribute, column, its states, whether NULL is allowed) for every state column.
+STATE_COLUMNS: list[tuple[str, str, type[enum.StrEnum], bool]] = [
+    ("runs", "status", pgqrs.RunStatus, False),
+    ("steps", "status", pgqrs.StepStatus, False),
+    ("workers", "status", WorkerStatus, False),
+    ("messages", "archive_reason", ArchiveReason, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "states", "nullable"), STATE_COLUMNS, ids=[c[0] for c in STATE_COLUMNS]
+)
+def test_status_columns_are_constrained_to_the_design_states(
+    table: str, column: str, states: type[enum.StrEnum], nullable: bool
+) -> None:
+    t = getattr(pgqrs.pgqrs_models().tables, table)
+    assert constrained_values(t, column) == {s.value for s in states}
+    assert t.c[column].nullable is nullable
+    ddl = str(CreateTable(t))
+    assert f"CONSTRAINT pgqrs_{table}_{'reason' if nullable else 'status'}_ck CHECK" in ddl
+
+
+async def test_the_database_refuses_states_outside_the_design(store: pgqrs.Store) -> None:
+    """One real row in every table with a state column; the database refuses a bad state."""
+
+    async def handler(ctx: pgqrs.RunContext, params: object) -> str:
+        return await ctx.step("only", lambda: "ok")
+
+    await store.create_workflow("wf")
+    run_id = await pgqrs.workflow("wf").trigger({}).execute(store)
+    worker = await pgqrs.consumer("w", None, "wf").handler(handler).create(store)
+    await worker.run_until_idle(timeout=30)
+    assert (await store.get_run(run_id)).status == pgqrs.RunStatus.SUCCESS
+
+    for table, column, _states, nullable in STATE_COLUMNS:
+        t = getattr(store.tables, table)
+        name = f"pgqrs_{table}_{'reason' if nullable else 'status'}_ck"
+        with pytest.raises(exc.IntegrityError, match=name):
+            async with store.engine.begin() as conn:
+                await conn.execute(sql_update(t).values({column: "BOGUS"}))
+        async with store.engine.connect() as conn:  # the refused write changed nothing
+            values = set((await conn.execute(select(t.c[column]))).scalars())
+        assert values and "BOGUS" not in values, (table, values)
+
+
+async def test_app_table_can_point_a_foreign_key_and_relationship_at_runs(
+    empty_db_url: str,
+) -> None:
     Base = host_base()
     models = pgqrs.pgqrs_models(Base)
 
@@ -67,18 +130,39 @@ def test_app_table_can_point_a_foreign_key_and_relationship_at_runs(tmp_path) ->
         run_id: Mapped[int | None] = mapped_column(ForeignKey("pgqrs_workflow_runs.id"))
         run: Mapped[models.WorkflowRun | None] = relationship(models.WorkflowRun)  # type: ignore[name-defined]
 
-    engine = create_engine(f"sqlite:///{tmp_path}/fk.db")
-    Base.metadata.create_all(engine)
-    fks = inspect(engine).get_foreign_keys("orders")
-    assert [(fk["referred_table"], fk["referred_columns"]) for fk in fks] == [
-        ("pgqrs_workflow_runs", ["id"])
-    ]
-    with Session(engine) as session:
-        session.add(Order(id=1))
-        session.commit()
-        order = session.scalars(select(Order)).one()
-        assert order.run is None
-    engine.dispose()
+    async with await pgqrs.connect(empty_db_url, models=models) as store:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            fks = await conn.run_sync(lambda c: inspect(c).get_foreign_keys("orders"))
+        assert [(fk["referred_table"], fk["referred_columns"]) for fk in fks] == [
+            ("pgqrs_workflow_runs", ["id"])
+        ]
+        await store.create_workflow("fulfil")
+        sessions = async_sessionmaker(store.engine)
+        async with sessions() as session, session.begin():
+            run_id = await (
+                pgqrs.workflow("fulfil", models=models).trigger({"order": 1}).execute(session)
+            )
+            session.add_all([Order(id=1, run_id=run_id), Order(id=2)])
+        async with sessions() as session:
+            orders = (
+                await session.scalars(
+                    select(Order).options(selectinload(Order.run)).order_by(Order.id)
+                )
+            ).all()
+            first, second = orders
+            assert first.run is not None
+            assert (first.run.id, first.run.status, first.run.input) == (
+                run_id,
+                "QUEUED",
+                {"order": 1},
+            )
+            assert second.run is None
+            # ...and the other way: a join from the app's table to ours.
+            joined = await session.execute(
+                select(Order.id, models.WorkflowRun.status).join(Order.run)
+            )
+            assert joined.all() == [(1, "QUEUED")]
 
 
 def test_prefix_and_schema_options() -> None:
