@@ -253,6 +253,8 @@ class WorkflowMixin(_PgqrsTable):
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
     backoff_base: Mapped[float] = mapped_column(Float, default=1.0)
     backoff_cap: Mapped[float] = mapped_column(Float, default=300.0)
+    #: ``RetryPolicy.jitter``; NULL (rows written before pgqrs_0002) means on, the default
+    backoff_jitter: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
 
 

@@ -29,7 +29,7 @@ from .errors import (
 )
 from .models import RunStatus, StepStatus, Tables
 from .queue import requeued, validate_name
-from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
+from .states import NON_TERMINAL_RUN, run_may_become, status_in, step_may_become
 
 RUN_DONE_CHANNEL = "pgqrs:run-done"
 #: payload: the run id. Also a PostgreSQL NOTIFY channel, so other processes hear it at once.
@@ -93,6 +93,13 @@ class RunInfo:
     updated_at: datetime
     finished_at: datetime | None
     steps: list[StepInfo] = field(default_factory=list)
+
+
+def _policy(row: Any) -> RetryPolicy:
+    """A workflow row's retry policy (``backoff_jitter`` NULL: written before it existed)."""
+    return RetryPolicy(
+        row.max_attempts, row.backoff_base, row.backoff_cap, row.backoff_jitter is not False
+    )
 
 
 def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
@@ -188,7 +195,7 @@ def update_step_logic(
     stmt = stmt.on_conflict_do_update(
         index_elements=[s.c.run_id, s.c.step_name],
         set_={"status": status.value, "output": output, "error": error, "finished_at": utcnow()},
-        where=s.c.status.in_(step_may_become(status)),
+        where=status_in(s.c.status, step_may_become(status)),
     )
     if conn.execute(stmt).first() is None:
         current = next(x for x in run.steps if x.name == step_name)
@@ -278,6 +285,7 @@ class RunControl(StoreCore):
                         "max_attempts": policy.max_attempts,
                         "backoff_base": policy.base,
                         "backoff_cap": policy.cap,
+                        "backoff_jitter": policy.jitter,
                         "created_at": utcnow(),
                     },
                 ),
@@ -293,6 +301,7 @@ class RunControl(StoreCore):
                         max_attempts=policy.max_attempts,
                         backoff_base=policy.base,
                         backoff_cap=policy.cap,
+                        backoff_jitter=policy.jitter,
                     )
                 )
             return self._workflow(conn, name)
@@ -312,7 +321,7 @@ class RunControl(StoreCore):
             row.id,
             row.workflow_name,
             row.queue_id,
-            RetryPolicy(row.max_attempts, row.backoff_base, row.backoff_cap),
+            _policy(row),
         )
 
     async def get_workflow(self, name: str) -> WorkflowInfo:
@@ -329,7 +338,7 @@ class RunControl(StoreCore):
                 r.id,
                 r.workflow_name,
                 r.queue_id,
-                RetryPolicy(r.max_attempts, r.backoff_base, r.backoff_cap),
+                _policy(r),
             )
             for r in rows
         ]
@@ -433,7 +442,9 @@ class RunControl(StoreCore):
             if idle is not None or run.message_id is None:
                 conn.execute(
                     update(r)
-                    .where(r.c.id == run_id, r.c.status.in_(run_may_become(RunStatus.CANCELLED)))
+                    .where(
+                        r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.CANCELLED))
+                    )
                     .values(
                         status=RunStatus.CANCELLED.value, finished_at=utcnow(), updated_at=utcnow()
                     )
@@ -456,7 +467,7 @@ class RunControl(StoreCore):
             run = load_run(conn, self.tables, run_id)
             done = conn.execute(
                 update(r)
-                .where(r.c.id == run_id, r.c.status.in_(run_may_become(RunStatus.QUEUED)))
+                .where(r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.QUEUED)))
                 .values(
                     status=RunStatus.QUEUED.value,
                     error=None,
