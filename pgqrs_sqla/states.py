@@ -7,6 +7,8 @@ changes no row and is reported as :class:`~pgqrs_sqla.errors.IllegalTransition`.
 
 from __future__ import annotations
 
+from sqlalchemy import ColumnElement, literal
+
 from .models import RunStatus, StepStatus
 
 R = RunStatus
@@ -42,3 +44,10 @@ def run_may_become(new: RunStatus) -> list[str]:
 
 def step_may_become(new: StepStatus) -> list[str]:
     return sorted(s.value for s in STEP_FROM[new])
+
+
+def status_in(column: ColumnElement[str], allowed: list[str]) -> ColumnElement[bool]:
+    """``column IN (allowed...)`` as one bound parameter per status. A plain ``in_(list)``
+    is an *expanding* parameter, whose SQL is re-rendered on every execution (about 40 µs
+    of CPU per statement, as much as a tenth of a hot-path write)."""
+    return column.in_([literal(value, column.type) for value in allowed])

@@ -353,6 +353,7 @@ class Worker:
         self._listen_conn: Any = None
         self._grace = 30.0
         self._close_store = False
+        self._next_binding = 0
         self._closers: set[asyncio.Task[None]] = set()
         #: the process that registers the row (recorded on it, and part of its fence)
         self.pid = os.getpid()
@@ -823,7 +824,11 @@ class Worker:
 
     async def _claim_round(self, free: int) -> int:
         claimed = 0
-        for binding in self.bindings:
+        # Each round starts at the next queue, so one busy queue cannot take every free slot
+        # round after round while another waits.
+        start = self._next_binding % len(self.bindings)
+        self._next_binding = start + 1
+        for binding in self.bindings[start:] + self.bindings[:start]:
             if free <= 0:
                 break
             batch = min(free, self.batch_size)
@@ -846,8 +851,14 @@ class Worker:
             self.stats.claimed += len(messages)
             self.stats.last_claim = time.monotonic()
             claimed += len(messages)
+            messages = await self._bury_exhausted(binding, messages)
+            if not messages:
+                continue
             free -= len(messages)
             if binding.workflow is not None:
+                kept = {m.id for m in messages}
+                if started is not None:
+                    started = [row for row in started if row.message_id in kept]
                 await self._start_runs(binding, messages, started)
             else:
                 self._spawn_batch(binding, messages)
@@ -942,8 +953,6 @@ class Worker:
         """Run the handler; True if the message is to be acknowledged."""
         extra = {"queue": binding.queue, "message_id": msg.id}
         try:
-            if await self._dead_on_arrival(binding, msg):
-                return False
             await binding.handler(msg)
             return True
         except LeaseLost:
@@ -961,46 +970,6 @@ class Worker:
                     msg, f"{type(error).__name__}: {error}", delay=policy.delay(msg.failed_ct + 1)
                 )
         return False
-
-    async def _dead_on_arrival(self, binding: _Binding, msg: q.Message) -> bool:
-        """A message whose failed deliveries reached the queue's max_deliveries is moved to
-        the dead letters instead of being handled again."""
-        qt = self.store.tables.queues
-        if msg.failed_ct == 0:
-            return False
-        async with self.store.autocommit() as conn:
-            max_deliveries = (
-                await conn.execute(select(qt.c.max_deliveries).where(qt.c.id == binding.queue_id))
-            ).scalar()
-        if max_deliveries is None or msg.failed_ct < max_deliveries:
-            return False
-        reason = f"dead: {msg.failed_ct} failed deliveries (max_deliveries={max_deliveries})"
-        with contextlib.suppress(LeaseLost):
-            async with self.store.begin() as conn:
-                await q.fenced(
-                    conn,
-                    q.archive_stmt(self.store.tables, msg, self.id, ArchiveReason.DEAD, reason),
-                    msg,
-                    "dead-letter",
-                )
-                if binding.workflow is not None:
-                    r = self.store.tables.runs
-                    await conn.execute(
-                        update(r)
-                        .where(
-                            r.c.message_id == msg.id,
-                            r.c.status.in_(run_may_become(RunStatus.ERROR)),
-                        )
-                        .values(
-                            status=RunStatus.ERROR.value,
-                            error={"type": "pgqrs_sqla.DeadLetter", "message": reason},
-                            finished_at=utcnow(),
-                            updated_at=utcnow(),
-                        )
-                    )
-        log.error("message %s dead-lettered: %s", msg.id, reason, extra={"queue": binding.queue})
-        self.store.wake(RUN_DONE_CHANNEL)
-        return True
 
     async def _release_quietly(self, msg: q.Message) -> None:
         with contextlib.suppress(Exception):
@@ -1034,23 +1003,27 @@ class Worker:
         t = self.store.tables
         s = t.steps
         by_id = {m.id: m for m in messages}
-        async with self.store.autocommit() as conn:
-            if rows is None:
-                ids = [m.id for m in messages]
-                rows = list((await conn.execute(start_stmt(t), {"p_ids": ids})).all())
-            run_ids = [row.id for row in rows]
-            steps = (
-                (
-                    await conn.execute(
-                        select(
-                            s.c.run_id, s.c.step_name, s.c.status, s.c.output, s.c.attempts
-                        ).where(s.c.run_id.in_(run_ids))
+        steps: list[Any] = []
+        # On PostgreSQL the claim started the runs and said which have recorded steps: for
+        # first deliveries there is nothing to execute here, and no connection to check out.
+        # (SQLite's start rows do not say; there the query is a local call.)
+        if rows is None or any(row.has_steps for row in rows):
+            async with self.store.autocommit() as conn:
+                if rows is None:
+                    ids = [m.id for m in messages]
+                    rows = list((await conn.execute(start_stmt(t), {"p_ids": ids})).all())
+                run_ids = [row.id for row in rows if getattr(row, "has_steps", True)]
+                if run_ids:
+                    steps = list(
+                        (
+                            await conn.execute(
+                                select(
+                                    s.c.run_id, s.c.step_name, s.c.status, s.c.output, s.c.attempts
+                                ).where(s.c.run_id.in_(run_ids))
+                            )
+                        ).all()
                     )
-                ).all()
-                # (SQLite's start rows do not say; there the query is a local call.)
-                if any(getattr(row, "has_steps", True) for row in rows)
-                else []
-            )
+        hold = self._holds_connections()
         started = set()
         assert binding.workflow is not None
         for row in rows:
@@ -1065,6 +1038,7 @@ class Worker:
                 params=row.input,
                 policy=binding.retry or binding.workflow.retry,
                 cancel_requested=bool(row.cancel_requested),
+                hold_connection=hold,
             )
             execution.steps = {
                 st.step_name: StepRecord(StepStatus(st.status), st.output, st.attempts)
@@ -1077,6 +1051,15 @@ class Worker:
                 # The run already ended (or was never written): nothing to do but ack.
                 with contextlib.suppress(LeaseLost):
                     await self.archive(msg)
+
+    def _holds_connections(self) -> bool:
+        """Whether each in-flight run may hold one connection for its whole delivery: on
+        PostgreSQL, when the worker has a pool of its own (nothing else checks out of it)
+        with a connection per run and one to spare for claims and heartbeats."""
+        if not (self.store.postgres and self._close_store):
+            return False
+        size = getattr(self.store.engine.sync_engine.pool, "size", None)
+        return callable(size) and size() > self.concurrency
 
     async def _process_run(self, binding: _Binding, x: Execution) -> None:
         # This task's own context: every record logged while the run executes carries it.
@@ -1091,6 +1074,8 @@ class Worker:
             log.exception("run %s: could not record the outcome; left for redelivery", x.run_id)
             await self._release_quietly(x.message)
             return
+        finally:
+            await x.release_connection()
         if ended:
             self.store.wake(RUN_DONE_CHANNEL)
 
@@ -1099,8 +1084,6 @@ class Worker:
         extra: dict[str, Any] = {}
         ended = True
         try:
-            if await self._dead_on_arrival(binding, x.message):
-                return False
             if x.cancel_requested:
                 raise _RunCancelledSignal()
             output = await binding.handler(RunContext(x), x.params)
