@@ -30,6 +30,7 @@ def test_bench_quick_on_sqlite() -> None:
     for line in (
         "raw INSERT+COMMIT, 1 connection",
         "enqueue, one transaction each",
-        "step checkpoints",
+        "step checkpoint, 20-step workflow",
+        "| measurement | value | vs raw | goal | result |",
     ):
         assert line in done.stdout
