@@ -453,7 +453,8 @@ class RunContext:
         If the step already succeeded in an earlier delivery, its recorded value is returned
         without calling ``fn``. ``fn`` takes no arguments (a sync callable runs in a
         thread); with ``transactional=True`` it takes an ``AsyncSession`` (or, if sync, a
-        ``Session``) whose writes commit in one transaction with the step's record.
+        ``Session``, run on the event loop, so keep CPU work out of it) whose writes commit in
+        one transaction with the step's record.
         """
         x = self._x
         if not isinstance(name, str) or not name or len(name) > 255:
