@@ -144,8 +144,9 @@ class WaitTimeout(PgqrsError):
     """Timed out waiting for the run to finish."""
 
 
-def duration_seconds(value: object, what: str) -> float:
-    """``value`` (a ``timedelta`` or a number of seconds) as finite, non-negative seconds."""
+def duration_seconds(value: object, what: str, *, positive: bool = False) -> float:
+    """``value`` (a ``timedelta`` or a number of seconds) as finite seconds, >= 0 (> 0 with
+    ``positive``); anything else is a :class:`ValidationError` naming ``what``."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -154,8 +155,11 @@ def duration_seconds(value: object, what: str) -> float:
         raise ValidationError(
             f"{what} must be a timedelta or a number of seconds, got {value!r}", value=value
         )
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValidationError(f"{what} must be finite and >= 0 seconds, got {value!r}", value=value)
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValidationError(
+            f"{what} must be finite and {bound} seconds, got {value!r}", value=value
+        )
     return seconds
 
 

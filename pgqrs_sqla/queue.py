@@ -9,7 +9,6 @@ and gets :class:`~pgqrs_sqla.errors.LeaseLost`.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .codec import check_json
 from .dialects import aware, is_postgres, utcnow, utcnow_plus
-from .errors import InvalidName, LeaseLost, QueueNotFound, ValidationError
+from .errors import InvalidName, LeaseLost, QueueNotFound, ValidationError, duration_seconds
 from .models import ArchiveReason, Tables
 
 NOTIFY_CHANNEL = "pgqrs_wake"
@@ -99,12 +98,8 @@ class Message:
 
 
 def seconds(value: float | timedelta | None) -> float:
-    if value is None:
-        return 0.0
-    result = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if result < 0:
-        raise ValidationError(f"a delay must be >= 0 seconds, got {result}")
-    return result
+    """A delay: ``None`` is none; otherwise finite seconds >= 0."""
+    return 0.0 if value is None else duration_seconds(value, "a delay")
 
 
 def lease_seconds(value: object, what: str) -> float:
@@ -113,17 +108,7 @@ def lease_seconds(value: object, what: str) -> float:
     Zero or less would end the lease at once (or in the past), handing the message to the
     next claim while its holder still believes it owns it.
     """
-    if isinstance(value, timedelta):
-        result = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
-    else:
-        raise ValidationError(
-            f"{what} must be a number of seconds or a timedelta, got {value!r}", value=value
-        )
-    if not math.isfinite(result) or result <= 0:
-        raise ValidationError(f"{what} must be finite and > 0 seconds, got {value!r}", value=value)
-    return result
+    return duration_seconds(value, what, positive=True)
 
 
 # ---------------------------------------------------------------- enqueue
@@ -330,11 +315,7 @@ def extend_many_stmt(t: Tables) -> Update:
     m = t.messages
     return (
         update(m)
-        .where(
-            tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
-            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
-            m.c.archived_at.is_(None),
-        )
+        .where(*_held_many(t))
         .values(vt=utcnow_plus(bindparam("p_vt", type_=Float)))
         .returning(m.c.id, m.c.read_ct)
     )
@@ -347,13 +328,19 @@ def release_many_stmt(t: Tables) -> Update:
     m = t.messages
     return (
         update(m)
-        .where(
-            tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
-            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
-            m.c.archived_at.is_(None),
-        )
+        .where(*_held_many(t))
         .values(consumer_worker_id=None, vt=utcnow())
         .returning(m.c.id)
+    )
+
+
+def _held_many(t: Tables) -> tuple[Any, ...]:
+    """The lease fence of :func:`held` for many deliveries at once (``p_leases``)."""
+    m = t.messages
+    return (
+        tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
+        m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
+        m.c.archived_at.is_(None),
     )
 
 
