@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -437,3 +437,28 @@ def wait_until():  # type: ignore[no-untyped-def]
             await asyncio.sleep(interval)
 
     return wait
+
+
+@pytest.fixture
+async def run_worker(store: pgqrs.Store) -> AsyncIterator[Callable[..., Awaitable[pgqrs.Worker]]]:
+    """Start a worker for ``workflow`` (created, with ``retry=`` as its policy) running
+    ``handler``; every worker started is stopped at teardown."""
+    workers: list[pgqrs.Worker] = []
+
+    async def start(
+        workflow: str, handler: Callable[..., Awaitable[Any]], **options: Any
+    ) -> pgqrs.Worker:
+        await store.create_workflow(workflow, retry=options.pop("retry", None))
+        options.setdefault("poll_interval", 0.05)
+        worker = (
+            await pgqrs.consumer(f"w{len(workers)}", None, workflow)
+            .handler(handler)
+            .create(store, **options)
+        )
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        await worker.stop(grace=5)

@@ -13,7 +13,7 @@ import asyncio
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,27 +27,6 @@ from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
 
 ROOT = Path(__file__).resolve().parents[2]
 Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
-
-
-@pytest.fixture
-async def start_worker(store: pgqrs.Store) -> AsyncIterator[Callable[..., Awaitable[pgqrs.Worker]]]:
-    workers: list[pgqrs.Worker] = []
-
-    async def start(workflow: str, handler: Handler, **options: Any) -> pgqrs.Worker:
-        await store.create_workflow(workflow)
-        options.setdefault("poll_interval", 0.05)
-        worker = (
-            await pgqrs.consumer(f"fence-{len(workers)}", None, workflow)
-            .handler(handler)
-            .create(store, **options)
-        )
-        worker.start()
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        await worker.stop(grace=5)
 
 
 async def steps_of(store: pgqrs.Store, run_id: int) -> dict[str, Any]:
@@ -92,7 +71,7 @@ async def until_a_session_waits_on_a_lock(store: pgqrs.Store, timeout: float = 1
 
 
 async def test_a_takeover_during_a_checkpoint_refuses_the_former_holders_write(
-    store: pgqrs.Store, start_worker: Any, wait_until: Any
+    store: pgqrs.Store, run_worker: Any, wait_until: Any
 ) -> None:
     first_done, proceed = asyncio.Event(), asyncio.Event()
     bodies: list[str] = []
@@ -109,7 +88,7 @@ async def test_a_takeover_during_a_checkpoint_refuses_the_former_holders_write(
         await ctx.step("second", second)
         return "finished"
 
-    worker = await start_worker("fenced", handler, visibility_timeout=60)
+    worker = await run_worker("fenced", handler, visibility_timeout=60)
     run_id = await pgqrs.workflow("fenced").trigger().execute(store)
     await asyncio.wait_for(first_done.wait(), 10)
     message_id = await message_id_of(store, run_id)
@@ -146,7 +125,7 @@ async def _async(value: Any) -> Any:
 
 
 async def test_update_step_before_the_first_delivery_is_replayed(
-    store: pgqrs.Store, start_worker: Any
+    store: pgqrs.Store, run_worker: Any
 ) -> None:
     called: list[str] = []
 
@@ -162,14 +141,14 @@ async def test_update_step_before_the_first_delivery_is_replayed(
     run_id = await pgqrs.workflow("early").trigger().execute(store)
     # The webhook is faster than any worker: the step is recorded before the first delivery.
     await store.update_step(run_id, "approval", StepStatus.SUCCESS, {"ok": True})
-    await start_worker("early", handler)
+    await run_worker("early", handler)
     assert await store.wait_for_run(run_id, timeout=10) == {"decision": {"ok": True}}
     assert called == []
 
 
 @pytest.mark.parametrize("body_result", ["value", "pause"])
 async def test_update_step_while_the_body_runs_wins(
-    store: pgqrs.Store, start_worker: Any, body_result: str
+    store: pgqrs.Store, run_worker: Any, body_result: str
 ) -> None:
     running, finish_body = asyncio.Event(), asyncio.Event()
 
@@ -182,7 +161,7 @@ async def test_update_step_while_the_body_runs_wins(
         return await ctx.step("approval", approval)
 
     # A long lease: were the refused write taken for a lost lease, the run would sit for it.
-    await start_worker("race", handler, visibility_timeout=120)
+    await run_worker("race", handler, visibility_timeout=120)
     run_id = await pgqrs.workflow("race").trigger().execute(store)
     await asyncio.wait_for(running.wait(), 10)
     await store.update_step(run_id, "approval", StepStatus.SUCCESS, "from the webhook")
@@ -193,7 +172,7 @@ async def test_update_step_while_the_body_runs_wins(
 
 
 async def test_a_transactional_step_recorded_meanwhile_rolls_back_its_writes(
-    store: pgqrs.Store, backend: str, start_worker: Any
+    store: pgqrs.Store, backend: str, run_worker: Any
 ) -> None:
     if backend == "sqlite":
         pytest.skip(
@@ -213,7 +192,7 @@ async def test_a_transactional_step_recorded_meanwhile_rolls_back_its_writes(
     async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
         return await ctx.step("write", write, transactional=True)
 
-    await start_worker("txrace", handler, visibility_timeout=120)
+    await run_worker("txrace", handler, visibility_timeout=120)
     run_id = await pgqrs.workflow("txrace").trigger().execute(store)
     await asyncio.wait_for(running.wait(), 10)
     await store.update_step(run_id, "write", StepStatus.SUCCESS, "from the webhook")
@@ -227,7 +206,7 @@ async def test_a_transactional_step_recorded_meanwhile_rolls_back_its_writes(
 
 
 async def test_a_long_transactional_step_keeps_the_workers_other_leases(
-    store: pgqrs.Store, backend: str, start_worker: Any
+    store: pgqrs.Store, backend: str, run_worker: Any
 ) -> None:
     if backend == "sqlite":
         pytest.skip(
@@ -255,11 +234,11 @@ async def test_a_long_transactional_step_keeps_the_workers_other_leases(
         await ctx.step("plain", plain)
 
     # One worker holds both runs (concurrency 2) with 1 s leases; a rival polls every 50 ms.
-    await start_worker("long", handler, concurrency=2, visibility_timeout=1.0)
+    await run_worker("long", handler, concurrency=2, visibility_timeout=1.0)
     tx = await pgqrs.workflow("long").trigger({"kind": "tx"}).execute(store)
     plain = await pgqrs.workflow("long").trigger({"kind": "plain"}).execute(store)
     await asyncio.wait_for(asyncio.gather(long_started.wait(), plain_started.wait()), 10)
-    rival = await start_worker("long", handler, visibility_timeout=1.0)
+    rival = await run_worker("long", handler, visibility_timeout=1.0)
     for run_id in (tx, plain):
         await store.wait_for_run(run_id, timeout=20)
     assert journal == [("plain", "1")]  # never redelivered to the rival
@@ -292,7 +271,7 @@ async def test_cancel_takes_locks_in_the_claims_order(store: pgqrs.Store, backen
 
 
 async def test_cancel_from_another_process_reaches_a_running_worker_at_once(
-    store: pgqrs.Store, db_url: str, backend: str, start_worker: Any
+    store: pgqrs.Store, db_url: str, backend: str, run_worker: Any
 ) -> None:
     if backend == "sqlite":
         pytest.skip("SQLite has no cross-process notification; the heartbeat carries it")
@@ -307,7 +286,7 @@ async def test_cancel_from_another_process_reaches_a_running_worker_at_once(
             await ctx.step(f"tick-{i}", tick)
 
     # Heartbeats every 20 s: only the NOTIFY can bring the cancellation in time.
-    await start_worker("ticks", handler, visibility_timeout=60)
+    await run_worker("ticks", handler, visibility_timeout=60)
     run_id = await pgqrs.workflow("ticks").trigger().execute(store)
     await asyncio.wait_for(started.wait(), 10)
     script = textwrap.dedent(
@@ -333,7 +312,7 @@ async def test_cancel_from_another_process_reaches_a_running_worker_at_once(
 
 
 async def test_a_failure_is_charged_to_the_step_that_raised_it(
-    store: pgqrs.Store, start_worker: Any
+    store: pgqrs.Store, run_worker: Any
 ) -> None:
     async def fails() -> None:
         raise ValueError("bad data")
@@ -345,7 +324,7 @@ async def test_a_failure_is_charged_to_the_step_that_raised_it(
             await ctx.step("zeta", fails)
         raise RuntimeError("after the steps")
 
-    await start_worker("charge", handler)
+    await run_worker("charge", handler)
     in_step = await pgqrs.workflow("charge").trigger({"in_step": True}).execute(store)
     outside = await pgqrs.workflow("charge").trigger({"in_step": False}).execute(store)
     for run_id in (in_step, outside):
@@ -358,7 +337,7 @@ async def test_a_failure_is_charged_to_the_step_that_raised_it(
 
 
 async def test_transient_retry_after_takes_a_timedelta(
-    store: pgqrs.Store, start_worker: Any
+    store: pgqrs.Store, run_worker: Any
 ) -> None:
     attempts: list[int] = []
 
@@ -371,7 +350,7 @@ async def test_transient_retry_after_takes_a_timedelta(
     async def handler(ctx: pgqrs.RunContext, params: Any) -> str:
         return str(await ctx.step("flaky", flaky))
 
-    await start_worker("td", handler)
+    await run_worker("td", handler)
     run_id = await pgqrs.workflow("td").trigger().execute(store)
     assert await store.wait_for_run(run_id, timeout=10) == "ok"
     assert attempts == [1, 2]

@@ -4,7 +4,7 @@ pause/resume, cancellation, idempotency and bad input."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -17,28 +17,6 @@ import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
 
 Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
-
-
-@pytest.fixture
-async def run_worker(store: pgqrs.Store) -> AsyncIterator[Callable[..., Awaitable[pgqrs.Worker]]]:
-    """Start a worker for ``workflow`` with ``handler``; stopped at teardown."""
-    workers: list[pgqrs.Worker] = []
-
-    async def start(workflow: str, handler: Handler, **options: Any) -> pgqrs.Worker:
-        await store.create_workflow(workflow, retry=options.pop("retry", None))
-        options.setdefault("poll_interval", 0.05)
-        worker = (
-            await pgqrs.consumer(f"w{len(workers)}", None, workflow)
-            .handler(handler)
-            .create(store, **options)
-        )
-        worker.start()
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        await worker.stop(grace=5)
 
 
 async def message_of(store: pgqrs.Store, run_id: int) -> Any:
