@@ -336,9 +336,7 @@ async def test_a_failure_is_charged_to_the_step_that_raised_it(
     assert "step" not in error and error["type"] == "builtins.RuntimeError"
 
 
-async def test_transient_retry_after_takes_a_timedelta(
-    store: pgqrs.Store, run_worker: Any
-) -> None:
+async def test_transient_retry_after_takes_a_timedelta(store: pgqrs.Store, run_worker: Any) -> None:
     attempts: list[int] = []
 
     async def flaky() -> str:
