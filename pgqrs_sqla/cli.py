@@ -1,7 +1,9 @@
 """The ``pgqrs-sqla`` command (also ``python -m pgqrs_sqla``).
 
 Exit codes: 0 ok; 1 the operation failed (not found, illegal transition, bad input);
-2 usage error; 3 the database is unreachable, misconfigured, or lacks the pgqrs tables.
+2 usage error (bad arguments, an unknown ``--queues`` name, a MODULE:ATTR that does not
+exist); 3 the database is unreachable, misconfigured, or lacks the pgqrs tables; 4 the
+user code behind MODULE:ATTR raised while it was imported or called.
 Errors are one line on stderr; ``--debug`` adds the traceback.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import importlib
@@ -33,11 +36,29 @@ from .models import RunStatus
 from .registry import WorkflowRegistry
 from .store import Store, connect
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE, EXIT_USER_CODE = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
     """Bad command-line input (exit 2)."""
+
+
+class UserCodeError(Exception):
+    """The code behind MODULE:ATTR raised while being imported or called (exit 4)."""
+
+
+def _say(text: str) -> None:
+    """Write a line to stderr, which may be gone (a closed pipe): a log line must never stop
+    the command. After one failed write, stderr goes to /dev/null, so the interpreter's
+    final flush cannot fail either."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
+            os.close(devnull)
 
 
 # ---------------------------------------------------------------- output
@@ -248,6 +269,23 @@ async def cmd_dead_letters(store: Store, args: argparse.Namespace, out: Output) 
     return EXIT_OK
 
 
+def _missing_module(error: ImportError, module_name: str) -> bool:
+    """Whether ``error`` says ``module_name`` itself (or a parent package) does not exist,
+    as opposed to an import failing inside the user's module."""
+    missing = error.name
+    return (
+        isinstance(error, ModuleNotFoundError)
+        and missing is not None
+        and (module_name == missing or module_name.startswith(missing + "."))
+    )
+
+
+def _describe(error: BaseException) -> str:
+    """``ValueError: message``: the error's type and text, on one line."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 async def _load_registry(target: str) -> WorkflowRegistry:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
@@ -255,17 +293,26 @@ async def _load_registry(target: str) -> WorkflowRegistry:
     sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise UsageError(f"cannot import {module_name!r}: {error}") from error
+    except Exception as error:
+        if isinstance(error, ImportError) and _missing_module(error, module_name):
+            raise UsageError(f"cannot import {module_name!r}: {error}") from error
+        raise UserCodeError(
+            f"importing {module_name!r} (for {target}) raised {_describe(error)}"
+        ) from error
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise UsageError(f"{module_name!r} has no attribute {attr!r}") from None
     if not isinstance(obj, WorkflowRegistry) and callable(obj):
-        obj = obj()
-        if inspect.isawaitable(obj):
-            obj = await obj
+        try:
+            obj = obj()
+            if inspect.isawaitable(obj):
+                obj = await obj
+        except PgqrsError:
+            raise
+        except Exception as error:
+            raise UserCodeError(f"calling {target} raised {_describe(error)}") from error
     if not isinstance(obj, WorkflowRegistry):
         raise UsageError(f"{target!r} is not a WorkflowRegistry (or a factory returning one)")
     return obj
@@ -273,7 +320,14 @@ async def _load_registry(target: str) -> WorkflowRegistry:
 
 async def cmd_worker(store: Store, args: argparse.Namespace, out: Output) -> int:
     registry = await _load_registry(args.target)
-    queues = [q for q in args.queues.split(",") if q] if args.queues else None
+    queues = [q for q in args.queues.split(",") if q] if args.queues is not None else None
+    if queues is not None:
+        unknown = [q for q in queues if q not in registry.names]
+        if unknown or not queues:
+            raise UsageError(
+                f"--queues: {', '.join(unknown) or 'no name given'} not in {args.target} "
+                f"(it has {', '.join(registry.names) or 'nothing'})"
+            )
     worker = await registry.create_worker(
         store,
         args.name or f"{socket.gethostname()}-{os.getpid()}",
@@ -289,13 +343,14 @@ async def cmd_worker(store: Store, args: argparse.Namespace, out: Output) -> int
 
     def on_signal(signum: int) -> None:
         if not stopping:
-            sys.stderr.write(f"{signal.Signals(signum).name}: stopping (grace {args.grace:g}s)\n")
+            # Stop first: the message is a courtesy, and stderr may be a closed pipe.
             stopping.append(asyncio.ensure_future(worker.stop(grace=args.grace)))
+            _say(f"{signal.Signals(signum).name}: stopping (grace {args.grace:g}s)")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    sys.stderr.write(
-        f"worker {worker.name} serving {', '.join(worker.queues)} (concurrency {worker.concurrency})\n"
+    _say(
+        f"worker {worker.name} serving {', '.join(worker.queues)} (concurrency {worker.concurrency})"
     )
     worker.start()
     task = worker._task
@@ -320,10 +375,41 @@ def cmd_alembic_init(args: argparse.Namespace, out: Output) -> int:
 # ---------------------------------------------------------------- parsing and running
 
 
+def _number(kind: type[int] | type[float], *, minimum: float, strict: bool) -> Any:
+    """An argparse type: a number ``> minimum`` (``strict``) or ``>= minimum``."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"must be {'>' if strict else '>='} {minimum:g}, got {text}"
+            )
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted before the command and after it (``runs list --json``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgqrs-sqla", description="Operate pgqrs-sqla queues, workflows and workers."
     )
+    common = [_common()]
     parser.add_argument(
         "--database-url",
         default=os.environ.get("PGQRS_DATABASE_URL"),
@@ -333,46 +419,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="run a worker for a registry (MODULE:ATTR)")
+    worker = sub.add_parser(
+        "worker", parents=common, help="run a worker for a registry (MODULE:ATTR)"
+    )
     worker.add_argument(
         "target", help="a WorkflowRegistry, or a factory returning one, as module:attr"
     )
     worker.add_argument("--queues", help="comma-separated subset of the registry's names")
-    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--concurrency", type=_number(int, minimum=1, strict=False), default=1)
     worker.add_argument("--name", help="worker name (default: host-pid)")
     worker.add_argument("--port", type=int)
-    worker.add_argument("--visibility-timeout", type=float, default=30.0)
-    worker.add_argument("--poll-interval", type=float, default=1.0)
+    positive = _number(float, minimum=0, strict=True)
+    worker.add_argument("--visibility-timeout", type=positive, default=30.0)
+    worker.add_argument("--poll-interval", type=positive, default=1.0)
     worker.add_argument(
-        "--grace", type=float, default=30.0, help="seconds in-flight runs get on SIGTERM"
+        "--grace",
+        type=_number(float, minimum=0, strict=False),
+        default=30.0,
+        help="seconds in-flight runs get on SIGTERM",
     )
 
-    sub.add_parser("install", help="create the pgqrs tables (idempotent)")
-    sub.add_parser("check", help="are the pgqrs tables present and complete?")
-    sub.add_parser("queues", help="message counts per queue")
-    sub.add_parser("workers", help="registered workers and their heartbeats")
+    sub.add_parser("install", parents=common, help="create the pgqrs tables (idempotent)")
+    sub.add_parser("check", parents=common, help="are the pgqrs tables present and complete?")
+    sub.add_parser("queues", parents=common, help="message counts per queue")
+    sub.add_parser("workers", parents=common, help="registered workers and their heartbeats")
 
-    runs = sub.add_parser("runs", help="workflow runs").add_subparsers(
+    runs = sub.add_parser("runs", parents=common, help="workflow runs").add_subparsers(
         dest="runs_command", required=True
     )
-    listing = runs.add_parser("list")
+    listing = runs.add_parser("list", parents=common)
     listing.add_argument("--workflow")
     listing.add_argument("--status", choices=[s.value for s in RunStatus])
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=_number(int, minimum=1, strict=False), default=50)
     for action in ("show", "resume", "cancel", "retry"):
-        runs.add_parser(action).add_argument("run_id", type=int)
+        runs.add_parser(action, parents=common).add_argument("run_id", type=int)
 
-    dead = sub.add_parser("dead-letters", help="messages that exhausted their deliveries")
+    dead = sub.add_parser(
+        "dead-letters", parents=common, help="messages that exhausted their deliveries"
+    )
     dl = dead.add_subparsers(dest="dl_command", required=True)
-    dl_list = dl.add_parser("list")
+    dl_list = dl.add_parser("list", parents=common)
     dl_list.add_argument("queue")
-    dl_list.add_argument("--limit", type=int, default=100)
-    replay = dl.add_parser("replay")
+    dl_list.add_argument("--limit", type=_number(int, minimum=1, strict=False), default=100)
+    replay = dl.add_parser("replay", parents=common)
     replay.add_argument("queue")
     replay.add_argument("--id", type=int, action="append", help="replay only these (repeatable)")
 
     init = sub.add_parser(
-        "alembic-init", help="scaffold an Alembic environment with pgqrs wired in"
+        "alembic-init", parents=common, help="scaffold an Alembic environment with pgqrs wired in"
     )
     init.add_argument("directory")
     init.add_argument("--template", choices=["async", "sync"], default="async")
@@ -416,14 +510,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, error, EXIT_DATABASE)
     except PgqrsError as error:
         return _fail(args, error, EXIT_FAILED)
+    except UserCodeError as error:
+        return _fail(args, error, EXIT_USER_CODE)
     except KeyboardInterrupt:
         return EXIT_FAILED
+    except Exception as error:  # a bug of ours: still one line, unless --debug
+        return _fail(args, error, EXIT_FAILED, unexpected=True)
 
 
-def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
+def _fail(
+    args: argparse.Namespace, error: BaseException, code: int, *, unexpected: bool = False
+) -> int:
     if args.debug:
-        traceback.print_exception(error, file=sys.stderr)
-    sys.stderr.write(f"error: {error}\n")
+        with contextlib.suppress(OSError, ValueError):
+            traceback.print_exception(error, file=sys.stderr)
+    if unexpected:
+        _say(f"error: unexpected {_describe(error)} (--debug shows the traceback)")
+    else:
+        _say(f"error: {error}")
     return code
 
 

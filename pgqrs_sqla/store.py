@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import case, delete, exc, func, inspect, select, text, update
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.schema import CreateColumn, CreateSchema, Table
 
 from . import queue as q
@@ -207,18 +208,60 @@ class WorkerInfo:
     heartbeat_interval: float | None = None
 
 
+def _pool_like(pool: Pool, size: int) -> Pool:
+    """A new, empty pool that connects as ``pool`` does, sized ``size`` (+2 overflow).
+
+    ``Pool.recreate()`` copies the creator (which holds the engine's ``connect_args``),
+    the pool's events and options; for a ``QueuePool`` the same constructor call is made
+    with the worker's size instead of the app's (``QueuePool.recreate`` has no size
+    argument). Other pools (``NullPool``, ``StaticPool``...) are recreated as they are."""
+    if not isinstance(pool, QueuePool):
+        return pool.recreate()
+    return type(pool)(
+        pool._creator,
+        pool_size=size,
+        max_overflow=2,
+        pre_ping=pool._pre_ping,
+        use_lifo=pool._pool.use_lifo,
+        timeout=pool._timeout,
+        recycle=pool._recycle,
+        echo=pool.echo,
+        logging_name=pool._orig_logging_name,
+        reset_on_return=pool._reset_on_return,
+        _dispatch=pool.dispatch,
+        dialect=pool._dialect,
+    )
+
+
 class Store(RunControl):
     """The engine and the pgqrs tables. Make one with :func:`connect`, or wrap an
     ``AsyncEngine`` the app already has with ``Store(engine)`` (never disposed by us)."""
 
     def with_own_pool(self, size: int) -> Store:
         """A Store on the same database with its own small connection pool (for a worker,
-        so jobs cannot starve the app's request handlers of connections)."""
-        url = self.engine.url
-        if self.postgres:
-            engine = create_async_engine(url, pool_size=size, max_overflow=2)
-        else:
-            engine = create_async_engine(url)
+        so jobs cannot starve the app's request handlers of connections).
+
+        The new pool makes connections exactly as the app's does: it is the app's pool
+        recreated (what ``engine.dispose()`` does) with ``size`` connections (+2 overflow),
+        so it keeps the ``connect_args`` (``ssl``, ``statement_cache_size=0`` for
+        PgBouncer, ``server_settings``), a custom ``creator``/``async_creator``, the
+        ``do_connect`` and pool events (``connect``, ``checkout``) and the pool options;
+        the engine keeps the app's dialect (and its options) and execution options
+        (``schema_translate_map``...). Engine-level events (``before_cursor_execute``)
+        stay on the app's engine. To choose the worker's engine yourself, pass the worker
+        a ``Store(your_engine)`` with ``own_pool=False``.
+        """
+        app = self.engine.sync_engine
+        sync_engine = Engine(
+            _pool_like(app.pool, size),
+            app.dialect,
+            app.url,
+            logging_name=app.logging_name,
+            echo=app.echo,
+            execution_options=app.get_execution_options(),
+            hide_parameters=app.hide_parameters,
+        )
+        engine = AsyncEngine(sync_engine)
         clone = Store(
             engine, models=self.models, max_payload_bytes=self.max_payload_bytes, listen=self.listen
         )

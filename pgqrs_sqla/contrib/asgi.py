@@ -9,8 +9,19 @@ As ASGI middleware, for apps without one::
 
     app = WorkerMiddleware(app, make_worker)
 
-``make_worker`` is an async function returning a :class:`~pgqrs_sqla.Worker` (not started):
-for example ``lambda: registry.create_worker(store, "web-1")``.
+``make_worker`` is either an async function returning a :class:`~pgqrs_sqla.Worker` (not
+started) on a store the app opens and closes itself, for example
+``lambda: registry.create_worker(store, "web-1")``; or, when the factory opens a store of
+its own, an ``@contextlib.asynccontextmanager`` that opens it, yields the worker and closes
+the store: it is exited after the worker has stopped (whoever opens a store closes it)::
+
+    @contextlib.asynccontextmanager
+    async def make_worker():
+        async with await pgqrs.connect(url) as store:
+            yield await registry.create_worker(store, "web-1")
+
+A worker's own pool (``own_pool=True``, the default for a store made with ``connect``) is
+the worker's to close, and it does so when it stops.
 """
 
 from __future__ import annotations
@@ -20,8 +31,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..worker import Worker
+from ._factory import WorkerFactory, enter_worker
 
-WorkerFactory = Callable[[], Awaitable[Worker]]
+__all__ = ["WorkerFactory", "WorkerMiddleware", "running_worker", "worker_lifespan"]
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -31,13 +43,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 @contextlib.asynccontextmanager
 async def running_worker(factory: WorkerFactory, *, grace: float = 30.0) -> AsyncIterator[Worker]:
-    """Create the worker, run it as a task in this loop, and stop it gracefully on exit."""
-    worker = await factory()
-    worker.start()
-    try:
-        yield worker
-    finally:
-        await worker.stop(grace=grace)
+    """Create the worker, run it as a task in this loop, and stop it gracefully on exit
+    (then exit the factory's context manager, if it returned one)."""
+    async with contextlib.AsyncExitStack() as stack:
+        worker, _ = await enter_worker(factory, stack)
+        worker.start()
+        try:
+            yield worker
+        finally:
+            await worker.stop(grace=grace)
 
 
 def worker_lifespan(
@@ -63,6 +77,7 @@ class WorkerMiddleware:
         self.factory = factory
         self.grace = grace
         self.worker: Worker | None = None
+        self._stack: contextlib.AsyncExitStack[bool | None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -72,10 +87,28 @@ class WorkerMiddleware:
         async def wrapped_receive() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.worker = await self.factory()
+                self._stack = contextlib.AsyncExitStack()
+                try:
+                    self.worker, _ = await enter_worker(self.factory, self._stack)
+                except BaseException:
+                    await self._close()
+                    raise
                 self.worker.start()
-            elif message["type"] == "lifespan.shutdown" and self.worker is not None:
-                await self.worker.stop(grace=self.grace)
+            elif message["type"] == "lifespan.shutdown":
+                await self._close()
             return message
 
-        await self.app(scope, wrapped_receive, send)
+        try:
+            await self.app(scope, wrapped_receive, send)
+        finally:
+            await self._close()  # the app ended its lifespan without a shutdown message
+
+    async def _close(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            if self.worker is not None:
+                await self.worker.stop(grace=self.grace)
+        finally:
+            await stack.aclose()

@@ -1,12 +1,21 @@
 """Run a worker in a thread of its own, for sync apps (Flask, Django views, scripts).
 
-    runner = ThreadedWorker(lambda: registry.create_worker(store_factory(), "flask-1"))
+    @contextlib.asynccontextmanager
+    async def make_worker():
+        async with await pgqrs_sqla.connect(url) as store:  # in the thread's own loop
+            yield await registry.create_worker(store, "flask-1")
+
+    runner = ThreadedWorker(make_worker)
     runner.start()          # returns once the worker is registered
     ...
     runner.stop(grace=10)   # in-flight runs finish (or are released), then the thread ends
 
-The worker gets its own event loop in that thread, so make its Store inside the factory
-(``await pgqrs_sqla.connect(url)``); it is closed when the thread ends.
+The worker gets its own event loop in that thread, so its Store is made inside the factory:
+as an async context manager, the factory opens the store and closes it, after the worker
+has stopped, before the thread ends. A factory may also be an async function returning the
+worker; then the thread closes ``worker.store`` when it ends, which is the factory's store
+only with ``own_pool=False`` (with its own pool, the worker's store is a pool of its own
+that the worker closes itself, and the factory's store would be left open).
 Triggers from the app's sync ``Session`` use ``workflow(...).trigger(...).execute_sync``.
 """
 
@@ -14,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from ..worker import Worker
+from ._factory import WorkerFactory, enter_worker
 
-WorkerFactory = Callable[[], Awaitable[Worker]]
+__all__ = ["ThreadedWorker", "WorkerFactory"]
 
 
 class ThreadedWorker:
@@ -48,17 +58,19 @@ class ThreadedWorker:
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
-        try:
-            worker = await self.factory()
-        except BaseException as error:
-            self._ready.set_exception(error)
-            return
-        self._ready.set_result(worker)
-        try:
-            await worker.poll_forever()
-        finally:
-            # The store was made in this thread's loop and cannot outlive it.
-            await worker.store.close()
+        async with contextlib.AsyncExitStack() as stack:  # closes what the factory opened
+            try:
+                worker, managed = await enter_worker(self.factory, stack)
+            except BaseException as error:
+                self._ready.set_exception(error)
+                return
+            self._ready.set_result(worker)
+            try:
+                await worker.poll_forever()
+            finally:
+                if not managed:
+                    # The store was made in this thread's loop and cannot outlive it.
+                    await worker.store.close()
 
     def stop(self, grace: float = 30.0, timeout: float | None = None) -> None:
         """Stop claiming, let in-flight runs finish within ``grace``, release the rest, and

@@ -23,11 +23,17 @@ def python_blocks(page: str) -> list[str]:
     ]
 
 
-def run_page(page: str, tmp_path: Path, env: dict[str, str] | None = None) -> str:
+def run_page(
+    page: str, tmp_path: Path, env: dict[str, str] | None = None, *, leak_check: bool = True
+) -> str:
+    """Run the page's python blocks as one script; it must exit 0 and, unless
+    ``leak_check=False``, leave no ResourceWarning (unclosed connection or file)."""
     script = tmp_path / f"{Path(page).stem}_page.py"
     script.write_text("\n\n".join(python_blocks(page)))
     done = subprocess.run(
-        [sys.executable, str(script)],
+        # Development mode shows every ResourceWarning (an unclosed connection or file);
+        # a page that leaks one fails.
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", str(script)],
         cwd=tmp_path,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -35,4 +41,12 @@ def run_page(page: str, tmp_path: Path, env: dict[str, str] | None = None) -> st
         timeout=180,
     )
     assert done.returncode == 0, f"{page} failed:\n{done.stderr}"
+    assert not leak_check or "ResourceWarning" not in done.stderr, f"{page} leaks:\n{done.stderr}"
     return done.stdout
+
+
+def console_lines(page: str) -> list[str]:
+    """The command lines of the ```console blocks of ``docs/<page>``, top to bottom."""
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"```console\n(.*?)```", text, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]

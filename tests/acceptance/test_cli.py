@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -181,3 +183,239 @@ async def test_worker_command_runs_runs_and_stops_on_sigterm(
     assert "SIGTERM: stopping" in (await proc.stderr.read()).decode()
     [worker] = await store.list_workers()
     assert (worker.name, worker.status) == ("cli-worker", "stopped")
+
+
+# ---------------------------------------------------------------- errors and options
+
+
+def test_user_code_errors_are_one_line_naming_the_target(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "jobs.py").write_text(REGISTRY)
+    (tmp_path / "explodes.py").write_text('raise RuntimeError("no config at import")\n')
+    (tmp_path / "needs_dep.py").write_text("import a_dependency_nobody_installed\n")
+    (tmp_path / "factory.py").write_text(
+        "def make():\n    raise ValueError('DATABASE is not set')\n"
+    )
+    cases = {
+        # target / extra args: (exit code, the one line on stderr)
+        ("explodes:registry",): (
+            4,
+            "error: importing 'explodes' (for explodes:registry) raised "
+            "RuntimeError: no config at import",
+        ),
+        ("needs_dep:registry",): (
+            4,
+            "error: importing 'needs_dep' (for needs_dep:registry) raised "
+            "ModuleNotFoundError: No module named 'a_dependency_nobody_installed'",
+        ),
+        ("factory:make",): (
+            4,
+            "error: calling factory:make raised ValueError: DATABASE is not set",
+        ),
+        ("no_such_module:registry",): (
+            2,
+            "error: cannot import 'no_such_module': No module named 'no_such_module'",
+        ),
+        ("jobs:nothing",): (2, "error: 'jobs' has no attribute 'nothing'"),
+        ("jobs:registry", "--queues", "nope"): (
+            2,
+            "error: --queues: nope not in jobs:registry (it has greet)",
+        ),
+    }
+    for args, (code, line) in cases.items():
+        done = cli(db_url, "worker", *args, cwd=tmp_path)
+        assert (done.returncode, done.stderr.strip()) == (code, line), args
+    debug = cli(db_url, "worker", "explodes:registry", "--debug", cwd=tmp_path)
+    assert debug.returncode == 4
+    assert "Traceback" in debug.stderr and "no config at import" in debug.stderr
+    for bad in (["--concurrency", "0"], ["--poll-interval", "0"], ["--grace", "-1"]):
+        done = cli(db_url, "worker", "jobs:registry", *bad, cwd=tmp_path)
+        assert done.returncode == 2, bad
+        assert "Traceback" not in done.stderr
+        assert f"argument {bad[0]}" in done.stderr
+
+
+def test_json_and_debug_are_accepted_after_the_command(db_url: str) -> None:
+    assert json.loads(cli(db_url, "runs", "list", "--json").stdout) == []
+    assert json.loads(cli(db_url, "queues", "--json").stdout) == []
+    assert json.loads(cli(db_url, "check", "--json").stdout) == {"ok": True, "problems": []}
+    assert "Traceback" in cli(db_url, "runs", "show", "1", "--debug").stderr
+
+
+def test_the_database_url_comes_from_the_environment(db_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqrs_sqla", "--json", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PGQRS_DATABASE_URL": db_url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ok": True, "problems": []}
+    # the flag wins over the environment
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqrs_sqla", "--database-url", db_url, "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PGQRS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
+    )
+    assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------- the worker process
+
+GATED = textwrap.dedent(
+    """
+    import asyncio, os
+    import pgqrs_sqla as pgqrs
+
+    registry = pgqrs.WorkflowRegistry()
+
+    @registry.workflow("slow")
+    async def slow(ctx, params):
+        async def gated():
+            # Connect to the test's gate (it now knows the step is running), then wait
+            # for its go-ahead: one byte.
+            reader, writer = await asyncio.open_unix_connection(os.environ["GATE"])
+            try:
+                await reader.readexactly(1)
+            finally:
+                writer.close()
+            return "done"
+
+        return await ctx.step("gated", gated)
+
+    @registry.workflow("greet")
+    async def greet(ctx, params):
+        return await ctx.step("hello", lambda: "hello " + params["name"])
+    """
+)
+
+
+async def start_worker(
+    store: pgqrs.Store, url: str, cwd: Path, name: str, *args: str, **popen: Any
+) -> asyncio.subprocess.Process:
+    """``pgqrs-sqla worker`` as a process; returns once its worker row is polling."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pgqrs_sqla", "--database-url", url, "worker", *args,
+        "--name", name, "--poll-interval", "0.1",
+        cwd=cwd, **popen,
+    )  # fmt: skip
+    deadline = asyncio.get_running_loop().time() + 30
+    while not any(w.name == name and w.status == "polling" for w in await store.list_workers()):
+        assert proc.returncode is None, "the worker exited"
+        assert asyncio.get_running_loop().time() < deadline, "worker did not start"
+        await asyncio.sleep(0.05)  # another process's state: nothing to await
+    return proc
+
+
+class Gate:
+    """A unix socket the gated step connects to; the test hands it a byte to finish."""
+
+    def __init__(self) -> None:
+        self.path = os.path.join(tempfile.mkdtemp(prefix="gate-"), "s")  # short: AF_UNIX limit
+        self.arrivals: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> Gate:
+        async def arrived(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            await self.arrivals.put(writer)
+
+        self.server = await asyncio.start_unix_server(arrived, self.path)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
+
+
+async def test_worker_stops_on_sigterm_even_when_stderr_is_a_closed_pipe(
+    store: pgqrs.Store, db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "jobs.py").write_text(REGISTRY)
+    read_end, write_end = os.pipe()
+    try:
+        proc = await start_worker(
+            store, db_url, tmp_path, "deaf", "jobs:registry", stderr=write_end
+        )
+    finally:
+        os.close(write_end)
+    os.close(read_end)  # whoever read our stderr is gone: writing to it is EPIPE
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 15) == 0
+    [worker] = await store.list_workers()
+    assert (worker.name, worker.status) == ("deaf", "stopped")
+
+
+async def test_queues_option_serves_only_those(
+    store: pgqrs.Store, db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "jobs.py").write_text(GATED)
+    await store.create_workflow("slow")  # the worker creates only what it serves
+    proc = await start_worker(
+        store, db_url, tmp_path, "greeter", "jobs:registry", "--queues", "greet"
+    )
+    try:
+        slow = await pgqrs.workflow("slow").trigger({}).execute(store)
+        greet = await pgqrs.workflow("greet").trigger({"name": "ada"}).execute(store)
+        assert await store.wait_for_run(greet, timeout=30) == "hello ada"
+        assert (await store.get_run(slow)).status is pgqrs.RunStatus.QUEUED
+        [worker] = await store.list_workers()
+        assert worker.queue == "greet"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_sigterm_lets_a_running_step_finish_within_grace(
+    store: pgqrs.Store, db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "jobs.py").write_text(GATED)
+    async with Gate() as gate:
+        proc = await start_worker(
+            store, db_url, tmp_path, "graceful", "jobs:registry", "--grace", "30",
+            env={**os.environ, "GATE": gate.path}, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        run_id = await pgqrs.workflow("slow").trigger({}).execute(store)
+        step = await asyncio.wait_for(gate.arrivals.get(), 30)  # the step is running
+        proc.send_signal(signal.SIGTERM)
+        while b"SIGTERM: stopping" not in await asyncio.wait_for(proc.stderr.readline(), 30):
+            pass
+        assert (await store.get_run(run_id)).status is pgqrs.RunStatus.RUNNING
+        step.write(b"x")  # the step may finish now: inside the grace period
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    run = await store.get_run(run_id)
+    assert (run.status, run.output) == (pgqrs.RunStatus.SUCCESS, "done")
+    assert [(s.name, s.attempts) for s in run.steps] == [("gated", 1)]
+
+
+async def test_sigterm_releases_a_run_still_running_after_grace(
+    store: pgqrs.Store, db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "jobs.py").write_text(GATED)
+    async with Gate() as gate:
+        proc = await start_worker(
+            store, db_url, tmp_path, "impatient", "jobs:registry",
+            "--grace", "0.2", "--visibility-timeout", "300",
+            env={**os.environ, "GATE": gate.path},
+        )  # fmt: skip
+        run_id = await pgqrs.workflow("slow").trigger({}).execute(store)
+        await asyncio.wait_for(gate.arrivals.get(), 30)  # the step is running, and stays so
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+    async def quick(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return await ctx.step("gated", lambda: "taken over")
+
+    # Released, not left leased for the 300 s visibility timeout: another worker runs it now.
+    other = (
+        await pgqrs.consumer("other", None, "slow").handler(quick).create(store, poll_interval=0.05)
+    )
+    async with other:
+        assert await store.wait_for_run(run_id, timeout=15) == "taken over"

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from tests.acceptance.docs_blocks import run_page
+import httpx
+
+import pgqrs_sqla as pgqrs
+from tests.acceptance.docs_blocks import DOCS, console_lines, python_blocks, run_page
 
 
 def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:
@@ -22,3 +35,114 @@ def test_embedding_page(tmp_path: Path) -> None:
 
 def test_queue_page(tmp_path: Path) -> None:
     run_page("queue.md", tmp_path)
+
+
+def _command(line: str, values: dict[str, str]) -> tuple[list[str], str | None]:
+    """A console line as argv (comments dropped, the page's example ids and names replaced
+    by real ones) and what it pipes into, if anything."""
+    command, _, pipe = line.partition(" | ")
+    argv = [values.get(token, token) for token in shlex.split(command, comments=True)]
+    return argv, pipe.strip() or None
+
+
+async def test_operate_page_commands_run(empty_db_url: str, tmp_path: Path) -> None:
+    """Every command of operate.md's console blocks, in order, against a database holding
+    what they name (run 42 paused, dead letters 7 and 9 of ``emails``): each exits 0."""
+    # myapp/jobs.py is the page's own registry block.
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "jobs.py").write_text("\n\n".join(python_blocks("operate.md")))
+
+    async def pause(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return await ctx.step("wait", lambda: pgqrs.Step.pause(3600))
+
+    async with await pgqrs.connect(empty_db_url) as store:
+        await store.install()
+        await store.create_workflow("fulfil_order")
+        await store.create_queue("emails", max_deliveries=1)
+        run_id = await pgqrs.workflow("fulfil_order").trigger({"order_id": 1}).execute(store)
+        worker = await pgqrs.consumer("prep", None, "fulfil_order").handler(pause).create(store)
+        await worker.run_until_idle(timeout=30)
+        assert (await store.get_run(run_id)).status is pgqrs.RunStatus.PAUSED
+        mail = (
+            await pgqrs.consumer("mail", None, "emails")
+            .handler(pause)
+            .create(store, own_pool=False)
+        )
+        dead = [await store.queue("emails").enqueue({"n": n}) for n in range(2)]
+        for msg in await mail.dequeue(2):
+            await mail.fail(msg, "smtp down")
+
+        values = {"42": str(run_id), "7": str(dead[0]), "9": str(dead[1])}
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        lines = console_lines("operate.md")
+        assert lines[0].startswith("export PGQRS_DATABASE_URL=")
+        env["PGQRS_DATABASE_URL"] = empty_db_url  # the page's URL, made real
+        ran = []
+        for line in lines[1:]:
+            argv, pipe = _command(line, values)
+            assert argv[0] == "pgqrs-sqla", line
+            if argv[1] == "worker":  # runs until SIGTERM
+                proc = await asyncio.create_subprocess_exec(*argv, cwd=tmp_path, env=env)
+                deadline = asyncio.get_running_loop().time() + 30
+                while not any(w.status == "polling" for w in await store.list_workers()
+                              if w.name != "prep" and w.name != "mail"):  # fmt: skip
+                    assert proc.returncode is None and asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)  # another process's state: nothing to await
+                proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(proc.wait(), 30) == 0, line
+                ran.append(argv[1])
+                continue
+            done = await asyncio.to_thread(
+                subprocess.run, argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, f"{line}\n{done.stderr}"
+            if pipe == "jq .status":  # jq may be missing: the same filter, in Python
+                assert json.loads(done.stdout)["status"] == "QUEUED"  # retried just before
+            else:
+                assert pipe is None, line
+            ran.append(" ".join(argv[1:3]))
+    assert "worker" in ran and "runs retry" in ran and "dead-letters replay" in ran
+    assert (tmp_path / "alembic" / "env.py").exists()
+
+
+def test_orders_app_page(empty_db_url: str, tmp_path: Path) -> None:
+    """orders-app.md's console block, as far as a test can: the install line is skipped
+    (the package is installed), the rest runs in examples/orders_app with the page's
+    database URL replaced by a real one; the app answers, then stops on SIGTERM."""
+    app_dir = DOCS.parent / "examples" / "orders_app"
+    env = {**os.environ, "PYTHONPATH": str(app_dir)}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    ran = []
+    for line in console_lines("orders-app.md"):
+        argv = shlex.split(line, comments=True)
+        if argv[0] == "cd":
+            assert argv[1] == "examples/orders_app"
+        elif argv[:2] == ["pip", "install"]:
+            continue  # installed already
+        elif argv[0] == "export":
+            name, _, _ = argv[1].partition("=")
+            env[name] = empty_db_url
+        elif argv[:3] == ["python", "-m", "orders_app"]:
+            port = argv[argv.index("--port") + 1]
+            proc = subprocess.Popen([sys.executable, *argv[1:]], cwd=app_dir, env=env)
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).is_success:
+                            break
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.05)  # another process's state: nothing to await
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(30) in (0, -signal.SIGTERM)
+        else:
+            done = subprocess.run(
+                [sys.executable, "-m", *argv] if argv[0] == "alembic" else argv,
+                cwd=app_dir, env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0, f"{line}\n{done.stderr}"
+        ran.append(argv[0])
+    assert ran == ["cd", "export", "alembic", "python"]

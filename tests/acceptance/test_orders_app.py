@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,13 +51,13 @@ class Server:
         self.base = ""
         self.name = ""
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, *args: str, **env: str) -> None:
         self.name = name
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "ORDERS_DATABASE_URL": self.url, "PYTHONPATH": str(APP)}
+        env = {**os.environ, "ORDERS_DATABASE_URL": self.url, "PYTHONPATH": str(APP), **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orders_app", "--port", str(port), "--worker-name", name],
+            [sys.executable, "-m", "orders_app", "--port", str(port), "--worker-name", name, *args],
             cwd=APP,
             env=env,
         )
@@ -167,9 +168,134 @@ def test_the_app_stops_mid_workflow_and_a_restart_finishes_the_order(
     server.until(f"/orders/{order_id}", paused)
     server.stop(how)
 
-    server.start("web-2")
+    # The same name again: after a crash too, the restarted app takes its worker name back
+    # at once (same host, and the old process is gone), as after a clean stop.
+    server.start("web-1")
     assert server.post(f"/orders/{order_id}/approve", {"by": "night-shift"}).status_code == 200
     order = server.until(f"/orders/{order_id}", shipped)
     assert [s["attempts"] for s in order["run"]["steps"] if s["name"] == "reserve_stock"] == [1]
     assert sql(server.url, "SELECT quantity FROM stock") == [(8,)]  # reserved exactly once
     assert server.stop()
+
+
+def test_the_apps_alembic_history_builds_what_its_models_describe(empty_db_url: str) -> None:
+    """``alembic upgrade head`` (0001 the app, 0002 the pgqrs tables, 0003 the workers'
+    pid and heartbeat interval) leaves nothing for autogenerate: models and history agree."""
+    env = {**os.environ, "ORDERS_DATABASE_URL": empty_db_url}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=APP, env=env, check=True
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "alembic", "check"],
+        cwd=APP,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_webhook_answers_bad_approvals_with_json_errors(server: Server) -> None:
+    server.start("web-1")
+    order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 1}).json()[
+        "order_id"
+    ]
+    # not yet waiting for approval, or waiting: either way a body without "by" is refused
+    no_by = server.post(f"/orders/{order_id}/approve", {})
+    assert no_by.status_code == 422
+    assert no_by.json()["error"] == '"by" (who approves, a string) is required'
+    not_json = httpx.post(f"{server.base}/orders/{order_id}/approve", content=b"{", timeout=10)
+    assert (not_json.status_code, not_json.json()["error"]) == (422, "the body is not JSON")
+    assert server.post("/orders/999/approve", {"by": "x"}).status_code == 404
+    server.until(f"/orders/{order_id}", paused)
+    assert server.post(f"/orders/{order_id}/approve", {"by": "day-shift"}).status_code == 200
+    server.until(f"/orders/{order_id}", shipped)
+    again = server.post(f"/orders/{order_id}/approve", {"by": "night-shift"})
+    assert again.status_code == 409
+    assert again.json()["error"] == "the order is not waiting for approval"
+    order = server.get(f"/orders/{order_id}")
+    assert order["run"]["output"]["approved_by"] == "day-shift"  # unchanged
+    assert server.stop()
+
+
+def test_sigterm_while_a_step_runs_then_a_restart_finishes_the_order(
+    server: Server, tmp_path: Path
+) -> None:
+    """The app gets SIGTERM while ``charge_payment`` is in flight (a gateway the test holds):
+    after the grace period the worker releases the run, and the restarted app takes it at
+    once (well before the 30 s lease) and finishes it; each transactional step ran once."""
+    gate_path = os.path.join(tempfile.mkdtemp(prefix="gate-"), "s")
+    with socket.socket(socket.AF_UNIX) as gate:
+        gate.bind(gate_path)
+        gate.listen()
+        gate.settimeout(30)
+        server.start("web-1", "--grace", "0.5", ORDERS_PAYMENT_GATE=gate_path)
+        order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 2}).json()[
+            "order_id"
+        ]
+        held, _ = gate.accept()  # the payment step is running, and waits on us
+        with held:
+            order = server.get(f"/orders/{order_id}")
+            assert order["run"]["status"] == "RUNNING"
+            # reserve_stock is recorded; charge_payment is not (it is in flight)
+            assert [s["name"] for s in order["run"]["steps"]] == ["reserve_stock"]
+            assert server.stop()  # graceful: the in-flight run was released, not abandoned
+    started = time.monotonic()
+    server.start("web-1")
+    server.until(f"/orders/{order_id}", paused, timeout=20)
+    assert time.monotonic() - started < 20  # released: not waiting out the 30 s lease
+    assert server.post(f"/orders/{order_id}/approve", {"by": "night-shift"}).status_code == 200
+    order = server.until(f"/orders/{order_id}", shipped)
+    attempts = {s["name"]: s["attempts"] for s in order["run"]["steps"]}
+    assert attempts["reserve_stock"] == 1 and attempts["ship"] == 1
+    assert sql(server.url, "SELECT quantity FROM stock") == [(8,)]  # reserved exactly once
+    assert server.stop()
+
+
+def test_the_workflows_run_in_a_separate_worker_process(server: Server) -> None:
+    server.start("web-1", "--no-worker")
+    assert server.get("/health") == {"worker": None}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pgqrs_sqla", "--database-url", server.url,
+         "worker", "orders_app.workflows:registry", "--name", "proc-1", "--poll-interval", "0.1"],
+        cwd=APP,
+        env={**os.environ, "PYTHONPATH": str(APP)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while sql(server.url, "SELECT status FROM pgqrs_workers") != [("polling",)]:
+            assert worker.poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.05)  # another process's state: nothing to await
+        order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 4}).json()[
+            "order_id"
+        ]
+        server.until(f"/orders/{order_id}", paused)
+        assert server.post(f"/orders/{order_id}/approve", {"by": "proc"}).status_code == 200
+        order = server.until(f"/orders/{order_id}", shipped)
+        assert order["run"]["output"]["approved_by"] == "proc"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    assert sql(server.url, "SELECT quantity FROM stock") == [(6,)]
+    assert sql(server.url, "SELECT worker_name, status FROM pgqrs_workers") == [
+        ("proc-1", "stopped")
+    ]
+    server.stop()
+
+
+async def test_the_lifespan_disposes_the_apps_engine(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(APP))
+    from orders_app.web import create_app
+
+    for embedded in (True, False):
+        app = create_app(server.url, worker_name="in-process", embedded_worker=embedded)
+        async with app.router.lifespan_context(app):
+            pool = app.state.engine.sync_engine.pool
+            async with app.state.engine.connect():  # the app uses a connection
+                pass
+            assert pool.checkedin() >= 1
+        assert app.state.engine.sync_engine.pool is not pool  # disposed: a fresh pool
+        assert pool.checkedin() == 0  # and the old one's connections are closed

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,3 +57,86 @@ def test_factory_errors_surface_in_start() -> None:
 
     with pytest.raises(pgqrs.ConfigurationError, match="no database"):
         ThreadedWorker(broken).start()
+
+
+THREADED_APP = """
+import asyncio, contextlib, gc, os, sys
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+import pgqrs_sqla as pgqrs
+from pgqrs_sqla.contrib.threaded import ThreadedWorker
+
+URL, SYNC_URL, FORM = os.environ["URL"], os.environ["SYNC_URL"], os.environ["FORM"]
+opened = []
+
+
+async def shout(ctx, params):
+    return await ctx.step("shout", lambda: params.upper())
+
+
+def build(store, **options):
+    return pgqrs.consumer("thread-w", None, "shout").handler(shout).create(
+        store, poll_interval=0.05, **options
+    )
+
+
+@contextlib.asynccontextmanager
+async def managed():  # opens a store, yields the worker, closes the store
+    async with await pgqrs.connect(URL) as store:
+        opened.append(store)
+        yield await build(store)  # the default: the worker gets a pool of its own
+
+
+async def returned():  # the thread closes worker.store: the store itself, with own_pool=False
+    store = await pgqrs.connect(URL)
+    opened.append(store)
+    return await build(store, own_pool=False)
+
+
+runner = ThreadedWorker(managed if FORM == "managed" else returned)
+worker = runner.start()
+assert (worker.store is opened[0]) is (FORM != "managed")
+engine = create_engine(SYNC_URL)
+with Session(engine) as session, session.begin():
+    run_id = pgqrs.workflow("shout").trigger("hi").execute_sync(session)
+
+
+async def result():
+    async with await pgqrs.connect(URL) as store:
+        return await store.wait_for_run(run_id, timeout=30)
+
+
+assert asyncio.run(result()) == "HI"
+runner.stop(grace=5)
+engine.dispose()
+del worker, opened, runner
+gc.collect()
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("form", ["managed", "returned"])
+async def test_every_store_the_thread_opened_is_closed(
+    store: pgqrs.Store, db_url: str, tmp_path: Path, form: str
+) -> None:
+    """A real process in development mode: no unclosed connection (ResourceWarning) is left
+    when the thread ends, on the worker's own pool (the default) or on the factory's store."""
+    await store.create_workflow("shout")
+    (tmp_path / "app.py").write_text(THREADED_APP)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "app.py"],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "URL": db_url,
+            "SYNC_URL": db_url.replace("postgresql://", "postgresql+psycopg://"),
+            "FORM": form,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert "ResourceWarning" not in done.stderr, done.stderr

@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus
@@ -29,6 +30,59 @@ async def test_worker_has_its_own_pool_and_leaves_the_apps_alone(store: pgqrs.St
     assert (await store.get_run(run_id)).status is RunStatus.SUCCESS  # the app's engine still works
     shared = await pgqrs.consumer("w2", None, "wf").handler(handler).create(store, own_pool=False)
     assert shared.store is store
+
+
+async def test_the_workers_own_pool_connects_as_the_apps_engine_does(
+    store: pgqrs.Store, backend: str
+) -> None:
+    """``connect_args``, pool events and execution options survive into the worker's own
+    pool, and the worker's connections never come from the app's pool."""
+    url = store.engine.url
+    if backend == "postgresql":
+        app_engine = create_async_engine(
+            url, connect_args={"server_settings": {"application_name": "orders-web"}}
+        )
+        probe = "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    else:
+        app_engine = create_async_engine(url)
+
+        @event.listens_for(app_engine.sync_engine, "connect")
+        def tag(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.create_function("app_tag", 0, lambda: "orders-web")
+
+        probe = "SELECT app_tag()"
+    app_engine = app_engine.execution_options(app_option="kept")
+    app_store = pgqrs.Store(app_engine)
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        async def look(session: AsyncSession) -> Any:
+            conn = await session.connection()
+            return {
+                "tag": (await session.execute(text(probe))).scalar(),
+                "option": conn.sync_connection.get_execution_options().get("app_option"),  # type: ignore[union-attr]
+                "app_checked_out": app_engine.sync_engine.pool.checkedout(),
+            }
+
+        return await ctx.step("look", look, transactional=True)
+
+    try:
+        await app_store.create_workflow("probe")
+        worker = (
+            await pgqrs.consumer("w", None, "probe")
+            .handler(handler)
+            .create(app_store, own_pool=True, pool_size=2, poll_interval=0.05)
+        )
+        assert worker.store.engine.sync_engine.pool is not app_engine.sync_engine.pool
+        assert worker.store.engine.sync_engine.pool.size() == 2
+        async with worker:
+            run_id = await pgqrs.workflow("probe").trigger().execute(store)
+            assert await store.wait_for_run(run_id, timeout=10) == {
+                "tag": "orders-web",
+                "option": "kept",
+                "app_checked_out": 0,
+            }
+    finally:
+        await app_engine.dispose()
 
 
 async def test_concurrency_runs_handlers_at_once_and_one_worker_serves_several_workflows(

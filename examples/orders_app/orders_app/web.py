@@ -1,12 +1,17 @@
-"""The HTTP API (Starlette). The worker runs inside the app's lifespan.
+"""The HTTP API (Starlette). The worker runs inside the app's lifespan, unless
+``ORDERS_EMBEDDED_WORKER=0`` (or ``create_app(embedded_worker=False)``): then a separate
+``pgqrs-sqla worker orders_app.workflows:registry`` process runs the workflows.
 
-ORDERS_DATABASE_URL=sqlite:///orders.db uvicorn orders_app.web:app
+ORDERS_DATABASE_URL=sqlite:///orders.db uvicorn --factory orders_app.web:app
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import exc, select, text
@@ -17,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import pgqrs_sqla as pgqrs
-from pgqrs_sqla.contrib.asgi import worker_lifespan
+from pgqrs_sqla.contrib.asgi import running_worker
 
 from .models import Order
 from .models import pgqrs as pgqrs_models
@@ -26,10 +31,22 @@ from .workflows import registry
 DEFAULT_URL = "sqlite:///orders.db"
 
 
-def create_app(database_url: str | None = None, *, worker_name: str | None = None) -> Starlette:
+def _error(message: str, status_code: int, **detail: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **detail}, status_code=status_code)
+
+
+def create_app(
+    database_url: str | None = None,
+    *,
+    worker_name: str | None = None,
+    embedded_worker: bool | None = None,
+    grace: float = 5.0,
+) -> Starlette:
     url = pgqrs.store.normalise_url(
         database_url or os.environ.get("ORDERS_DATABASE_URL", DEFAULT_URL)
     )
+    if embedded_worker is None:
+        embedded_worker = os.environ.get("ORDERS_EMBEDDED_WORKER", "1") != "0"
     engine: AsyncEngine = create_async_engine(url)
     store = pgqrs.Store(engine, models=pgqrs_models)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -71,21 +88,31 @@ def create_app(database_url: str | None = None, *, worker_name: str | None = Non
         return JSONResponse({"order_id": order.id, "run_id": run_id}, status_code=201)
 
     async def approve(request: Request) -> JSONResponse:
-        body = await request.json()
-        async with sessions() as session, session.begin():
-            order = await session.get(Order, int(request.path_params["order_id"]))
-            if order is None or order.run_id is None:
-                return JSONResponse({"error": "no such order"}, status_code=404)
-            await session.execute(text("SELECT 1"))  # (your own writes would go here)
-            await store.update_step(
-                order.run_id,
-                "warehouse_approval",
-                pgqrs.StepStatus.SUCCESS,
-                {"by": body["by"]},
-                target=session,
-            )
-            await store.resume_run(order.run_id, target=session)
-        return JSONResponse({"order_id": order.id, "approved_by": body["by"]})
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return _error("the body is not JSON", 422)
+        by = body.get("by") if isinstance(body, dict) else None
+        if not isinstance(by, str) or not by:
+            return _error('"by" (who approves, a string) is required', 422)
+        try:
+            async with sessions() as session, session.begin():
+                order = await session.get(Order, int(request.path_params["order_id"]))
+                if order is None or order.run_id is None:
+                    return _error("no such order", 404)
+                await session.execute(text("SELECT 1"))  # (your own writes would go here)
+                await store.update_step(
+                    order.run_id,
+                    "warehouse_approval",
+                    pgqrs.StepStatus.SUCCESS,
+                    {"by": by},
+                    target=session,
+                )
+                await store.resume_run(order.run_id, target=session)
+        except (pgqrs.IllegalTransition, pgqrs.StepNotFound) as error:
+            # Approved already (or shipped), or not yet waiting for its approval.
+            return _error("the order is not waiting for approval", 409, detail=str(error))
+        return JSONResponse({"order_id": order.id, "approved_by": by})
 
     async def show(request: Request) -> JSONResponse:
         async with sessions() as session:
@@ -115,10 +142,23 @@ def create_app(database_url: str | None = None, *, worker_name: str | None = Non
         return JSONResponse(body)
 
     async def health(request: Request) -> JSONResponse:
+        if request.state.pgqrs_worker is None:  # the workflows run in a worker process
+            return JSONResponse({"worker": None})
         h = request.state.pgqrs_worker.health()
         return JSONResponse(
             {"worker": h.name, "running": h.running, "in_flight": h.in_flight, "lag": h.lag}
         )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        try:
+            if not embedded_worker:
+                yield {"pgqrs_worker": None}
+                return
+            async with running_worker(make_worker, grace=grace) as worker:
+                yield {"pgqrs_worker": worker}
+        finally:
+            await engine.dispose()  # the app made this engine: closing it is the app's job
 
     app = Starlette(
         routes=[
@@ -127,8 +167,9 @@ def create_app(database_url: str | None = None, *, worker_name: str | None = Non
             Route("/orders/{order_id:int}/approve", approve, methods=["POST"]),
             Route("/health", health),
         ],
-        lifespan=worker_lifespan(make_worker, grace=5),
+        lifespan=lifespan,
     )
+    app.state.engine = engine
     return app
 
 

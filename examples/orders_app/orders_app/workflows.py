@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +27,13 @@ class PaymentGateway:
 
     async def charge(self, run_id: int, amount: int, *, flaky: bool) -> dict[str, Any]:
         self.calls[run_id] = self.calls.get(run_id, 0) + 1
+        gate = os.environ.get("ORDERS_PAYMENT_GATE")
+        if gate:  # a slow gateway: it answers when the unix socket ``gate`` sends a byte
+            reader, writer = await asyncio.open_unix_connection(gate)
+            try:
+                await reader.readexactly(1)
+            finally:
+                writer.close()
         if flaky and self.calls[run_id] == 1:
             raise TimeoutError("payment gateway timed out")
         return {"charged": amount, "reference": f"pay-{run_id}"}
@@ -48,7 +57,7 @@ async def fulfil_order(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[st
         await session.execute(
             text("UPDATE orders SET status = 'reserved' WHERE run_id = :r"), {"r": ctx.run_id}
         )
-        return quantity
+        return int(quantity)
 
     await ctx.step("reserve_stock", reserve, transactional=True)
 

@@ -1,0 +1,25 @@
+"""What a worker factory may return, and who closes what it opened."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from ..worker import Worker
+
+#: ``async def make() -> Worker`` for a worker on a store someone else opens and closes
+#: (the app's), or a function returning an async context manager that yields the worker
+#: and closes, on exit, the store it opened (``@contextlib.asynccontextmanager``).
+WorkerFactory = Callable[[], Awaitable[Worker] | contextlib.AbstractAsyncContextManager[Worker]]
+
+
+async def enter_worker(
+    factory: WorkerFactory, stack: contextlib.AsyncExitStack[bool | None]
+) -> tuple[Worker, bool]:
+    """Call ``factory``; a context manager is entered on ``stack``, so whatever it opened is
+    closed when the stack unwinds (after the worker has stopped). Returns the worker and
+    whether the factory was a context manager."""
+    made = factory()
+    if isinstance(made, contextlib.AbstractAsyncContextManager):
+        return await stack.enter_async_context(made), True
+    return await made, False
