@@ -354,6 +354,7 @@ class Worker:
         self._grace = 30.0
         self._close_store = False
         self._next_binding = 0
+        self._shut_down = False
         self._closers: set[asyncio.Task[None]] = set()
         #: the process that registers the row (recorded on it, and part of its fence)
         self.pid = os.getpid()
@@ -729,6 +730,9 @@ class Worker:
         """Stop claiming; let in-flight runs finish within ``grace`` seconds, then release the
         rest so other workers take them at once.
 
+        A worker driven by hand (never started) is closed the same way: its leases given
+        back, its row marked stopped, its own pool disposed.
+
         Raises ``WorkerNameInUse`` if the worker had already stopped itself because another
         worker registered its name after judging it dead (a heartbeat that stalled too long).
         """
@@ -739,6 +743,11 @@ class Worker:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        elif not self._running and not self._shut_down:
+            # Never started (driven by hand with dequeue() and the lease operations): the
+            # poll loop's shutdown has not run, so give back the leases, mark the row
+            # stopped and close the worker's own pool here.
+            await self._shutdown()
 
     async def __aenter__(self) -> Worker:
         self.start()
@@ -763,6 +772,7 @@ class Worker:
         )
 
     async def _run(self, *, until_idle: bool) -> None:
+        self._shut_down = False
         self._waiter = Waiter()
         for b in self.bindings:
             HUB.subscribe(self.store.db_key, b.queue, self._waiter)
@@ -1318,6 +1328,7 @@ class Worker:
             await conn.close()
 
     async def _shutdown(self) -> None:
+        self._shut_down = True  # begun: stop() must not run it a second time
         # What to give back, by delivery, as it stands now: a handler cancelled below
         # releases its own message and this is the backstop; leases taken with dequeue() are
         # released only here. Fenced by token, so nothing of a worker sharing our id (one

@@ -909,3 +909,23 @@ async def test_bad_payloads_write_nothing_and_keep_the_transaction(db_url: str) 
         assert await rows(store) == 1
     finally:
         await store.close()
+
+
+async def test_stop_closes_a_worker_driven_by_hand(store: pgqrs.Store) -> None:
+    """A worker never started (dequeue and lease calls only) is closed by stop(): what it
+    holds goes back at once, its row says stopped, and a second stop() does nothing."""
+    await store.create_queue("manual")
+    await store.queue("manual").enqueue_batch([1, 2])
+
+    async def noop(message: pgqrs.Message) -> None:
+        return None
+
+    me = await pgqrs.consumer("by-hand", None, "manual").handler(noop).create(store)
+    held = await me.dequeue(2, visibility_timeout=300)
+    await me.archive(held[0])
+    await me.stop()
+    await me.stop()
+    [info] = await store.list_workers()
+    assert info.status == "stopped"
+    [stats] = await store.queue_stats("manual")
+    assert (stats.ready, stats.leased, stats.archived) == (1, 0, 1)  # back now, not in 300 s
