@@ -79,7 +79,8 @@ async def main() -> None:
             if "worker-2" in ran:
                 what = "executed"
             else:
-                what = f"replayed from the database (executed by {', '.join(ran) or 'nobody'})"
+                by = ", ".join(dict.fromkeys(ran)) or "nobody"  # a transient retry runs twice
+                what = f"replayed from the database (executed by {by})"
             print(f"  {step.name:<15} {step.status.value:<8} attempts={step.attempts}  {what}")
     finally:
         await store.close()
