@@ -32,7 +32,7 @@ from .errors import (
     PgqrsError,
     SchemaMissing,
 )
-from .models import RunStatus
+from .models import DEFAULT_PREFIX, RunStatus, pgqrs_models
 from .registry import WorkflowRegistry
 from .store import Store, connect
 
@@ -415,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("PGQRS_DATABASE_URL"),
         help="default: $PGQRS_DATABASE_URL",
     )
+    parser.add_argument(
+        "--table-prefix",
+        default=os.environ.get("PGQRS_TABLE_PREFIX"),
+        help="the prefix the app gave pgqrs_models(prefix=...) (default: $PGQRS_TABLE_PREFIX, "
+        "else pgqrs_)",
+    )
+    parser.add_argument(
+        "--schema",
+        default=os.environ.get("PGQRS_SCHEMA"),
+        help="the schema the app gave pgqrs_models(schema=...) (default: $PGQRS_SCHEMA)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -489,7 +500,13 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
         return cmd_alembic_init(args, out)
     if not args.database_url:
         raise UsageError("no database: pass --database-url or set PGQRS_DATABASE_URL")
-    store = await connect(args.database_url)
+    models = None
+    if args.table_prefix or args.schema:
+        # The tables as the app named them (pgqrs_models validates the prefix).
+        models = pgqrs_models(
+            prefix=args.table_prefix or DEFAULT_PREFIX, schema=args.schema or None
+        )
+    store = await connect(args.database_url, models=models)
     try:
         if args.command not in ("install", "check"):
             await store.require_schema()

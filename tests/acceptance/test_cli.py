@@ -419,3 +419,28 @@ async def test_sigterm_releases_a_run_still_running_after_grace(
     )
     async with other:
         assert await store.wait_for_run(run_id, timeout=15) == "taken over"
+
+
+def test_table_prefix_and_schema_name_the_apps_tables(empty_db_url: str, backend: str) -> None:
+    """An app that made its models with pgqrs_models(prefix=..., schema=...) operates them
+    with the same names, by option or environment."""
+    names = ["--table-prefix", "app_q_"]
+    if backend == "postgresql":  # SQLite refuses schema= (see docs/existing-app.md)
+        names += ["--schema", "jobs"]
+    assert cli(empty_db_url, *names, "install").returncode == 0
+    assert cli_json(empty_db_url, *names, "check") == {"ok": True, "problems": []}
+    assert cli(empty_db_url, "check").returncode == 3  # the default names are not there
+    env = {**os.environ, "PGQRS_TABLE_PREFIX": "app_q_"}
+    if backend == "postgresql":
+        env["PGQRS_SCHEMA"] = "jobs"
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqrs_sqla", "--database-url", empty_db_url, "--json", "queues"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+    bad = cli(empty_db_url, "--table-prefix", "Bad-Prefix", "check")
+    assert bad.returncode == 3 and "invalid table prefix" in bad.stderr
