@@ -241,3 +241,34 @@ async def test_log_records_carry_run_workflow_and_step(
     assert (retry.run_id, retry.workflow, retry.step) == (run_id, "logged", "flaky")  # type: ignore[attr-defined]
     failed = next(r for r in caplog.records if "out of attempts" in r.getMessage())
     assert (failed.run_id, failed.workflow) == (run_id, "logged")  # type: ignore[attr-defined]
+
+
+async def test_a_stopping_worker_claims_nothing_new(store: pgqrs.Store) -> None:
+    """Between stop() and the end of its grace, the in-flight run finishes, and a run
+    triggered meanwhile is left on the queue for another worker."""
+    running, finish = asyncio.Event(), asyncio.Event()
+
+    async def handler(ctx: pgqrs.RunContext, params: str) -> str:
+        if params == "first":
+            running.set()
+            await finish.wait()
+        return params
+
+    await store.create_workflow("drain")
+    worker = (
+        await pgqrs.consumer("stopping", None, "drain")
+        .handler(handler)
+        .create(store, concurrency=2, poll_interval=0.05)
+    )
+    worker.start()
+    first = await pgqrs.workflow("drain").trigger("first").execute(store)
+    await asyncio.wait_for(running.wait(), 10)
+    stopping = asyncio.create_task(worker.stop(grace=10))
+    await asyncio.sleep(0)  # one loop turn: the new task runs stop() up to its first await,
+    # which is after it has raised the stop flag (deterministic, not a timing guess)
+    late = await pgqrs.workflow("drain").trigger("late").execute(store)  # wakes the worker
+    finish.set()
+    await asyncio.wait_for(stopping, 15)
+    assert await store.wait_for_run(first, timeout=5) == "first"
+    assert (await store.get_run(late)).status is pgqrs.RunStatus.QUEUED
+    assert worker.stats.claimed == 1
