@@ -196,6 +196,7 @@ class ConsumerBuilder:
             hostname=hostname or socket.gethostname(),
         )
         worker._close_store = store is not given
+        worker.given_store = given
         try:
             await worker._register()
         except BaseException:
@@ -353,6 +354,9 @@ class Worker:
         self._listen_conn: Any = None
         self._grace = 30.0
         self._close_store = False
+        #: the store ``create()`` was given (``store`` may be a pool of the worker's own
+        #: made from it); whoever opened it closes it
+        self.given_store: Store = store
         self._next_binding = 0
         self._shut_down = False
         self._closers: set[asyncio.Task[None]] = set()

@@ -13,9 +13,8 @@
 The worker gets its own event loop in that thread, so its Store is made inside the factory:
 as an async context manager, the factory opens the store and closes it, after the worker
 has stopped, before the thread ends. A factory may also be an async function returning the
-worker; then the thread closes ``worker.store`` when it ends, which is the factory's store
-only with ``own_pool=False`` (with its own pool, the worker's store is a pool of its own
-that the worker closes itself, and the factory's store would be left open).
+worker; then the thread closes the store the factory gave the worker
+(``worker.given_store``) when it ends.
 Triggers from the app's sync ``Session`` use ``workflow(...).trigger(...).execute_sync``.
 """
 
@@ -69,8 +68,9 @@ class ThreadedWorker:
                 await worker.poll_forever()
             finally:
                 if not managed:
-                    # The store was made in this thread's loop and cannot outlive it.
-                    await worker.store.close()
+                    # The factory's store was made in this thread's loop and cannot outlive
+                    # it (the worker's own pool, if it has one, the worker closed itself).
+                    await worker.given_store.close()
 
     def stop(self, grace: float = 30.0, timeout: float | None = None) -> None:
         """Stop claiming, let in-flight runs finish within ``grace``, release the rest, and

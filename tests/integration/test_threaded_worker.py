@@ -87,15 +87,17 @@ async def managed():  # opens a store, yields the worker, closes the store
         yield await build(store)  # the default: the worker gets a pool of its own
 
 
-async def returned():  # the thread closes worker.store: the store itself, with own_pool=False
+async def returned():  # the thread closes worker.given_store: the store the factory made
     store = await pgqrs.connect(URL)
     opened.append(store)
-    return await build(store, own_pool=False)
+    return await build(store, own_pool=FORM == "returned-own-pool")
 
 
-runner = ThreadedWorker(managed if FORM == "managed" else returned)
+factory = managed if FORM == "managed" else returned
+runner = ThreadedWorker(factory)
 worker = runner.start()
-assert (worker.store is opened[0]) is (FORM != "managed")
+assert worker.given_store is opened[0]
+assert (worker.store is opened[0]) is (FORM == "returned")
 engine = create_engine(SYNC_URL)
 with Session(engine) as session, session.begin():
     run_id = pgqrs.workflow("shout").trigger("hi").execute_sync(session)
@@ -115,7 +117,7 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("form", ["managed", "returned"])
+@pytest.mark.parametrize("form", ["managed", "returned", "returned-own-pool"])
 async def test_every_store_the_thread_opened_is_closed(
     store: pgqrs.Store, db_url: str, tmp_path: Path, form: str
 ) -> None:
