@@ -222,7 +222,7 @@ def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str,
 
 
 @functools.cache
-def claim_stmt(t: Tables, postgres: bool) -> Update:
+def claim_stmt(t: Tables, postgres: bool, across_priorities: bool = False) -> Update:
     """Claim up to ``p_batch`` ready messages of ``p_queue_id`` in one statement and lease them
     to ``p_worker_id`` for ``p_vt`` seconds (bind them with :func:`claim_params`).
 
@@ -245,6 +245,16 @@ def claim_stmt(t: Tables, postgres: bool) -> Update:
         .order_by(m.c.id)
         .limit(bindparam("p_batch", type_=Integer))
     )
+    if across_priorities:
+        # The fallback when that finds nothing on PostgreSQL: every ready message of the top
+        # priority is locked by other claims in flight (SKIP LOCKED skips them), while lower
+        # priorities wait. Sorting the backlog costs more, so it is only the second try.
+        candidates = (
+            select(m.c.id)
+            .where(*ready)
+            .order_by(m.c.priority.desc(), m.c.id)
+            .limit(bindparam("p_batch", type_=Integer))
+        )
     if postgres:
         candidates = candidates.with_for_update(skip_locked=True)
     return (
@@ -274,9 +284,11 @@ async def claim(
     batch: int,
     vt_seconds: float,
 ) -> list[Message]:
-    stmt = claim_stmt(t, is_postgres(conn.dialect.name))
+    postgres = is_postgres(conn.dialect.name)
     params = claim_params(queue_id, worker_id, batch=batch, vt_seconds=vt_seconds)
-    rows = (await conn.execute(stmt, params)).all()
+    rows = (await conn.execute(claim_stmt(t, postgres), params)).all()
+    if not rows and postgres:
+        rows = (await conn.execute(claim_stmt(t, postgres, True), params)).all()
     messages = [Message.from_row(r) for r in rows]
     messages.sort(key=lambda msg: (-msg.priority, msg.id))
     return messages

@@ -233,9 +233,9 @@ def start_stmt(t: Tables) -> Any:
 
 
 @functools.cache
-def claim_and_start_stmt(t: Tables) -> Any:
+def claim_and_start_stmt(t: Tables, across_priorities: bool = False) -> Any:
     """PostgreSQL: claim a batch and start its runs in one statement (data-modifying CTEs)."""
-    claimed = q.claim_stmt(t, True).cte("claimed")
+    claimed = q.claim_stmt(t, True, across_priorities).cte("claimed")
     started = _start_update(t, t.runs.c.message_id.in_(select(claimed.c.id))).cte("started")
     s = t.steps
     # Whether anything is recorded for the run yet — by an earlier delivery, or by
@@ -999,6 +999,8 @@ class Worker:
             binding.queue_id, self.id, batch=batch, vt_seconds=self.visibility_timeout
         )
         rows = (await conn.execute(claim_and_start_stmt(self.store.tables), params)).all()
+        if not rows:  # the top priority's ready messages may all be locked by other claims
+            rows = (await conn.execute(claim_and_start_stmt(self.store.tables, True), params)).all()
         messages = sorted(
             (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
         )

@@ -929,3 +929,50 @@ async def test_stop_closes_a_worker_driven_by_hand(store: pgqrs.Store) -> None:
     assert info.status == "stopped"
     [stats] = await store.queue_stats("manual")
     assert (stats.ready, stats.leased, stats.archived) == (1, 0, 1)  # back now, not in 300 s
+
+
+async def test_a_claim_takes_a_lower_priority_when_the_top_one_is_locked(
+    store: pgqrs.Store, backend: str
+) -> None:
+    """While another claim holds the top priority's only ready message (PostgreSQL: locked,
+    uncommitted; SKIP LOCKED passes it over), a claim takes the next priority instead of
+    coming back empty and idling until its next poll."""
+    if backend == "sqlite":
+        pytest.skip("SQLite's single writer: no claim is ever in flight beside another")
+    await store.create_queue("prio")
+    urgent = await store.queue("prio").enqueue("urgent", priority=10)
+    await store.queue("prio").enqueue("routine", priority=0)
+    await store.create_workflow("wprio")
+    urgent_run = await pgqrs.workflow("wprio").trigger("urgent", priority=10).execute(store)
+    routine_run = await pgqrs.workflow("wprio").trigger("routine").execute(store)
+    m = store.tables.messages
+    urgent_msg = (await store.get_run(urgent_run)).message_id
+
+    async def seen(message: Any) -> None:
+        return None
+
+    runs: list[str] = []
+
+    async def handler(ctx: pgqrs.RunContext, params: str) -> None:
+        runs.append(params)
+
+    other = await store.engine.connect()
+    try:
+        await other.begin()  # another claim in flight on both top-priority messages
+        await other.execute(
+            select(m.c.id).where(m.c.id.in_([urgent, urgent_msg])).with_for_update()
+        )
+        me = await pgqrs.consumer("second", None, "prio").handler(seen).create(store)
+        [got] = await me.dequeue(1)
+        assert got.payload == "routine"
+        await me.stop()
+        worker = (
+            await pgqrs.consumer("wsecond", None, "wprio")
+            .handler(handler)
+            .create(store, concurrency=1, batch_size=1)
+        )
+        async with worker:
+            await store.wait_for_run(routine_run, timeout=10)
+        assert runs == ["routine"]
+    finally:
+        await other.close()
