@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -283,11 +283,14 @@ async def claim(
     *,
     batch: int,
     vt_seconds: float,
+    second_try: Callable[[], bool] = lambda: True,
 ) -> list[Message]:
+    """Claim (see :func:`claim_stmt`); on PostgreSQL, when that finds nothing, a second try
+    across priorities — unless ``second_try()`` says no (a worker that began stopping)."""
     postgres = is_postgres(conn.dialect.name)
     params = claim_params(queue_id, worker_id, batch=batch, vt_seconds=vt_seconds)
     rows = (await conn.execute(claim_stmt(t, postgres), params)).all()
-    if not rows and postgres:
+    if not rows and postgres and second_try():
         rows = (await conn.execute(claim_stmt(t, postgres, True), params)).all()
     messages = [Message.from_row(r) for r in rows]
     messages.sort(key=lambda msg: (-msg.priority, msg.id))

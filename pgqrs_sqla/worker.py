@@ -571,14 +571,7 @@ class Worker:
         with self._claiming() as allowed:
             while allowed:
                 async with self.store.autocommit() as conn:
-                    claimed = await q.claim(
-                        conn,
-                        self.store.tables,
-                        binding.queue_id,
-                        self.id,
-                        batch=batch,
-                        vt_seconds=vt,
-                    )
+                    claimed = await self._claim(conn, binding, batch, vt)
                 if not claimed:
                     break
                 self._leases.update((msg.id, msg.read_ct) for msg in claimed)
@@ -843,7 +836,7 @@ class Worker:
         start = self._next_binding % len(self.bindings)
         self._next_binding = start + 1
         for binding in self.bindings[start:] + self.bindings[:start]:
-            if free <= 0:
+            if free <= 0 or self._stopping.is_set():
                 break
             batch = min(free, self.batch_size)
             started: list[Any] | None = None
@@ -852,14 +845,7 @@ class Worker:
                     if binding.workflow is not None and self.store.postgres:
                         messages, started = await self._claim_and_start(conn, binding, batch)
                     else:
-                        messages = await q.claim(
-                            conn,
-                            self.store.tables,
-                            binding.queue_id,
-                            self.id,
-                            batch=batch,
-                            vt_seconds=self.visibility_timeout,
-                        )
+                        messages = await self._claim(conn, binding, batch, self.visibility_timeout)
             if not messages:
                 continue
             self.stats.claimed += len(messages)
@@ -991,6 +977,17 @@ class Worker:
 
     # ------------------------------------------------------------ workflow runs
 
+    async def _claim(self, conn: Any, binding: _Binding, batch: int, vt: float) -> list[q.Message]:
+        return await q.claim(
+            conn,
+            self.store.tables,
+            binding.queue_id,
+            self.id,
+            batch=batch,
+            vt_seconds=vt,
+            second_try=lambda: not self._stopping.is_set(),
+        )
+
     async def _claim_and_start(
         self, conn: Any, binding: _Binding, batch: int
     ) -> tuple[list[q.Message], list[Any]]:
@@ -999,7 +996,9 @@ class Worker:
             binding.queue_id, self.id, batch=batch, vt_seconds=self.visibility_timeout
         )
         rows = (await conn.execute(claim_and_start_stmt(self.store.tables), params)).all()
-        if not rows:  # the top priority's ready messages may all be locked by other claims
+        # The top priority's ready messages may all be locked by other claims: try across
+        # priorities — but claim nothing new once stop() has begun.
+        if not rows and not self._stopping.is_set():
             rows = (await conn.execute(claim_and_start_stmt(self.store.tables, True), params)).all()
         messages = sorted(
             (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
