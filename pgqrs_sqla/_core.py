@@ -18,11 +18,12 @@ from ._db import (
     run_async,
     run_sync,
     safe_url,
+    sqlite_writer,
     translated,
     wake_after_commit,
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
-from .dialects import READONLY_OPTION, is_postgres, setup_sqlite_engine
+from .dialects import READONLY_OPTION, SQLITE_BUSY_TIMEOUT_MS, is_postgres, setup_sqlite_engine
 from .errors import ConfigurationError
 from .models import PgqrsModels, Tables, pgqrs_models
 
@@ -101,8 +102,16 @@ class StoreCore:
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction of the store's own (committed on success)."""
         with translated():
-            async with self.engine.begin() as conn:
+            async with self.writer(), self.engine.begin() as conn:
                 yield conn
+
+    def writer(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Around a write transaction of ours: on SQLite, wait for this process's other
+        writers in the event loop rather than in SQLite's sleeping busy handler
+        (:func:`~pgqrs_sqla._db.sqlite_writer`); nothing on PostgreSQL."""
+        if self.postgres:
+            return contextlib.nullcontext()
+        return sqlite_writer(self.db_key, SQLITE_BUSY_TIMEOUT_MS / 1000)
 
     @contextlib.asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
@@ -114,7 +123,7 @@ class StoreCore:
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     yield conn
             else:
-                async with self.engine.begin() as conn:
+                async with self.writer(), self.engine.begin() as conn:
                     yield conn
 
     @contextlib.asynccontextmanager

@@ -550,7 +550,10 @@ class RunContext:
         x = self._x
         t = x.tables
         await x.release_connection()  # the session takes its own: never hold two per run
-        async with AsyncSession(x.store.engine, expire_on_commit=False) as session:
+        async with (
+            x.store.writer(),
+            AsyncSession(x.store.engine, expire_on_commit=False) as session,
+        ):
             with translated(f"transactional step {name!r}"):
                 async with session.begin():
                     # Lock our message row until commit: a concurrent claim (FOR UPDATE SKIP
