@@ -55,7 +55,7 @@ from .errors import (
 )
 from .models import ArchiveReason, RunStatus, StepStatus, Tables, WorkerStatus
 from .runs import CANCEL_CHANNEL, RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
-from .states import run_may_become
+from .states import run_may_become, status_in
 from .store import Store
 
 log = get_logger("pgqrs_sqla.worker")
@@ -216,7 +216,7 @@ def _start_update(t: Tables, which: Any) -> Any:
     r = t.runs
     return (
         update(r)
-        .where(which, r.c.status.in_(run_may_become(RunStatus.RUNNING)))
+        .where(which, status_in(r.c.status, run_may_become(RunStatus.RUNNING)))
         .values(
             status=RunStatus.RUNNING.value,
             started_at=func.coalesce(r.c.started_at, utcnow()),
@@ -264,7 +264,10 @@ def dead_run_stmt(t: Tables, message_id: int, reason: str) -> Any:
     r = t.runs
     return (
         update(r)
-        .where(r.c.message_id == message_id, r.c.status.in_(run_may_become(RunStatus.ERROR)))
+        .where(
+            r.c.message_id == message_id,
+            status_in(r.c.status, run_may_become(RunStatus.ERROR)),
+        )
         .values(
             status=RunStatus.ERROR.value,
             error={"type": "pgqrs_sqla.DeadLetter", "message": reason},
