@@ -275,6 +275,22 @@ def claim_params(queue_id: int, worker_id: int, *, batch: int, vt_seconds: float
     return {"p_queue_id": queue_id, "p_worker_id": worker_id, "p_batch": batch, "p_vt": vt_seconds}
 
 
+async def claim_rows(
+    conn: AsyncConnection,
+    build: Callable[[bool], Any],
+    params: dict[str, Any],
+    second_try: Callable[[], bool],
+) -> list[Row[Any]]:
+    """Run a claim statement, ``build(False)``; on PostgreSQL, when it finds nothing, once
+    more across priorities, ``build(True)`` (the top priority's ready messages may all be
+    locked by other claims in flight) — unless ``second_try()`` says no (a worker that began
+    stopping claims nothing new). SQLite's single writer never skips a locked row."""
+    rows = list((await conn.execute(build(False), params)).all())
+    if not rows and is_postgres(conn.dialect.name) and second_try():
+        rows = list((await conn.execute(build(True), params)).all())
+    return rows
+
+
 async def claim(
     conn: AsyncConnection,
     t: Tables,
@@ -285,13 +301,12 @@ async def claim(
     vt_seconds: float,
     second_try: Callable[[], bool] = lambda: True,
 ) -> list[Message]:
-    """Claim (see :func:`claim_stmt`); on PostgreSQL, when that finds nothing, a second try
-    across priorities — unless ``second_try()`` says no (a worker that began stopping)."""
+    """Claim (see :func:`claim_stmt` and :func:`claim_rows`)."""
     postgres = is_postgres(conn.dialect.name)
     params = claim_params(queue_id, worker_id, batch=batch, vt_seconds=vt_seconds)
-    rows = (await conn.execute(claim_stmt(t, postgres), params)).all()
-    if not rows and postgres and second_try():
-        rows = (await conn.execute(claim_stmt(t, postgres, True), params)).all()
+    rows = await claim_rows(
+        conn, lambda across: claim_stmt(t, postgres, across), params, second_try
+    )
     messages = [Message.from_row(r) for r in rows]
     messages.sort(key=lambda msg: (-msg.priority, msg.id))
     return messages

@@ -988,8 +988,13 @@ class Worker:
             self.id,
             batch=batch,
             vt_seconds=vt,
-            second_try=lambda: not self._stopping.is_set(),
+            second_try=self._may_claim_again,
         )
+
+    def _may_claim_again(self) -> bool:
+        """A claim's second try (see :func:`~pgqrs_sqla.queue.claim_rows`): not once stop()
+        has begun."""
+        return not self._stopping.is_set()
 
     async def _claim_and_start(
         self, conn: Any, binding: _Binding, batch: int
@@ -998,11 +1003,12 @@ class Worker:
         params = q.claim_params(
             binding.queue_id, self.id, batch=batch, vt_seconds=self.visibility_timeout
         )
-        rows = (await conn.execute(claim_and_start_stmt(self.store.tables), params)).all()
-        # The top priority's ready messages may all be locked by other claims: try across
-        # priorities — but claim nothing new once stop() has begun.
-        if not rows and not self._stopping.is_set():
-            rows = (await conn.execute(claim_and_start_stmt(self.store.tables, True), params)).all()
+        rows = await q.claim_rows(
+            conn,
+            lambda across: claim_and_start_stmt(self.store.tables, across),
+            params,
+            self._may_claim_again,
+        )
         messages = sorted(
             (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
         )
