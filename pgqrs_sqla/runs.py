@@ -102,6 +102,16 @@ def _policy(row: Any) -> RetryPolicy:
     )
 
 
+def _policy_columns(policy: RetryPolicy) -> dict[str, Any]:
+    """The workflow row's columns for ``policy`` (read back by :func:`_policy`)."""
+    return {
+        "max_attempts": policy.max_attempts,
+        "backoff_base": policy.base,
+        "backoff_cap": policy.cap,
+        "backoff_jitter": policy.jitter,
+    }
+
+
 def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
     m = row._mapping
     return RunInfo(
@@ -282,10 +292,7 @@ class RunControl(StoreCore):
                         "queue_id": select(qt.c.id)
                         .where(qt.c.queue_name == name)
                         .scalar_subquery(),
-                        "max_attempts": policy.max_attempts,
-                        "backoff_base": policy.base,
-                        "backoff_cap": policy.cap,
-                        "backoff_jitter": policy.jitter,
+                        **_policy_columns(policy),
                         "created_at": utcnow(),
                     },
                 ),
@@ -295,14 +302,7 @@ class RunControl(StoreCore):
                 conn.execute(stmt.on_conflict_do_nothing(index_elements=[table.c[key]]))
             if retry is not None:
                 conn.execute(
-                    update(w)
-                    .where(w.c.workflow_name == name)
-                    .values(
-                        max_attempts=policy.max_attempts,
-                        backoff_base=policy.base,
-                        backoff_cap=policy.cap,
-                        backoff_jitter=policy.jitter,
-                    )
+                    update(w).where(w.c.workflow_name == name).values(**_policy_columns(policy))
                 )
             return self._workflow(conn, name)
 
