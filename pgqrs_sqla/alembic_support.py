@@ -88,7 +88,14 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
     a name the generated migration never imports. Pass this hook to ``context.configure`` in
     your ``env.py`` if you autogenerate on SQLite (the templates do); anything else is left to
     Alembic's own rendering.
+
+    For a SQLModel app it also adds ``import sqlmodel`` to a revision that uses SQLModel's
+    types (``sqlmodel.sql.sqltypes.AutoString`` for a ``str`` field), which Alembic writes
+    without importing.
     """
+    if type_ == "type" and type(obj).__module__.partition(".")[0] == "sqlmodel":
+        autogen_context.imports.add("import sqlmodel")
+        return False
     if type_ != "type" or not isinstance(obj, postgresql.JSON):  # JSONB is a subclass
         return False
     prefix = autogen_context.opts.get("sqlalchemy_module_prefix") or ""
