@@ -151,9 +151,13 @@ class ConsumerBuilder:
     ) -> Worker:
         """Register the worker row and return the :class:`Worker` (not yet polling).
 
-        ``own_pool`` (default: when the store made its own engine via ``connect``) gives the
-        worker a connection pool of its own of ``pool_size`` (default ``concurrency + 2``), so
-        jobs cannot starve the app of connections; it is disposed when the worker stops.
+        ``own_pool`` (the default, also for ``Store(app_engine)``) gives the worker a
+        connection pool of its own of ``pool_size`` (default ``concurrency + 2``), built as
+        the app engine's pool is (URL, ``connect_args``, pool events), so jobs cannot starve
+        the app of connections; it is disposed when the worker stops. An engine whose pool
+        cannot be duplicated (``StaticPool``, in-memory SQLite) is shared by default, and
+        ``own_pool=True`` on it raises :class:`ConfigurationError`. ``own_pool=False``
+        shares the store's engine.
         """
         missing = [n for n in self.queues if n not in self._handlers]
         if missing:
@@ -163,7 +167,7 @@ class ConsumerBuilder:
                 "concurrency >= 1, visibility_timeout > 0 and poll_interval > 0 are required"
             )
         given = store
-        if own_pool if own_pool is not None else store._owns_engine:
+        if own_pool if own_pool is not None else store._pool_shareable_only() is None:
             store = store.with_own_pool(pool_size or concurrency + 2)
         bindings = []
         try:
