@@ -427,7 +427,11 @@ class Store(RunControl):
         async with self.read() as conn:
             row = (await conn.execute(select(t).where(t.c.queue_name == name))).first()
         if row is None:
-            raise QueueNotFound(f"no queue named {name!r}", queue=name)
+            raise QueueNotFound(
+                f"no queue named {name!r}: create it with `await store.create_queue({name!r})`, "
+                "or check the name (store.list_queues() lists them)",
+                queue=name,
+            )
         m = row._mapping
         return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
 
@@ -546,7 +550,11 @@ class Store(RunControl):
                 for r in (await conn.execute(oldest)).all()
             }
         if name is not None and not rows:
-            raise QueueNotFound(f"no queue named {name!r}", queue=name)
+            raise QueueNotFound(
+                f"no queue named {name!r}: create it with `await store.create_queue({name!r})`, "
+                "or check the name (store.list_queues() lists them)",
+                queue=name,
+            )
         return [
             QueueStats(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), ages.get(r[0]))
             for r in rows
