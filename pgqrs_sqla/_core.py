@@ -70,7 +70,9 @@ class StoreCore:
         if not self.postgres:
             if engine.dialect.name != "sqlite":
                 raise ConfigurationError(
-                    f"unsupported database {engine.dialect.name!r}: use PostgreSQL or SQLite"
+                    f"unsupported database {engine.dialect.name!r}: pgqrs_sqla runs on PostgreSQL "
+                    "(postgresql+asyncpg:// or postgresql+psycopg://) or SQLite (sqlite+aiosqlite://); "
+                    "give Store() an engine on one of them"
                 )
             setup_sqlite_engine(engine.sync_engine)
 

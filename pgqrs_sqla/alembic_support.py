@@ -88,7 +88,14 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
     a name the generated migration never imports. Pass this hook to ``context.configure`` in
     your ``env.py`` if you autogenerate on SQLite (the templates do); anything else is left to
     Alembic's own rendering.
+
+    For a SQLModel app it also adds ``import sqlmodel`` to a revision that uses SQLModel's
+    types (``sqlmodel.sql.sqltypes.AutoString`` for a ``str`` field), which Alembic writes
+    without importing.
     """
+    if type_ == "type" and type(obj).__module__.partition(".")[0] == "sqlmodel":
+        autogen_context.imports.add("import sqlmodel")
+        return False
     if type_ != "type" or not isinstance(obj, postgresql.JSON):  # JSONB is a subclass
         return False
     prefix = autogen_context.opts.get("sqlalchemy_module_prefix") or ""
@@ -104,6 +111,9 @@ def migration_url(url: str | URL, *, asynchronous: bool) -> URL:
     ``asynchronous=True`` picks asyncpg / aiosqlite (as ``connect`` does);
     ``asynchronous=False`` picks psycopg (3) / the standard ``sqlite3`` module. A URL that
     already names another synchronous driver (``postgresql+psycopg2://``) is kept.
+
+    Raises :class:`ConfigurationError` saying what to install when psycopg is needed and
+    missing (it is the ``[psycopg]`` extra), instead of a bare ``ModuleNotFoundError``.
     """
     from .store import normalise_url
 
@@ -111,11 +121,30 @@ def migration_url(url: str | URL, *, asynchronous: bool) -> URL:
         return normalise_url(url)
     parsed = make_url(url)
     backend, _, driver = parsed.drivername.partition("+")
-    if backend in ("postgresql", "postgres") and driver in ("", "asyncpg", "psycopg_async"):
+    if backend in ("postgresql", "postgres") and driver in (
+        "",
+        "asyncpg",
+        "psycopg_async",
+        "psycopg",
+    ):
+        _require_psycopg(parsed)
         return parsed.set(drivername="postgresql+psycopg")
     if backend == "sqlite" and driver == "aiosqlite":
         return parsed.set(drivername="sqlite")
     return parsed
+
+
+def _require_psycopg(url: URL) -> None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as error:
+        raise ConfigurationError(
+            "a synchronous Alembic environment connects to PostgreSQL with psycopg (3), "
+            'which is not installed: pip install "pgqrs-sqla[psycopg]", or use an async '
+            "environment (python -m pgqrs_sqla.alembic_support init DIR --template async) with "
+            "a postgresql+asyncpg:// URL",
+            url=url.render_as_string(hide_password=True),
+        ) from error
 
 
 def load_metadata(target: str) -> MetaData:
@@ -123,14 +152,19 @@ def load_metadata(target: str) -> MetaData:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ConfigurationError(
-            f"pgqrs_target_metadata must be 'module:attribute', got {target!r}"
+            f"pgqrs_target_metadata must be 'module:attribute', got {target!r}: name the "
+            "module of your models and its declarative base, e.g. myapp.models:Base"
         )
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
     metadata = obj if isinstance(obj, MetaData) else getattr(obj, "metadata", None)
     if not isinstance(metadata, MetaData):
-        raise ConfigurationError(f"{target!r} is neither a MetaData nor a declarative base")
+        raise ConfigurationError(
+            f"{target!r} is neither a MetaData nor a declarative base: point "
+            "pgqrs_target_metadata at your Base (the class your models inherit from) or its "
+            "MetaData"
+        )
     return metadata
 
 
@@ -151,7 +185,10 @@ def context_options(config: Any) -> dict[str, Any]:
         metadata = _default().metadata
     mode = (config.get_main_option("pgqrs_tables") or "exclude").strip()
     if mode not in ("include", "exclude"):
-        raise ConfigurationError(f"pgqrs_tables must be 'include' or 'exclude', got {mode!r}")
+        raise ConfigurationError(
+            f"pgqrs_tables must be 'include' or 'exclude', got {mode!r}: 'exclude' when the "
+            "shipped pgqrs branch manages the tables, 'include' when your autogenerate does"
+        )
     options: dict[str, Any] = {"target_metadata": metadata, "render_item": render_item}
     if mode == "exclude":
         options["include_object"] = exclude_pgqrs_tables()
@@ -165,7 +202,10 @@ def templates_directory() -> Path:
     for candidate in (here / "alembic_templates", here.parent / "alembic_templates"):
         if all((candidate / name / "env.py").is_file() for name in TEMPLATES):
             return candidate
-    raise ConfigurationError("the pgqrs Alembic templates are missing from this installation")
+    raise ConfigurationError(
+        "the pgqrs Alembic templates are missing from this installation: reinstall it "
+        "(pip install --force-reinstall pgqrs-sqla)"
+    )
 
 
 def scaffold(
@@ -194,7 +234,9 @@ def scaffold(
     try:
         command.init(_Config(str(ini)), str(directory), template=template)
     except CommandError as error:
-        raise ConfigurationError(f"cannot scaffold {directory}: {error}") from error
+        raise ConfigurationError(
+            f"cannot scaffold {directory}: {error}; choose a new or empty directory"
+        ) from error
     return ini
 
 

@@ -25,12 +25,18 @@ def check_json(value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BY
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise PayloadError(
-            f"{what} is not JSON-serialisable: {exc}", what=what, reason="not_json"
+            f"{what} is not JSON-serialisable: {exc}; pass JSON values only (dict with str keys, "
+            "list, str, finite int/float, bool, None): convert datetimes, sets, Decimals, ... "
+            "first",
+            what=what,
+            reason="not_json",
         ) from exc
     size = len(text.encode())
     if size > max_bytes:
         raise PayloadError(
-            f"{what} is {size} bytes of JSON, over the limit of {max_bytes} bytes",
+            f"{what} is {size} bytes of JSON, over the limit of {max_bytes} bytes: store large "
+            "data in a table of yours and pass its id, or raise max_payload_bytes= (connect(), "
+            "workflow())",
             what=what,
             reason="too_large",
             size=size,

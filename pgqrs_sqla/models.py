@@ -16,11 +16,17 @@ A host app calls :func:`pgqrs_models` once with its own ``Base``::
 Columns are declared statically on mixins so type checkers see them; the factory composes
 the mixins with the host base. Reads are free; writes through the ORM are refused (use the
 Store's API, which goes through the state machine).
+
+A SQLModel app passes ``SQLModel`` itself: the classes are then built on a plain
+``DeclarativeBase`` sharing ``SQLModel.metadata`` and SQLModel's registry (pydantic cannot
+validate ``Mapped[...]`` columns), so a SQLModel table's ``Field(foreign_key=...)`` and
+``Relationship()`` reach the run class by table or class name.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,7 +48,8 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, registry
+from sqlalchemy.schema import Column
 from sqlalchemy.sql.naming import conv
 
 from .dialects import BigIntKey, JSONType, utcnow
@@ -374,6 +381,27 @@ class PgqrsModels:
             steps=t(self.WorkflowStep),
         )
 
+    def run_fk(self, name: str | None = None, *, ondelete: str | None = "SET NULL") -> ForeignKey:
+        """A ``ForeignKey`` to the run table's ``id`` that always has a name, for a column of
+        yours: ``mapped_column(models.run_fk(), nullable=True)``, ``Column(..., models.run_fk())``
+        or, in SQLModel, ``Field(default=None, sa_column_args=[models.run_fk()])``.
+
+        Alembic cannot add an unnamed foreign key to an existing SQLite table (batch mode
+        fails with ``ValueError: Constraint must have a name``, after the revision's earlier
+        steps already ran). Without ``name`` the key is named by your ``MetaData``'s ``fk``
+        naming convention if it has one, else ``fk_<table>_<column>_<run table>`` (shortened
+        with a hash past 63 characters, PostgreSQL's limit). ``ondelete`` defaults to
+        ``SET NULL``: deleting old runs (``store.prune``) leaves your rows in place.
+        """
+        runs = self.tables.runs
+        target = f"{runs.schema}.{runs.name}.id" if runs.schema else f"{runs.name}.id"
+        fk = ForeignKey(target, name=name, ondelete=ondelete)
+        if name is None:
+            event.listen(
+                fk, "after_parent_attach", _name_fk_on_table_attach(runs.name), propagate=True
+            )
+        return fk
+
     def include_object(
         self, obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
     ) -> bool:
@@ -404,6 +432,63 @@ class PgqrsModels:
         return table is not None and getattr(table, "name", None) in names
 
 
+def _fk_name(table: str, column: str, referred: str) -> str:
+    name = f"fk_{table}_{column}_{referred}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54]}_{digest}"
+
+
+def _name_fk_on_table_attach(referred: str) -> Any:
+    """Name ``fk``'s constraint once its column joins a table whose MetaData has no ``fk``
+    naming convention. The ForeignKey makes its constraint in its own listener on the same
+    event, registered before this one (when the ForeignKey attached to the column). Both
+    listeners propagate, so the copies declarative makes of a mixin's column are named too."""
+
+    def on_column(foreign_key: ForeignKey, column: Column[Any]) -> None:
+        def on_table(column: Column[Any], table: Table) -> None:
+            constraint = foreign_key.constraint
+            if constraint is None or constraint.name is not None:
+                return
+            if "fk" in table.metadata.naming_convention:
+                return  # the host's convention names it, as it names every other key
+            constraint.name = conv(_fk_name(table.name, column.name, referred))
+
+        event.listen(column, "after_parent_attach", on_table, propagate=True)
+
+    return on_column
+
+
+def _host_base(base: Any) -> type[DeclarativeBase]:
+    """The declarative base to build our classes on, for what the host passed.
+
+    A SQLAlchemy declarative base is used as it is. A SQLModel base (``SQLModel`` itself, or
+    a subclass that is not a table) is not one pydantic lets us put ``Mapped[...]`` columns
+    on: our classes get a plain ``DeclarativeBase`` sharing its ``MetaData`` and registry, so
+    Alembic sees one metadata and relationships resolve by class or table name."""
+    if (
+        isinstance(base, type)
+        and isinstance(getattr(base, "registry", None), registry)
+        and isinstance(getattr(base, "metadata", None), MetaData)
+    ):
+        declarative: type[DeclarativeBase] = base
+        return declarative
+    sa_registry = getattr(base, "_sa_registry", None)
+    if isinstance(base, type) and isinstance(sa_registry, registry):
+        shared: type[DeclarativeBase] = type(
+            f"PgqrsOn{base.__name__}",
+            (DeclarativeBase,),
+            {"registry": sa_registry, "metadata": sa_registry.metadata, "__module__": __name__},
+        )
+        return shared
+    raise ConfigurationError(
+        f"pgqrs_models() needs your declarative base (a DeclarativeBase subclass, a "
+        f"declarative_base() result, or SQLModel), got {base!r}; call pgqrs_models(Base) with "
+        "the class your models inherit from, or pgqrs_models() for a base of pgqrs's own"
+    )
+
+
 def _refuse(what: str) -> Any:
     def listener(mapper: Any, connection: Any, target: Any) -> None:
         raise ReadOnlyModel(
@@ -415,7 +500,7 @@ def _refuse(what: str) -> Any:
 
 
 def pgqrs_models(
-    base: type[DeclarativeBase] | None = None,
+    base: type[DeclarativeBase] | type[Any] | None = None,
     *,
     prefix: str = DEFAULT_PREFIX,
     schema: str | None = None,
@@ -426,6 +511,9 @@ def pgqrs_models(
     ``prefix`` (default ``pgqrs_``) in ``schema`` (default: the connection's default). The
     host's naming convention names keys, uniques and foreign keys. Without ``base``, a new
     base with its own ``MetaData`` (and :data:`DEFAULT_NAMING_CONVENTION`) is made.
+    ``base`` may also be ``SQLModel`` (or a SQLModel base class): the tables join
+    ``SQLModel.metadata`` and SQLModel's registry. For a foreign key of yours to runs, use
+    :meth:`PgqrsModels.run_fk` (it is named even without a naming convention).
 
     Call it once per base; a second call on the same base raises ``ConfigurationError``.
     """
@@ -440,6 +528,8 @@ def pgqrs_models(
             metadata = MetaData(naming_convention=DEFAULT_NAMING_CONVENTION)
 
         base = _OwnBase
+    else:
+        base = _host_base(base)
     if (f"{schema}.{prefix}queues" if schema else f"{prefix}queues") in base.metadata.tables:
         raise ConfigurationError(
             f"pgqrs models with prefix {prefix!r} are already on {base.__name__}.metadata; "

@@ -171,9 +171,12 @@ def enqueue_stmt(
         )
     if available_at is not None:
         if delay is not None:
-            raise ValidationError("pass either delay= or available_at=, not both")
+            raise ValidationError("pass either delay= or available_at=, not both: drop one of them")
         if available_at.tzinfo is None:
-            raise ValidationError("available_at must be timezone-aware")
+            raise ValidationError(
+                "available_at must be timezone-aware: use datetime.now(timezone.utc) + ..., or "
+                "pass delay= (seconds or a timedelta) instead"
+            )
     params: dict[str, Any] = {
         "p_queue": queue_name,
         "p_priority": priority,
@@ -214,7 +217,11 @@ def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str,
         stmt = _with_notify(stmt)
     ids = sorted(conn.execute(stmt, params).scalars().all())
     if not ids:
-        raise QueueNotFound(f"no queue named {queue_name!r}", queue=queue_name)
+        raise QueueNotFound(
+            f"no queue named {queue_name!r}: create it with "
+            f"`await store.create_queue({queue_name!r})`, or check the name",
+            queue=queue_name,
+        )
     return ids
 
 

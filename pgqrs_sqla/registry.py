@@ -44,7 +44,10 @@ class WorkflowRegistry:
     def _add(self, name: str, handler: H, retry: RetryPolicy | None, workflow: bool) -> H:
         validate_name(name, "workflow" if workflow else "queue")
         if name in self._entries:
-            raise ConfigurationError(f"{name!r} is registered twice")
+            raise ConfigurationError(
+                f"{name!r} is registered twice: register each workflow or queue once (one "
+                "handler per name), or give the second one another name"
+            )
         self._entries[name] = _Entry(handler, retry, workflow)
         return handler
 
@@ -87,7 +90,8 @@ class WorkflowRegistry:
         unknown = [n for n in chosen if n not in self._entries]
         if unknown or not chosen:
             raise ConfigurationError(
-                f"unknown queue(s) {unknown}; this registry has {self.names}"
+                f"unknown queue(s) {unknown}; this registry has {self.names}: pass queues= from "
+                "those, or register the missing ones first"
                 if unknown
                 else "the registry is empty: register a workflow or queue first"
             )

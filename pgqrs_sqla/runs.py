@@ -51,7 +51,10 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.base < 0 or self.cap < 0:
-            raise ValidationError(f"invalid retry policy {self!r}")
+            raise ValidationError(
+                f"invalid retry policy {self!r}: max_attempts must be >= 1, base and cap >= 0 "
+                "(seconds)"
+            )
 
     def delay(self, attempt: int) -> float:
         raw: float = min(self.cap, self.base * 2 ** max(0, attempt - 1))
@@ -155,7 +158,11 @@ def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
         raise ValidationError(f"a run id is an int, got {run_id!r}")
     row = conn.execute(_run_select(t).where(t.runs.c.id == run_id)).first()
     if row is None:
-        raise RunNotFound(f"no workflow run with id {run_id}", run_id=run_id)
+        raise RunNotFound(
+            f"no workflow run with id {run_id}: check the id (store.list_runs() lists runs; "
+            "a run pruned after it finished is gone)",
+            run_id=run_id,
+        )
     s = t.steps
     steps = [
         step_info(r)
@@ -181,7 +188,8 @@ def update_step_logic(
     run = load_run(conn, t, run_id)
     if run.status not in NON_TERMINAL_RUN:
         raise IllegalTransition(
-            f"run {run_id} is {run.status.value}; steps of a finished run cannot change",
+            f"run {run_id} is {run.status.value}; steps of a finished run cannot change: "
+            "trigger a new run instead",
             run_id=run_id,
             expected=sorted(s.value for s in NON_TERMINAL_RUN),
             actual=run.status.value,

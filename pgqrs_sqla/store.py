@@ -18,7 +18,7 @@ from sqlalchemy import case, delete, exc, func, inspect, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import Pool, QueuePool
+from sqlalchemy.pool import AssertionPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 from sqlalchemy.schema import CreateColumn, CreateSchema, Table
 
 from . import queue as q
@@ -237,9 +237,27 @@ class Store(RunControl):
     """The engine and the pgqrs tables. Make one with :func:`connect`, or wrap an
     ``AsyncEngine`` the app already has with ``Store(engine)`` (never disposed by us)."""
 
+    def _pool_shareable_only(self) -> str | None:
+        """Why this store's pool cannot be duplicated (``None`` when it can): a pool that
+        holds its one connection (``StaticPool``, ``SingletonThreadPool``, ``AssertionPool``),
+        or an in-memory SQLite database, which a new connection would open empty."""
+        pool = self.engine.sync_engine.pool
+        if isinstance(pool, StaticPool | SingletonThreadPool | AssertionPool):
+            return f"its engine's {type(pool).__name__} holds a single connection"
+        url = self.engine.url
+        if not self.postgres and (
+            url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+        ):
+            return "its SQLite database is in memory (a new connection would open an empty one)"
+        return None
+
     def with_own_pool(self, size: int) -> Store:
         """A Store on the same database with its own small connection pool (for a worker,
         so jobs cannot starve the app's request handlers of connections).
+
+        Raises :class:`ConfigurationError` for an engine whose pool cannot be duplicated:
+        a ``StaticPool`` (or another single-connection pool) or an in-memory SQLite database,
+        where the worker must share the app's engine (``own_pool=False``, the default there).
 
         The new pool makes connections exactly as the app's does: it is the app's pool
         recreated (what ``engine.dispose()`` does) with ``size`` connections (+2 overflow),
@@ -251,6 +269,13 @@ class Store(RunControl):
         stay on the app's engine. To choose the worker's engine yourself, pass the worker
         a ``Store(your_engine)`` with ``own_pool=False``.
         """
+        why = self._pool_shareable_only()
+        if why is not None:
+            raise ConfigurationError(
+                f"cannot give the worker a pool of its own: {why}; let it share the app's "
+                "engine (own_pool=False), or give the app a database file and a QueuePool",
+                url=safe_url(self.engine.url),
+            )
         app = self.engine.sync_engine
         sync_engine = Engine(
             _pool_like(app.pool, size),
@@ -402,7 +427,11 @@ class Store(RunControl):
         async with self.read() as conn:
             row = (await conn.execute(select(t).where(t.c.queue_name == name))).first()
         if row is None:
-            raise QueueNotFound(f"no queue named {name!r}", queue=name)
+            raise QueueNotFound(
+                f"no queue named {name!r}: create it with `await store.create_queue({name!r})`, "
+                "or check the name (store.list_queues() lists them)",
+                queue=name,
+            )
         m = row._mapping
         return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
 
@@ -521,7 +550,11 @@ class Store(RunControl):
                 for r in (await conn.execute(oldest)).all()
             }
         if name is not None and not rows:
-            raise QueueNotFound(f"no queue named {name!r}", queue=name)
+            raise QueueNotFound(
+                f"no queue named {name!r}: create it with `await store.create_queue({name!r})`, "
+                "or check the name (store.list_queues() lists them)",
+                queue=name,
+            )
         return [
             QueueStats(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), ages.get(r[0]))
             for r in rows

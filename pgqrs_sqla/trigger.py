@@ -154,14 +154,26 @@ def trigger_logic(
     if is_postgres(dialect):
         row = conn.execute(pg_trigger_stmt(t), params).first()
         if row is None:
-            raise WorkflowNotFound(f"no workflow named {name!r}", workflow=name)
+            raise WorkflowNotFound(
+                f"no workflow named {name!r}: create it with "
+                f"`await store.create_workflow({name!r})` (a worker made with "
+                "WorkflowRegistry.create_worker creates its workflows); if it exists, check the "
+                "name, and that workflow() has the models= (prefix, schema) of the store",
+                workflow=name,
+            )
         message_id, run_id = row[0], row[1]
     else:
         if key is not None and (found := _existing(conn, t, name, key)) is not None:
             return found
         message_id = conn.execute(message_insert_stmt(t), params).scalar()
         if message_id is None:
-            raise WorkflowNotFound(f"no workflow named {name!r}", workflow=name)
+            raise WorkflowNotFound(
+                f"no workflow named {name!r}: create it with "
+                f"`await store.create_workflow({name!r})` (a worker made with "
+                "WorkflowRegistry.create_worker creates its workflows); if it exists, check the "
+                "name, and that workflow() has the models= (prefix, schema) of the store",
+                workflow=name,
+            )
         run_id = conn.execute(
             run_insert_stmt(t, dialect), {**params, "p_message_id": message_id}
         ).scalar()

@@ -130,7 +130,8 @@ class ConsumerBuilder:
         for name in targets:
             if name not in self.queues:
                 raise ConfigurationError(
-                    f"{name!r} is not one of this consumer's queues {self.queues}"
+                    f"{name!r} is not one of this consumer's queues {self.queues}: pass one of "
+                    "them as queue=, or add it to consumer(name, port, *queues)"
                 )
             self._handlers[name] = (fn, retry)
         return self
@@ -151,19 +152,25 @@ class ConsumerBuilder:
     ) -> Worker:
         """Register the worker row and return the :class:`Worker` (not yet polling).
 
-        ``own_pool`` (default: when the store made its own engine via ``connect``) gives the
-        worker a connection pool of its own of ``pool_size`` (default ``concurrency + 2``), so
-        jobs cannot starve the app of connections; it is disposed when the worker stops.
+        ``own_pool`` (the default, also for ``Store(app_engine)``) gives the worker a
+        connection pool of its own of ``pool_size`` (default ``concurrency + 2``), built as
+        the app engine's pool is (URL, ``connect_args``, pool events), so jobs cannot starve
+        the app of connections; it is disposed when the worker stops. An engine whose pool
+        cannot be duplicated (``StaticPool``, in-memory SQLite) is shared by default, and
+        ``own_pool=True`` on it raises :class:`ConfigurationError`. ``own_pool=False``
+        shares the store's engine.
         """
         missing = [n for n in self.queues if n not in self._handlers]
         if missing:
             raise ConfigurationError(f"no handler for {missing}: call .handler(fn) first")
         if concurrency < 1 or visibility_timeout <= 0 or poll_interval <= 0:
             raise ValidationError(
-                "concurrency >= 1, visibility_timeout > 0 and poll_interval > 0 are required"
+                f"concurrency >= 1, visibility_timeout > 0 and poll_interval > 0 are required; got "
+                f"concurrency={concurrency!r}, visibility_timeout={visibility_timeout!r}, "
+                f"poll_interval={poll_interval!r}"
             )
         given = store
-        if own_pool if own_pool is not None else store._owns_engine:
+        if own_pool if own_pool is not None else store._pool_shareable_only() is None:
             store = store.with_own_pool(pool_size or concurrency + 2)
         bindings = []
         try:
@@ -429,7 +436,9 @@ class Worker:
                 except exc.IntegrityError:
                     nested.rollback()
                     raise WorkerNameInUse(
-                        f"worker name {self.name!r} was registered concurrently", worker=self.name
+                        f"worker name {self.name!r} was registered concurrently by another worker; pick "
+                        "another name",
+                        worker=self.name,
                     ) from None
             holder = self._live_holder(row)
             if holder is not None:
@@ -657,7 +666,10 @@ class Worker:
         for b in self.bindings:
             if b.queue == queue:
                 return b
-        raise ConfigurationError(f"worker {self.name!r} does not serve queue {queue!r}")
+        raise ConfigurationError(
+            f"worker {self.name!r} does not serve queue {queue!r}: name one of {self.queues!r}, "
+            "or create a worker for that queue"
+        )
 
     async def _fenced(self, stmt: Any, msg: q.Message, action: str, *, ends: bool = True) -> Any:
         """Run a lease-fenced statement; ``ends``: on success the lease is no longer ours."""

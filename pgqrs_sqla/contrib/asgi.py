@@ -20,7 +20,8 @@ the store: it is exited after the worker has stopped (whoever opens a store clos
         async with await pgqrs.connect(url) as store:
             yield await registry.create_worker(store, "web-1")
 
-A worker's own pool (``own_pool=True``, the default for a store made with ``connect``) is
+A worker's own pool (``own_pool=True``, the default unless the engine's pool cannot be
+duplicated: ``StaticPool``, in-memory SQLite) is
 the worker's to close, and it does so when it stops.
 """
 

@@ -83,7 +83,7 @@ async def test_inspect_and_control_runs(store: pgqrs.Store, db_url: str) -> None
     assert (await asyncio.to_thread(cli, db_url, "runs", "resume", str(paused))).returncode == 0
     missing = await asyncio.to_thread(cli, db_url, "runs", "show", "999999")
     assert missing.returncode == 1
-    assert missing.stderr.strip() == "error: no workflow run with id 999999"
+    assert missing.stderr.strip().startswith("error: no workflow run with id 999999: check the id")
     illegal = await asyncio.to_thread(cli, db_url, "runs", "cancel", str(queued))
     assert illegal.returncode == 1
     assert "Traceback" not in illegal.stderr

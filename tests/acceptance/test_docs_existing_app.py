@@ -53,3 +53,44 @@ def test_new_app_commands_run_as_written(tmp_path: Path) -> None:
     written = (tmp_path / "alembic.ini").read_text().splitlines()
     for line in ini.splitlines():
         assert line in written, line
+
+
+def test_the_branch_console_blocks_show_what_alembic_prints(tmp_path: Path) -> None:
+    """The ``<!-- test: heads -->`` blocks of existing-app.md, run with the real ``alembic`` in
+    a scaffolded app: each ``$`` command must succeed, and where the page shows its output,
+    Alembic prints exactly that - except the app's own revision ids, which Alembic makes up.
+    The pgqrs revision ids shown must be the shipped branch's, so a new pgqrs revision makes
+    this test say which lines of the page to update."""
+    from pgqrs_sqla.alembic_support import scaffold
+
+    scaffold(tmp_path / "alembic", template="sync")
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    app_id = re.compile(r"^[0-9a-f]{12}\b", flags=re.M)
+    checked = 0
+    for block in blocks("existing-app.md", "console", "<!-- test: heads -->"):
+        steps: list[tuple[str, list[str]]] = []
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            elif line.strip():
+                steps[-1][1].append(line)
+        for command_line, shown in steps:
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", command_line],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, f"{command_line}:\n{done.stderr}"
+            if shown:
+                printed = app_id.sub("<app revision>", done.stdout).splitlines()
+                expected = app_id.sub("<app revision>", "\n".join(shown)).splitlines()
+                assert printed == expected, (
+                    f"docs/existing-app.md shows, for `{command_line}`:\n{shown}\n"
+                    f"but Alembic prints:\n{done.stdout}\n(update the page's console block)"
+                )
+                checked += 1
+    assert checked == 2

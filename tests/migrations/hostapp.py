@@ -142,19 +142,25 @@ class HostApp:
 
     # ---------------------------------------------------------------- environments
 
-    def stock_env(self, template: str = "generic", *, include_object: str | None = None) -> None:
+    def stock_env(
+        self, template: str = "generic", *, include_object: str | None = None, batch: bool = False
+    ) -> None:
         """Alembic's own template, edited as docs/existing-app.md says: ``target_metadata``
         is the app's ``Base.metadata``, and ``render_item`` (plus ``include_object`` when
-        given, an expression over ``models`` / ``exclude_pgqrs_tables``) go to
-        ``context.configure``. Called again, it rewires the same environment."""
+        given, an expression over ``models`` / ``exclude_pgqrs_tables``, and
+        ``render_as_batch`` with ``batch``) go to ``context.configure``. Called again, it
+        rewires the same environment."""
         env = self.root / "alembic" / "env.py"
         if self._stock is None:
             command.init(Config(str(self.ini)), str(self.root / "alembic"), template=template)
             self._stock = env.read_text()
         source = self._stock
-        options = "{'render_item': render_item}"
+        options = "{'render_item': render_item"
         if include_object is not None:
-            options = f"{{'render_item': render_item, 'include_object': {include_object}}}"
+            options += f", 'include_object': {include_object}"
+        if batch:
+            options += ", 'render_as_batch': True"
+        options += "}"
         wiring = (
             f"from {self.package}.models import Base, models\n"
             "from pgqrs_sqla.alembic_support import exclude_pgqrs_tables, render_item\n"

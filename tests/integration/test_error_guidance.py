@@ -1,0 +1,76 @@
+"""Errors a user can hit say what to do, on SQLite and PostgreSQL: each message names the
+problem *and* the call or change that fixes it, and carries its data on typed attributes.
+The caller's transaction stays usable after the refusal (the in-session cases write before
+and after it, then commit)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import pgqrs_sqla as pgqrs
+
+
+async def test_missing_workflow_queue_and_run_say_how_to_create_or_find_them(
+    store: pgqrs.Store,
+) -> None:
+    async with store.begin() as conn:
+        await conn.execute(text("CREATE TABLE ledger (note VARCHAR(50) NOT NULL)"))
+    async with AsyncSession(store.engine) as session, session.begin():
+        await session.execute(text("INSERT INTO ledger VALUES ('before')"))
+        with pytest.raises(pgqrs.WorkflowNotFound) as wf:
+            await pgqrs.workflow("nightly").trigger({}).execute(session)
+        await session.execute(text("INSERT INTO ledger VALUES ('after')"))
+    assert wf.value.workflow == "nightly"  # type: ignore[attr-defined]
+    assert "create it with `await store.create_workflow('nightly')`" in str(wf.value)
+    assert "WorkflowRegistry.create_worker creates its workflows" in str(wf.value)
+    async with store.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM ledger"))).scalar_one() == 2
+
+    with pytest.raises(pgqrs.WorkflowNotFound, match=r"store\.create_workflow"):
+        await pgqrs.workflow("nightly").trigger({}).execute(store)
+    with pytest.raises(pgqrs.QueueNotFound) as queue:
+        await store.queue("mail").enqueue({"to": "ada"})
+    assert queue.value.queue == "mail"  # type: ignore[attr-defined]
+    assert "create it with `await store.create_queue('mail')`" in str(queue.value)
+    with pytest.raises(pgqrs.QueueNotFound, match=r"store.create_queue\('mail'\)"):
+        await store.get_queue("mail")
+    with pytest.raises(pgqrs.RunNotFound) as run:
+        await store.get_run(999_999)
+    assert run.value.run_id == 999_999  # type: ignore[attr-defined]
+    assert "check the id (store.list_runs() lists runs" in str(run.value)
+
+
+async def test_bad_payloads_and_options_say_what_to_pass_instead(store: pgqrs.Store) -> None:
+    await store.create_queue("q")
+    queue = store.queue("q")
+    with pytest.raises(pgqrs.PayloadError) as not_json:
+        await queue.enqueue({"when": datetime(2026, 1, 1)})
+    assert "pass JSON values only" in str(not_json.value)
+    assert "convert datetimes" in str(not_json.value)
+    with pytest.raises(pgqrs.PayloadError) as big:
+        await pgqrs.workflow("wf", max_payload_bytes=100).trigger("x" * 200).execute(store)
+    assert "store large data in a table of yours and pass its id" in str(big.value)
+    assert "max_payload_bytes=" in str(big.value)
+    with pytest.raises(pgqrs.ValidationError, match=r"use datetime.now\(timezone.utc\)"):
+        await queue.enqueue(1, available_at=datetime(2030, 1, 1))
+    with pytest.raises(pgqrs.ValidationError, match="max_attempts must be >= 1"):
+        pgqrs.RetryPolicy(max_attempts=0)
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return None
+
+    with pytest.raises(pgqrs.ConfigurationError, match="pass one of them as queue="):
+        pgqrs.consumer("w", None, "q").handler(handler, queue="other")
+    with pytest.raises(pgqrs.ValidationError, match="got concurrency=0"):
+        await pgqrs.consumer("w", None, "q").handler(handler).create(store, concurrency=0)
+    registry = pgqrs.WorkflowRegistry()
+    registry.workflow("wf")(handler)
+    with pytest.raises(pgqrs.ConfigurationError, match="register each workflow or queue once"):
+        registry.workflow("wf")(handler)
+    with pytest.raises(pgqrs.ConfigurationError, match="pass queues= from those"):
+        await registry.create_worker(store, "w", queues=["nope"])
