@@ -67,6 +67,8 @@ class StoreCore:
         self._owns_engine = False
         self._tmpdir: str | None = None
         self._queue_ids: dict[str, int] = {}
+        #: reached through a connection pooler (PgBouncer...); None until looked at
+        self._pooled: bool | None = None
         if not self.postgres:
             if engine.dialect.name != "sqlite":
                 raise ConfigurationError(
