@@ -25,6 +25,7 @@ from . import queue as q
 from ._db import (
     AsyncTarget,
     SyncTarget,
+    _sqlstate,
     run_sync,
     safe_url,
     translated,
@@ -181,6 +182,10 @@ async def connect(
     return store
 
 
+#: invalid_sql_statement_name, duplicate_prepared_statement: prepared statements that did not
+#: stay on the connection, or met another client's (transaction pooling)
+_PREPARED_STATEMENT_STATES = {"26000", "42P05"}
+
 #: asyncpg options of ``POOLER_CONNECT_ARGS`` set on every engine connect() makes.
 _ALWAYS_ASYNCPG = ("statement_cache_size", "prepared_statement_name_func")
 
@@ -312,6 +317,7 @@ class Store(RunControl):
             engine, models=self.models, max_payload_bytes=self.max_payload_bytes, listen=self.listen
         )
         clone._owns_engine = True
+        clone._pooled = self._pooled  # the same way to the same server
         return clone
 
     async def _behind_pooler(self) -> bool:
@@ -322,11 +328,17 @@ class Store(RunControl):
         another client's server connection holds, or does not.
         """
         if self._pooled is None:
-            async with self.begin() as conn:  # one transaction: one server connection
-                pooled = await behind_pooler(conn)
-                raw = await conn.get_raw_connection()
             driver = self.engine.dialect.driver
-            unsafe = pooler_unsafe_settings(driver, raw.dbapi_connection) if pooled else []
+            try:
+                async with self.begin() as conn:  # one transaction: one server connection
+                    pooled = await behind_pooler(conn)
+                    raw = await conn.get_raw_connection()
+                    unsafe = pooler_unsafe_settings(driver, raw.dbapi_connection) if pooled else []
+            except exc.DBAPIError as error:
+                if _sqlstate(error) not in _PREPARED_STATEMENT_STATES:
+                    raise
+                # Its first statements already met another client's prepared statements.
+                pooled, unsafe = True, list(POOLER_CONNECT_ARGS.get(driver, {}))
             self._pooled = pooled
             if unsafe:
                 log.warning(

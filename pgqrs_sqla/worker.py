@@ -1091,8 +1091,8 @@ class Worker:
         """Whether each in-flight run may hold one connection for its whole delivery: on
         PostgreSQL, when the worker has a pool of its own (nothing else checks out of it)
         with a connection per run and one to spare for claims and heartbeats."""
-        if not (self.store.postgres and self._close_store):
-            return False
+        if not (self.store.postgres and self._close_store) or self.store._transactions_only():
+            return False  # (a held connection is an autocommit one)
         size = getattr(self.store.engine.sync_engine.pool, "size", None)
         return callable(size) and size() > self.concurrency
 
