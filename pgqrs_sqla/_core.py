@@ -67,6 +67,8 @@ class StoreCore:
         self._owns_engine = False
         self._tmpdir: str | None = None
         self._queue_ids: dict[str, int] = {}
+        #: reached through a connection pooler (PgBouncer...); None until looked at
+        self._pooled: bool | None = None
         if not self.postgres:
             if engine.dialect.name != "sqlite":
                 raise ConfigurationError(
@@ -115,12 +117,18 @@ class StoreCore:
             return contextlib.nullcontext()
         return sqlite_writer(self.db_key, SQLITE_BUSY_TIMEOUT_MS / 1000)
 
+    def _transactions_only(self) -> bool:
+        """asyncpg behind a transaction pooler: SQLAlchemy prepares each statement in a round
+        trip of its own, and outside a transaction the pooler may run the next one on another
+        server connection, where that statement does not exist. So no autocommit there."""
+        return bool(self._pooled) and self.engine.dialect.driver == "asyncpg"
+
     @contextlib.asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection for single-statement writes: autocommit on PostgreSQL (no BEGIN and
         COMMIT round trips); a short ``BEGIN IMMEDIATE`` transaction on SQLite."""
         with translated():
-            if self.postgres:
+            if self.postgres and not self._transactions_only():
                 async with self.engine.connect() as conn:
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     yield conn
@@ -134,7 +142,7 @@ class StoreCore:
         (a snapshot, without the write lock other transactions take)."""
         with translated():
             async with self.engine.connect() as conn:
-                if self.postgres:
+                if self.postgres and not self._transactions_only():
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     yield conn
                 else:

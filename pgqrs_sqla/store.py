@@ -25,10 +25,12 @@ from . import queue as q
 from ._db import (
     AsyncTarget,
     SyncTarget,
+    _sqlstate,
     run_sync,
     safe_url,
     translated,
 )
+from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, behind_pooler, pooler_unsafe_settings
 from ._logging import get_logger
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .dialects import aware, utcnow
@@ -153,14 +155,23 @@ async def connect(
     else:
         engine_options.setdefault("pool_size", pool_size)
         engine_options.setdefault("max_overflow", 2)
+        # Safe behind a pooler from the first statement on, and free when connected
+        # directly (SQLAlchemy prepares every statement itself, by the name this gives it):
+        # asyncpg's own statement names restart at 1 in every process, and meet the
+        # statements an earlier process left on a pooler's server connections.
+        _driver_defaults(parsed, engine_options, _ALWAYS_ASYNCPG)
         engine = create_async_engine(parsed, **engine_options)
     store = Store(engine, models=models, max_payload_bytes=max_payload_bytes, listen=listen)
     store._owns_engine = True
     store._tmpdir = tmpdir
     try:
         with translated(f"connecting to {safe_url(parsed)}"):
-            async with engine.connect():
-                pass
+            async with engine.connect() as conn:
+                if store.postgres:
+                    async with conn.begin():  # one server connection, even behind a pooler
+                        store._pooled = await behind_pooler(conn)
+        if store._pooled:
+            await _make_pooler_safe(store, parsed, engine_options)
         if not store.postgres:
             # Said now, not at the first statement that names a table.
             async with store.read() as conn:
@@ -169,6 +180,46 @@ async def connect(
         await store.close()
         raise
     return store
+
+
+#: invalid_sql_statement_name, duplicate_prepared_statement: prepared statements that did not
+#: stay on the connection, or met another client's (transaction pooling)
+_PREPARED_STATEMENT_STATES = {"26000", "42P05"}
+
+#: asyncpg options of ``POOLER_CONNECT_ARGS`` set on every engine connect() makes.
+_ALWAYS_ASYNCPG = ("statement_cache_size", "prepared_statement_name_func")
+
+
+def _driver_defaults(url: URL, engine_options: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """Add the ``POOLER_CONNECT_ARGS`` named by ``keys`` to ``engine_options``'
+    ``connect_args``, except those the caller chose (there or in the URL); return the added."""
+    wanted = POOLER_CONNECT_ARGS.get(url.get_driver_name(), {})
+    given = engine_options.get("connect_args", {})
+    added = {k: wanted[k] for k in keys if k in wanted and k not in given and k not in url.query}
+    if added:
+        engine_options["connect_args"] = {**given, **added}
+    return sorted(added)
+
+
+async def _make_pooler_safe(store: Store, url: URL, engine_options: dict[str, Any]) -> None:
+    """``store``'s engine reaches PostgreSQL through a connection pooler: remake it with the
+    driver options transaction pooling needs (:data:`~pgqrs_sqla._listen.POOLER_CONNECT_ARGS`)
+    the caller did not choose, and say so in one WARNING."""
+    driver_options = POOLER_CONNECT_ARGS.get(url.get_driver_name(), {})
+    if _driver_defaults(url, engine_options, list(driver_options)):
+        old, store.engine = store.engine, create_async_engine(url, **engine_options)
+        await old.dispose()
+    given = {**url.query, **engine_options.get("connect_args", {})}
+    chosen = [f"{k}={given[k]!r}" for k in driver_options if given.get(k) != driver_options[k]]
+    log.warning(
+        "%s is reached through a connection pooler (PgBouncer or the like: the backend pid it "
+        "reported is not the server's): pgqrs turned prepared statements that outlive a "
+        "transaction off (%s), as transaction pooling needs%s. Workers poll unless LISTEN "
+        "works through it (session pooling); they say which at start.",
+        safe_url(url),
+        ", ".join(driver_options) or "nothing to turn off for this driver",
+        f"; kept as you chose: {', '.join(chosen)}" if chosen else "",
+    )
 
 
 @dataclass(frozen=True)
@@ -291,7 +342,40 @@ class Store(RunControl):
             engine, models=self.models, max_payload_bytes=self.max_payload_bytes, listen=self.listen
         )
         clone._owns_engine = True
+        clone._pooled = self._pooled  # the same way to the same server
         return clone
+
+    async def _behind_pooler(self) -> bool:
+        """Whether the engine reaches PostgreSQL through a connection pooler (looked at once).
+
+        For an engine of the app's, a WARNING names the driver options transaction pooling
+        needs and the engine lacks: without them, statements fail on prepared statements
+        another client's server connection holds, or does not.
+        """
+        if self._pooled is None:
+            driver = self.engine.dialect.driver
+            try:
+                async with self.begin() as conn:  # one transaction: one server connection
+                    pooled = await behind_pooler(conn)
+                    raw = await conn.get_raw_connection()
+                    unsafe = pooler_unsafe_settings(driver, raw.dbapi_connection) if pooled else []
+            except exc.DBAPIError as error:
+                if _sqlstate(error) not in _PREPARED_STATEMENT_STATES:
+                    raise
+                # Its first statements already met another client's prepared statements.
+                pooled, unsafe = True, list(POOLER_CONNECT_ARGS.get(driver, {}))
+            self._pooled = pooled
+            if unsafe:
+                log.warning(
+                    "%s is reached through a connection pooler (PgBouncer or the like), and "
+                    "this engine's driver lacks %s: under transaction pooling its statements "
+                    "fail with 'prepared statement ... does not exist / already exists'. "
+                    "Make the engine with %s, or use pgqrs_sqla.connect(url), which does.",
+                    safe_url(self.engine.url),
+                    ", ".join(unsafe),
+                    POOLER_FIX.get(driver, "its prepared statements turned off"),
+                )
+        return self._pooled
 
     # ------------------------------------------------------------ schema
 

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import inspect
 import os
+import random
 import socket
 import sys
 import time
@@ -25,7 +26,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exc, exists, func, literal, select, update
 
 from . import queue as q
-from ._db import HUB, Waiter, translated
+from ._db import HUB, Waiter, translate, translated
+from ._listen import Listener, ListenUnavailable, open_listener
 from ._logging import get_logger, run_id_var, workflow_var
 from .codec import check_json
 from .context import (
@@ -304,6 +306,12 @@ class _Stats:
 _LIVE: weakref.WeakValueDictionary[tuple[str, int], Worker] = weakref.WeakValueDictionary()
 
 
+def _listen_backoff(failures: int) -> float:
+    """Seconds before the listener's next attempt: exponential up to 30 s, with jitter so that
+    many workers do not reconnect in step."""
+    return min(30.0, 0.25 * 2.0 ** (failures - 1)) * random.uniform(0.5, 1.5)
+
+
 def _pid_running(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine (signal 0 tests, delivers nothing).
 
@@ -360,8 +368,11 @@ class Worker:
         self._cancel_waiter: Waiter | None = None
         self._task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._listener: Any = None
-        self._listen_conn: Any = None
+        self._listen_conn: Listener | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._listen_said = False
+        #: failed attempts to (re)open the LISTEN connection, in all
+        self._listen_failures = 0
         self._grace = 30.0
         self._close_store = False
         #: the store ``create()`` was given (``store`` may be a pool of the worker's own
@@ -1092,8 +1103,8 @@ class Worker:
         """Whether each in-flight run may hold one connection for its whole delivery: on
         PostgreSQL, when the worker has a pool of its own (nothing else checks out of it)
         with a connection per run and one to spare for claims and heartbeats."""
-        if not (self.store.postgres and self._close_store):
-            return False
+        if not (self.store.postgres and self._close_store) or self.store._transactions_only():
+            return False  # (a held connection is an autocommit one)
         size = getattr(self.store.engine.sync_engine.pool, "size", None)
         return callable(size) and size() > self.concurrency
 
@@ -1304,48 +1315,134 @@ class Worker:
             self._waiter.wake()
 
     async def _start_listener(self) -> None:
-        if not (
-            self.listen and self.store.postgres and self.store.engine.dialect.driver == "asyncpg"
-        ):
+        """Start the wake-up path and say which it is (INFO; WARNING when LISTEN cannot work).
+
+        On PostgreSQL a task of its own keeps a LISTEN connection up (:meth:`_listen_loop`);
+        this returns once its first attempt is over, so a NOTIFY sent after the worker has
+        started is heard. Once per run: a second call (the heartbeat's) does nothing.
+        """
+        if self._listen_task is not None:
             return
-        conn = None
-        try:
-            conn = await self.store.engine.connect()
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
-            mine = set(self.queues)
-
-            def on_notify(_conn: Any, _pid: int, channel: str, payload: str) -> None:
-                if channel == CANCEL_CHANNEL:
-                    self._on_cancel(payload)
-                elif payload in mine and self._waiter is not None:
-                    self._waiter.wake()
-
-            await driver.add_listener(q.NOTIFY_CHANNEL, on_notify)
-            await driver.add_listener(CANCEL_CHANNEL, on_notify)
-            self._listen_conn, self._listener = conn, on_notify
-            # A dropped listening connection must not go unnoticed: fall back to polling.
-            driver.add_termination_listener(lambda _c: self._listener_lost())
-        except Exception as error:  # LISTEN unavailable (e.g. PgBouncer): poll instead
-            if conn is not None:  # e.g. a pooled connection the server had terminated
-                await self._close_quietly(conn)
-            log.info(
-                "worker %s: LISTEN unavailable (%s); polling every %.1fs",
-                self.name,
-                error,
-                self.poll_interval,
+        if not (self.listen and self.store.postgres):
+            why = (
+                "listen=False"
+                if self.store.postgres
+                else "SQLite has no LISTEN; enqueues in this process wake it at once"
             )
+            log.info(
+                "worker %s: wake-ups: polling every %gs (%s)", self.name, self.poll_interval, why
+            )
+            return
+        self._listen_said = False
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._listen_task = asyncio.create_task(
+            self._listen_loop(first), name=f"pgqrs-listen-{self.name}"
+        )
+        await asyncio.wait([first, self._listen_task], return_when=asyncio.FIRST_COMPLETED)
+
+    async def _listen_loop(self, first: asyncio.Future[None]) -> None:
+        """Keep a LISTEN connection up: on a failure or a lost connection, WARNING once per
+        episode, poll meanwhile, reconnect with jittered exponential backoff, INFO when it is
+        back (and claim at once: what was notified meanwhile went unheard). Ends, leaving the
+        worker to poll, when LISTEN cannot work here (a transaction pooler)."""
+        failures = 0
+        listener: Listener | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    pooled = await self.store._behind_pooler()
+                    if pooled and not first.done():
+                        # Its test NOTIFY takes a while to give up on: poll meanwhile.
+                        first.set_result(None)
+                    listener = await open_listener(
+                        self.store.engine,
+                        [q.NOTIFY_CHANNEL, CANCEL_CHANNEL],
+                        self._on_notification,
+                        pooled=pooled,
+                        notify=self._notify,
+                    )
+                except ListenUnavailable as why:
+                    log.warning(
+                        "worker %s: wake-ups: polling every %gs, because LISTEN cannot work "
+                        "here: %s",
+                        self.name,
+                        self.poll_interval,
+                        why,
+                    )
+                    return
+                except Exception as error:  # driver errors too: this task must survive them
+                    failures += 1
+                    self._listen_failures += 1
+                    if failures == 1:
+                        log.warning(
+                            "worker %s: LISTEN connection failed (%s); polling every %gs "
+                            "meanwhile, reconnecting",
+                            self.name,
+                            translate(error, "LISTEN"),
+                            self.poll_interval,
+                        )
+                    if not first.done():
+                        first.set_result(None)
+                    await self._sleep(_listen_backoff(failures))
+                    continue
+                self._listen_conn = listener
+                if failures:
+                    log.info(
+                        "worker %s: LISTEN connection back (via %s); wake-ups resumed",
+                        self.name,
+                        listener.driver,
+                    )
+                    if self._waiter is not None:
+                        self._waiter.wake()
+                elif not self._listen_said:
+                    self._listen_said = True
+                    log.info(
+                        "worker %s: wake-ups: LISTEN via %s, polling every %gs as a fallback",
+                        self.name,
+                        listener.driver,
+                        self.poll_interval,
+                    )
+                failures = 0
+                if not first.done():
+                    first.set_result(None)
+                stop: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
+                lost: asyncio.Future[Any] = listener.lost
+                try:
+                    await asyncio.wait([lost, stop], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                if self._stopping.is_set():
+                    return
+                self._listener_lost()
+                await listener.close()
+                listener = None
+                failures = 1
+                await self._sleep(_listen_backoff(failures))
+        finally:
             self._listen_conn = None
+            if not first.done():
+                first.set_result(None)
+            if listener is not None:
+                await listener.close()
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        if channel == CANCEL_CHANNEL:
+            self._on_cancel(payload)
+        elif payload in self.queues and self._waiter is not None:
+            self._waiter.wake()
+
+    async def _notify(self, channel: str, payload: str) -> None:
+        """NOTIFY from a connection other than the listener's (its test notification)."""
+        async with self.store.autocommit() as conn:
+            await conn.execute(select(func.pg_notify(channel, payload)))
 
     def _listener_lost(self) -> None:
-        if self._listen_conn is None:  # we closed it ourselves
-            return
-        log.warning("worker %s: LISTEN connection lost; polling until it is back", self.name)
-        conn, self._listen_conn = self._listen_conn, None
-        if conn is not None:
-            task = asyncio.ensure_future(self._close_quietly(conn))
-            self._closers.add(task)
-            task.add_done_callback(self._closers.discard)
+        log.warning(
+            "worker %s: LISTEN connection lost; polling every %gs until it is back",
+            self.name,
+            self.poll_interval,
+        )
+        self._listen_conn = None
 
     async def _close_quietly(self, conn: Any) -> None:
         with contextlib.suppress(Exception):
@@ -1371,14 +1468,11 @@ class Worker:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
-        if self._listen_conn is not None:
-            conn, self._listen_conn = self._listen_conn, None
-            with contextlib.suppress(Exception):
-                raw = await conn.get_raw_connection()
-                await raw.driver_connection.remove_listener(q.NOTIFY_CHANNEL, self._listener)
-                await raw.driver_connection.remove_listener(CANCEL_CHANNEL, self._listener)
-            with contextlib.suppress(Exception):
-                await conn.close()
+        if self._listen_task is not None:
+            task, self._listen_task = self._listen_task, None
+            task.cancel()  # its own cleanup closes the LISTEN connection
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
             if leases:
                 async with self.store.autocommit() as conn:

@@ -364,6 +364,128 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             red=True,
             bold=True,
         )
+    no_bouncer = config.stash.get(_NO_PGBOUNCER, None)
+    if no_bouncer is not None and reporter is not None:
+        reporter.write_sep(
+            "!",
+            f"PgBouncer tests SKIPPED - {no_bouncer}. To run them: {HOW_TO_ENABLE_PGBOUNCER}",
+            red=True,
+            bold=True,
+        )
+
+
+# ---------------------------------------------------------------- PgBouncer
+
+#: Where a missing PgBouncer leaves its reason, for the summary line.
+_NO_PGBOUNCER = pytest.StashKey[str]()
+HOW_TO_ENABLE_PGBOUNCER = "install PgBouncer (apt-get install pgbouncer) so `pgbouncer` is on PATH"
+
+
+def _require_pgbouncer() -> bool:
+    return (
+        os.environ.get("CI", "").lower() == "true"
+        or os.environ.get("PGQRS_REQUIRE_PGBOUNCER") == "1"
+    )
+
+
+@dataclass
+class Bouncer:
+    """A PgBouncer in transaction pooling mode in front of the test server."""
+
+    port: int
+
+    def url(self, server_url: str, driver: str = "postgresql") -> str:
+        """``server_url`` (a database on the test server) reached through this PgBouncer."""
+        return (
+            make_url(server_url)
+            .set(drivername=driver, host="127.0.0.1", port=self.port)
+            .render_as_string(hide_password=False)
+        )
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(request: pytest.FixtureRequest, pg_server: PgServer | None) -> Iterator[Bouncer]:
+    """PgBouncer (``pool_mode = transaction``) on a free loopback port in front of the test
+    server, in a temporary directory of its own, stopped at the end of the session.
+
+    Without a ``pgbouncer`` binary the tests that use it are skipped and the run ends with
+    one loud line; under ``CI=true`` (or ``PGQRS_REQUIRE_PGBOUNCER=1``) they fail instead.
+    """
+    server = pg_or_skip(pg_server)
+    binary = shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
+    )
+    if binary is None:
+        why = "no `pgbouncer` binary on PATH or in /usr/sbin"
+        if _require_pgbouncer():
+            pytest.fail(f"PgBouncer is required (CI=true) but {why}: {HOW_TO_ENABLE_PGBOUNCER}")
+        request.config.stash[_NO_PGBOUNCER] = why
+        pytest.skip(f"PgBouncer tests skipped: {why} (see the last line)")
+    target = make_url(server.url)
+    prefix: list[str] = []
+    root = tempfile.mkdtemp(prefix="pgqrs-pgbouncer-")
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root
+        prefix = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    password = f" password={target.password}" if target.password else ""
+    config = os.path.join(root, "pgbouncer.ini")
+    with open(config, "w") as f:
+        f.write(
+            "[databases]\n"
+            f"* = host={target.host or '127.0.0.1'} port={target.port or 5432} "
+            f"user={target.username or 'postgres'}{password}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+            "auth_type = any\npool_mode = transaction\n"
+            "max_client_conn = 500\ndefault_pool_size = 20\n"
+            f"logfile = {root}/pgbouncer.log\npidfile = {root}/pgbouncer.pid\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+        )
+    proc = subprocess.Popen([*prefix, binary, config], stderr=subprocess.PIPE)
+    try:
+        if not _wait_for_port(port, proc):
+            proc.kill()
+            output = _one_line(proc.communicate()[1] or b"")
+            with contextlib.suppress(OSError), open(f"{root}/pgbouncer.log") as log:
+                output += " | log: " + _one_line(log.read())
+            why = f"{binary} did not start: {output}"
+            if _require_pgbouncer():
+                pytest.fail(f"PgBouncer is required (CI=true) but {why}")
+            request.config.stash[_NO_PGBOUNCER] = why
+            pytest.skip(f"PgBouncer tests skipped: {why}")
+        yield Bouncer(port)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def bouncer_db(pg_server: PgServer | None, pgbouncer: Bouncer) -> Iterator[str]:
+    """URL (asyncpg) of a fresh database with the pgqrs tables, reached through PgBouncer."""
+    server = pg_or_skip(pg_server)
+    name = server.create_database(server.template)
+    try:
+        yield pgbouncer.url(server.async_url(name))
+    finally:
+        server.drop_database(name)
 
 
 def pg_or_skip(server: PgServer | None) -> PgServer:
