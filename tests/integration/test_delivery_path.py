@@ -230,8 +230,40 @@ async def _value(value: Any) -> Any:
     return value
 
 
+@pytest.fixture
+def refreshes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the lease refreshes (the round trip a step body pays when its deadline passed)."""
+    from pgqrs_sqla import context
+
+    calls: list[int] = []
+    real = context.refresh_lease_stmt
+
+    def counted(t: Any) -> Any:
+        calls.append(1)
+        return real(t)
+
+    monkeypatch.setattr(context, "refresh_lease_stmt", counted)
+    return calls
+
+
+async def test_checking_the_lease_costs_no_round_trip_while_it_is_fresh(
+    store: pgqrs.Store, run_worker: Any, refreshes: list[int]
+) -> None:
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> int:
+        total = 0
+        for i in range(5):
+            total += await ctx.step(f"s{i}", lambda i=i: i)
+        return total
+
+    await run_worker("fresh", handler, visibility_timeout=30)
+    run_ids = [await pgqrs.workflow("fresh").trigger().execute(store) for _ in range(3)]
+    for run_id in run_ids:
+        assert await store.wait_for_run(run_id, timeout=30) == 10
+    assert refreshes == []
+
+
 async def test_a_long_delivery_refreshes_its_lease_and_goes_on(
-    store: pgqrs.Store, wait_until: Any
+    store: pgqrs.Store, wait_until: Any, refreshes: list[int]
 ) -> None:
     """Past the tracked deadline, a step body checks its lease with one fenced round trip:
     still held (no one claimed the run), it extends it and runs."""
@@ -265,6 +297,7 @@ async def test_a_long_delivery_refreshes_its_lease_and_goes_on(
         resume.set()
         await worker.stop(grace=5)
     assert bodies == ["a", "b"]
+    assert refreshes  # b paid one round trip (a may have too, on a loaded machine)
 
 
 # ---------------------------------------------------------------- transactional step misuse
