@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     bindparam,
+    case,
     exists,
     false,
     literal,
@@ -34,9 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from ._db import translated
 from ._logging import get_logger, step_var
 from .codec import check_json
-from .dialects import JSONType, insert_for, utcnow, utcnow_plus
+from .dialects import JSONType, aware, insert_for, utcnow, utcnow_plus
 from .errors import (
     DatabaseUnavailable,
+    HandlerError,
     Pause,
     PayloadError,
     StepNameReused,
@@ -79,20 +82,71 @@ class _StepExhausted(BaseException):
         self.step, self.error = step, error
 
 
+def storable_text(text: str) -> str:
+    """``text`` made storable on every backend: NUL (refused by PostgreSQL's text and JSONB)
+    and lone surrogates (not encodable as UTF-8) are written as backslash escapes."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _type_name(error: BaseException) -> str:
+    return f"{type(error).__module__}.{type(error).__qualname__}"
+
+
+def _message_of(error: BaseException) -> str:
+    """``str(error)``, or a placeholder naming the type when its ``__str__`` raises."""
+    try:
+        return storable_text(str(error))
+    except Exception as failure:
+        return (
+            f"<unprintable {type(error).__qualname__}: str() raised {type(failure).__qualname__}>"
+        )
+
+
+def _traceback_of(error: BaseException) -> str:
+    try:
+        return storable_text("".join(traceback.format_exception(error)))
+    except Exception:  # a pathological exception: keep what can be said without it
+        return f"<traceback of {_type_name(error)} could not be formatted>"
+
+
 def error_record(
     error: BaseException, *, step: str | None = None, attempts: int | None = None
 ) -> dict[str, Any]:
-    """What we store about an error: type, message, traceback text (and step, attempts)."""
+    """What we store about an error: type, message, traceback text (and step, attempts).
+
+    Always storable, whatever the error: a message whose ``str()`` raises becomes a
+    placeholder naming the type, and NUL or lone surrogates are escaped. A
+    :class:`~pgqrs_sqla.TransientError` raised ``from`` (or while handling) another error
+    records that cause's type and message, with the ``TransientError`` under ``via``.
+    """
     record: dict[str, Any] = {
-        "type": f"{type(error).__module__}.{type(error).__qualname__}",
-        "message": str(error),
-        "traceback": "".join(traceback.format_exception(error)),
+        "type": _type_name(error),
+        "message": _message_of(error),
+        "traceback": _traceback_of(error),
     }
+    cause = _cause_of(error) if isinstance(error, TransientError) else None
+    if cause is not None:
+        record["via"] = {"type": record["type"], "message": record["message"]}
+        record["type"], record["message"] = _type_name(cause), _message_of(cause)
     if step is not None:
         record["step"] = step
     if attempts is not None:
         record["attempts"] = attempts
     return record
+
+
+def _cause_of(error: BaseException) -> BaseException | None:
+    if error.__cause__ is not None:
+        return error.__cause__
+    if error.__context__ is not None and not error.__suppress_context__:
+        return error.__context__
+    return None
 
 
 @dataclass
@@ -123,12 +177,55 @@ class Execution:
     #: with a connection to spare per run) instead of a pool checkout per write: the
     #: checkout and return cost about as much CPU as executing the statement itself.
     hold_connection: bool = False
+    #: seconds a lease refresh extends the lease to (the worker's visibility timeout)
+    lease_seconds: float = 30.0
+    #: local monotonic time until which no one else can hold this delivery's lease (see
+    #: :meth:`note_lease`); 0: unknown, so the next step body re-reads the lease first
+    lease_deadline: float = 0.0
     _conn: AsyncConnection | None = field(default=None, repr=False)
     _conn_busy: bool = field(default=False, repr=False)
 
     @property
     def tables(self) -> Tables:
         return self.store.tables
+
+    def note_lease(self, sent: float, vt: datetime | None, now: datetime | None) -> None:
+        """Learn the lease's expiry from a statement sent at monotonic time ``sent`` that
+        returned the lease's ``vt`` and the database clock ``now``.
+
+        Until the database clock passes ``vt`` no claim can take the message, and that
+        statement's ``now`` was read no earlier than ``sent``: so until ``sent + (vt - now)``
+        on the local monotonic clock (less a margin for the two clocks' drift) the lease is
+        still ours, and a step body may start without asking the database.
+        """
+        vt, now = aware(vt), aware(now)
+        if vt is None or now is None:
+            return
+        remaining = (vt - now).total_seconds()
+        self.lease_deadline = sent + remaining - LEASE_MARGIN - remaining * LEASE_DRIFT
+
+    async def ensure_lease(self) -> None:
+        """Before a step body runs: make sure this delivery still holds its lease.
+
+        Free while the tracked deadline (:meth:`note_lease`) is ahead; past it, one round
+        trip extends the lease, fenced by its token, and learns the new deadline. A delivery
+        whose lease is gone (another worker claimed the run) gets ``_LeaseLostSignal``, so no
+        further body runs in it.
+        """
+        if self.lease_lost:
+            raise _LeaseLostSignal(f"lease on run {self.run_id} lost")
+        if time.monotonic() < self.lease_deadline:
+            return
+        async with self.connection() as conn:
+            sent = time.monotonic()
+            row = (
+                await conn.execute(
+                    refresh_lease_stmt(self.tables), self.bind(p_vt=self.lease_seconds)
+                )
+            ).first()
+            if row is None:
+                raise await self.diagnose(conn)  # type: ignore[misc]
+        self.note_lease(sent, row.lease_vt, row.db_now)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
@@ -230,16 +327,21 @@ class Execution:
 
     async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> Any:
         """Record the step's success; returns the step's value (the recorded one, if
-        ``update_step`` got there first)."""
+        ``update_step`` got there first). The write returns the lease's expiry, which
+        moves this delivery's lease deadline on for free."""
         async with self.connection() as conn:
             write = self.step_upsert(
                 conn.dialect.name, name, StepStatus.SUCCESS, output, None, attempts, duration
             )
-            if (await conn.execute(*write)).first() is None:
+            sent = time.monotonic()
+            row = (await conn.execute(*write)).first()
+            if row is None:
                 refused = await self.diagnose(conn, name)
                 if isinstance(refused, BaseException):
                     raise refused
                 output, attempts = refused.output, refused.attempts
+            else:
+                self.note_lease(sent, row.lease_vt, row.db_now)
         self.steps[name] = StepRecord(StepStatus.SUCCESS, output, attempts)
         return output
 
@@ -337,10 +439,47 @@ def lease_fence(t: Tables, *, lock: bool = True) -> Any:
     return exists(live.with_for_update(read=True) if lock else live)
 
 
+#: safety margin (seconds, plus a fraction of the time left) between the lease's expiry on
+#: the database clock and the local deadline a step body may start before
+LEASE_MARGIN = 0.1
+LEASE_DRIFT = 0.01
+
+
+def _lease_vt(t: Tables) -> Any:
+    """The current ``vt`` of the delivery's message (a scalar subquery, for RETURNING)."""
+    m = t.messages
+    return (
+        select(m.c.vt)
+        .where(m.c.id == bindparam("p_msg_id", type_=BigInteger))
+        .scalar_subquery()
+        .label("lease_vt")
+    )
+
+
+@functools.cache
+def refresh_lease_stmt(t: Tables) -> Any:
+    """Extend the delivery's lease to at least ``now + p_vt``, fenced by owner and token;
+    returns the new ``vt`` and the database clock, or nothing if the lease is gone."""
+    m = t.messages
+    extended = utcnow_plus(bindparam("p_vt", type_=Float))
+    return (
+        update(m)
+        .where(
+            m.c.id == bindparam("p_msg_id", type_=BigInteger),
+            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
+            m.c.read_ct == bindparam("p_token", type_=Integer),
+            m.c.archived_at.is_(None),
+        )
+        .values(vt=case((m.c.vt > extended, m.c.vt), else_=extended))
+        .returning(m.c.vt.label("lease_vt"), utcnow().label("db_now"))
+    )
+
+
 @functools.cache
 def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> Any:
     """One INSERT ... ON CONFLICT DO UPDATE, fenced by the lease (and, for a success, by the
-    run not being cancelled); returns the row id, or nothing if the fence failed."""
+    run not being cancelled); returns the row id with the lease's ``vt`` and the database
+    clock (see :meth:`Execution.note_lease`), or nothing if the fence failed."""
     s, r = t.steps, t.runs
     where = lease_fence(t)
     if status is StepStatus.SUCCESS:
@@ -367,7 +506,7 @@ def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> Any:
         index_elements=[s.c.run_id, s.c.step_name],
         set_={name: excluded[name] for name in _STEP_COLS[2:]},
         where=status_in(s.c.status, step_may_become(status)),
-    ).returning(s.c.id)
+    ).returning(s.c.id, _lease_vt(t), utcnow().label("db_now"))
 
 
 @functools.cache
@@ -497,6 +636,9 @@ class RunContext:
                 result = await self._transactional(name, fn, attempts, started)
                 log.debug("step %s done (transactional)", name)
                 return result
+            # A transactional body runs under its own lock on the message row; a plain one
+            # must know first that no other worker can have taken the run over.
+            await x.ensure_lease()
             result = await _call(fn)
             if isinstance(result, Pause):
                 raise result
@@ -550,6 +692,7 @@ class RunContext:
         x = self._x
         t = x.tables
         await x.release_connection()  # the session takes its own: never hold two per run
+        sent = time.monotonic()  # before the transaction begins, so before its now()
         async with (
             x.store.writer(),
             AsyncSession(x.store.engine, expire_on_commit=False) as session,
@@ -573,7 +716,20 @@ class RunContext:
                     else:
                         result = await session.run_sync(fn)
                         if inspect.isawaitable(result):
-                            result = await result
+                            # e.g. ``lambda session: save(session)`` with an ``async def
+                            # save``: the lambda got a sync Session, which cannot be awaited
+                            # on. Refuse (rolling the transaction back) rather than run it.
+                            if inspect.iscoroutine(result):
+                                result.close()
+                            raise HandlerError(
+                                f"transactional step {name!r}: its function is not an "
+                                f"`async def` but returned an awaitable "
+                                f"({type(result).__name__}); a plain function gets a sync "
+                                "Session. Write the step as `async def step(session): ...` "
+                                "to get an AsyncSession (not a lambda calling an async def).",
+                                run_id=x.run_id,
+                                step_name=name,
+                            )
                     if isinstance(result, Pause):
                         raise result
                     check_json(
@@ -588,8 +744,10 @@ class RunContext:
                         attempts,
                         time.monotonic() - started,
                     )
-                    if (await session.execute(*write)).first() is None:
+                    row = (await session.execute(*write)).first()
+                    if row is None:
                         raise _as_signal(await x.diagnose(session, name))
+        x.note_lease(sent, row.lease_vt, row.db_now)
         x.steps[name] = StepRecord(StepStatus.SUCCESS, result, attempts)
         return result
 

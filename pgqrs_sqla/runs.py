@@ -71,6 +71,16 @@ class WorkflowInfo:
 
 @dataclass(frozen=True)
 class StepInfo:
+    """A step of a run as recorded: ``name``, ``status``, ``output``, ``error``,
+    ``attempts``, ``started_at``, ``finished_at``.
+
+    ``attempts`` counts the attempts whose outcome was recorded: each transient error the
+    step recorded, and its success. A body cut short by its worker's death records nothing
+    and is not counted (recording each body's start would cost a round trip per step); the
+    run's message counts that delivery as failed (its ``failed_ct``), so the body ran at most
+    ``attempts + failed_ct`` times.
+    """
+
     name: str
     status: StepStatus
     output: Any
@@ -113,6 +123,23 @@ def _policy_columns(policy: RetryPolicy) -> dict[str, Any]:
         "backoff_cap": policy.cap,
         "backoff_jitter": policy.jitter,
     }
+
+
+def _error_line(error: Any) -> str:
+    """A run's recorded error as one readable line: ``type: message`` (the step, and what it
+    came through); the traceback is left out."""
+    if not isinstance(error, dict):
+        return " ".join(str(error).split())
+    line = f"{error.get('type', 'error')}: {error.get('message', '')}"
+    if error.get("step") is not None:
+        line += f" (step {error['step']!r})"
+    via = error.get("via")
+    if isinstance(via, dict):
+        line += f" via {via.get('type')}: {via.get('message')}"
+    last = error.get("last_error")
+    if isinstance(last, dict) and last.get("message"):
+        line += f"; last error: {last.get('message')}"
+    return " ".join(line.split())
 
 
 def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
@@ -272,26 +299,52 @@ def _check_step_args(
     return parsed
 
 
+#: A workflow's default ``max_deliveries``, higher than a plain queue's 5: a run's
+#: delivery fails only by not recording an outcome (its worker died or stalled past the
+#: lease), so under a storm of worker deaths a healthy run with several steps must not run
+#: out; a poison run that kills its worker still stops after this many workers.
+WORKFLOW_MAX_DELIVERIES = 10
+
+
 class RunControl(StoreCore):
     """Workflow definitions and run control, mixed into :class:`~pgqrs_sqla.Store`."""
 
     async def create_workflow(
-        self, name: str, *, retry: RetryPolicy | None = None, max_deliveries: int = 5
+        self, name: str, *, retry: RetryPolicy | None = None, max_deliveries: int | None = None
     ) -> WorkflowInfo:
         """Create a workflow and its queue of the same name (idempotent).
 
         ``retry`` sets the workflow's default retry policy for transient step errors; on an
         existing workflow it updates it.
+
+        ``max_deliveries`` (default :data:`WORKFLOW_MAX_DELIVERIES`, 10) is how many failed
+        deliveries of a run dead-letter it (the run ends ``ERROR``). A failed delivery is one
+        that ended without recording an outcome: its worker died (or stalled past its lease),
+        or the outcome could not be stored. A handler's exception is not one: it ends the
+        run at once. Workers killed mid-run and a run that kills its worker look the same
+        from the database, so this trades a crash-prone fleet's healthy runs (raise it)
+        against how many workers a poison run may take down (lower it). On an existing
+        workflow a value given updates it.
         """
         validate_name(name, "workflow")
+        if max_deliveries is not None and (
+            not isinstance(max_deliveries, int)
+            or isinstance(max_deliveries, bool)
+            or max_deliveries < 1
+        ):
+            raise ValidationError(
+                f"max_deliveries must be a positive int, got {max_deliveries!r}",
+                value=max_deliveries,
+            )
         policy = retry or RetryPolicy()
         w, qt = self.tables.workflows, self.tables.queues
+        deliveries = WORKFLOW_MAX_DELIVERIES if max_deliveries is None else max_deliveries
 
         def work(conn: Connection) -> WorkflowInfo:
             for table, values_ in (
                 (
                     qt,
-                    {"queue_name": name, "max_deliveries": max_deliveries, "created_at": utcnow()},
+                    {"queue_name": name, "max_deliveries": deliveries, "created_at": utcnow()},
                 ),
                 (
                     w,
@@ -311,6 +364,10 @@ class RunControl(StoreCore):
             if retry is not None:
                 conn.execute(
                     update(w).where(w.c.workflow_name == name).values(**_policy_columns(policy))
+                )
+            if max_deliveries is not None:
+                conn.execute(
+                    update(qt).where(qt.c.queue_name == name).values(max_deliveries=deliveries)
                 )
             return self._workflow(conn, name)
 
@@ -388,7 +445,12 @@ class RunControl(StoreCore):
             run_id, RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELLED, timeout=timeout
         )
         if run.status is RunStatus.ERROR:
-            raise RunFailed(f"run {run_id} failed: {run.error}", run_id=run_id, error=run.error)
+            raise RunFailed(
+                f"run {run_id} failed: {_error_line(run.error)}",
+                run_id=run_id,
+                error=run.error,
+                traceback=run.error.get("traceback") if isinstance(run.error, dict) else None,
+            )
         if run.status is RunStatus.CANCELLED:
             raise RunCancelled(f"run {run_id} was cancelled", run_id=run_id)
         return run.output

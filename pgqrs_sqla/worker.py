@@ -38,6 +38,7 @@ from .context import (
     _StepExhausted,
     _StepPaused,
     error_record,
+    storable_text,
 )
 from .dialects import aware, utcnow
 from .errors import (
@@ -231,7 +232,9 @@ def _start_update(t: Tables, which: Any) -> Any:
             started_at=func.coalesce(r.c.started_at, utcnow()),
             updated_at=utcnow(),
         )
-        .returning(r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested)
+        .returning(
+            r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested, utcnow().label("db_now")
+        )
     )
 
 
@@ -256,6 +259,7 @@ def claim_and_start_stmt(t: Tables, across_priorities: bool = False) -> Any:
         started.c.input,
         started.c.cancel_requested,
         has_steps.label("has_steps"),
+        started.c.db_now,
     ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))
 
 
@@ -266,11 +270,21 @@ class _StartedRun:
     input: Any
     cancel_requested: bool
     has_steps: bool = True
+    #: the database clock when the claim ran, and the local monotonic time it was sent:
+    #: with the message's vt, the lease's deadline (``Execution.note_lease``)
+    db_now: Any = None
+    sent: float | None = None
 
 
-def dead_run_stmt(t: Tables, message_id: int, reason: str) -> Any:
-    """End the run of a dead-lettered message ``ERROR`` (unless it already ended)."""
+def dead_run_stmt(
+    t: Tables, message_id: int, reason: str, last_error: dict[str, Any] | None = None
+) -> Any:
+    """End the run of a dead-lettered message ``ERROR`` (unless it already ended); the
+    error names the dead letter, with ``last_error``, what the last failed delivery said."""
     r = t.runs
+    error: dict[str, Any] = {"type": "pgqrs_sqla.DeadLetter", "message": reason}
+    if last_error is not None:
+        error["last_error"] = last_error
     return (
         update(r)
         .where(
@@ -279,7 +293,7 @@ def dead_run_stmt(t: Tables, message_id: int, reason: str) -> Any:
         )
         .values(
             status=RunStatus.ERROR.value,
-            error={"type": "pgqrs_sqla.DeadLetter", "message": reason},
+            error=error,
             finished_at=utcnow(),
             updated_at=utcnow(),
         )
@@ -654,7 +668,8 @@ class Worker:
                     continue  # the lease is already gone: neither ours to bury nor to return
                 buried.append((msg, reason))
                 if binding.workflow is not None:
-                    await conn.execute(dead_run_stmt(t, msg.id, reason))
+                    last = None if msg.last_error is None else {"message": msg.last_error}
+                    await conn.execute(dead_run_stmt(t, msg.id, reason, last))
         for msg in dead:
             self._forget(msg)
         for msg, reason in buried:
@@ -1026,6 +1041,7 @@ class Worker:
         params = q.claim_params(
             binding.queue_id, self.id, batch=batch, vt_seconds=self.visibility_timeout
         )
+        sent = time.monotonic()
         rows = await q.claim_rows(
             conn,
             lambda across: claim_and_start_stmt(self.store.tables, across),
@@ -1036,7 +1052,9 @@ class Worker:
             (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
         )
         runs = [
-            _StartedRun(row.run_id, row.id, row.input, row.cancel_requested, row.has_steps)
+            _StartedRun(
+                row.run_id, row.id, row.input, row.cancel_requested, row.has_steps, row.db_now, sent
+            )
             for row in rows
             if row.run_id is not None
         ]
@@ -1051,6 +1069,7 @@ class Worker:
         s = t.steps
         by_id = {m.id: m for m in messages}
         steps: list[Any] = []
+        sent = time.monotonic()
         # On PostgreSQL the claim started the runs and said which have recorded steps: for
         # first deliveries there is nothing to execute here, and no connection to check out.
         # (SQLite's start rows do not say; there the query is a local call.)
@@ -1086,7 +1105,10 @@ class Worker:
                 policy=binding.retry or binding.workflow.retry,
                 cancel_requested=bool(row.cancel_requested),
                 hold_connection=hold,
+                lease_seconds=self.visibility_timeout,
             )
+            # The claim's vt, against the clock of the statement that started the run.
+            execution.note_lease(getattr(row, "sent", None) or sent, msg.vt, row.db_now)
             execution.steps = {
                 st.step_name: StepRecord(StepStatus(st.status), st.output, st.attempts)
                 for st in steps
@@ -1114,17 +1136,51 @@ class Worker:
         workflow_var.set(x.workflow)
         try:
             ended = await self._deliver_run(binding, x)
-        except Exception:
-            # Recording the outcome itself failed (the database went away mid-write, say).
-            # Nothing is lost: abandon the delivery, and the run comes back to a worker.
+        except DatabaseUnavailable as error:
+            # The database went away while the outcome was being recorded: not the run's
+            # fault. Abandon the delivery; the run comes back to a worker.
             self.stats.errors += 1
-            log.exception("run %s: could not record the outcome; left for redelivery", x.run_id)
+            log.warning("run %s: database unavailable (%s); left for redelivery", x.run_id, error)
             await self._release_quietly(x.message)
             return
+        except Exception as error:
+            # The database refused to record the outcome (an unstorable value, a delay past
+            # what a timestamp holds, ...): the same will happen on every redelivery, so this
+            # counts as a failed delivery, and the run dead-letters at max_deliveries.
+            self.stats.errors += 1
+            log.exception("run %s: could not record the outcome; a failed delivery", x.run_id)
+            ended = await self._fail_delivery(binding, x, error)
         finally:
             await x.release_connection()
         if ended:
             self.store.wake(RUN_DONE_CHANNEL)
+
+    async def _fail_delivery(self, binding: _Binding, x: Execution, error: Exception) -> bool:
+        """Count a failed delivery of run ``x`` (released after the retry backoff); if that
+        reaches ``max_deliveries`` the message is dead-lettered and the run ends ``ERROR``.
+        True if the run ended. If even this write fails, the lease expires, which the next
+        claim counts as a failed delivery all the same."""
+        t = self.store.tables
+        record = error_record(error)
+        record.pop("traceback", None)
+        text = storable_text(f"{record['type']}: {record['message']}")[:2000]
+        delay = (binding.retry or x.policy).delay(x.message.failed_ct + 1)
+        try:
+            async with self.store.begin() as conn:
+                row = (await conn.execute(q.fail_stmt(t, x.message, self.id, delay, text))).first()
+                dead = row is not None and row.archive_reason == ArchiveReason.DEAD.value
+                if dead:
+                    failed = x.message.failed_ct + 1
+                    reason = f"dead: {failed} failed deliveries, the last: outcome not recorded"
+                    await conn.execute(dead_run_stmt(t, x.message.id, reason, record))
+        except Exception:
+            log.exception("run %s: could not count the failed delivery either", x.run_id)
+            return False
+        finally:
+            self._forget(x.message)
+        if dead:
+            log.error("run %s dead-lettered: %s", x.run_id, text)
+        return dead
 
     async def _deliver_run(self, binding: _Binding, x: Execution) -> bool:
         """Run the handler for one delivery and record how it ended; True if the run ended."""
@@ -1213,7 +1269,7 @@ class Worker:
             if x.failed_step is not None and x.failed_step[1] is error:
                 record["step"] = x.failed_step[0]
             await x.finish(RunStatus.ERROR, error=record)
-            log.error("run %s failed: %s", x.run_id, error, extra=extra)
+            log.error("run %s failed: %s", x.run_id, record["message"], extra=extra)
         return ended
 
     # ------------------------------------------------------------ background work

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 import pgqrs_sqla as pgqrs
 
@@ -92,3 +92,16 @@ async def test_crash_inside_a_transactional_step_leaves_neither_writes_nor_recor
     # fetch/transform replayed from the record; save ran again and its writes landed once.
     assert executed(journal) == ["fetch_data", "transform_data", "save_results", "save_results"]
     assert await ledger(pipeline) == [(run_id, 30)]
+    # What StepInfo.attempts counts (docs/workflows.md): recorded attempts only. The body
+    # that died with its worker recorded nothing; the message counts that delivery as failed,
+    # and attempts + failed_ct bounds the runs of the body.
+    run = await pipeline.get_run(run_id)
+    saves = [s for s in run.steps if s.name == "save_results"]
+    assert [s.attempts for s in saves] == [1]
+    m = pipeline.tables.messages
+    async with pipeline.read() as conn:
+        failed = (
+            await conn.execute(select(m.c.failed_ct).where(m.c.id == run.message_id))
+        ).scalar_one()
+    assert failed == 1
+    assert executed(journal).count("save_results") == saves[0].attempts + failed
