@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from ._core import StoreCore
 from ._db import HUB, AsyncTarget, SyncTarget, run_sync
-from .codec import check_json
+from .codec import JsonDefault, check_json, check_text
 from .dialects import aware, insert_for, utcnow
 from .errors import (
     IllegalTransition,
@@ -26,6 +26,7 @@ from .errors import (
     ValidationError,
     WaitTimeout,
     WorkflowNotFound,
+    duration_seconds,
 )
 from .models import RunStatus, StepStatus, Tables
 from .queue import requeued, validate_name
@@ -50,8 +51,18 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.base < 0 or self.cap < 0:
-            raise ValidationError(f"invalid retry policy {self!r}")
+        if (
+            not isinstance(self.max_attempts, int)
+            or isinstance(self.max_attempts, bool)
+            or self.max_attempts < 1
+        ):
+            raise ValidationError(
+                f"invalid retry policy {self!r}: max_attempts must be an int >= 1",
+                option="max_attempts",
+                value=self.max_attempts,
+            )
+        duration_seconds(self.base, "RetryPolicy base")
+        duration_seconds(self.cap, "RetryPolicy cap")
 
     def delay(self, attempt: int) -> float:
         raw: float = min(self.cap, self.base * 2 ** max(0, attempt - 1))
@@ -243,12 +254,12 @@ def resume_logic(conn: Connection, t: Tables, run_id: int) -> str:
 
 
 def _check_step_args(
-    run_id: Any, step_name: Any, status: Any, value: Any, limit: int
-) -> StepStatus:
+    run_id: Any, step_name: Any, status: Any, value: Any, limit: int, default: JsonDefault | None
+) -> tuple[StepStatus, Any]:
+    """The parsed status and the value as stored; refused before any statement is sent."""
     if not isinstance(run_id, int) or isinstance(run_id, bool):
         raise ValidationError(f"a run id is an int, got {run_id!r}")
-    if not isinstance(step_name, str) or not step_name or len(step_name) > 255:
-        raise ValidationError(f"invalid step name {step_name!r}")
+    check_text(step_name, what="step name", option="step_name")
     try:
         parsed = StepStatus(status)
     except ValueError:
@@ -260,8 +271,8 @@ def _check_step_args(
             expected=["SUCCESS", "ERROR"],
             actual=status,
         )
-    check_json(value, what=f"value of step {step_name!r}", max_bytes=limit)
-    return parsed
+    value = check_json(value, what=f"value of step {step_name!r}", max_bytes=limit, default=default)
+    return parsed, value
 
 
 class RunControl(StoreCore):
@@ -390,6 +401,8 @@ class RunControl(StoreCore):
     ) -> RunInfo:
         """Wait until the run is in one of ``statuses``; returns it. In-process workers
         wake the waiter as soon as they change a run; otherwise it polls (up to 0.5 s)."""
+        if timeout is not None:
+            timeout = duration_seconds(timeout, "timeout")
         waiter = HUB.subscribe(self.db_key, RUN_DONE_CHANNEL)
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = 0.02
@@ -505,7 +518,9 @@ class RunControl(StoreCore):
     ) -> None:
         """Record step ``step_name`` of ``run_id`` as ``status`` (SUCCESS, or ERROR) with
         ``value`` as its result. With ``target`` it is written in the caller's transaction."""
-        parsed = _check_step_args(run_id, step_name, status, value, self.max_payload_bytes)
+        parsed, value = _check_step_args(
+            run_id, step_name, status, value, self.max_payload_bytes, self.json_default
+        )
         await self.run(
             lambda c: update_step_logic(c, self.tables, run_id, step_name, parsed, value), target
         )
@@ -520,7 +535,9 @@ class RunControl(StoreCore):
         target: SyncTarget,
     ) -> None:
         """:meth:`update_step` in a sync ``Session``/``Connection``'s transaction."""
-        parsed = _check_step_args(run_id, step_name, status, value, self.max_payload_bytes)
+        parsed, value = _check_step_args(
+            run_id, step_name, status, value, self.max_payload_bytes, self.json_default
+        )
         run_sync(
             target, lambda c: update_step_logic(c, self.tables, run_id, step_name, parsed, value)
         )

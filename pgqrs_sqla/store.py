@@ -30,7 +30,7 @@ from ._db import (
     translated,
 )
 from ._logging import get_logger
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .dialects import aware, utcnow
 from .errors import (
     ConfigurationError,
@@ -136,11 +136,15 @@ async def connect(
     pool_size: int = 5,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     listen: bool = True,
+    json_default: JsonDefault | None = None,
     **engine_options: Any,
 ) -> Store:
     """Create an engine for ``url`` and return a :class:`Store` that owns it.
 
     ``sqlite://`` (no path) uses a private temporary file, because WAL needs a file.
+    ``json_default`` encodes values JSON cannot (as ``json.dumps(default=...)``) in params,
+    payloads and step results; :func:`pgqrs_sqla.json_default` handles UUID, datetimes,
+    Decimal, Enum and sets. Off by default: such values are refused with ``PayloadError``.
     Raises :class:`DatabaseUnavailable` if the database cannot be reached, and
     :class:`ConfigurationError` for models made with ``schema=`` on SQLite (which has no
     schemas; see :meth:`Store.install`).
@@ -154,7 +158,13 @@ async def connect(
         engine_options.setdefault("pool_size", pool_size)
         engine_options.setdefault("max_overflow", 2)
         engine = create_async_engine(parsed, **engine_options)
-    store = Store(engine, models=models, max_payload_bytes=max_payload_bytes, listen=listen)
+    store = Store(
+        engine,
+        models=models,
+        max_payload_bytes=max_payload_bytes,
+        listen=listen,
+        json_default=json_default,
+    )
     store._owns_engine = True
     store._tmpdir = tmpdir
     try:
@@ -263,7 +273,11 @@ class Store(RunControl):
         )
         engine = AsyncEngine(sync_engine)
         clone = Store(
-            engine, models=self.models, max_payload_bytes=self.max_payload_bytes, listen=self.listen
+            engine,
+            models=self.models,
+            max_payload_bytes=self.max_payload_bytes,
+            listen=self.listen,
+            json_default=self.json_default,
         )
         clone._owns_engine = True
         return clone
@@ -625,6 +639,7 @@ class Queue:
             self.name,
             payloads,
             max_bytes=self.store.max_payload_bytes,
+            json_default=self.store.json_default,
             **options,
         )
 

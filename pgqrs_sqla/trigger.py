@@ -9,7 +9,7 @@ transaction. Either both appear when the transaction commits, or neither does.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +31,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from ._db import AsyncTarget, SyncTarget, run_async, run_sync, target_db_key, wake_after_commit
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_json
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
 from .dialects import JSONType, insert_for, is_postgres, utcnow, utcnow_plus
-from .errors import ValidationError, WorkflowNotFound
+from .errors import PayloadError, WorkflowNotFound
 from .models import PgqrsModels, RunStatus, Tables
-from .queue import NOTIFY_CHANNEL, seconds, validate_name
+from .queue import NOTIFY_CHANNEL, check_priority, seconds, validate_name
 
 if TYPE_CHECKING:
     from .store import Store
@@ -184,6 +184,23 @@ class Trigger:
     idempotency_key: str | None
     delay: float
     priority: int
+    #: params of a type only a Store's ``json_default`` may encode: refused unless it does
+    unencoded: PayloadError | None = None
+
+    def _encoded(self, store: Store | None) -> Trigger:
+        """This trigger with its params encoded by ``store``'s ``json_default``, or the
+        error that refused them (a session target has no store to ask)."""
+        if self.unencoded is None:
+            return self
+        if store is None or store.json_default is None:
+            raise self.unencoded
+        params = check_json(
+            self.params,
+            what=self.unencoded.what,
+            max_bytes=self.workflow.max_payload_bytes,
+            default=store.json_default,
+        )
+        return replace(self, params=params, unencoded=None)
 
     def _logic(self, tables: Tables) -> Any:
         return lambda conn: trigger_logic(
@@ -206,17 +223,18 @@ class Trigger:
         from .store import Store
 
         if isinstance(target, Store):
-            run_id: int = await target.run(self._logic(target.tables), single_statement=True)
+            ready = self._encoded(target)
+            run_id: int = await target.run(ready._logic(target.tables), single_statement=True)
             target.wake(self.workflow.name)
             return run_id
-        tables = self.workflow.tables()
-        run_id = await run_async(target, self._logic(tables))
+        ready = self._encoded(None)
+        run_id = await run_async(target, ready._logic(self.workflow.tables()))
         wake_after_commit(target, target_db_key(target), self.workflow.name)
         return run_id
 
     def execute_sync(self, target: SyncTarget) -> int:
         """Start the run in a sync ``Session``/``Connection``'s transaction; returns its id."""
-        run_id: int = run_sync(target, self._logic(self.workflow.tables()))
+        run_id: int = run_sync(target, self._encoded(None)._logic(self.workflow.tables()))
         wake_after_commit(target, target_db_key(target), self.workflow.name)
         return run_id
 
@@ -228,6 +246,7 @@ class WorkflowRef:
     name: str
     models: PgqrsModels | None = None
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    json_default: JsonDefault | None = None
 
     def tables(self) -> Tables:
         if self.models is not None:
@@ -244,17 +263,26 @@ class WorkflowRef:
         delay: float | timedelta | None = None,
         priority: int = 0,
     ) -> Trigger:
-        """Prepare a run with ``params`` (JSON) as its input; checked here, before any write."""
-        check_json(
-            params, what=f"params of workflow {self.name!r}", max_bytes=self.max_payload_bytes
-        )
-        if idempotency_key is not None and (
-            not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255
-        ):
-            raise ValidationError(
-                f"idempotency_key must be a non-empty str of at most 255 characters, got {idempotency_key!r}"
+        """Prepare a run with ``params`` (JSON) as its input; every argument is checked here,
+        before any write (a value only a Store's ``json_default`` can encode: at ``execute``).
+        """
+        unencoded: PayloadError | None = None
+        try:
+            params = check_json(
+                params,
+                what=f"params of workflow {self.name!r}",
+                max_bytes=self.max_payload_bytes,
+                default=self.json_default,
             )
-        return Trigger(self, params, idempotency_key, seconds(delay), priority)
+        except PayloadError as error:
+            if self.json_default is not None or error.reason != "unsupported_type":
+                raise
+            unencoded = error
+        if idempotency_key is not None:
+            check_text(idempotency_key, what="idempotency_key")
+        return Trigger(
+            self, params, idempotency_key, seconds(delay), check_priority(priority), unencoded
+        )
 
 
 def workflow(
@@ -262,10 +290,13 @@ def workflow(
     *,
     models: PgqrsModels | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    json_default: JsonDefault | None = None,
 ) -> WorkflowRef:
     """Refer to workflow ``name`` to trigger it: ``workflow("x").trigger(params).execute(t)``.
 
     ``models`` is needed only when the app made its pgqrs models with a custom prefix or
-    schema (``pgqrs_models(Base, prefix=..., schema=...)``).
+    schema (``pgqrs_models(Base, prefix=..., schema=...)``). ``json_default`` encodes params
+    JSON cannot (see :func:`pgqrs_sqla.json_default`); executed on a Store, the store's
+    ``json_default`` applies too.
     """
-    return WorkflowRef(validate_name(name, "workflow"), models, max_payload_bytes)
+    return WorkflowRef(validate_name(name, "workflow"), models, max_payload_bytes, json_default)

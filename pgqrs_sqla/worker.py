@@ -52,6 +52,7 @@ from .errors import (
     _ConnectionLostSignal,
     _LeaseLostSignal,
     _RunCancelledSignal,
+    duration_seconds,
 )
 from .models import ArchiveReason, RunStatus, StepStatus, Tables, WorkerStatus
 from .runs import CANCEL_CHANNEL, RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
@@ -158,9 +159,19 @@ class ConsumerBuilder:
         missing = [n for n in self.queues if n not in self._handlers]
         if missing:
             raise ConfigurationError(f"no handler for {missing}: call .handler(fn) first")
-        if concurrency < 1 or visibility_timeout <= 0 or poll_interval <= 0:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValidationError(
-                "concurrency >= 1, visibility_timeout > 0 and poll_interval > 0 are required"
+                f"concurrency must be an int >= 1, got {concurrency!r}",
+                option="concurrency",
+                value=concurrency,
+            )
+        visibility_timeout = duration_seconds(
+            visibility_timeout, "visibility_timeout", positive=True
+        )
+        poll_interval = duration_seconds(poll_interval, "poll_interval", positive=True)
+        if heartbeat_interval is not None:
+            heartbeat_interval = duration_seconds(
+                heartbeat_interval, "heartbeat_interval", positive=True
             )
         given = store
         if own_pool if own_pool is not None else store._owns_engine:
