@@ -16,6 +16,7 @@ Quick tour::
     run_id = await pgqrs.workflow("data_pipeline").trigger({"url": "..."}).execute(session)
 """
 
+from .codec import json_default as json_default
 from .context import RunContext as RunContext
 from .errors import (
     ConfigurationError as ConfigurationError,
@@ -25,6 +26,9 @@ from .errors import (
 )
 from .errors import (
     DatabaseUnavailable as DatabaseUnavailable,
+)
+from .errors import (
+    DurationError as DurationError,
 )
 from .errors import (
     HandlerError as HandlerError,
@@ -172,6 +176,7 @@ __all__ = [
     "Conflict",
     "ConsumerBuilder",
     "DatabaseUnavailable",
+    "DurationError",
     "HandlerError",
     "IllegalTransition",
     "InvalidName",
@@ -218,6 +223,7 @@ __all__ = [
     "WorkflowRegistry",
     "connect",
     "consumer",
+    "json_default",
     "pgqrs_models",
     "workflow",
 ]
