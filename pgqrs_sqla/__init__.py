@@ -34,6 +34,9 @@ from .errors import (
     HandlerError as HandlerError,
 )
 from .errors import (
+    IdempotencyKeyNotVisible as IdempotencyKeyNotVisible,
+)
+from .errors import (
     IllegalTransition as IllegalTransition,
 )
 from .errors import (
@@ -178,6 +181,7 @@ __all__ = [
     "DatabaseUnavailable",
     "DurationError",
     "HandlerError",
+    "IdempotencyKeyNotVisible",
     "IllegalTransition",
     "InvalidName",
     "LeaseLost",

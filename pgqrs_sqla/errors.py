@@ -20,6 +20,7 @@ class is its default message, and failure data lives on attributes::
     ├── Conflict
     │   ├── WorkerNameInUse         an active worker already has this name
     │   ├── QueueBusy               delete refused while messages are leased
+    │   ├── IdempotencyKeyNotVisible  the key's run is newer than the caller's snapshot
     │   └── IllegalTransition       a state change the state machine forbids
     ├── LeaseLost                   the caller no longer holds the message's lease
     ├── StepNameReused              one run called the same step name twice
@@ -127,6 +128,16 @@ class WorkerNameInUse(Conflict):
 
 class QueueBusy(Conflict):
     """The queue has leased messages; pass force=True to delete it anyway."""
+
+
+class IdempotencyKeyNotVisible(Conflict):
+    """A run with this idempotency key was committed after the caller's REPEATABLE READ or
+    SERIALIZABLE snapshot, so it cannot be returned; nothing was written and the caller's
+    transaction is still usable: retry the transaction, or trigger at READ COMMITTED."""
+
+    workflow: str = ""
+    idempotency_key: str = ""
+    isolation_level: str = ""
 
 
 class IllegalTransition(Conflict):

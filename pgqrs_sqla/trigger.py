@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     bindparam,
     delete,
+    exc,
     false,
     func,
     insert,
@@ -30,10 +31,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from ._db import AsyncTarget, SyncTarget, run_async, run_sync, target_db_key, wake_after_commit
+from ._db import (
+    SERIALIZATION_FAILURE,
+    AsyncTarget,
+    SyncTarget,
+    run_async,
+    run_sync,
+    sqlstate,
+    target_db_key,
+    wake_after_commit,
+)
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
 from .dialects import JSONType, insert_for, is_postgres, utcnow, utcnow_plus
-from .errors import PayloadError, WorkflowNotFound
+from .errors import IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound
 from .models import PgqrsModels, RunStatus, Tables
 from .queue import NOTIFY_CHANNEL, check_priority, seconds, validate_name
 
@@ -140,8 +150,54 @@ def trigger_logic(
     key: str | None,
     delay: float,
     priority: int,
+    *,
+    guarded: bool = False,
 ) -> int:
-    """Write the run and its message on ``conn``; returns the run id."""
+    """Write the run and its message on ``conn``; returns the run id.
+
+    ``guarded`` (the caller's transaction): on PostgreSQL a trigger with an idempotency key
+    runs in a savepoint. At REPEATABLE READ or SERIALIZABLE, a run with the same key that
+    another transaction committed after this one's snapshot cannot be seen, so it cannot be
+    returned: PostgreSQL refuses the insert with a serialization failure. The savepoint
+    takes that failure back, so the caller's transaction stays usable, and
+    :class:`IdempotencyKeyNotVisible` says what happened and what to do.
+    """
+    if not (guarded and key is not None and is_postgres(conn.dialect.name)):
+        return _trigger(conn, t, name, params, key, delay, priority)
+    savepoint = conn.begin_nested()
+    try:
+        run_id = _trigger(conn, t, name, params, key, delay, priority)
+    except exc.DBAPIError as error:
+        savepoint.rollback()
+        if sqlstate(error) != SERIALIZATION_FAILURE:
+            raise
+        level = conn.exec_driver_sql("SHOW transaction_isolation").scalar()
+        raise IdempotencyKeyNotVisible(
+            f"a run of workflow {name!r} with idempotency_key {key!r} was committed by another "
+            f"transaction after this {str(level).upper()} transaction took its snapshot, so "
+            "this transaction cannot see it to return it. Nothing was written and your "
+            "transaction is still usable. Retry the whole transaction (its new snapshot sees "
+            "the run, and the trigger returns its id), or trigger at READ COMMITTED",
+            workflow=name,
+            idempotency_key=key,
+            isolation_level=str(level).upper(),
+        ) from error
+    except BaseException:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+    return run_id
+
+
+def _trigger(
+    conn: Connection,
+    t: Tables,
+    name: str,
+    params: Any,
+    key: str | None,
+    delay: float,
+    priority: int,
+) -> int:
     m = t.messages
     dialect = conn.dialect.name
     params = {
@@ -202,7 +258,7 @@ class Trigger:
         )
         return replace(self, params=params, unencoded=None)
 
-    def _logic(self, tables: Tables) -> Any:
+    def _logic(self, tables: Tables, *, guarded: bool = True) -> Any:
         return lambda conn: trigger_logic(
             conn,
             tables,
@@ -211,6 +267,7 @@ class Trigger:
             self.idempotency_key,
             self.delay,
             self.priority,
+            guarded=guarded,
         )
 
     async def execute(self, target: Store | AsyncTarget) -> int:
@@ -224,7 +281,9 @@ class Trigger:
 
         if isinstance(target, Store):
             ready = self._encoded(target)
-            run_id: int = await target.run(ready._logic(target.tables), single_statement=True)
+            # Our own statement in autocommit: each sees every committed run, unguarded.
+            logic = ready._logic(target.tables, guarded=False)
+            run_id: int = await target.run(logic, single_statement=True)
             target.wake(self.workflow.name)
             return run_id
         ready = self._encoded(None)

@@ -100,11 +100,15 @@ async def test_every_duration_option_is_capped(store: pgqrs.Store) -> None:
     assert (await store.get_run(run)).status is pgqrs.RunStatus.QUEUED
     stats = (await store.queue_stats("q"))[0]
     assert (stats.ready, stats.delayed) == (0, 2)
-    capped = await pgqrs.consumer("w2", None, "q").handler(_noop).create(
-        store,
-        visibility_timeout=MAX_DURATION_SECONDS,
-        poll_interval=MAX_DURATION_SECONDS,
-        own_pool=False,
+    capped = (
+        await pgqrs.consumer("w2", None, "q")
+        .handler(_noop)
+        .create(
+            store,
+            visibility_timeout=MAX_DURATION_SECONDS,
+            poll_interval=MAX_DURATION_SECONDS,
+            own_pool=False,
+        )
     )
     assert capped.visibility_timeout == MAX_DURATION_SECONDS
     await worker.stop()
