@@ -162,7 +162,7 @@ def _walk(value: Any, what: str, path: str, depth: int, default: JsonDefault | N
         what,
         path,
         "unsupported_type",
-        f"Object of type {kind.__name__} is not JSON serializable (convert it, or pass "
+        f"a {kind.__name__}, which is not JSON-serialisable (convert it, or pass "
         "json_default=pgqrs_sqla.json_default to connect()/Store()/workflow())",
     )
 

@@ -123,6 +123,31 @@ def _policy_columns(policy: RetryPolicy) -> dict[str, Any]:
     }
 
 
+def define_workflow(
+    conn: Connection, t: Tables, name: str, max_deliveries: int, policy: RetryPolicy
+) -> None:
+    """Insert the workflow's queue and definition rows unless they exist (ON CONFLICT DO
+    NOTHING: a concurrent definer's rows stand, and no unique violation aborts the
+    transaction)."""
+    w, qt = t.workflows, t.queues
+    dialect = conn.dialect.name
+    conn.execute(
+        insert_for(dialect, qt)
+        .values(queue_name=name, max_deliveries=max_deliveries, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[qt.c.queue_name])
+    )
+    conn.execute(
+        insert_for(dialect, w)
+        .values(
+            workflow_name=name,
+            queue_id=select(qt.c.id).where(qt.c.queue_name == name).scalar_subquery(),
+            **_policy_columns(policy),
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[w.c.workflow_name])
+    )
+
+
 def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
     m = row._mapping
     return RunInfo(
@@ -279,45 +304,68 @@ class RunControl(StoreCore):
     """Workflow definitions and run control, mixed into :class:`~pgqrs_sqla.Store`."""
 
     async def create_workflow(
-        self, name: str, *, retry: RetryPolicy | None = None, max_deliveries: int = 5
+        self, name: str, *, retry: RetryPolicy | None = None, max_deliveries: int | None = None
     ) -> WorkflowInfo:
         """Create a workflow and its queue of the same name (idempotent).
 
-        ``retry`` sets the workflow's default retry policy for transient step errors; on an
-        existing workflow it updates it.
+        ``retry`` sets the workflow's default retry policy for transient step errors and
+        ``max_deliveries`` its queue's (default 5); on an existing workflow — one a trigger
+        created with the defaults, say — each option given updates it, one left out is kept.
         """
         validate_name(name, "workflow")
+        if max_deliveries is not None and (
+            not isinstance(max_deliveries, int)
+            or isinstance(max_deliveries, bool)
+            or not 1 <= max_deliveries <= 2**31 - 1
+        ):
+            raise ValidationError(
+                f"max_deliveries must be a positive int, got {max_deliveries!r}",
+                option="max_deliveries",
+                value=max_deliveries,
+            )
         policy = retry or RetryPolicy()
         w, qt = self.tables.workflows, self.tables.queues
 
         def work(conn: Connection) -> WorkflowInfo:
-            for table, values_ in (
-                (
-                    qt,
-                    {"queue_name": name, "max_deliveries": max_deliveries, "created_at": utcnow()},
-                ),
-                (
-                    w,
-                    {
-                        "workflow_name": name,
-                        "queue_id": select(qt.c.id)
-                        .where(qt.c.queue_name == name)
-                        .scalar_subquery(),
-                        **_policy_columns(policy),
-                        "created_at": utcnow(),
-                    },
-                ),
-            ):
-                key = "queue_name" if table is qt else "workflow_name"
-                stmt = insert_for(conn.dialect.name, table).values(**values_)
-                conn.execute(stmt.on_conflict_do_nothing(index_elements=[table.c[key]]))
+            define_workflow(conn, self.tables, name, max_deliveries or 5, policy)
             if retry is not None:
                 conn.execute(
                     update(w).where(w.c.workflow_name == name).values(**_policy_columns(policy))
                 )
+            if max_deliveries is not None:
+                conn.execute(
+                    update(qt).where(qt.c.queue_name == name).values(max_deliveries=max_deliveries)
+                )
             return self._workflow(conn, name)
 
         return await self.run(work)
+
+    async def mark_served(self, names: list[str]) -> None:
+        """Record that a worker registered for the workflows ``names`` (the first time only)."""
+        if not names:
+            return
+        w = self.tables.workflows
+        stmt = (
+            update(w)
+            .where(w.c.workflow_name.in_(names), w.c.served_at.is_(None))
+            .values(served_at=utcnow())
+        )
+        await self.run(lambda c: c.execute(stmt), single_statement=True)
+
+    async def unserved_workflows(self) -> dict[str, int]:
+        """Workflows with QUEUED runs that no worker has ever registered for, with how many
+        runs each has waiting: a worker not deployed yet, or a misspelt name in a trigger
+        (which creates the workflow it names)."""
+        w, r = self.tables.workflows, self.tables.runs
+        stmt = (
+            select(w.c.workflow_name, func.count(r.c.id))
+            .select_from(w.join(r, r.c.workflow_id == w.c.id))
+            .where(w.c.served_at.is_(None), r.c.status == RunStatus.QUEUED.value)
+            .group_by(w.c.workflow_name)
+            .order_by(w.c.workflow_name)
+        )
+        async with self.read() as conn:
+            return {name: int(count) for name, count in (await conn.execute(stmt)).all()}
 
     def _workflow(self, conn: Connection, name: str) -> WorkflowInfo:
         w = self.tables.workflows

@@ -43,9 +43,10 @@ from ._db import (
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
 from .dialects import JSONType, insert_for, is_postgres, utcnow, utcnow_plus
-from .errors import IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound
+from .errors import Conflict, IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound
 from .models import PgqrsModels, RunStatus, Tables
 from .queue import NOTIFY_CHANNEL, check_priority, seconds, validate_name
+from .runs import RetryPolicy, define_workflow
 
 if TYPE_CHECKING:
     from .store import Store
@@ -209,6 +210,9 @@ def _trigger(
     }
     if is_postgres(dialect):
         row = conn.execute(pg_trigger_stmt(t), params).first()
+        if row is None:  # no definition row yet: make it with the defaults, then again
+            _define(conn, t, name)
+            row = conn.execute(pg_trigger_stmt(t), params).first()
         if row is None:
             raise WorkflowNotFound(f"no workflow named {name!r}", workflow=name)
         message_id, run_id = row[0], row[1]
@@ -216,6 +220,9 @@ def _trigger(
         if key is not None and (found := _existing(conn, t, name, key)) is not None:
             return found
         message_id = conn.execute(message_insert_stmt(t), params).scalar()
+        if message_id is None:  # no definition row yet: make it with the defaults, then again
+            _define(conn, t, name)
+            message_id = conn.execute(message_insert_stmt(t), params).scalar()
         if message_id is None:
             raise WorkflowNotFound(f"no workflow named {name!r}", workflow=name)
         run_id = conn.execute(
@@ -229,6 +236,37 @@ def _trigger(
         assert found is not None
         return found
     return int(run_id)
+
+
+def _define(conn: Connection, t: Tables, name: str) -> None:
+    """Create workflow ``name`` and its queue with the default options, in the trigger's
+    transaction (so a rollback takes them back too); a worker's ``create_workflow`` later sets
+    its options, and its registration marks the workflow served.
+
+    On PostgreSQL in a savepoint: at REPEATABLE READ or SERIALIZABLE a definition another
+    transaction committed after this one's snapshot refuses the insert with a serialization
+    failure, which must not abort the caller's transaction.
+    """
+    if not is_postgres(conn.dialect.name):
+        define_workflow(conn, t, name, 5, RetryPolicy())
+        return
+    savepoint = conn.begin_nested()
+    try:
+        define_workflow(conn, t, name, 5, RetryPolicy())
+    except exc.DBAPIError as error:
+        savepoint.rollback()
+        if sqlstate(error) != SERIALIZATION_FAILURE:
+            raise
+        raise Conflict(
+            f"workflow {name!r} was created by another transaction after this transaction "
+            "took its snapshot (REPEATABLE READ or SERIALIZABLE), so this one cannot use it; "
+            "nothing was written and your transaction is still usable: retry it",
+            workflow=name,
+        ) from error
+    except BaseException:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
 
 
 @dataclass(frozen=True)

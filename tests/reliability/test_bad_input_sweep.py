@@ -75,9 +75,9 @@ IN_SESSION: list[tuple[str, Call, type[pgqrs.PgqrsError]]] = [
         pgqrs.InvalidName,
     ),
     (
-        "workflow unknown",
-        lambda s: pgqrs.workflow("nope").trigger({}).execute(s),
-        pgqrs.WorkflowNotFound,
+        "workflow name with NUL",
+        lambda s: pgqrs.workflow("wf\x00").trigger({}).execute(s),
+        pgqrs.InvalidName,
     ),
     # What PostgreSQL refuses (and SQLite accepts) is refused before any SQL on both.
     (
