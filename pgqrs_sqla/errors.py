@@ -137,7 +137,11 @@ class IdempotencyKeyNotVisible(Conflict):
 
     workflow: str = ""
     idempotency_key: str = ""
-    isolation_level: str = ""
+    #: the caller's level; None when it was set behind SQLAlchemy's back (``SET TRANSACTION``)
+    isolation_level: str | None = None
+    #: True only in that case: no savepoint guarded the trigger, so PostgreSQL aborted the
+    #: caller's transaction (set the level with ``isolation_level=`` to avoid it)
+    transaction_aborted: bool = False
 
 
 class IllegalTransition(Conflict):

@@ -156,15 +156,28 @@ def trigger_logic(
 ) -> int:
     """Write the run and its message on ``conn``; returns the run id.
 
-    ``guarded`` (the caller's transaction): on PostgreSQL a trigger with an idempotency key
-    runs in a savepoint. At REPEATABLE READ or SERIALIZABLE, a run with the same key that
-    another transaction committed after this one's snapshot cannot be seen, so it cannot be
-    returned: PostgreSQL refuses the insert with a serialization failure. The savepoint
-    takes that failure back, so the caller's transaction stays usable, and
-    :class:`IdempotencyKeyNotVisible` says what happened and what to do.
+    ``guarded`` (the caller's transaction): on PostgreSQL, at REPEATABLE READ or
+    SERIALIZABLE, a trigger with an idempotency key runs in a savepoint. At those levels a
+    run with the same key that another transaction committed after this one's snapshot
+    cannot be seen, so it cannot be returned: PostgreSQL refuses the insert with a
+    serialization failure. The savepoint takes that failure back, so the caller's
+    transaction stays usable, and :class:`IdempotencyKeyNotVisible` says what happened and
+    what to do. At READ COMMITTED (where every statement sees what is committed) no
+    savepoint is needed, and none is paid for.
     """
     if not (guarded and key is not None and is_postgres(conn.dialect.name)):
         return _trigger(conn, t, name, params, key, delay, priority)
+    if not _snapshot_may_hide_runs(conn):
+        try:
+            return _trigger(conn, t, name, params, key, delay, priority)
+        except exc.DBAPIError as error:
+            if sqlstate(error) != SERIALIZATION_FAILURE:
+                raise
+            # The level was raised behind SQLAlchemy's back (a raw SET TRANSACTION):
+            # without the savepoint the caller's transaction is aborted; say so.
+            raise _not_visible(
+                name, key, "REPEATABLE READ or SERIALIZABLE", aborted=True
+            ) from error
     savepoint = conn.begin_nested()
     try:
         run_id = _trigger(conn, t, name, params, key, delay, priority)
@@ -172,22 +185,41 @@ def trigger_logic(
         savepoint.rollback()
         if sqlstate(error) != SERIALIZATION_FAILURE:
             raise
-        level = conn.exec_driver_sql("SHOW transaction_isolation").scalar()
-        raise IdempotencyKeyNotVisible(
-            f"a run of workflow {name!r} with idempotency_key {key!r} was committed by another "
-            f"transaction after this {str(level).upper()} transaction took its snapshot, so "
-            "this transaction cannot see it to return it. Nothing was written and your "
-            "transaction is still usable. Retry the whole transaction (its new snapshot sees "
-            "the run, and the trigger returns its id), or trigger at READ COMMITTED",
-            workflow=name,
-            idempotency_key=key,
-            isolation_level=str(level).upper(),
-        ) from error
+        level = str(conn.exec_driver_sql("SHOW transaction_isolation").scalar()).upper()
+        raise _not_visible(name, key, level, aborted=False) from error
     except BaseException:
         savepoint.rollback()
         raise
     savepoint.commit()
     return run_id
+
+
+def _snapshot_may_hide_runs(conn: Connection) -> bool:
+    """Whether ``conn``'s transaction keeps one snapshot (REPEATABLE READ, SERIALIZABLE), by
+    the level SQLAlchemy set on it (``isolation_level=`` on the engine, connection or
+    session's bind), or else the database's default, read when the connection was made."""
+    level = conn.get_execution_options().get("isolation_level") or conn.default_isolation_level
+    return str(level).upper() not in ("READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT")
+
+
+def _not_visible(name: str, key: str, level: str, *, aborted: bool) -> IdempotencyKeyNotVisible:
+    state = (
+        "PostgreSQL aborted your transaction: pgqrs guards a keyed trigger with a savepoint "
+        "only when it knows the level, so set it with SQLAlchemy's isolation_level= rather "
+        "than a SET TRANSACTION statement"
+        if aborted
+        else "Nothing was written and your transaction is still usable"
+    )
+    return IdempotencyKeyNotVisible(
+        f"a run of workflow {name!r} with idempotency_key {key!r} was committed by another "
+        f"transaction after {level if level == 'this' else f'this {level}'} transaction took its snapshot, so it cannot see the run "
+        f"to return it. {state}. Retry the whole transaction (its new snapshot sees the "
+        "run, and the trigger returns its id), or trigger at READ COMMITTED",
+        workflow=name,
+        idempotency_key=key,
+        isolation_level=None if aborted else level,
+        transaction_aborted=aborted,
+    )
 
 
 def _trigger(

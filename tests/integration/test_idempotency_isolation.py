@@ -126,3 +126,25 @@ async def test_one_key_two_concurrent_transactions(
     assert await _ledger(store) == 2  # both second transactions committed their own write
     stats = await store.queue_stats("wf")
     assert stats[0].ready + stats[0].delayed == 2  # one message per run, no orphan
+
+
+@pytest.mark.timeout(120)
+async def test_a_level_set_behind_sqlalchemys_back_is_still_a_typed_error(
+    store: pgqrs.Store,
+) -> None:
+    """``SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`` in an engine SQLAlchemy believes
+    READ COMMITTED: no savepoint guards the trigger, so PostgreSQL aborts the transaction;
+    the error is still ``IdempotencyKeyNotVisible``, saying so and how to avoid it."""
+    if not store.postgres:
+        pytest.skip("PostgreSQL isolation levels")
+    await store.create_workflow("wf")
+    async with AsyncSession(store.engine) as session, session.begin():
+        await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        await session.execute(text("SELECT 1"))
+        first = await pgqrs.workflow("wf").trigger({}, idempotency_key="k").execute(store)
+        with pytest.raises(pgqrs.IdempotencyKeyNotVisible) as info:
+            await pgqrs.workflow("wf").trigger({}, idempotency_key="k").execute(session)
+        await session.rollback()
+    assert info.value.transaction_aborted is True
+    assert "isolation_level=" in str(info.value)
+    assert await _runs_with_key(store, "k") == [first]
