@@ -40,9 +40,6 @@ JsonDefault = Callable[[Any], Any]
 #: lone surrogates (not Unicode: not encodable as UTF-8, refused by JSONB).
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 
-#: The types that come back from JSON exactly as they went in.
-_EXACT = (str, int, float, bool, type(None))
-
 
 def json_default(value: Any) -> Any:
     """A ready ``json_default`` hook: ``connect(url, json_default=pgqrs_sqla.json_default)``.
@@ -97,70 +94,95 @@ def check_text(value: Any, *, what: str, max_len: int = 255, option: str | None 
     return value
 
 
-def _refuse(what: str, path: str, reason: str, detail: str) -> PayloadError:
-    where = path if len(path) <= 80 else f"{path[:60]}...{path[-16:]}"
+#: Where a value sits inside the checked one, built only when something is refused: the
+#: parent's location and this value's key or index (``None`` at the top).
+_Where = tuple[Any, str | int] | None
+
+
+class _Shown(str):
+    """A location step written as it is (a key that is not a str: ``[1]``, ``[None]``)."""
+
+
+def _path(where: _Where) -> str:
+    """``$.data[1]`` for the location ``where``."""
+    parts: list[str] = []
+    while where is not None:
+        where, step = where
+        if isinstance(step, _Shown | int):
+            parts.append(f"[{step}]")
+        elif step.isidentifier():
+            parts.append(f".{step}")
+        else:
+            parts.append(f"[{step!r}]")
+    return "$" + "".join(reversed(parts))
+
+
+def _refuse(what: str, where: _Where, reason: str, detail: str) -> PayloadError:
+    path = _path(where)
+    shown = path if len(path) <= 80 else f"{path[:60]}...{path[-16:]}"
     return PayloadError(
-        f"{what} cannot be stored: at {where}, {detail}", what=what, reason=reason, path=path
+        f"{what} cannot be stored: at {shown}, {detail}", what=what, reason=reason, path=path
     )
 
 
-def _walk(value: Any, what: str, path: str, depth: int, default: JsonDefault | None) -> bool:
+def _walk(value: Any, what: str, where: _Where, depth: int, default: JsonDefault | None) -> bool:
     """Check ``value`` for what JSON would lose or a backend refuse; True if it decodes back
     exactly as it is (no tuple, subclass or ``default``-encoded value inside)."""
     kind = type(value)
     if kind is str:
-        problem = bad_text(value)
-        if problem is not None:
-            raise _refuse(what, path, "bad_text", problem)
+        if _BAD_CHARS.search(value) is not None:
+            raise _refuse(what, where, "bad_text", str(bad_text(value)))
+        return True
+    if kind is int or kind is bool or value is None:
         return True
     if kind is float:
         if not math.isfinite(value):
-            raise _refuse(what, path, "not_json", f"{value!r} (JSON has no NaN or infinity)")
+            raise _refuse(what, where, "not_json", f"{value!r} (JSON has no NaN or infinity)")
         return True
-    if kind in _EXACT:
-        return True
-    if isinstance(value, dict | list | tuple):
+    if kind is dict or kind is list or isinstance(value, dict | list | tuple):
         if depth >= MAX_JSON_DEPTH:
-            raise _refuse(what, path, "too_deep", f"nesting deeper than {MAX_JSON_DEPTH} levels")
+            raise _refuse(what, where, "too_deep", f"nesting deeper than {MAX_JSON_DEPTH} levels")
         exact = kind is dict or kind is list
+        depth += 1
         if isinstance(value, dict):
             for key, item in value.items():
-                if not isinstance(key, str):
-                    raise _refuse(
-                        what,
-                        f"{path}[{key!r}]",
-                        "key_not_str",
-                        f"an object key that is not a str ({type(key).__name__} {key!r}; JSON "
-                        "would turn it into a string, so a replay would differ)",
-                    )
-                problem = bad_text(key)
-                if problem is not None:
-                    raise _refuse(what, f"{path}[{key!r}]", "bad_text", f"a key with {problem}")
-                sub = f"{path}.{key}" if key.isidentifier() else f"{path}[{key!r}]"
-                exact = _walk(item, what, sub, depth + 1, default) and exact and type(key) is str
+                if type(key) is not str:
+                    if not isinstance(key, str):
+                        raise _refuse(
+                            what,
+                            (where, _Shown(repr(key))),
+                            "key_not_str",
+                            f"an object key that is not a str ({type(key).__name__} {key!r}; "
+                            "JSON would turn it into a string, so a replay would differ)",
+                        )
+                    exact = False
+                if _BAD_CHARS.search(key) is not None:
+                    raise _refuse(what, (where, key), "bad_text", f"a key with {bad_text(key)}")
+                if not _walk(item, what, (where, key), depth, default):
+                    exact = False
         else:
             for index, item in enumerate(value):
-                exact = _walk(item, what, f"{path}[{index}]", depth + 1, default) and exact
+                if not _walk(item, what, (where, index), depth, default):
+                    exact = False
         return exact
     if isinstance(value, str):  # a subclass (a str enum...): stored as its characters
-        problem = bad_text(value)
-        if problem is not None:
-            raise _refuse(what, path, "bad_text", problem)
+        if _BAD_CHARS.search(value) is not None:
+            raise _refuse(what, where, "bad_text", str(bad_text(value)))
         return False
     if isinstance(value, float) and not math.isfinite(value):
-        raise _refuse(what, path, "not_json", f"{value!r} (JSON has no NaN or infinity)")
+        raise _refuse(what, where, "not_json", f"{value!r} (JSON has no NaN or infinity)")
     if isinstance(value, int | float):  # a subclass (an IntEnum...): stored as its number
         return False
     if default is not None:
         try:
             replaced = default(value)
         except (TypeError, ValueError) as exc:
-            raise _refuse(what, path, "not_json", str(exc)) from exc
-        _walk(replaced, what, path, depth, default)
+            raise _refuse(what, where, "not_json", str(exc)) from exc
+        _walk(replaced, what, where, depth, default)
         return False
     raise _refuse(
         what,
-        path,
+        where,
         "unsupported_type",
         f"a {kind.__name__}, which is not JSON-serialisable (convert it, or pass "
         "json_default=pgqrs_sqla.json_default to connect()/Store()/workflow())",
@@ -186,7 +208,7 @@ def check_json(
     The value returned is the stored one: the same object when JSON gives it back
     unchanged, else its decoded copy (a tuple becomes a list, a UUID its string...).
     """
-    exact = _walk(value, what, "$", 0, default)
+    exact = _walk(value, what, None, 0, default)
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=default)
     except (TypeError, ValueError, RecursionError) as exc:  # pragma: no cover - _walk said
