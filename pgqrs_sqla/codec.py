@@ -137,7 +137,12 @@ def _walk(value: Any, what: str, where: _Where, depth: int, default: JsonDefault
         return True
     if kind is float:
         if not math.isfinite(value):
-            raise _refuse(what, where, "not_json", f"{value!r} (JSON has no NaN or infinity)")
+            raise _refuse(
+                what,
+                where,
+                "not_json",
+                f"{value!r}, which is not JSON-serialisable (JSON has no NaN or infinity)",
+            )
         return True
     if kind is dict or kind is list or isinstance(value, dict | list | tuple):
         if depth >= MAX_JSON_DEPTH:
@@ -170,7 +175,12 @@ def _walk(value: Any, what: str, where: _Where, depth: int, default: JsonDefault
             raise _refuse(what, where, "bad_text", str(bad_text(value)))
         return False
     if isinstance(value, float) and not math.isfinite(value):
-        raise _refuse(what, where, "not_json", f"{value!r} (JSON has no NaN or infinity)")
+        raise _refuse(
+            what,
+            where,
+            "not_json",
+            f"{value!r}, which is not JSON-serialisable (JSON has no NaN or infinity)",
+        )
     if isinstance(value, int | float):  # a subclass (an IntEnum...): stored as its number
         return False
     if default is not None:
