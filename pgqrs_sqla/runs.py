@@ -186,9 +186,22 @@ def _run_select(t: Tables) -> Any:
     return select(r, w.c.workflow_name).select_from(r.join(w, w.c.id == r.c.workflow_id))
 
 
-def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
+def check_run_id(run_id: object) -> int:
+    """``run_id`` if it is an int a run id column can hold (a 64-bit key); else a
+    ValidationError, before any statement (PostgreSQL refuses a bigint overflow raw)."""
     if not isinstance(run_id, int) or isinstance(run_id, bool):
-        raise ValidationError(f"a run id is an int, got {run_id!r}")
+        raise ValidationError(f"a run id is an int, got {run_id!r}", option="run_id", value=run_id)
+    if not -(2**63) <= run_id < 2**63:
+        raise ValidationError(
+            f"run id {run_id} is outside the 64-bit range of run ids; no such run can exist",
+            option="run_id",
+            value=run_id,
+        )
+    return run_id
+
+
+def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
+    check_run_id(run_id)
     row = conn.execute(_run_select(t).where(t.runs.c.id == run_id)).first()
     if row is None:
         raise RunNotFound(f"no workflow run with id {run_id}", run_id=run_id)
@@ -282,8 +295,7 @@ def _check_step_args(
     run_id: Any, step_name: Any, status: Any, value: Any, limit: int, default: JsonDefault | None
 ) -> tuple[StepStatus, Any]:
     """The parsed status and the value as stored; refused before any statement is sent."""
-    if not isinstance(run_id, int) or isinstance(run_id, bool):
-        raise ValidationError(f"a run id is an int, got {run_id!r}")
+    check_run_id(run_id)
     check_text(step_name, what="step name", option="step_name")
     try:
         parsed = StepStatus(status)

@@ -388,8 +388,16 @@ class Store(RunControl):
     async def create_queue(self, name: str, *, max_deliveries: int = 5) -> QueueInfo:
         """Create a queue (idempotent: an existing queue is returned unchanged)."""
         q.validate_name(name)
-        if not isinstance(max_deliveries, int) or max_deliveries < 1:
-            raise ValidationError(f"max_deliveries must be a positive int, got {max_deliveries!r}")
+        if (
+            not isinstance(max_deliveries, int)
+            or isinstance(max_deliveries, bool)
+            or not 1 <= max_deliveries <= 2**31 - 1
+        ):
+            raise ValidationError(
+                f"max_deliveries must be a positive int of at most 32 bits, got {max_deliveries!r}",
+                option="max_deliveries",
+                value=max_deliveries,
+            )
         return await self.run(lambda c: self._create_queue(c, name, max_deliveries))
 
     def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:

@@ -249,6 +249,16 @@ IN_SESSION: list[tuple[str, Call, type[pgqrs.PgqrsError]]] = [
         lambda s: STORE.update_step(DONE, "late", S.SUCCESS, 1, target=s),
         pgqrs.IllegalTransition,
     ),
+    (
+        "update_step: run id past 64 bits",
+        lambda s: STORE.update_step(2**70, "s", S.SUCCESS, 1, target=s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "resume_run: run id past 64 bits",
+        lambda s: STORE.resume_run(2**64, target=s),
+        pgqrs.ValidationError,
+    ),
     ("resume_run: run unknown", lambda s: STORE.resume_run(10**9, target=s), pgqrs.RunNotFound),
     (
         "resume_run: finished run",
@@ -275,6 +285,18 @@ ON_STORE: list[tuple[str, Call, type[pgqrs.PgqrsError]]] = [
         lambda st: st.create_queue("q2", max_deliveries=0),
         pgqrs.ValidationError,
     ),
+    (
+        "create_queue: max_deliveries 2**40",
+        lambda st: st.create_queue("q3", max_deliveries=2**40),
+        pgqrs.ValidationError,
+    ),
+    (
+        "create_workflow: max_deliveries 2**40",
+        lambda st: st.create_workflow("wf3", max_deliveries=2**40),
+        pgqrs.ValidationError,
+    ),
+    ("get_run: run id past 64 bits", lambda st: st.get_run(-(2**63) - 1), pgqrs.ValidationError),
+    ("cancel_run: run id past 64 bits", lambda st: st.cancel_run(2**63), pgqrs.ValidationError),
     ("create_workflow: name invalid", lambda st: st.create_workflow("bad/name"), pgqrs.InvalidName),
     ("create_workflow: name not a str", lambda st: st.create_workflow(42), pgqrs.InvalidName),
     ("retry policy invalid", lambda st: pgqrs.RetryPolicy(max_attempts=0), pgqrs.ValidationError),
