@@ -352,7 +352,7 @@ class RunControl(StoreCore):
 
         return await self.run(work)
 
-    async def mark_served(self, names: list[str]) -> None:
+    async def _mark_served(self, names: list[str]) -> None:
         """Record that a worker registered for the workflows ``names`` (the first time only)."""
         if not names:
             return

@@ -211,7 +211,7 @@ class ConsumerBuilder:
         try:
             await worker._register()
             # A workflow a trigger created is now served (see Store.unserved_workflows).
-            await store.mark_served([b.workflow.name for b in bindings if b.workflow is not None])
+            await store._mark_served([b.workflow.name for b in bindings if b.workflow is not None])
         except BaseException:
             if worker._close_store:
                 await store.close()
