@@ -16,6 +16,7 @@ Quick tour::
     run_id = await pgqrs.workflow("data_pipeline").trigger({"url": "..."}).execute(session)
 """
 
+from .codec import json_default as json_default
 from .context import RunContext as RunContext
 from .errors import (
     ConfigurationError as ConfigurationError,
@@ -27,7 +28,13 @@ from .errors import (
     DatabaseUnavailable as DatabaseUnavailable,
 )
 from .errors import (
+    DurationError as DurationError,
+)
+from .errors import (
     HandlerError as HandlerError,
+)
+from .errors import (
+    IdempotencyKeyNotVisible as IdempotencyKeyNotVisible,
 )
 from .errors import (
     IllegalTransition as IllegalTransition,
@@ -172,7 +179,9 @@ __all__ = [
     "Conflict",
     "ConsumerBuilder",
     "DatabaseUnavailable",
+    "DurationError",
     "HandlerError",
+    "IdempotencyKeyNotVisible",
     "IllegalTransition",
     "InvalidName",
     "LeaseLost",
@@ -218,6 +227,7 @@ __all__ = [
     "WorkflowRegistry",
     "connect",
     "consumer",
+    "json_default",
     "pgqrs_models",
     "workflow",
 ]

@@ -22,7 +22,7 @@ from ._db import (
     translated,
     wake_after_commit,
 )
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .dialects import READONLY_OPTION, SQLITE_BUSY_TIMEOUT_MS, is_postgres, setup_sqlite_engine
 from .errors import ConfigurationError
 from .models import PgqrsModels, Tables, pgqrs_models
@@ -51,6 +51,7 @@ class StoreCore:
         models: PgqrsModels | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         listen: bool = True,
+        json_default: JsonDefault | None = None,
     ) -> None:
         if not isinstance(engine, AsyncEngine):
             raise ConfigurationError(
@@ -62,6 +63,8 @@ class StoreCore:
         self.tables: Tables = self.models.tables
         self.max_payload_bytes = max_payload_bytes
         self.listen = listen
+        #: encodes values JSON cannot (``connect(json_default=...)``): params, payloads, results
+        self.json_default = json_default
         self.postgres = is_postgres(engine.dialect.name)
         self.db_key = db_key(engine.url)
         self._owns_engine = False

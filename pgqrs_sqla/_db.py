@@ -39,6 +39,7 @@ _UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "3D000", "28000", "28P01", "53
 _REFUSED_AT_CONNECT = {"55000"}
 # deadlock_detected, serialization_failure: the transaction was rolled back; a retry may pass.
 _LOCK_CONFLICT_STATES = {"40P01", "40001"}
+SERIALIZATION_FAILURE = "40001"
 
 
 def safe_url(url: URL | str) -> str:
@@ -52,6 +53,10 @@ def _sqlstate(error: BaseException) -> str | None:
     orig = getattr(error, "orig", None)
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return state if isinstance(state, str) else None
+
+
+#: The SQLSTATE of a driver error (from its structured diagnostics), or None.
+sqlstate = _sqlstate
 
 
 def _opening_without_sqlstate(error: BaseException) -> bool:

@@ -147,10 +147,21 @@ async def cmd_check(store: Store, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK if not problems else EXIT_DATABASE
 
 
+def _warn_unserved(unserved: dict[str, int]) -> None:
+    """Say on stderr which workflows have queued runs no worker has ever registered for."""
+    for name, queued in unserved.items():
+        sys.stderr.write(
+            f"warning: workflow {name!r} has {queued} queued run(s) and no worker has ever "
+            "served it: start a worker for it, or check the name the trigger used\n"
+        )
+
+
 async def cmd_queues(store: Store, args: argparse.Namespace, out: Output) -> int:
     stats = await store.queue_stats()
+    unserved = await store.unserved_workflows()
+    _warn_unserved(unserved)
     if out.as_json:
-        out.data(stats)
+        out.data([{**_plain(s), "unserved_workflow": s.name in unserved} for s in stats])
     else:
         out.table(
             "queues",
@@ -180,6 +191,7 @@ async def cmd_runs(store: Store, args: argparse.Namespace, out: Output) -> int:
     action = args.runs_command
     if action == "list":
         runs = await store.list_runs(workflow=args.workflow, status=args.status, limit=args.limit)
+        _warn_unserved(await store.unserved_workflows())
         if out.as_json:
             out.data(runs)
         else:

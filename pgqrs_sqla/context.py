@@ -642,7 +642,13 @@ class RunContext:
             result = await _call(fn)
             if isinstance(result, Pause):
                 raise result
-            check_json(result, what=f"result of step {name!r}", max_bytes=x.store.max_payload_bytes)
+            # The value a replay reads back, so the live call returns exactly that.
+            result = check_json(
+                result,
+                what=f"result of step {name!r}",
+                max_bytes=x.store.max_payload_bytes,
+                default=x.store.json_default,
+            )
         except Pause as pause:
             raise _StepPaused(name, pause.seconds, attempts) from None
         except TransientError as error:
@@ -732,8 +738,11 @@ class RunContext:
                             )
                     if isinstance(result, Pause):
                         raise result
-                    check_json(
-                        result, what=f"result of step {name!r}", max_bytes=x.store.max_payload_bytes
+                    result = check_json(
+                        result,
+                        what=f"result of step {name!r}",
+                        max_bytes=x.store.max_payload_bytes,
+                        default=x.store.json_default,
                     )
                     write = x.step_upsert(
                         x.store.engine.dialect.name,

@@ -9,7 +9,8 @@ class is its default message, and failure data lives on attributes::
     ├── SchemaMissing               the pgqrs tables are not there: run install() or Alembic
     ├── ValidationError             bad input, rejected before anything is written
     │   ├── InvalidName             queue / workflow / worker / step name
-    │   └── PayloadError            not JSON-serialisable, or over the size limit
+    │   ├── PayloadError            not JSON-serialisable, or over the size limit
+    │   └── DurationError           a duration negative, not finite, or over the cap
     ├── NotFound
     │   ├── QueueNotFound
     │   ├── WorkflowNotFound
@@ -19,6 +20,7 @@ class is its default message, and failure data lives on attributes::
     ├── Conflict
     │   ├── WorkerNameInUse         an active worker already has this name
     │   ├── QueueBusy               delete refused while messages are leased
+    │   ├── IdempotencyKeyNotVisible  the key's run is newer than the caller's snapshot
     │   └── IllegalTransition       a state change the state machine forbids
     ├── LeaseLost                   the caller no longer holds the message's lease
     ├── StepNameReused              one run called the same step name twice
@@ -74,6 +76,23 @@ class InvalidName(ValidationError):
 class PayloadError(ValidationError):
     """The payload cannot be stored."""
 
+    #: what was refused (``"payload"``, ``"params of workflow 'x'"``, ``"result of step 'y'"``)
+    what: str = ""
+    #: ``not_json``, ``unsupported_type``, ``key_not_str``, ``bad_text``, ``too_deep``,
+    #: ``too_large``
+    reason: str = ""
+    #: where inside the value (``$.data[1]``), when it is one place
+    path: str | None = None
+
+
+class DurationError(ValidationError):
+    """A duration (delay, timeout, interval, pause...) is not a finite number of seconds
+    within the allowed range; ``option`` names it, ``limit`` is the cap in seconds."""
+
+    option: str = ""
+    value: object = None
+    limit: float = 0.0
+
 
 class NotFound(PgqrsError):
     """Not found."""
@@ -111,6 +130,20 @@ class QueueBusy(Conflict):
     """The queue has leased messages; pass force=True to delete it anyway."""
 
 
+class IdempotencyKeyNotVisible(Conflict):
+    """A run with this idempotency key was committed after the caller's REPEATABLE READ or
+    SERIALIZABLE snapshot, so it cannot be returned; nothing was written and the caller's
+    transaction is still usable: retry the transaction, or trigger at READ COMMITTED."""
+
+    workflow: str = ""
+    idempotency_key: str = ""
+    #: the caller's level; None when it was set behind SQLAlchemy's back (``SET TRANSACTION``)
+    isolation_level: str | None = None
+    #: True only in that case: no savepoint guarded the trigger, so PostgreSQL aborted the
+    #: caller's transaction (set the level with ``isolation_level=`` to avoid it)
+    transaction_aborted: bool = False
+
+
 class IllegalTransition(Conflict):
     """The state machine does not allow this change."""
 
@@ -144,21 +177,45 @@ class WaitTimeout(PgqrsError):
     """Timed out waiting for the run to finish."""
 
 
+#: The longest duration any option accepts: ten years (of 365.25 days), in seconds. Far below
+#: what ``now + d`` can be on every backend (PostgreSQL's timestamptz, SQLite's ISO text and
+#: Python's ``datetime`` all stop at the year 9999), so a deadline is always storable.
+MAX_DURATION_SECONDS = 10 * 365.25 * 86400.0
+
+
 def duration_seconds(value: object, what: str, *, positive: bool = False) -> float:
     """``value`` (a ``timedelta`` or a number of seconds) as finite seconds, >= 0 (> 0 with
-    ``positive``); anything else is a :class:`ValidationError` naming ``what``."""
+    ``positive``) and at most :data:`MAX_DURATION_SECONDS` (ten years); anything else is a
+    :class:`DurationError` naming ``what``."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too big for a float
+            seconds = math.inf
     else:
-        raise ValidationError(
-            f"{what} must be a timedelta or a number of seconds, got {value!r}", value=value
+        raise DurationError(
+            f"{what} must be a timedelta or a number of seconds, got {value!r}",
+            option=what,
+            value=value,
+            limit=MAX_DURATION_SECONDS,
         )
     if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
         bound = "> 0" if positive else ">= 0"
-        raise ValidationError(
-            f"{what} must be finite and {bound} seconds, got {value!r}", value=value
+        raise DurationError(
+            f"{what} must be finite and {bound} seconds, got {value!r}",
+            option=what,
+            value=value,
+            limit=MAX_DURATION_SECONDS,
+        )
+    if seconds > MAX_DURATION_SECONDS:
+        raise DurationError(
+            f"{what} is {seconds:g} seconds, over the limit of {MAX_DURATION_SECONDS:g} seconds "
+            "(ten years); pass a shorter duration",
+            option=what,
+            value=value,
+            limit=MAX_DURATION_SECONDS,
         )
     return seconds
 

@@ -266,6 +266,9 @@ class WorkflowMixin(_PgqrsTable):
     #: ``RetryPolicy.jitter``; NULL (rows written before pgqrs_0002) means on, the default
     backoff_jitter: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    #: when a worker first registered for this workflow; NULL: none has yet (a row a trigger
+    #: created, or one written before pgqrs_0003) — ``Store.unserved_workflows()`` lists them
+    served_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class WorkflowRunMixin(_PgqrsTable):

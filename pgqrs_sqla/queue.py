@@ -41,7 +41,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .codec import check_json
+from .codec import JsonDefault, check_json
 from .dialects import aware, is_postgres, utcnow, utcnow_plus
 from .errors import InvalidName, LeaseLost, QueueNotFound, ValidationError, duration_seconds
 from .models import ArchiveReason, Tables
@@ -97,9 +97,29 @@ class Message:
         )
 
 
-def seconds(value: float | timedelta | None) -> float:
-    """A delay: ``None`` is none; otherwise finite seconds >= 0."""
-    return 0.0 if value is None else duration_seconds(value, "a delay")
+#: The range of a priority: the column is a 32-bit integer on both backends.
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+
+
+def check_priority(priority: object) -> int:
+    """``priority`` if it is an int the priority column can hold; else a ValidationError."""
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ValidationError(
+            f"priority must be an int, got {priority!r}", option="priority", value=priority
+        )
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValidationError(
+            f"priority {priority} is outside the 32-bit range {PRIORITY_MIN}..{PRIORITY_MAX}; "
+            "use a smaller number (higher runs first)",
+            option="priority",
+            value=priority,
+        )
+    return priority
+
+
+def seconds(value: float | timedelta | None, what: str = "delay") -> float:
+    """A delay: ``None`` is none; otherwise finite seconds >= 0, at most the duration cap."""
+    return 0.0 if value is None else duration_seconds(value, what)
 
 
 def lease_seconds(value: object, what: str) -> float:
@@ -157,21 +177,31 @@ def enqueue_stmt(
     delay: float | timedelta | None = None,
     available_at: datetime | None = None,
     max_bytes: int,
+    json_default: JsonDefault | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """One INSERT ... SELECT for any number of payloads, and its parameters. No row comes back
-    for an unknown queue, so nothing is written and the caller's transaction stays usable."""
+    for an unknown queue, so nothing is written and the caller's transaction stays usable.
+    Every argument is checked here, before any statement is sent."""
     validate_name(queue_name)
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise ValidationError(f"priority must be an int, got {priority!r}")
-    for index, payload in enumerate(payloads):
+    check_priority(priority)
+    payloads = [
         check_json(
             payload,
             what="payload" if len(payloads) == 1 else f"payload #{index}",
             max_bytes=max_bytes,
+            default=json_default,
         )
+        for index, payload in enumerate(payloads)
+    ]
     if available_at is not None:
         if delay is not None:
             raise ValidationError("pass either delay= or available_at=, not both: drop one of them")
+        if not isinstance(available_at, datetime):
+            raise ValidationError(
+                f"available_at must be a timezone-aware datetime, got {available_at!r}",
+                option="available_at",
+                value=available_at,
+            )
         if available_at.tzinfo is None:
             raise ValidationError(
                 "available_at must be timezone-aware: use datetime.now(timezone.utc) + ..., or "

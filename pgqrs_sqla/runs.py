@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from ._core import StoreCore
 from ._db import HUB, AsyncTarget, SyncTarget, run_sync
-from .codec import check_json
+from .codec import JsonDefault, check_json, check_text
 from .dialects import aware, insert_for, utcnow
 from .errors import (
     IllegalTransition,
@@ -26,6 +26,7 @@ from .errors import (
     ValidationError,
     WaitTimeout,
     WorkflowNotFound,
+    duration_seconds,
 )
 from .models import RunStatus, StepStatus, Tables
 from .queue import requeued, validate_name
@@ -50,11 +51,18 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.base < 0 or self.cap < 0:
+        if (
+            not isinstance(self.max_attempts, int)
+            or isinstance(self.max_attempts, bool)
+            or self.max_attempts < 1
+        ):
             raise ValidationError(
-                f"invalid retry policy {self!r}: max_attempts must be >= 1, base and cap >= 0 "
-                "(seconds)"
+                f"invalid retry policy {self!r}: max_attempts must be an int >= 1",
+                option="max_attempts",
+                value=self.max_attempts,
             )
+        duration_seconds(self.base, "RetryPolicy base")
+        duration_seconds(self.cap, "RetryPolicy cap")
 
     def delay(self, attempt: int) -> float:
         raw: float = min(self.cap, self.base * 2 ** max(0, attempt - 1))
@@ -142,6 +150,31 @@ def _error_line(error: Any) -> str:
     return " ".join(line.split())
 
 
+def define_workflow(
+    conn: Connection, t: Tables, name: str, max_deliveries: int, policy: RetryPolicy
+) -> None:
+    """Insert the workflow's queue and definition rows unless they exist (ON CONFLICT DO
+    NOTHING: a concurrent definer's rows stand, and no unique violation aborts the
+    transaction)."""
+    w, qt = t.workflows, t.queues
+    dialect = conn.dialect.name
+    conn.execute(
+        insert_for(dialect, qt)
+        .values(queue_name=name, max_deliveries=max_deliveries, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[qt.c.queue_name])
+    )
+    conn.execute(
+        insert_for(dialect, w)
+        .values(
+            workflow_name=name,
+            queue_id=select(qt.c.id).where(qt.c.queue_name == name).scalar_subquery(),
+            **_policy_columns(policy),
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[w.c.workflow_name])
+    )
+
+
 def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
     m = row._mapping
     return RunInfo(
@@ -180,9 +213,22 @@ def _run_select(t: Tables) -> Any:
     return select(r, w.c.workflow_name).select_from(r.join(w, w.c.id == r.c.workflow_id))
 
 
-def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
+def check_run_id(run_id: object) -> int:
+    """``run_id`` if it is an int a run id column can hold (a 64-bit key); else a
+    ValidationError, before any statement (PostgreSQL refuses a bigint overflow raw)."""
     if not isinstance(run_id, int) or isinstance(run_id, bool):
-        raise ValidationError(f"a run id is an int, got {run_id!r}")
+        raise ValidationError(f"a run id is an int, got {run_id!r}", option="run_id", value=run_id)
+    if not -(2**63) <= run_id < 2**63:
+        raise ValidationError(
+            f"run id {run_id} is outside the 64-bit range of run ids; no such run can exist",
+            option="run_id",
+            value=run_id,
+        )
+    return run_id
+
+
+def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
+    check_run_id(run_id)
     row = conn.execute(_run_select(t).where(t.runs.c.id == run_id)).first()
     if row is None:
         raise RunNotFound(
@@ -278,12 +324,11 @@ def resume_logic(conn: Connection, t: Tables, run_id: int) -> str:
 
 
 def _check_step_args(
-    run_id: Any, step_name: Any, status: Any, value: Any, limit: int
-) -> StepStatus:
-    if not isinstance(run_id, int) or isinstance(run_id, bool):
-        raise ValidationError(f"a run id is an int, got {run_id!r}")
-    if not isinstance(step_name, str) or not step_name or len(step_name) > 255:
-        raise ValidationError(f"invalid step name {step_name!r}")
+    run_id: Any, step_name: Any, status: Any, value: Any, limit: int, default: JsonDefault | None
+) -> tuple[StepStatus, Any]:
+    """The parsed status and the value as stored; refused before any statement is sent."""
+    check_run_id(run_id)
+    check_text(step_name, what="step name", option="step_name")
     try:
         parsed = StepStatus(status)
     except ValueError:
@@ -295,8 +340,8 @@ def _check_step_args(
             expected=["SUCCESS", "ERROR"],
             actual=status,
         )
-    check_json(value, what=f"value of step {step_name!r}", max_bytes=limit)
-    return parsed
+    value = check_json(value, what=f"value of step {step_name!r}", max_bytes=limit, default=default)
+    return parsed, value
 
 
 #: A workflow's default ``max_deliveries``, higher than a plain queue's 5: a run's
@@ -325,15 +370,19 @@ class RunControl(StoreCore):
         from the database, so this trades a crash-prone fleet's healthy runs (raise it)
         against how many workers a poison run may take down (lower it). On an existing
         workflow a value given updates it.
+
+        On an existing workflow (one a trigger created with the defaults, say) each option
+        given updates it, and one left out is kept.
         """
         validate_name(name, "workflow")
         if max_deliveries is not None and (
             not isinstance(max_deliveries, int)
             or isinstance(max_deliveries, bool)
-            or max_deliveries < 1
+            or not 1 <= max_deliveries <= 2**31 - 1
         ):
             raise ValidationError(
                 f"max_deliveries must be a positive int, got {max_deliveries!r}",
+                option="max_deliveries",
                 value=max_deliveries,
             )
         policy = retry or RetryPolicy()
@@ -372,6 +421,33 @@ class RunControl(StoreCore):
             return self._workflow(conn, name)
 
         return await self.run(work)
+
+    async def _mark_served(self, names: list[str]) -> None:
+        """Record that a worker registered for the workflows ``names`` (the first time only)."""
+        if not names:
+            return
+        w = self.tables.workflows
+        stmt = (
+            update(w)
+            .where(w.c.workflow_name.in_(names), w.c.served_at.is_(None))
+            .values(served_at=utcnow())
+        )
+        await self.run(lambda c: c.execute(stmt), single_statement=True)
+
+    async def unserved_workflows(self) -> dict[str, int]:
+        """Workflows with QUEUED runs that no worker has ever registered for, with how many
+        runs each has waiting: a worker not deployed yet, or a misspelt name in a trigger
+        (which creates the workflow it names)."""
+        w, r = self.tables.workflows, self.tables.runs
+        stmt = (
+            select(w.c.workflow_name, func.count(r.c.id))
+            .select_from(w.join(r, r.c.workflow_id == w.c.id))
+            .where(w.c.served_at.is_(None), r.c.status == RunStatus.QUEUED.value)
+            .group_by(w.c.workflow_name)
+            .order_by(w.c.workflow_name)
+        )
+        async with self.read() as conn:
+            return {name: int(count) for name, count in (await conn.execute(stmt)).all()}
 
     def _workflow(self, conn: Connection, name: str) -> WorkflowInfo:
         w = self.tables.workflows
@@ -460,6 +536,8 @@ class RunControl(StoreCore):
     ) -> RunInfo:
         """Wait until the run is in one of ``statuses``; returns it. In-process workers
         wake the waiter as soon as they change a run; otherwise it polls (up to 0.5 s)."""
+        if timeout is not None:
+            timeout = duration_seconds(timeout, "timeout")
         waiter = HUB.subscribe(self.db_key, RUN_DONE_CHANNEL)
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = 0.02
@@ -575,7 +653,9 @@ class RunControl(StoreCore):
     ) -> None:
         """Record step ``step_name`` of ``run_id`` as ``status`` (SUCCESS, or ERROR) with
         ``value`` as its result. With ``target`` it is written in the caller's transaction."""
-        parsed = _check_step_args(run_id, step_name, status, value, self.max_payload_bytes)
+        parsed, value = _check_step_args(
+            run_id, step_name, status, value, self.max_payload_bytes, self.json_default
+        )
         await self.run(
             lambda c: update_step_logic(c, self.tables, run_id, step_name, parsed, value), target
         )
@@ -590,7 +670,9 @@ class RunControl(StoreCore):
         target: SyncTarget,
     ) -> None:
         """:meth:`update_step` in a sync ``Session``/``Connection``'s transaction."""
-        parsed = _check_step_args(run_id, step_name, status, value, self.max_payload_bytes)
+        parsed, value = _check_step_args(
+            run_id, step_name, status, value, self.max_payload_bytes, self.json_default
+        )
         run_sync(
             target, lambda c: update_step_logic(c, self.tables, run_id, step_name, parsed, value)
         )

@@ -32,7 +32,7 @@ from ._db import (
 )
 from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, behind_pooler, pooler_unsafe_settings
 from ._logging import get_logger
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .dialects import aware, utcnow
 from .errors import (
     ConfigurationError,
@@ -138,11 +138,15 @@ async def connect(
     pool_size: int = 5,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     listen: bool = True,
+    json_default: JsonDefault | None = None,
     **engine_options: Any,
 ) -> Store:
     """Create an engine for ``url`` and return a :class:`Store` that owns it.
 
     ``sqlite://`` (no path) uses a private temporary file, because WAL needs a file.
+    ``json_default`` encodes values JSON cannot (as ``json.dumps(default=...)``) in params,
+    payloads and step results; :func:`pgqrs_sqla.json_default` handles UUID, datetimes,
+    Decimal, Enum and sets. Off by default: such values are refused with ``PayloadError``.
     Raises :class:`DatabaseUnavailable` if the database cannot be reached, and
     :class:`ConfigurationError` for models made with ``schema=`` on SQLite (which has no
     schemas; see :meth:`Store.install`).
@@ -161,7 +165,13 @@ async def connect(
         # statements an earlier process left on a pooler's server connections.
         _driver_defaults(parsed, engine_options, _ALWAYS_ASYNCPG)
         engine = create_async_engine(parsed, **engine_options)
-    store = Store(engine, models=models, max_payload_bytes=max_payload_bytes, listen=listen)
+    store = Store(
+        engine,
+        models=models,
+        max_payload_bytes=max_payload_bytes,
+        listen=listen,
+        json_default=json_default,
+    )
     store._owns_engine = True
     store._tmpdir = tmpdir
     try:
@@ -339,7 +349,11 @@ class Store(RunControl):
         )
         engine = AsyncEngine(sync_engine)
         clone = Store(
-            engine, models=self.models, max_payload_bytes=self.max_payload_bytes, listen=self.listen
+            engine,
+            models=self.models,
+            max_payload_bytes=self.max_payload_bytes,
+            listen=self.listen,
+            json_default=self.json_default,
         )
         clone._owns_engine = True
         clone._pooled = self._pooled  # the same way to the same server
@@ -483,8 +497,16 @@ class Store(RunControl):
     async def create_queue(self, name: str, *, max_deliveries: int = 5) -> QueueInfo:
         """Create a queue (idempotent: an existing queue is returned unchanged)."""
         q.validate_name(name)
-        if not isinstance(max_deliveries, int) or max_deliveries < 1:
-            raise ValidationError(f"max_deliveries must be a positive int, got {max_deliveries!r}")
+        if (
+            not isinstance(max_deliveries, int)
+            or isinstance(max_deliveries, bool)
+            or not 1 <= max_deliveries <= 2**31 - 1
+        ):
+            raise ValidationError(
+                f"max_deliveries must be a positive int of at most 32 bits, got {max_deliveries!r}",
+                option="max_deliveries",
+                value=max_deliveries,
+            )
         return await self.run(lambda c: self._create_queue(c, name, max_deliveries))
 
     def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:
@@ -742,6 +764,7 @@ class Queue:
             self.name,
             payloads,
             max_bytes=self.store.max_payload_bytes,
+            json_default=self.store.json_default,
             **options,
         )
 

@@ -9,7 +9,7 @@ transaction. Either both appear when the transaction commits, or neither does.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     bindparam,
     delete,
+    exc,
     false,
     func,
     insert,
@@ -30,12 +31,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from ._db import AsyncTarget, SyncTarget, run_async, run_sync, target_db_key, wake_after_commit
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_json
+from ._db import (
+    SERIALIZATION_FAILURE,
+    AsyncTarget,
+    SyncTarget,
+    run_async,
+    run_sync,
+    sqlstate,
+    target_db_key,
+    wake_after_commit,
+)
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
 from .dialects import JSONType, insert_for, is_postgres, utcnow, utcnow_plus
-from .errors import ValidationError, WorkflowNotFound
+from .errors import Conflict, IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound
 from .models import PgqrsModels, RunStatus, Tables
-from .queue import NOTIFY_CHANNEL, seconds, validate_name
+from .queue import NOTIFY_CHANNEL, check_priority, seconds, validate_name
+from .runs import WORKFLOW_MAX_DELIVERIES, RetryPolicy, define_workflow
 
 if TYPE_CHECKING:
     from .store import Store
@@ -140,8 +151,86 @@ def trigger_logic(
     key: str | None,
     delay: float,
     priority: int,
+    *,
+    guarded: bool = False,
 ) -> int:
-    """Write the run and its message on ``conn``; returns the run id."""
+    """Write the run and its message on ``conn``; returns the run id.
+
+    ``guarded`` (the caller's transaction): on PostgreSQL, at REPEATABLE READ or
+    SERIALIZABLE, a trigger with an idempotency key runs in a savepoint. At those levels a
+    run with the same key that another transaction committed after this one's snapshot
+    cannot be seen, so it cannot be returned: PostgreSQL refuses the insert with a
+    serialization failure. The savepoint takes that failure back, so the caller's
+    transaction stays usable, and :class:`IdempotencyKeyNotVisible` says what happened and
+    what to do. At READ COMMITTED (where every statement sees what is committed) no
+    savepoint is needed, and none is paid for.
+    """
+    if not (guarded and key is not None and is_postgres(conn.dialect.name)):
+        return _trigger(conn, t, name, params, key, delay, priority)
+    if not _snapshot_may_hide_runs(conn):
+        try:
+            return _trigger(conn, t, name, params, key, delay, priority)
+        except exc.DBAPIError as error:
+            if sqlstate(error) != SERIALIZATION_FAILURE:
+                raise
+            # The level was raised behind SQLAlchemy's back (a raw SET TRANSACTION):
+            # without the savepoint the caller's transaction is aborted; say so.
+            raise _not_visible(
+                name, key, "REPEATABLE READ or SERIALIZABLE", aborted=True
+            ) from error
+    savepoint = conn.begin_nested()
+    try:
+        run_id = _trigger(conn, t, name, params, key, delay, priority)
+    except exc.DBAPIError as error:
+        savepoint.rollback()
+        if sqlstate(error) != SERIALIZATION_FAILURE:
+            raise
+        level = str(conn.exec_driver_sql("SHOW transaction_isolation").scalar()).upper()
+        raise _not_visible(name, key, level, aborted=False) from error
+    except BaseException:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+    return run_id
+
+
+def _snapshot_may_hide_runs(conn: Connection) -> bool:
+    """Whether ``conn``'s transaction keeps one snapshot (REPEATABLE READ, SERIALIZABLE), by
+    the level SQLAlchemy set on it (``isolation_level=`` on the engine, connection or
+    session's bind), or else the database's default, read when the connection was made."""
+    level = conn.get_execution_options().get("isolation_level") or conn.default_isolation_level
+    return str(level).upper() not in ("READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT")
+
+
+def _not_visible(name: str, key: str, level: str, *, aborted: bool) -> IdempotencyKeyNotVisible:
+    state = (
+        "PostgreSQL aborted your transaction: pgqrs guards a keyed trigger with a savepoint "
+        "only when it knows the level, so set it with SQLAlchemy's isolation_level= rather "
+        "than a SET TRANSACTION statement"
+        if aborted
+        else "Nothing was written and your transaction is still usable"
+    )
+    return IdempotencyKeyNotVisible(
+        f"a run of workflow {name!r} with idempotency_key {key!r} was committed by another "
+        f"transaction after {level if level == 'this' else f'this {level}'} transaction took its snapshot, so it cannot see the run "
+        f"to return it. {state}. Retry the whole transaction (its new snapshot sees the "
+        "run, and the trigger returns its id), or trigger at READ COMMITTED",
+        workflow=name,
+        idempotency_key=key,
+        isolation_level=None if aborted else level,
+        transaction_aborted=aborted,
+    )
+
+
+def _trigger(
+    conn: Connection,
+    t: Tables,
+    name: str,
+    params: Any,
+    key: str | None,
+    delay: float,
+    priority: int,
+) -> int:
     m = t.messages
     dialect = conn.dialect.name
     params = {
@@ -153,6 +242,9 @@ def trigger_logic(
     }
     if is_postgres(dialect):
         row = conn.execute(pg_trigger_stmt(t), params).first()
+        if row is None:  # no definition row yet: make it with the defaults, then again
+            _define(conn, t, name)
+            row = conn.execute(pg_trigger_stmt(t), params).first()
         if row is None:
             raise WorkflowNotFound(
                 f"no workflow named {name!r}: create it with "
@@ -166,6 +258,9 @@ def trigger_logic(
         if key is not None and (found := _existing(conn, t, name, key)) is not None:
             return found
         message_id = conn.execute(message_insert_stmt(t), params).scalar()
+        if message_id is None:  # no definition row yet: make it with the defaults, then again
+            _define(conn, t, name)
+            message_id = conn.execute(message_insert_stmt(t), params).scalar()
         if message_id is None:
             raise WorkflowNotFound(
                 f"no workflow named {name!r}: create it with "
@@ -187,6 +282,37 @@ def trigger_logic(
     return int(run_id)
 
 
+def _define(conn: Connection, t: Tables, name: str) -> None:
+    """Create workflow ``name`` and its queue with the default options, in the trigger's
+    transaction (so a rollback takes them back too); a worker's ``create_workflow`` later sets
+    its options, and its registration marks the workflow served.
+
+    On PostgreSQL in a savepoint: at REPEATABLE READ or SERIALIZABLE a definition another
+    transaction committed after this one's snapshot refuses the insert with a serialization
+    failure, which must not abort the caller's transaction.
+    """
+    if not is_postgres(conn.dialect.name):
+        define_workflow(conn, t, name, WORKFLOW_MAX_DELIVERIES, RetryPolicy())
+        return
+    savepoint = conn.begin_nested()
+    try:
+        define_workflow(conn, t, name, WORKFLOW_MAX_DELIVERIES, RetryPolicy())
+    except exc.DBAPIError as error:
+        savepoint.rollback()
+        if sqlstate(error) != SERIALIZATION_FAILURE:
+            raise
+        raise Conflict(
+            f"workflow {name!r} was created by another transaction after this transaction "
+            "took its snapshot (REPEATABLE READ or SERIALIZABLE), so this one cannot use it; "
+            "nothing was written and your transaction is still usable: retry it",
+            workflow=name,
+        ) from error
+    except BaseException:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+
+
 @dataclass(frozen=True)
 class Trigger:
     """A prepared trigger; ``execute`` it against a Store or the caller's transaction."""
@@ -196,8 +322,25 @@ class Trigger:
     idempotency_key: str | None
     delay: float
     priority: int
+    #: params of a type only a Store's ``json_default`` may encode: refused unless it does
+    unencoded: PayloadError | None = None
 
-    def _logic(self, tables: Tables) -> Any:
+    def _encoded(self, store: Store | None) -> Trigger:
+        """This trigger with its params encoded by ``store``'s ``json_default``, or the
+        error that refused them (a session target has no store to ask)."""
+        if self.unencoded is None:
+            return self
+        if store is None or store.json_default is None:
+            raise self.unencoded
+        params = check_json(
+            self.params,
+            what=self.unencoded.what,
+            max_bytes=self.workflow.max_payload_bytes,
+            default=store.json_default,
+        )
+        return replace(self, params=params, unencoded=None)
+
+    def _logic(self, tables: Tables, *, guarded: bool = True) -> Any:
         return lambda conn: trigger_logic(
             conn,
             tables,
@@ -206,6 +349,7 @@ class Trigger:
             self.idempotency_key,
             self.delay,
             self.priority,
+            guarded=guarded,
         )
 
     async def execute(self, target: Store | AsyncTarget) -> int:
@@ -218,17 +362,20 @@ class Trigger:
         from .store import Store
 
         if isinstance(target, Store):
-            run_id: int = await target.run(self._logic(target.tables), single_statement=True)
+            ready = self._encoded(target)
+            # Our own statement in autocommit: each sees every committed run, unguarded.
+            logic = ready._logic(target.tables, guarded=False)
+            run_id: int = await target.run(logic, single_statement=True)
             target.wake(self.workflow.name)
             return run_id
-        tables = self.workflow.tables()
-        run_id = await run_async(target, self._logic(tables))
+        ready = self._encoded(None)
+        run_id = await run_async(target, ready._logic(self.workflow.tables()))
         wake_after_commit(target, target_db_key(target), self.workflow.name)
         return run_id
 
     def execute_sync(self, target: SyncTarget) -> int:
         """Start the run in a sync ``Session``/``Connection``'s transaction; returns its id."""
-        run_id: int = run_sync(target, self._logic(self.workflow.tables()))
+        run_id: int = run_sync(target, self._encoded(None)._logic(self.workflow.tables()))
         wake_after_commit(target, target_db_key(target), self.workflow.name)
         return run_id
 
@@ -240,6 +387,7 @@ class WorkflowRef:
     name: str
     models: PgqrsModels | None = None
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    json_default: JsonDefault | None = None
 
     def tables(self) -> Tables:
         if self.models is not None:
@@ -256,17 +404,26 @@ class WorkflowRef:
         delay: float | timedelta | None = None,
         priority: int = 0,
     ) -> Trigger:
-        """Prepare a run with ``params`` (JSON) as its input; checked here, before any write."""
-        check_json(
-            params, what=f"params of workflow {self.name!r}", max_bytes=self.max_payload_bytes
-        )
-        if idempotency_key is not None and (
-            not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255
-        ):
-            raise ValidationError(
-                f"idempotency_key must be a non-empty str of at most 255 characters, got {idempotency_key!r}"
+        """Prepare a run with ``params`` (JSON) as its input; every argument is checked here,
+        before any write (a value only a Store's ``json_default`` can encode: at ``execute``).
+        """
+        unencoded: PayloadError | None = None
+        try:
+            params = check_json(
+                params,
+                what=f"params of workflow {self.name!r}",
+                max_bytes=self.max_payload_bytes,
+                default=self.json_default,
             )
-        return Trigger(self, params, idempotency_key, seconds(delay), priority)
+        except PayloadError as error:
+            if self.json_default is not None or error.reason != "unsupported_type":
+                raise
+            unencoded = error
+        if idempotency_key is not None:
+            check_text(idempotency_key, what="idempotency_key")
+        return Trigger(
+            self, params, idempotency_key, seconds(delay), check_priority(priority), unencoded
+        )
 
 
 def workflow(
@@ -274,10 +431,13 @@ def workflow(
     *,
     models: PgqrsModels | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    json_default: JsonDefault | None = None,
 ) -> WorkflowRef:
     """Refer to workflow ``name`` to trigger it: ``workflow("x").trigger(params).execute(t)``.
 
     ``models`` is needed only when the app made its pgqrs models with a custom prefix or
-    schema (``pgqrs_models(Base, prefix=..., schema=...)``).
+    schema (``pgqrs_models(Base, prefix=..., schema=...)``). ``json_default`` encodes params
+    JSON cannot (see :func:`pgqrs_sqla.json_default`); executed on a Store, the store's
+    ``json_default`` applies too.
     """
-    return WorkflowRef(validate_name(name, "workflow"), models, max_payload_bytes)
+    return WorkflowRef(validate_name(name, "workflow"), models, max_payload_bytes, json_default)

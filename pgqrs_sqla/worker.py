@@ -55,6 +55,7 @@ from .errors import (
     _ConnectionLostSignal,
     _LeaseLostSignal,
     _RunCancelledSignal,
+    duration_seconds,
 )
 from .models import ArchiveReason, RunStatus, StepStatus, Tables, WorkerStatus
 from .runs import CANCEL_CHANNEL, RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
@@ -166,11 +167,19 @@ class ConsumerBuilder:
         missing = [n for n in self.queues if n not in self._handlers]
         if missing:
             raise ConfigurationError(f"no handler for {missing}: call .handler(fn) first")
-        if concurrency < 1 or visibility_timeout <= 0 or poll_interval <= 0:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValidationError(
-                f"concurrency >= 1, visibility_timeout > 0 and poll_interval > 0 are required; got "
-                f"concurrency={concurrency!r}, visibility_timeout={visibility_timeout!r}, "
-                f"poll_interval={poll_interval!r}"
+                f"concurrency must be an int >= 1, got {concurrency!r}",
+                option="concurrency",
+                value=concurrency,
+            )
+        visibility_timeout = duration_seconds(
+            visibility_timeout, "visibility_timeout", positive=True
+        )
+        poll_interval = duration_seconds(poll_interval, "poll_interval", positive=True)
+        if heartbeat_interval is not None:
+            heartbeat_interval = duration_seconds(
+                heartbeat_interval, "heartbeat_interval", positive=True
             )
         given = store
         if own_pool if own_pool is not None else store._pool_shareable_only() is None:
@@ -209,6 +218,8 @@ class ConsumerBuilder:
         worker.given_store = given
         try:
             await worker._register()
+            # A workflow a trigger created is now served (see Store.unserved_workflows).
+            await store._mark_served([b.workflow.name for b in bindings if b.workflow is not None])
         except BaseException:
             if worker._close_store:
                 await store.close()

@@ -16,7 +16,7 @@ async def test_install_adds_the_columns_a_later_version_introduced(
     app.stock_env(include_object="models.include_object")
     command.upgrade(app.config(), "pgqrs_0001_initial")  # the tables as pgqrs 0001 made them
     metadata = app.import_models().Base.metadata
-    # pgqrs_workers.pid and .heartbeat_interval, pgqrs_workflows.backoff_jitter
+    # pgqrs_workers.pid and .heartbeat_interval, pgqrs_workflows.backoff_jitter, .served_at
     assert {op[0] for op in app.drift(metadata)} == {"add_column"}
 
     store = await pgqrs.connect(app.url)
@@ -25,6 +25,7 @@ async def test_install_adds_the_columns_a_later_version_introduced(
             "column pgqrs_workers.heartbeat_interval is missing",
             "column pgqrs_workers.pid is missing",
             "column pgqrs_workflows.backoff_jitter is missing",
+            "column pgqrs_workflows.served_at is missing",
         ]
         await store.install()
         await store.install()  # idempotent

@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 import pgqrs_sqla as pgqrs
 
@@ -25,6 +26,16 @@ BIG = "x" * (LIMIT + 1)
 S = pgqrs.StepStatus
 
 Call = Callable[[Any], Any]
+
+
+def _deep(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+DEEP = _deep(5000)
 
 # Calls made in the caller's transaction (``s`` is its AsyncSession).
 IN_SESSION: list[tuple[str, Call, type[pgqrs.PgqrsError]]] = [
@@ -64,9 +75,100 @@ IN_SESSION: list[tuple[str, Call, type[pgqrs.PgqrsError]]] = [
         pgqrs.InvalidName,
     ),
     (
-        "workflow unknown",
-        lambda s: pgqrs.workflow("nope").trigger({}).execute(s),
-        pgqrs.WorkflowNotFound,
+        "workflow name with NUL",
+        lambda s: pgqrs.workflow("wf\x00").trigger({}).execute(s),
+        pgqrs.InvalidName,
+    ),
+    # What PostgreSQL refuses (and SQLite accepts) is refused before any SQL on both.
+    (
+        "params: NUL in a value",
+        lambda s: pgqrs.workflow("wf").trigger({"a": "x\x00y"}).execute(s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "params: NUL in a key",
+        lambda s: pgqrs.workflow("wf").trigger({"a\x00": 1}).execute(s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "params: lone surrogate",
+        lambda s: pgqrs.workflow("wf").trigger({"a": "\ud800"}).execute(s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "params: 5000-deep nesting",
+        lambda s: pgqrs.workflow("wf").trigger(DEEP).execute(s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "params: an int key",
+        lambda s: pgqrs.workflow("wf").trigger({"data": {1: "x"}}).execute(s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "idempotency key with NUL",
+        lambda s: pgqrs.workflow("wf").trigger({}, idempotency_key="k\x00").execute(s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "idempotency key a lone surrogate",
+        lambda s: pgqrs.workflow("wf").trigger({}, idempotency_key="\udfff").execute(s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "trigger priority 2**40",
+        lambda s: pgqrs.workflow("wf").trigger({}, priority=2**40).execute(s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "trigger priority a str",
+        lambda s: pgqrs.workflow("wf").trigger({}, priority="1").execute(s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "trigger delay 1e13",
+        lambda s: pgqrs.workflow("wf").trigger({}, delay=1e13).execute(s),
+        pgqrs.DurationError,
+    ),
+    (
+        "enqueue delay 1e13",
+        lambda s: STORE.queue("q").enqueue(1, delay=1e13, target=s),
+        pgqrs.DurationError,
+    ),
+    (
+        "enqueue priority 2**40",
+        lambda s: STORE.queue("q").enqueue(1, priority=2**40, target=s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "payload: NUL",
+        lambda s: STORE.queue("q").enqueue({"t": "\x00"}, target=s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "payload: lone surrogate in a batch",
+        lambda s: STORE.queue("q").enqueue_batch([1, ["\udc80"]], target=s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "payload: 5000-deep nesting",
+        lambda s: STORE.queue("q").enqueue(DEEP, target=s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "update_step: NUL in the value",
+        lambda s: STORE.update_step(RUN, "s", S.SUCCESS, "a\x00", target=s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "update_step: NUL in the step name",
+        lambda s: STORE.update_step(RUN, "s\x00", S.SUCCESS, 1, target=s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "update_step: lone surrogate in the step name",
+        lambda s: STORE.update_step(RUN, "\ud800", S.SUCCESS, 1, target=s),
+        pgqrs.ValidationError,
     ),
     ("payload: object", lambda s: STORE.queue("q").enqueue(object(), target=s), pgqrs.PayloadError),
     ("payload: too big", lambda s: STORE.queue("q").enqueue(BIG, target=s), pgqrs.PayloadError),
@@ -147,6 +249,16 @@ IN_SESSION: list[tuple[str, Call, type[pgqrs.PgqrsError]]] = [
         lambda s: STORE.update_step(DONE, "late", S.SUCCESS, 1, target=s),
         pgqrs.IllegalTransition,
     ),
+    (
+        "update_step: run id past 64 bits",
+        lambda s: STORE.update_step(2**70, "s", S.SUCCESS, 1, target=s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "resume_run: run id past 64 bits",
+        lambda s: STORE.resume_run(2**64, target=s),
+        pgqrs.ValidationError,
+    ),
     ("resume_run: run unknown", lambda s: STORE.resume_run(10**9, target=s), pgqrs.RunNotFound),
     (
         "resume_run: finished run",
@@ -173,6 +285,18 @@ ON_STORE: list[tuple[str, Call, type[pgqrs.PgqrsError]]] = [
         lambda st: st.create_queue("q2", max_deliveries=0),
         pgqrs.ValidationError,
     ),
+    (
+        "create_queue: max_deliveries 2**40",
+        lambda st: st.create_queue("q3", max_deliveries=2**40),
+        pgqrs.ValidationError,
+    ),
+    (
+        "create_workflow: max_deliveries 2**40",
+        lambda st: st.create_workflow("wf3", max_deliveries=2**40),
+        pgqrs.ValidationError,
+    ),
+    ("get_run: run id past 64 bits", lambda st: st.get_run(-(2**63) - 1), pgqrs.ValidationError),
+    ("cancel_run: run id past 64 bits", lambda st: st.cancel_run(2**63), pgqrs.ValidationError),
     ("create_workflow: name invalid", lambda st: st.create_workflow("bad/name"), pgqrs.InvalidName),
     ("create_workflow: name not a str", lambda st: st.create_workflow(42), pgqrs.InvalidName),
     ("retry policy invalid", lambda st: pgqrs.RetryPolicy(max_attempts=0), pgqrs.ValidationError),
@@ -425,3 +549,105 @@ async def test_bad_step_results_names_and_outputs_inside_runs(db_url: str, backe
     assert bad_run.error["type"] == "pgqrs_sqla.errors.PayloadError"
     assert bad_run.steps == []
     assert all((s.ready, s.leased) == (0, 0) for s in stats.values())
+
+
+SyncCall = Callable[[Session], Any]
+
+# The sync twins, in the caller's sync ``Session``.
+IN_SYNC_SESSION: list[tuple[str, SyncCall, type[pgqrs.PgqrsError]]] = [
+    (
+        "params: NUL",
+        lambda s: pgqrs.workflow("wf").trigger({"a": "\x00"}).execute_sync(s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "params: lone surrogate",
+        lambda s: pgqrs.workflow("wf").trigger(["\ud83d"]).execute_sync(s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "params: 5000-deep nesting",
+        lambda s: pgqrs.workflow("wf").trigger(DEEP).execute_sync(s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "idempotency key with NUL",
+        lambda s: pgqrs.workflow("wf").trigger(1, idempotency_key="\x00").execute_sync(s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "trigger priority 2**40",
+        lambda s: pgqrs.workflow("wf").trigger(1, priority=2**40).execute_sync(s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "trigger delay 1e13",
+        lambda s: pgqrs.workflow("wf").trigger(1, delay=1e13).execute_sync(s),
+        pgqrs.DurationError,
+    ),
+    (
+        "enqueue: NUL",
+        lambda s: STORE.queue("q").enqueue_sync("\x00", target=s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "enqueue: priority -2**40",
+        lambda s: STORE.queue("q").enqueue_sync(1, priority=-(2**40), target=s),
+        pgqrs.ValidationError,
+    ),
+    (
+        "enqueue: delay 1e13",
+        lambda s: STORE.queue("q").enqueue_batch_sync([1], delay=1e13, target=s),
+        pgqrs.DurationError,
+    ),
+    (
+        "update_step: NUL in the value",
+        lambda s: STORE.update_step_sync(RUN, "s", S.SUCCESS, {"k": "\x00"}, target=s),
+        pgqrs.PayloadError,
+    ),
+    (
+        "update_step: NUL in the step name",
+        lambda s: STORE.update_step_sync(RUN, "\x00", S.SUCCESS, 1, target=s),
+        pgqrs.ValidationError,
+    ),
+]
+
+
+@pytest.mark.timeout(120)
+async def test_bad_input_in_a_sync_session(db_url: str, backend: str) -> None:
+    """The same refusals through the ``_sync`` entry points in the caller's sync ``Session``:
+    a typed error, nothing of ours written, and the caller's next statement and commit work."""
+    global STORE, RUN
+    store = STORE = await pgqrs.connect(db_url, max_payload_bytes=LIMIT)
+    url = make_url(db_url)
+    if backend == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    engine = create_engine(url)
+    try:
+        await store.create_workflow("wf")
+        await store.create_queue("q")
+        async with store.begin() as conn:
+            await conn.execute(text("CREATE TABLE ledger (note VARCHAR(200) NOT NULL)"))
+        RUN = await pgqrs.workflow("wf").trigger({"n": 2}).execute(store)
+        before = await table_counts(store)
+        failures: list[str] = []
+        for label, fn, expected in IN_SYNC_SESSION:
+            with Session(engine) as session, session.begin():
+                session.execute(text("INSERT INTO ledger (note) VALUES (:n)"), {"n": "before"})
+                try:
+                    fn(session)
+                    failures.append(f"{label}: raised nothing")
+                except expected:
+                    pass
+                except Exception as error:
+                    failures.append(f"{label}: {type(error).__name__}: {error}")
+                session.execute(text("INSERT INTO ledger (note) VALUES (:n)"), {"n": "after"})
+        after = await table_counts(store)
+        with engine.connect() as conn:
+            ledger = conn.execute(text("SELECT count(*) FROM ledger")).scalar_one()
+    finally:
+        engine.dispose()
+        await store.close()
+    assert failures == []
+    assert after == before
+    assert ledger == 2 * len(IN_SYNC_SESSION)
