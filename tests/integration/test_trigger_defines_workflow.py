@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 import pgqrs_sqla as pgqrs
+from pgqrs_sqla import runs as pgqrs_runs
 from tests.acceptance.test_cli import cli, cli_json
 
 
@@ -47,7 +48,9 @@ async def test_first_trigger_defines_the_workflow(store: pgqrs.Store, db_url: st
     third = await pgqrs.workflow("welcome").trigger({"n": 3}).execute(store)
     info = await store.get_workflow("welcome")
     assert info.retry == pgqrs.RetryPolicy()
-    assert (await store.get_queue("welcome")).max_deliveries == 5
+    assert (
+        (await store.get_queue("welcome")).max_deliveries == pgqrs_runs.WORKFLOW_MAX_DELIVERIES
+    )  # a workflow's default, as create_workflow's
     assert await store.unserved_workflows() == {"welcome": 3}
     shown = await asyncio.to_thread(cli, db_url, "queues")
     assert "workflow 'welcome' has 3 queued run(s) and no worker has ever served it" in (
