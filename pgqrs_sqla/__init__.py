@@ -18,10 +18,19 @@ Quick tour::
 
 from .context import RunContext as RunContext
 from .errors import (
+    AuthenticationFailed as AuthenticationFailed,
+)
+from .errors import (
     ConfigurationError as ConfigurationError,
 )
 from .errors import (
     Conflict as Conflict,
+)
+from .errors import (
+    DatabaseBusy as DatabaseBusy,
+)
+from .errors import (
+    DatabaseError as DatabaseError,
 )
 from .errors import (
     DatabaseUnavailable as DatabaseUnavailable,
@@ -39,6 +48,12 @@ from .errors import (
     LeaseLost as LeaseLost,
 )
 from .errors import (
+    LockConflict as LockConflict,
+)
+from .errors import (
+    LockTimeout as LockTimeout,
+)
+from .errors import (
     NotFound as NotFound,
 )
 from .errors import (
@@ -51,10 +66,19 @@ from .errors import (
     PgqrsError as PgqrsError,
 )
 from .errors import (
+    PoolerError as PoolerError,
+)
+from .errors import (
+    QueryCancelled as QueryCancelled,
+)
+from .errors import (
     QueueBusy as QueueBusy,
 )
 from .errors import (
     QueueNotFound as QueueNotFound,
+)
+from .errors import (
+    ReadOnlyDatabase as ReadOnlyDatabase,
 )
 from .errors import (
     ReadOnlyModel as ReadOnlyModel,
@@ -70,6 +94,9 @@ from .errors import (
 )
 from .errors import (
     SchemaMissing as SchemaMissing,
+)
+from .errors import (
+    StatementTimeout as StatementTimeout,
 )
 from .errors import (
     Step as Step,
@@ -168,25 +195,33 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_NAMING_CONVENTION",
+    "AuthenticationFailed",
     "ConfigurationError",
     "Conflict",
     "ConsumerBuilder",
+    "DatabaseBusy",
+    "DatabaseError",
     "DatabaseUnavailable",
     "HandlerError",
     "IllegalTransition",
     "InvalidName",
     "LeaseLost",
+    "LockConflict",
+    "LockTimeout",
     "Message",
     "NotFound",
     "Pause",
     "PayloadError",
     "PgqrsError",
     "PgqrsModels",
+    "PoolerError",
+    "QueryCancelled",
     "Queue",
     "QueueBusy",
     "QueueInfo",
     "QueueNotFound",
     "QueueStats",
+    "ReadOnlyDatabase",
     "ReadOnlyModel",
     "RetryPolicy",
     "RunCancelled",
@@ -196,6 +231,7 @@ __all__ = [
     "RunNotFound",
     "RunStatus",
     "SchemaMissing",
+    "StatementTimeout",
     "Step",
     "StepInfo",
     "StepNameReused",
