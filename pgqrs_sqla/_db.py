@@ -137,21 +137,26 @@ def translate(error: BaseException, where: str = "") -> BaseException:
     primary = None if code is None else code & 0xFF
     text = str(getattr(error, "orig", error))
     said = _first_line(error)
-    ids = {"sqlstate": state, "sqlite_code": code}
     # SQLite says "no such table" with its generic SQLITE_ERROR code: the text is all there is.
     if state == _UNDEFINED_TABLE or (primary in (None, _SQLITE_ERROR) and "no such table" in text):
-        return SchemaMissing(f"{SchemaMissing.__doc__} Database said: {said}{suffix}", **ids)
+        return SchemaMissing(
+            f"{SchemaMissing.__doc__} Database said: {said}{suffix}",
+            sqlstate=state,
+            sqlite_code=code,
+        )
     if state in _LOCK_CONFLICT_STATES:
         return LockConflict(
             f"the database aborted the statement to resolve a lock conflict{suffix}: "
             f"{said} — nothing was written; it is safe to retry",
-            **ids,
+            sqlstate=state,
+            sqlite_code=code,
         )
     if state in _AUTH_STATES:
         return AuthenticationFailed(
             f"the database refused the credentials{suffix}: {said} — check the user and "
             "password in the URL and the server's pg_hba.conf",
-            **ids,
+            sqlstate=state,
+            sqlite_code=code,
         )
     if state == _QUERY_CANCELED:
         # One SQLSTATE for both; only the server's message tells a timeout from a cancel.
@@ -159,45 +164,54 @@ def translate(error: BaseException, where: str = "") -> BaseException:
             return StatementTimeout(
                 f"the statement ran past statement_timeout and was cancelled{suffix}: {said}"
                 " — it is safe to retry; raise statement_timeout if it is too short",
-                **ids,
+                sqlstate=state,
+                sqlite_code=code,
             )
         return QueryCancelled(
             f"the server cancelled the statement{suffix}: {said} — nothing was kept; it is "
             "safe to retry",
-            **ids,
+            sqlstate=state,
+            sqlite_code=code,
         )
     if state == _LOCK_NOT_AVAILABLE:
         return LockTimeout(
             f"a lock was not granted in time{suffix}: {said} — another session holds it; "
             "it is safe to retry (or raise lock_timeout)",
-            **ids,
+            sqlstate=state,
+            sqlite_code=code,
         )
     if state == _READ_ONLY or primary == _SQLITE_READONLY:
         return ReadOnlyDatabase(
             f"the database is read-only{suffix}: {said} — after a failover, point the URL at "
             "the primary (target_session_attrs=read-write); writes resume once it accepts them",
-            **ids,
+            sqlstate=state,
+            sqlite_code=code,
         )
     if primary in _SQLITE_BUSY_CODES:
         return DatabaseBusy(
             f"the SQLite database is locked by another connection{suffix}: {said} — another "
             "writer held it past the busy timeout; it is safe to retry",
-            **ids,
+            sqlstate=state,
+            sqlite_code=code,
         )
     if state in _POOLER_STATES:
         return PoolerError(
             f"the connection lost its session state{suffix}: {said} — behind PgBouncer in "
             "transaction mode, use asyncpg with connect_args={'statement_cache_size': 0}",
-            **ids,
+            sqlstate=state,
+            sqlite_code=code,
         )
     if _unavailable(error, state, text):
         return DatabaseUnavailable(
             f"cannot reach the database{suffix}: {said if text else type(error).__name__}"
             " — check the URL, that the server is running, and the credentials",
-            **ids,
+            sqlstate=state,
+            sqlite_code=code,
         )
     if isinstance(error, exc.DBAPIError):
-        return DatabaseError(f"the database refused the statement{suffix}: {said}", **ids)
+        return DatabaseError(
+            f"the database refused the statement{suffix}: {said}", sqlstate=state, sqlite_code=code
+        )
     return error
 
 
