@@ -188,6 +188,12 @@ class Conflict(PgqrsError):
 class WorkerNameInUse(Conflict):
     """An active worker already uses this name."""
 
+    #: the name
+    worker: str
+    #: seconds until the holder's heartbeat window passes, after which a newcomer takes the
+    #: name over (None: does not apply, e.g. registered concurrently)
+    stale_in: float | None = None
+
 
 class QueueBusy(Conflict):
     """The queue has leased messages; pass force=True to delete it anyway."""

@@ -22,7 +22,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, exc, exists, func, literal, select, update
 
@@ -68,8 +68,13 @@ log = get_logger("pgqrs_sqla.worker")
 #: How long a stopping worker keeps retrying to give back its leases and mark its row
 #: stopped through faults that may heal (seconds, from the first failure).
 _DEREGISTER_BUDGET = 10.0
+#: Waiting for a worker name (see _when_name_free): how often to look again, and how long
+#: past the holder's heartbeat window to keep looking.
+_NAME_WAIT_POLL = 0.5
+_NAME_WAIT_MARGIN = 1.0
 
 MessageHandler = Callable[[q.Message], Awaitable[Any]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -372,9 +377,11 @@ _LIVE: weakref.WeakValueDictionary[tuple[str, int], Worker] = weakref.WeakValueD
 
 
 def _pid_running(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (signal 0 tests, delivers nothing).
+    """Whether process ``pid`` runs on this machine (signal 0 tests, delivers nothing).
 
-    When it cannot tell, it says yes: the worker row is then judged by its heartbeat alone.
+    A zombie — killed, not yet reaped by its parent or init, which signal 0 still finds —
+    is dead. When it cannot tell, it says yes: the worker row is then judged by its
+    heartbeat alone.
     """
     if pid <= 0 or sys.platform == "win32":  # Windows' os.kill(pid, 0) would terminate it
         return True
@@ -383,8 +390,54 @@ def _pid_running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except OSError:  # PermissionError: it exists, under another user
-        return True
-    return True
+        pass
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Linux: the process has exited and only its entry is left (``/proc/PID/stat`` state
+    ``Z``, or ``X`` while it is being reaped). False where there is no procfs."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:  # reaped since the signal: gone
+        return bool(os.path.isdir("/proc/self"))
+    except OSError:
+        return False
+    # "pid (comm) S ...": comm may hold spaces and parentheses, so the state follows the last ")".
+    state = stat[stat.rfind(b")") + 2 :][:1]
+    return state in (b"Z", b"X")
+
+
+async def _when_name_free(make: Callable[[], Awaitable[T]]) -> T:
+    """``await make()`` (which registers a worker); while its name is held by a worker that
+    may be dead — its heartbeat window has not passed yet — wait and try again, at most
+    until that window (as first seen) has passed, and log that it waits. A live holder
+    keeps heartbeating, so it still wins: the ``WorkerNameInUse`` is raised after the wait.
+
+    For the embedded runners and the CLI, where a restart after a crash must not abort
+    because the crashed process's row looks alive for a few more seconds.
+    """
+    deadline: float | None = None
+    while True:
+        try:
+            return await make()
+        except WorkerNameInUse as clash:
+            stale_in: float | None = getattr(clash, "stale_in", None)
+            if stale_in is None:
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + stale_in + _NAME_WAIT_MARGIN
+                log.warning(
+                    "%s; waiting up to %.1fs for that worker to stop or its heartbeat to go "
+                    "stale, then taking the name",
+                    clash,
+                    deadline - now,
+                )
+            if now >= deadline:
+                raise
+            await asyncio.sleep(min(_NAME_WAIT_POLL, deadline - now))
 
 
 class Worker:
@@ -507,14 +560,19 @@ class Worker:
                 except exc.IntegrityError:
                     nested.rollback()
                     raise WorkerNameInUse(
-                        f"worker name {self.name!r} was registered concurrently", worker=self.name
+                        f"worker name {self.name!r} was registered concurrently",
+                        worker=self.name,
+                        stale_in=None,
                     ) from None
             holder = self._live_holder(row)
             if holder is not None:
+                interval = row.heartbeat_interval or self.heartbeat_interval
+                age = (aware(row.now) - aware(row.heartbeat_at)).total_seconds()  # type: ignore[operator]
                 raise WorkerNameInUse(
                     f"worker name {self.name!r} is in use by an active worker ({holder}); "
                     "pick another name or stop that worker",
                     worker=self.name,
+                    stale_in=max(0.0, 3 * interval - age),
                 )
             conn.execute(update(w).where(w.c.id == row.id).values(**values))
             # A previous life of this name died holding leases: give them back now.
