@@ -5,6 +5,8 @@ heal (the tables dropped) ends the worker loudly, with ``health().error`` saying
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -225,3 +227,37 @@ async def test_dropped_tables_end_the_worker_loudly(
     )
     with pytest.raises(pgqrs.SchemaMissing):
         await worker.stop(grace=5)
+
+
+async def test_the_thread_runner_surfaces_what_ended_the_worker(
+    db_url: str, wait_until: Wait
+) -> None:
+    from pgqrs_sqla.contrib.threaded import ThreadedWorker
+
+    app = await pgqrs.connect(db_url)
+    try:
+        await app.create_workflow("wf")
+
+        @contextlib.asynccontextmanager
+        async def make() -> AsyncIterator[pgqrs.Worker]:
+            async with await pgqrs.connect(db_url) as store:
+                yield (
+                    await pgqrs.consumer("t", None, "wf")
+                    .handler(handler)
+                    .create(store, poll_interval=0.05)
+                )
+
+        runner = ThreadedWorker(make)
+        await asyncio.to_thread(runner.start, 60)
+        async with app.engine.begin() as conn:
+            await conn.run_sync(app.models.metadata.drop_all)
+
+        async def ended() -> bool:
+            return runner.health().error is not None
+
+        await wait_until(ended, timeout=60)
+        assert "SchemaMissing" in (runner.health().error or "")
+        with pytest.raises(pgqrs.SchemaMissing):
+            await asyncio.to_thread(runner.stop, 5)
+    finally:
+        await app.close()
