@@ -1027,6 +1027,11 @@ class Worker:
             started: list[Any] | None = None
             with translated("claim"):
                 async with self.store.autocommit() as conn:
+                    # Again here, with the connection in hand: taking it may have waited
+                    # (a pool checkout, SQLite's write lock), and a stop() that began
+                    # meanwhile must not claim what was triggered after it.
+                    if self._stopping.is_set():
+                        break
                     if binding.workflow is not None and self.store.postgres:
                         messages, started = await self._claim_and_start(conn, binding, batch)
                     else:
