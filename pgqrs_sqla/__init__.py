@@ -19,10 +19,19 @@ Quick tour::
 from .codec import json_default as json_default
 from .context import RunContext as RunContext
 from .errors import (
+    AuthenticationFailed as AuthenticationFailed,
+)
+from .errors import (
     ConfigurationError as ConfigurationError,
 )
 from .errors import (
     Conflict as Conflict,
+)
+from .errors import (
+    DatabaseBusy as DatabaseBusy,
+)
+from .errors import (
+    DatabaseError as DatabaseError,
 )
 from .errors import (
     DatabaseUnavailable as DatabaseUnavailable,
@@ -46,6 +55,12 @@ from .errors import (
     LeaseLost as LeaseLost,
 )
 from .errors import (
+    LockConflict as LockConflict,
+)
+from .errors import (
+    LockTimeout as LockTimeout,
+)
+from .errors import (
     NotFound as NotFound,
 )
 from .errors import (
@@ -58,10 +73,19 @@ from .errors import (
     PgqrsError as PgqrsError,
 )
 from .errors import (
+    PoolerError as PoolerError,
+)
+from .errors import (
+    QueryCancelled as QueryCancelled,
+)
+from .errors import (
     QueueBusy as QueueBusy,
 )
 from .errors import (
     QueueNotFound as QueueNotFound,
+)
+from .errors import (
+    ReadOnlyDatabase as ReadOnlyDatabase,
 )
 from .errors import (
     ReadOnlyModel as ReadOnlyModel,
@@ -77,6 +101,9 @@ from .errors import (
 )
 from .errors import (
     SchemaMissing as SchemaMissing,
+)
+from .errors import (
+    StatementTimeout as StatementTimeout,
 )
 from .errors import (
     Step as Step,
@@ -175,9 +202,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_NAMING_CONVENTION",
+    "AuthenticationFailed",
     "ConfigurationError",
     "Conflict",
     "ConsumerBuilder",
+    "DatabaseBusy",
+    "DatabaseError",
     "DatabaseUnavailable",
     "DurationError",
     "HandlerError",
@@ -185,17 +215,22 @@ __all__ = [
     "IllegalTransition",
     "InvalidName",
     "LeaseLost",
+    "LockConflict",
+    "LockTimeout",
     "Message",
     "NotFound",
     "Pause",
     "PayloadError",
     "PgqrsError",
     "PgqrsModels",
+    "PoolerError",
+    "QueryCancelled",
     "Queue",
     "QueueBusy",
     "QueueInfo",
     "QueueNotFound",
     "QueueStats",
+    "ReadOnlyDatabase",
     "ReadOnlyModel",
     "RetryPolicy",
     "RunCancelled",
@@ -205,6 +240,7 @@ __all__ = [
     "RunNotFound",
     "RunStatus",
     "SchemaMissing",
+    "StatementTimeout",
     "Step",
     "StepInfo",
     "StepNameReused",

@@ -35,6 +35,7 @@ from .errors import (
 from .models import DEFAULT_PREFIX, RunStatus, pgqrs_models
 from .registry import WorkflowRegistry
 from .store import Store, connect
+from .worker import _when_name_free
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE, EXIT_USER_CODE = 0, 1, 2, 3, 4
 
@@ -340,15 +341,19 @@ async def cmd_worker(store: Store, args: argparse.Namespace, out: Output) -> int
                 f"--queues: {', '.join(unknown) or 'no name given'} not in {args.target} "
                 f"(it has {', '.join(registry.names) or 'nothing'})"
             )
-    worker = await registry.create_worker(
-        store,
-        args.name or f"{socket.gethostname()}-{os.getpid()}",
-        args.port,
-        queues=queues,
-        concurrency=args.concurrency,
-        visibility_timeout=args.visibility_timeout,
-        poll_interval=args.poll_interval,
-        own_pool=False,
+    # Restarted right after a crash, the name's row may look alive for a few more seconds:
+    # wait for it (bounded) instead of aborting.
+    worker = await _when_name_free(
+        lambda: registry.create_worker(
+            store,
+            args.name or f"{socket.gethostname()}-{os.getpid()}",
+            args.port,
+            queues=queues,
+            concurrency=args.concurrency,
+            visibility_timeout=args.visibility_timeout,
+            poll_interval=args.poll_interval,
+            own_pool=False,
+        )
     )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []

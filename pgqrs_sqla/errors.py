@@ -5,8 +5,17 @@ class is its default message, and failure data lives on attributes::
 
     PgqrsError
     ├── ConfigurationError          bad URL, unsupported driver, bad option value
-    ├── DatabaseUnavailable         the server cannot be reached (driver error chained)
-    ├── SchemaMissing               the pgqrs tables are not there: run install() or Alembic
+    ├── DatabaseError               any other driver error (``sqlstate`` / ``sqlite_code``)
+    │   ├── DatabaseUnavailable     the server cannot be reached (driver error chained)
+    │   │   └── AuthenticationFailed    the server refused the credentials (not transient)
+    │   ├── SchemaMissing           the pgqrs tables are not there: run install() or Alembic
+    │   ├── QueryCancelled          the server cancelled the statement (57014)
+    │   │   └── StatementTimeout    ... because it ran past ``statement_timeout``
+    │   ├── LockTimeout             a lock was not granted in time (55P03)
+    │   ├── ReadOnlyDatabase        the database accepts no writes now (25006, a standby)
+    │   ├── DatabaseBusy            SQLite is locked by another writer (SQLITE_BUSY/LOCKED)
+    │   ├── PoolerError             a pooler (PgBouncer) lost the session's state (26000, 08P01)
+    │   └── LockConflict            deadlock / serialization failure (40P01, 40001); also a Conflict
     ├── ValidationError             bad input, rejected before anything is written
     │   ├── InvalidName             queue / workflow / worker / step name
     │   ├── PayloadError            not JSON-serialisable, or over the size limit
@@ -56,11 +65,84 @@ class ConfigurationError(PgqrsError):
     """Invalid configuration."""
 
 
-class DatabaseUnavailable(PgqrsError):
+class DatabaseError(PgqrsError):
+    """The database refused or failed the statement.
+
+    Every driver error that reaches a public path is one of these (the driver's exception
+    chained as ``__cause__``). ``sqlstate`` is PostgreSQL's SQLSTATE, ``sqlite_code`` SQLite's
+    (extended) result code, each None when the other backend (or no server) answered.
+    ``transient`` (a class flag) says whether trying again later, with nobody acting, may
+    succeed: a worker backs off and carries on after those, and stops on the others.
+    """
+
+    transient: bool = False
+    sqlstate: str | None
+    sqlite_code: int | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        sqlstate: str | None = None,
+        sqlite_code: int | None = None,
+        **attrs: Any,
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate, sqlite_code=sqlite_code, **attrs)
+
+
+class DatabaseUnavailable(DatabaseError):
     """The database server could not be reached."""
 
+    transient = True
 
-class SchemaMissing(PgqrsError):
+
+class AuthenticationFailed(DatabaseUnavailable):
+    """The database server refused the credentials (28P01, 28000): fix the user, password
+    or ``pg_hba.conf`` entry."""
+
+    transient = False
+
+
+class QueryCancelled(DatabaseError):
+    """The server cancelled the statement (57014: ``pg_cancel_backend``, a shutdown);
+    nothing it did was kept."""
+
+    transient = True
+
+
+class StatementTimeout(QueryCancelled):
+    """The statement ran past the session's ``statement_timeout`` and was cancelled."""
+
+
+class LockTimeout(DatabaseError):
+    """A lock the statement needed was not granted within ``lock_timeout`` (55P03)."""
+
+    transient = True
+
+
+class ReadOnlyDatabase(DatabaseError):
+    """The database accepts no writes now (25006: a standby, or
+    ``default_transaction_read_only``; SQLite: a read-only file)."""
+
+    transient = True
+
+
+class DatabaseBusy(DatabaseError):
+    """SQLite: another connection held the write lock past the busy timeout
+    (SQLITE_BUSY / SQLITE_LOCKED)."""
+
+    transient = True
+
+
+class PoolerError(DatabaseError):
+    """A connection pooler (PgBouncer in transaction mode) lost the session's state, e.g. a
+    prepared statement (26000) or the protocol (08P01); for asyncpg behind PgBouncer pass
+    ``connect_args={"statement_cache_size": 0}``."""
+
+    transient = True
+
+
+class SchemaMissing(DatabaseError):
     """The pgqrs tables are missing: run `await store.install()`, `pgqrs-sqla install`,
     or `alembic upgrade heads` with the pgqrs branch."""
 
@@ -125,6 +207,12 @@ class Conflict(PgqrsError):
 class WorkerNameInUse(Conflict):
     """An active worker already uses this name."""
 
+    #: the name
+    worker: str
+    #: seconds until the holder's heartbeat window passes, after which a newcomer takes the
+    #: name over (None: does not apply, e.g. registered concurrently)
+    stale_in: float | None = None
+
 
 class QueueBusy(Conflict):
     """The queue has leased messages; pass force=True to delete it anyway."""
@@ -142,6 +230,13 @@ class IdempotencyKeyNotVisible(Conflict):
     #: True only in that case: no savepoint guarded the trigger, so PostgreSQL aborted the
     #: caller's transaction (set the level with ``isolation_level=`` to avoid it)
     transaction_aborted: bool = False
+
+
+class LockConflict(Conflict, DatabaseError):
+    """The database aborted the statement to resolve a lock conflict (40P01 deadlock,
+    40001 serialization failure); nothing was written and it is safe to retry."""
+
+    transient = True
 
 
 class IllegalTransition(Conflict):

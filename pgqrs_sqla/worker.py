@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import itertools
 import os
 import random
 import socket
@@ -21,7 +22,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, exc, exists, func, literal, select, update
 
@@ -42,13 +43,16 @@ from .context import (
 )
 from .dialects import aware, utcnow
 from .errors import (
+    AuthenticationFailed,
     ConfigurationError,
+    DatabaseError,
     DatabaseUnavailable,
     HandlerError,
     LeaseLost,
     Pause,
     PgqrsError,
     QueueNotFound,
+    SchemaMissing,
     ValidationError,
     WorkerNameInUse,
     WorkflowNotFound,
@@ -64,7 +68,16 @@ from .store import Store
 
 log = get_logger("pgqrs_sqla.worker")
 
+#: How long a stopping worker keeps retrying to give back its leases and mark its row
+#: stopped through faults that may heal (seconds, from the first failure).
+_DEREGISTER_BUDGET = 10.0
+#: Waiting for a worker name (see _when_name_free): how often to look again, and how long
+#: past the holder's heartbeat window to keep looking.
+_NAME_WAIT_POLL = 0.5
+_NAME_WAIT_MARGIN = 1.0
+
 MessageHandler = Callable[[q.Message], Awaitable[Any]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -89,6 +102,71 @@ class WorkerHealth:
     #: seconds the oldest ready message of this worker's queues has waited (None: none waiting)
     lag: float | None
     errors: int
+    #: why the worker stopped on its own (tables missing, credentials refused, a bug): it
+    #: claims nothing until restarted; None while it has not
+    error: str | None = None
+    #: the database fault the worker is riding out now (claims or heartbeats failing; it
+    #: retries with backoff), None when its last claim and heartbeat went through
+    fault: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Running, not stopped by an error, and no database fault under way."""
+        return self.running and self.error is None and self.fault is None
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _cannot_heal(error: BaseException) -> bool:
+    """An error the worker cannot ride out by retrying: the tables are missing, the
+    credentials were refused, or it is no database error at all (a bug)."""
+    return isinstance(error, SchemaMissing | AuthenticationFailed) or not isinstance(
+        error, PgqrsError
+    )
+
+
+class _Episode:
+    """A run of failures of one background duty (claiming, heartbeating): logged once at
+    WARNING when it begins, with the cause, and at INFO when the duty works again; the
+    backoff between tries doubles, with jitter, up to ``cap`` seconds."""
+
+    def __init__(self, worker: str, duty: str, cap: float = 5.0) -> None:
+        self.worker, self.duty, self.cap = worker, duty, cap
+        self.failures = 0
+        self.began = 0.0
+        self.cause: str | None = None
+
+    def failed(self, error: BaseException) -> float:
+        """Record a failure; returns how long to wait before the next try."""
+        self.cause = _describe(error)
+        if self.failures == 0:
+            self.began = time.monotonic()
+            log.warning(
+                "worker %s: %s failing (%s); retrying with backoff until it works",
+                self.worker,
+                self.duty,
+                self.cause,
+            )
+        else:
+            log.debug("worker %s: %s failed again: %s", self.worker, self.duty, self.cause)
+        self.failures += 1
+        delay = min(self.cap, 0.1 * 2.0 ** min(self.failures - 1, 10))
+        return delay * random.uniform(0.5, 1.0)
+
+    def recovered(self) -> None:
+        if self.failures:
+            log.info(
+                "worker %s: %s works again after %d failure(s) over %.1fs (last: %s)",
+                self.worker,
+                self.duty,
+                self.failures,
+                time.monotonic() - self.began,
+                self.cause,
+            )
+        self.failures = 0
+        self.cause = None
 
 
 @dataclass
@@ -338,9 +416,11 @@ def _listen_backoff(failures: int) -> float:
 
 
 def _pid_running(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (signal 0 tests, delivers nothing).
+    """Whether process ``pid`` runs on this machine (signal 0 tests, delivers nothing).
 
-    When it cannot tell, it says yes: the worker row is then judged by its heartbeat alone.
+    A zombie — killed, not yet reaped by its parent or init, which signal 0 still finds —
+    is dead. When it cannot tell, it says yes: the worker row is then judged by its
+    heartbeat alone.
     """
     if pid <= 0 or sys.platform == "win32":  # Windows' os.kill(pid, 0) would terminate it
         return True
@@ -349,8 +429,54 @@ def _pid_running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except OSError:  # PermissionError: it exists, under another user
-        return True
-    return True
+        pass
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Linux: the process has exited and only its entry is left (``/proc/PID/stat`` state
+    ``Z``, or ``X`` while it is being reaped). False where there is no procfs."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:  # reaped since the signal: gone
+        return bool(os.path.isdir("/proc/self"))
+    except OSError:
+        return False
+    # "pid (comm) S ...": comm may hold spaces and parentheses, so the state follows the last ")".
+    state = stat[stat.rfind(b")") + 2 :][:1]
+    return state in (b"Z", b"X")
+
+
+async def _when_name_free(make: Callable[[], Awaitable[T]]) -> T:
+    """``await make()`` (which registers a worker); while its name is held by a worker that
+    may be dead — its heartbeat window has not passed yet — wait and try again, at most
+    until that window (as first seen) has passed, and log that it waits. A live holder
+    keeps heartbeating, so it still wins: the ``WorkerNameInUse`` is raised after the wait.
+
+    For the embedded runners and the CLI, where a restart after a crash must not abort
+    because the crashed process's row looks alive for a few more seconds.
+    """
+    deadline: float | None = None
+    while True:
+        try:
+            return await make()
+        except WorkerNameInUse as clash:
+            stale_in: float | None = getattr(clash, "stale_in", None)
+            if stale_in is None:
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + stale_in + _NAME_WAIT_MARGIN
+                log.warning(
+                    "%s; waiting up to %.1fs for that worker to stop or its heartbeat to go "
+                    "stale, then taking the name",
+                    clash,
+                    deadline - now,
+                )
+            if now >= deadline:
+                raise
+            await asyncio.sleep(min(_NAME_WAIT_POLL, deadline - now))
 
 
 class Worker:
@@ -421,6 +547,10 @@ class Worker:
         self._running = False
         #: another registration took this worker's row (its heartbeat found it gone)
         self._taken_over = False
+        #: what stopped the poll loop for good (see WorkerHealth.error)
+        self._error: BaseException | None = None
+        self._claims_episode = _Episode(name, "claims")
+        self._beats_episode = _Episode(name, "heartbeats")
 
     def __repr__(self) -> str:
         return f"<Worker {self.name!r} id={self.id} queues={[b.queue for b in self.bindings]}>"
@@ -475,13 +605,17 @@ class Worker:
                         f"worker name {self.name!r} was registered concurrently by another worker; pick "
                         "another name",
                         worker=self.name,
+                        stale_in=None,
                     ) from None
             holder = self._live_holder(row)
             if holder is not None:
+                interval = row.heartbeat_interval or self.heartbeat_interval
+                age = (aware(row.now) - aware(row.heartbeat_at)).total_seconds()  # type: ignore[operator]
                 raise WorkerNameInUse(
                     f"worker name {self.name!r} is in use by an active worker ({holder}); "
                     "pick another name or stop that worker",
                     worker=self.name,
+                    stale_in=max(0.0, 3 * interval - age),
                 )
             conn.execute(update(w).where(w.c.id == row.id).values(**values))
             # A previous life of this name died holding leases: give them back now.
@@ -783,20 +917,24 @@ class Worker:
         back, its row marked stopped, its own pool disposed.
 
         Raises ``WorkerNameInUse`` if the worker had already stopped itself because another
-        worker registered its name after judging it dead (a heartbeat that stalled too long).
+        worker registered its name after judging it dead (a heartbeat that stalled too long),
+        and the error that stopped it if it stopped on one it cannot heal (``SchemaMissing``,
+        ``AuthenticationFailed``; see ``health().error``). Database faults met while
+        stopping are retried a few times, then logged: never raised as driver errors.
         """
         self._stopping.set()
         if self._waiter is not None:
             self._waiter.wake()
         self._grace = grace
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        elif not self._running and not self._shut_down:
-            # Never started (driven by hand with dequeue() and the lease operations): the
-            # poll loop's shutdown has not run, so give back the leases, mark the row
-            # stopped and close the worker's own pool here.
-            await self._shutdown()
+        with translated("stopping the worker"):  # a driver error is never raised raw
+            if self._task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            elif not self._running and not self._shut_down:
+                # Never started (driven by hand with dequeue() and the lease operations): the
+                # poll loop's shutdown has not run, so give back the leases, mark the row
+                # stopped and close the worker's own pool here.
+                await self._shutdown()
 
     async def __aenter__(self) -> Worker:
         self.start()
@@ -806,11 +944,15 @@ class Worker:
         await self.stop()
 
     def health(self) -> WorkerHealth:
+        """What a readiness probe wants to know: ``healthy`` is False while a database
+        fault is being ridden out (``fault`` says which) and after the worker stopped on an
+        error it cannot heal (``error`` says which)."""
         now = time.monotonic()
+        faults = [e.cause for e in (self._claims_episode, self._beats_episode) if e.cause]
         return WorkerHealth(
             name=self.name,
             status=self.status.value,
-            running=self._task is not None and not self._task.done(),
+            running=self._running or (self._task is not None and not self._task.done()),
             in_flight=len(self._inflight),
             last_heartbeat_age=None
             if self.stats.last_heartbeat is None
@@ -818,6 +960,8 @@ class Worker:
             last_claim_age=None if self.stats.last_claim is None else now - self.stats.last_claim,
             lag=self.stats.lag,
             errors=self.stats.errors,
+            error=None if self._error is None else _describe(self._error),
+            fault="; ".join(faults) or None,
         )
 
     async def _run(self, *, until_idle: bool) -> None:
@@ -832,10 +976,22 @@ class Worker:
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat_loop(), name=f"pgqrs-heartbeat-{self.name}"
         )
-        backoff = 0.0
+        self._error = None
+        # The status is written first (polling; suspended, if suspend() came first), and
+        # again with the next claim while the database refuses it.
+        status_due = True
         try:
-            await self._set_status()  # polling (suspended, if suspend() came first)
             while not self._stopping.is_set():
+                if status_due and self._suspended:
+                    try:
+                        await self._set_status()
+                        status_due = False
+                    except WorkerNameInUse:
+                        raise
+                    except Exception as error:
+                        if await self._claims_failed(error):
+                            break
+                        continue
                 if self._suspended:
                     if until_idle and not self._inflight:
                         return
@@ -846,26 +1002,24 @@ class Worker:
                     await self._wait_for_room()
                     continue
                 self._waiter.event.clear()
-                failure: PgqrsError | None = None
+                failure: Exception | None = None
                 with self._claiming() as allowed:
                     if not allowed:  # suspended meanwhile
                         continue
                     try:
+                        if status_due:
+                            await self._set_status()
+                            status_due = False
                         claimed = await self._claim_round(free)
-                    except PgqrsError as error:
+                    except WorkerNameInUse:
+                        raise
+                    except Exception as error:
                         failure = error
                 if failure is not None:
-                    backoff = min(max(backoff * 2, 0.1), 5.0)
-                    self.stats.errors += 1
-                    log.warning(
-                        "worker %s: claim failed (%s); retrying in %.1fs",
-                        self.name,
-                        failure,
-                        backoff,
-                    )
-                    await self._sleep(backoff)
+                    if await self._claims_failed(failure):
+                        break
                     continue
-                backoff = 0.0
+                self._claims_episode.recovered()
                 if claimed:
                     continue
                 if until_idle and not self._inflight:
@@ -874,12 +1028,38 @@ class Worker:
         finally:
             self._running = False
             await self._shutdown()
+        if self._error is not None:
+            raise self._error
         if self._taken_over:
             raise WorkerNameInUse(
                 f"worker {self.name!r} stopped: another worker registered this name after "
                 "judging this one dead (its heartbeat had stalled)",
                 worker=self.name,
             )
+
+    async def _claims_failed(self, error: Exception) -> bool:
+        """A claim (or the status write before it) failed: True if the loop must end.
+
+        A fault that may heal (timeouts, cancellations, lock waits, a read-only database,
+        SQLite busy, a pooler's lost state, the server gone) is waited out with backoff; an
+        error retrying cannot fix (the tables missing, credentials refused, or no database
+        error at all: a bug) ends the worker, loudly, with ``health().error`` saying why.
+        """
+        mapped = translate(error, "claim")
+        if mapped is not error and mapped.__cause__ is None:
+            mapped.__cause__ = error
+        self.stats.errors += 1
+        if _cannot_heal(mapped):
+            self._error = mapped
+            log.error(
+                "worker %s: stopping: %s; it claims nothing until restarted",
+                self.name,
+                _describe(mapped),
+                exc_info=mapped,
+            )
+            return True
+        await self._sleep(self._claims_episode.failed(mapped))
+        return False
 
     async def _claim_round(self, free: int) -> int:
         claimed = 0
@@ -894,6 +1074,11 @@ class Worker:
             started: list[Any] | None = None
             with translated("claim"):
                 async with self.store.autocommit() as conn:
+                    # Again here, with the connection in hand: taking it may have waited
+                    # (a pool checkout, SQLite's write lock), and a stop() that began
+                    # meanwhile must not claim what was triggered after it.
+                    if self._stopping.is_set():
+                        break
                     if binding.workflow is not None and self.store.postgres:
                         messages, started = await self._claim_and_start(conn, binding, batch)
                     else:
@@ -1357,9 +1542,10 @@ class Worker:
                             if f.execution is not None and f.execution.run_id in cancelled:
                                 f.execution.cancel_requested = True
                 self.stats.last_heartbeat = time.monotonic()
-            except (PgqrsError, exc.SQLAlchemyError, OSError) as error:
+                self._beats_episode.recovered()
+            except Exception as error:  # ridden out: the loop decides what ends the worker
                 self.stats.errors += 1
-                log.warning("worker %s: heartbeat failed: %s", self.name, error)
+                self._beats_episode.failed(translate(error, "heartbeat"))
             if self._listen_conn is None and self.listen and self.store.postgres:
                 await self._start_listener()
 
@@ -1517,6 +1703,52 @@ class Worker:
         with contextlib.suppress(Exception):
             await conn.close()
 
+    async def _deregister(self, leases: dict[int, int]) -> None:
+        """Give back ``leases`` and mark the row stopped; a fault that may heal (SQLite busy
+        under load, a cancelled statement) is retried a few times, within
+        ``_DEREGISTER_BUDGET`` seconds. What still fails is logged, never raised: the leases
+        then expire and the row goes stale on their own."""
+        first_failure: float | None = None
+        for attempt in itertools.count():
+            try:
+                if leases:
+                    # Fenced by token: a retry after a release that went through is a no-op.
+                    async with self.store.autocommit() as conn:
+                        await conn.execute(
+                            q.release_many_stmt(self.store.tables),
+                            {"p_leases": list(leases.items()), "p_worker_id": self.id},
+                        )
+                    leases = {}
+                self._leases.clear()
+                if not self._taken_over:  # otherwise the row is the new holder's
+                    await self._set_status(WorkerStatus.STOPPED)
+                return
+            except Exception as error:
+                mapped = translate(error, "stopping the worker")
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                if (
+                    isinstance(mapped, DatabaseError)
+                    and mapped.transient
+                    and now - first_failure < _DEREGISTER_BUDGET
+                ):
+                    delay = min(1.0, 0.1 * 2.0**attempt) * random.uniform(0.5, 1.0)
+                    log.warning(
+                        "worker %s: deregistering failed (%s); retrying in %.1fs",
+                        self.name,
+                        _describe(mapped),
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                log.warning(
+                    "worker %s: could not deregister cleanly (%s); its leases expire and its "
+                    "row goes stale on their own",
+                    self.name,
+                    _describe(mapped),
+                )
+                return
+
     async def _shutdown(self) -> None:
         self._shut_down = True  # begun: stop() must not run it a second time
         # What to give back, by delivery, as it stands now: a handler cancelled below
@@ -1540,18 +1772,7 @@ class Worker:
             task.cancel()  # its own cleanup closes the LISTEN connection
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        try:
-            if leases:
-                async with self.store.autocommit() as conn:
-                    await conn.execute(
-                        q.release_many_stmt(self.store.tables),
-                        {"p_leases": list(leases.items()), "p_worker_id": self.id},
-                    )
-            self._leases.clear()
-            if not self._taken_over:  # otherwise the row is the new holder's
-                await self._set_status(WorkerStatus.STOPPED)
-        except PgqrsError as error:
-            log.warning("worker %s: could not deregister cleanly: %s", self.name, error)
+        await self._deregister(leases)
         if self._close_store:  # our own pool: disposing it is ours to do
             await self.store.engine.dispose()
         log.info("worker %s stopped", self.name)

@@ -26,7 +26,7 @@ import contextlib
 import threading
 from types import TracebackType
 
-from ..worker import Worker
+from ..worker import Worker, WorkerHealth
 from ._factory import WorkerFactory, enter_worker
 
 __all__ = ["ThreadedWorker", "WorkerFactory"]
@@ -42,6 +42,8 @@ class ThreadedWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready: concurrent.futures.Future[Worker] = concurrent.futures.Future()
+        #: what ended the worker's loop, if it ended on an error (re-raised by stop / join)
+        self.error: BaseException | None = None
 
     def start(self, timeout: float = 30.0) -> Worker:
         """Start the thread; returns the registered worker (re-raises a factory error)."""
@@ -66,20 +68,42 @@ class ThreadedWorker:
             self._ready.set_result(worker)
             try:
                 await worker.poll_forever()
+            except Exception as error:  # kept for the host: health() says it, stop() raises it
+                self.error = error
             finally:
                 if not managed:
                     # The factory's store was made in this thread's loop and cannot outlive
                     # it (the worker's own pool, if it has one, the worker closed itself).
                     await worker.given_store.close()
 
+    def health(self) -> WorkerHealth:
+        """The worker's :meth:`~pgqrs_sqla.Worker.health` (for the app's readiness probe):
+        ``error`` says why, if the worker stopped on an error it cannot heal."""
+        if self.worker is None:
+            raise RuntimeError("this ThreadedWorker has not started")
+        return self.worker.health()
+
     def stop(self, grace: float = 30.0, timeout: float | None = None) -> None:
         """Stop claiming, let in-flight runs finish within ``grace``, release the rest, and
-        wait for the thread to end."""
-        if self._loop is not None and self.worker is not None and not self._loop.is_closed():
-            future = asyncio.run_coroutine_threadsafe(self.worker.stop(grace=grace), self._loop)
-            future.result(timeout if timeout is not None else grace + 30)
+        wait for the thread to end. Re-raises the error that ended the worker, if one did
+        (``SchemaMissing``, ``AuthenticationFailed``...)."""
+        loop = self._loop
+        if loop is not None and self.worker is not None and not loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(self.worker.stop(grace=grace), loop)
+            try:
+                future.result(timeout if timeout is not None else grace + 30)
+            except TimeoutError:
+                raise
+            except Exception:
+                pass  # what ended the worker is in self.error, which join() raises
+        self.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end; re-raises the error that ended the worker, if any."""
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
 
     def __enter__(self) -> ThreadedWorker:
         self.start()
