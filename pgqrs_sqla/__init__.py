@@ -27,6 +27,9 @@ from .errors import (
     DatabaseUnavailable as DatabaseUnavailable,
 )
 from .errors import (
+    DeadLetterNotFound as DeadLetterNotFound,
+)
+from .errors import (
     HandlerError as HandlerError,
 )
 from .errors import (
@@ -172,6 +175,7 @@ __all__ = [
     "Conflict",
     "ConsumerBuilder",
     "DatabaseUnavailable",
+    "DeadLetterNotFound",
     "HandlerError",
     "IllegalTransition",
     "InvalidName",

@@ -12,6 +12,7 @@ class is its default message, and failure data lives on attributes::
     │   └── PayloadError            not JSON-serialisable, or over the size limit
     ├── NotFound
     │   ├── QueueNotFound
+    │   ├── DeadLetterNotFound      replaying a message id that is not a dead letter
     │   ├── WorkflowNotFound
     │   ├── RunNotFound
     │   ├── StepNotFound
@@ -81,6 +82,10 @@ class NotFound(PgqrsError):
 
 class QueueNotFound(NotFound):
     """No such queue."""
+
+
+class DeadLetterNotFound(NotFound):
+    """No such dead letter in this queue: `store.dead_letters(queue)` lists them."""
 
 
 class WorkflowNotFound(NotFound):
