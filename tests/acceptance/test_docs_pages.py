@@ -78,6 +78,7 @@ async def test_operate_page_commands_run(empty_db_url: str, tmp_path: Path) -> N
         lines = console_lines("operate.md")
         assert lines[0].startswith("export PGQRS_DATABASE_URL=")
         env["PGQRS_DATABASE_URL"] = empty_db_url  # the page's URL, made real
+        env["DATABASE_URL"] = empty_db_url  # the app's own setting (for --app)
         ran = []
         for line in lines[1:]:
             argv, pipe = _command(line, values)
