@@ -147,3 +147,13 @@ def test_orders_app_page(empty_db_url: str, tmp_path: Path) -> None:
             assert done.returncode == 0, f"{line}\n{done.stderr}"
         ran.append(argv[0])
     assert ran == ["cd", "export", "alembic", "python"]
+
+
+def test_pages_leave_no_temporary_folders(tmp_path: Path) -> None:
+    """The pages that keep their SQLite file in a temporary folder remove it when their
+    script ends: the temp directory they were given (TMPDIR) is empty afterwards."""
+    for page in ("workflows.md", "embedding.md", "installation.md"):
+        scratch = tmp_path / page / "tmp"
+        scratch.mkdir(parents=True)
+        run_page(page, scratch.parent, {"TMPDIR": str(scratch)})
+        assert list(scratch.iterdir()) == [], page
