@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -337,6 +338,7 @@ class Gate:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
         await self.server.wait_closed()
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
 
 async def test_worker_stops_on_sigterm_even_when_stderr_is_a_closed_pipe(
