@@ -37,6 +37,13 @@ def test_queue_page(tmp_path: Path) -> None:
     run_page("queue.md", tmp_path)
 
 
+def test_testing_page(backend: str, db_url: str, tmp_path: Path) -> None:
+    """On SQLite without a URL; on PostgreSQL in a schema of its own on a database whose
+    own pgqrs tables it leaves alone."""
+    url = db_url if backend == "postgresql" else ""
+    run_page("testing.md", tmp_path, {"TEST_DATABASE_URL": url} if url else None)
+
+
 def _command(line: str, values: dict[str, str]) -> tuple[list[str], str | None]:
     """A console line as argv (comments dropped, the page's example ids and names replaced
     by real ones) and what it pipes into, if anything."""
