@@ -350,12 +350,15 @@ async def _load_registry(target: str) -> WorkflowRegistry:
 _APP_TYPES = (Store, AsyncEngine, Engine, URL, str)
 
 
-async def _load_app_store(target: str, models: Any) -> Store:
+async def _load_app_store(target: str, models: Any, *, create: bool) -> Store:
     """The store ``--app MODULE:ATTR`` names: a Store as is; an AsyncEngine wrapped (never
-    disposed by us); a sync Engine's URL, or a URL, connected with the async driver."""
+    disposed by us); a sync Engine's URL, or a URL, connected with the async driver. Unless
+    ``create``, a SQLite file that does not exist is refused before anything connects."""
     obj = await _load(target, _APP_TYPES)
     if isinstance(obj, Store):
         return obj
+    if not create and isinstance(obj, AsyncEngine | Engine | URL | str):
+        _require_sqlite_file(obj if isinstance(obj, URL | str) else obj.url)
     if isinstance(obj, AsyncEngine):
         store = Store(obj, models=models)
         async with store.read():  # reachable? said now, as connect() would
@@ -613,7 +616,7 @@ def _database(args: argparse.Namespace) -> tuple[str | None, str | None]:
     )
 
 
-def _require_sqlite_file(url: str) -> None:
+def _require_sqlite_file(url: str | URL) -> None:
     """Refuse a SQLite URL whose file does not exist: only ``install`` may create one (a
     read-only command used to leave an empty database file behind)."""
     parsed = normalise_url(url)
@@ -644,7 +647,7 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
         store = await connect(url, models=models)
     else:
         assert app is not None
-        store = await _load_app_store(app, models)
+        store = await _load_app_store(app, models, create=args.command == "install")
     try:
         if args.command not in ("install", "check"):
             await store.require_schema()

@@ -598,6 +598,13 @@ def test_app_option_takes_the_database_from_the_app(
             env={**env, **extra},
         )
 
+    if backend == "sqlite":  # only install creates the file, whichever way it is named
+        for target in ("settings:URL", "settings:sync_engine", "settings:async_engine"):
+            refused = run("--app", target, "queues")
+            assert refused.returncode == 3 and "does not exist" in refused.stderr, target
+        assert not Path(empty_db_url.removeprefix("sqlite:///")).exists()
+    installed = run("--app", "settings:URL", "install")
+    assert installed.returncode == 0, installed.stderr
     installed = run("--app", "settings:connected", "install")
     assert installed.returncode == 0, installed.stderr
     # each form sees the app's tables (prefix app_q_, from its models)
