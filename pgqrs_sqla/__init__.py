@@ -37,6 +37,9 @@ from .errors import (
     DatabaseUnavailable as DatabaseUnavailable,
 )
 from .errors import (
+    DeadLetterNotFound as DeadLetterNotFound,
+)
+from .errors import (
     DurationError as DurationError,
 )
 from .errors import (
@@ -209,6 +212,7 @@ __all__ = [
     "DatabaseBusy",
     "DatabaseError",
     "DatabaseUnavailable",
+    "DeadLetterNotFound",
     "DurationError",
     "HandlerError",
     "IdempotencyKeyNotVisible",

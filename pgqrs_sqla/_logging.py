@@ -34,3 +34,45 @@ def get_logger(name: str) -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
+
+
+class RunFormatter(logging.Formatter):
+    """One line per record: time, level, logger, the run it belongs to, the message.
+
+    ``2025-01-31 12:00:00,123 ERROR pgqrs_sqla [run 12 fulfil_order/charge] run 12 failed``.
+    An exception is summarised on the same line (``ValueError: card declined``); its
+    traceback follows only with ``tracebacks=True`` (the CLI's ``--debug``).
+    """
+
+    def __init__(self, *, tracebacks: bool = False) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(run)s %(message)s")
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        run_id, workflow, step = (getattr(record, n, None) for n in ("run_id", "workflow", "step"))
+        where = f"{workflow}/{step}" if step is not None else workflow
+        run = f" [run {run_id} {where}]" if run_id is not None else ""
+        if self.tracebacks or not record.exc_info:
+            record.run = run
+            return super().format(record)
+        # A copy without the exception, so another handler still gets its traceback.
+        summary = logging.makeLogRecord(record.__dict__)
+        summary.exc_info, summary.exc_text, summary.run = None, None, run
+        error = record.exc_info[1]
+        text = super().format(summary)
+        if error is not None:
+            detail = " ".join(str(error).split())
+            text += f" ({type(error).__name__}{': ' + detail if detail else ''})"
+        return text
+
+
+def configure_cli_logging(*, debug: bool = False) -> logging.Handler:
+    """The CLI worker's logging: every record (ours and the app's) on stderr through
+    :class:`RunFormatter`, with the run context; INFO and up, or DEBUG with tracebacks."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_FILTER)  # records of the app's own loggers get the run context too
+    handler.setFormatter(RunFormatter(tracebacks=debug))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    return handler

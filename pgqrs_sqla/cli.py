@@ -5,6 +5,11 @@ Exit codes: 0 ok; 1 the operation failed (not found, illegal transition, bad inp
 exist); 3 the database is unreachable, misconfigured, or lacks the pgqrs tables; 4 the
 user code behind MODULE:ATTR raised while it was imported or called.
 Errors are one line on stderr; ``--debug`` adds the traceback.
+
+The database comes from ``--database-url`` / ``$PGQRS_DATABASE_URL``, or from the app itself:
+``--app mypkg.jobs:store`` / ``$PGQRS_APP`` names a Store, an AsyncEngine, a sync Engine, a
+URL, or a factory (sync or async) returning one of them, so the app's settings are the only
+place the URL is written. Commands other than ``install`` never create a SQLite file.
 """
 
 from __future__ import annotations
@@ -23,9 +28,14 @@ import socket
 import sys
 import traceback
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Engine, select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ._logging import configure_cli_logging
 from .errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -34,7 +44,8 @@ from .errors import (
 )
 from .models import DEFAULT_PREFIX, RunStatus, pgqrs_models
 from .registry import WorkflowRegistry
-from .store import Store, connect
+from .runs import RunInfo, StepInfo, step_info
+from .store import Store, connect, normalise_url
 from .worker import _when_name_free
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE, EXIT_USER_CODE = 0, 1, 2, 3, 4
@@ -175,17 +186,59 @@ async def cmd_queues(store: Store, args: argparse.Namespace, out: Output) -> int
     return EXIT_OK
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(text: str) -> timedelta:
+    """An argparse type: ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` (a bare number is seconds)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (expected a number with s, m, h, d or w, as in 7d)"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return timedelta(seconds=value * _UNITS[unit])
+
+
 async def cmd_workers(store: Store, args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "workers_command", None) == "prune":
+        count = await store.prune_workers(older_than=args.older_than, dry_run=args.dry_run)
+        verb = "would prune" if args.dry_run else "pruned"
+        out.message(
+            f"{verb} {count} stopped worker row(s) older than {args.older_than}",
+            {"ok": True, "pruned": count, "dry_run": args.dry_run},
+        )
+        return EXIT_OK
     workers = await store.list_workers()
     if out.as_json:
         out.data(workers)
     else:
         out.table(
             "workers",
-            ["name", "status", "queue", "host", "port", "heartbeat age (s)"],
-            [[w.name, w.status, w.queue, w.hostname, w.port, w.heartbeat_age] for w in workers],
+            ["name", "status", "queues", "host", "port", "heartbeat age (s)"],
+            [
+                [w.name, w.status, ", ".join(w.queues), w.hostname, w.port, w.heartbeat_age]
+                for w in workers
+            ],
         )
     return EXIT_OK
+
+
+async def _with_steps(store: Store, runs: list[RunInfo]) -> list[RunInfo]:
+    """``runs`` with their steps (``list_runs`` leaves them out), read in one query."""
+    if not runs:
+        return runs
+    s = store.tables.steps
+    stmt = select(s).where(s.c.run_id.in_([r.id for r in runs])).order_by(s.c.id)
+    async with store.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    steps: dict[int, list[StepInfo]] = {}
+    for row in rows:
+        steps.setdefault(row.run_id, []).append(step_info(row))
+    return [dataclasses.replace(r, steps=steps.get(r.id, [])) for r in runs]
 
 
 async def cmd_runs(store: Store, args: argparse.Namespace, out: Output) -> int:
@@ -194,7 +247,7 @@ async def cmd_runs(store: Store, args: argparse.Namespace, out: Output) -> int:
         runs = await store.list_runs(workflow=args.workflow, status=args.status, limit=args.limit)
         _warn_unserved(await store.unserved_workflows())
         if out.as_json:
-            out.data(runs)
+            out.data(await _with_steps(store, runs))
         else:
             out.table(
                 "runs",
@@ -300,6 +353,43 @@ def _describe(error: BaseException) -> str:
 
 
 async def _load_registry(target: str) -> WorkflowRegistry:
+    obj = await _load(target, WorkflowRegistry)
+    if not isinstance(obj, WorkflowRegistry):
+        raise UsageError(f"{target!r} is not a WorkflowRegistry (or a factory returning one)")
+    return obj
+
+
+#: What ``--app`` may name (or a factory may return): where the app keeps its database.
+_APP_TYPES = (Store, AsyncEngine, Engine, URL, str)
+
+
+async def _load_app_store(target: str, models: Any, *, create: bool) -> Store:
+    """The store ``--app MODULE:ATTR`` names: a Store as is; an AsyncEngine wrapped (never
+    disposed by us); a sync Engine's URL, or a URL, connected with the async driver. Unless
+    ``create``, a SQLite file that does not exist is refused before anything connects."""
+    obj = await _load(target, _APP_TYPES)
+    if isinstance(obj, Store):
+        return obj
+    if not create and isinstance(obj, AsyncEngine | Engine | URL | str):
+        _require_sqlite_file(obj if isinstance(obj, URL | str) else obj.url)
+    if isinstance(obj, AsyncEngine):
+        store = Store(obj, models=models)
+        async with store.read():  # reachable? said now, as connect() would
+            pass
+        return store
+    if isinstance(obj, Engine):
+        return await connect(obj.url, models=models)
+    if isinstance(obj, URL | str):
+        return await connect(obj, models=models)
+    raise UsageError(
+        f"{target!r} is not a Store, an AsyncEngine, an Engine or a database URL "
+        f"(or a factory returning one); it is a {type(obj).__name__}"
+    )
+
+
+async def _load(target: str, accepted: type | tuple[type, ...]) -> Any:
+    """The object ``MODULE:ATTR`` names; a callable that is not ``accepted`` is called (and
+    awaited if it returns an awaitable)."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise UsageError(f"expected MODULE:ATTR, got {target!r}")
@@ -317,7 +407,7 @@ async def _load_registry(target: str) -> WorkflowRegistry:
             obj = getattr(obj, part)
         except AttributeError:
             raise UsageError(f"{module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, WorkflowRegistry) and callable(obj):
+    if not isinstance(obj, accepted) and callable(obj):
         try:
             obj = obj()
             if inspect.isawaitable(obj):
@@ -326,12 +416,11 @@ async def _load_registry(target: str) -> WorkflowRegistry:
             raise
         except Exception as error:
             raise UserCodeError(f"calling {target} raised {_describe(error)}") from error
-    if not isinstance(obj, WorkflowRegistry):
-        raise UsageError(f"{target!r} is not a WorkflowRegistry (or a factory returning one)")
     return obj
 
 
 async def cmd_worker(store: Store, args: argparse.Namespace, out: Output) -> int:
+    configure_cli_logging(debug=args.debug)
     registry = await _load_registry(args.target)
     queues = [q for q in args.queues.split(",") if q] if args.queues is not None else None
     if queues is not None:
@@ -427,10 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pgqrs-sqla", description="Operate pgqrs-sqla queues, workflows and workers."
     )
     common = [_common()]
+    parser.add_argument("--database-url", help="default: $PGQRS_DATABASE_URL")
     parser.add_argument(
-        "--database-url",
-        default=os.environ.get("PGQRS_DATABASE_URL"),
-        help="default: $PGQRS_DATABASE_URL",
+        "--app",
+        help="the app's database as MODULE:ATTR: a Store, AsyncEngine, Engine, URL, or a "
+        "factory returning one (default: $PGQRS_APP); instead of --database-url",
     )
     parser.add_argument(
         "--table-prefix",
@@ -470,7 +560,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("install", parents=common, help="create the pgqrs tables (idempotent)")
     sub.add_parser("check", parents=common, help="are the pgqrs tables present and complete?")
     sub.add_parser("queues", parents=common, help="message counts per queue")
-    sub.add_parser("workers", parents=common, help="registered workers and their heartbeats")
+    workers = sub.add_parser(
+        "workers", parents=common, help="registered workers and their heartbeats"
+    ).add_subparsers(dest="workers_command")
+    workers.add_parser("list", parents=common, help="the worker rows (the default)")
+    prune = workers.add_parser(
+        "prune", parents=common, help="delete stopped workers' rows (none holding messages)"
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_duration,
+        default=timedelta(days=7),
+        help="stopped longer ago than this: 90s, 30m, 12h, 7d (default), 2w",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
 
     runs = sub.add_parser("runs", parents=common, help="workflow runs").add_subparsers(
         dest="runs_command", required=True
@@ -512,18 +615,56 @@ COMMANDS = {
 }
 
 
+def _database(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(url, app)``, exactly one set: a flag wins over the environment, and naming both
+    ``--database-url`` and ``--app`` is a usage error."""
+    if args.database_url and args.app:
+        raise UsageError("--database-url and --app both name the database: pass one")
+    if args.database_url or args.app:
+        return args.database_url, args.app
+    url, app = os.environ.get("PGQRS_DATABASE_URL"), os.environ.get("PGQRS_APP")
+    if url:
+        return url, None
+    if app:
+        return None, app
+    raise UsageError(
+        "no database: pass --database-url or --app MODULE:ATTR, or set PGQRS_DATABASE_URL "
+        "or PGQRS_APP"
+    )
+
+
+def _require_sqlite_file(url: str | URL) -> None:
+    """Refuse a SQLite URL whose file does not exist: only ``install`` may create one (a
+    read-only command used to leave an empty database file behind)."""
+    parsed = normalise_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return
+    path = parsed.database
+    if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
+        raise DatabaseUnavailable(
+            f"SQLite database {path!r} does not exist: correct the path in the URL "
+            "(sqlite:////abs/path.db for an absolute path), or create it with "
+            "`pgqrs-sqla install`"
+        )
+
+
 async def _run(args: argparse.Namespace, out: Output) -> int:
     if args.command == "alembic-init":
         return cmd_alembic_init(args, out)
-    if not args.database_url:
-        raise UsageError("no database: pass --database-url or set PGQRS_DATABASE_URL")
+    url, app = _database(args)
     models = None
     if args.table_prefix or args.schema:
         # The tables as the app named them (pgqrs_models validates the prefix).
         models = pgqrs_models(
             prefix=args.table_prefix or DEFAULT_PREFIX, schema=args.schema or None
         )
-    store = await connect(args.database_url, models=models)
+    if url is not None:
+        if args.command != "install":
+            _require_sqlite_file(url)
+        store = await connect(url, models=models)
+    else:
+        assert app is not None
+        store = await _load_app_store(app, models, create=args.command == "install")
     try:
         if args.command not in ("install", "check"):
             await store.require_schema()
@@ -561,7 +702,7 @@ def _fail(
     if unexpected:
         _say(f"error: unexpected {_describe(error)} (--debug shows the traceback)")
     else:
-        _say(f"error: {error}")
+        _say("error: " + " ".join(str(error).split()))  # one line, whatever the message
     return code
 
 

@@ -22,6 +22,7 @@ class is its default message, and failure data lives on attributes::
     │   └── DurationError           a duration negative, not finite, or over the cap
     ├── NotFound
     │   ├── QueueNotFound
+    │   ├── DeadLetterNotFound      replaying a message id that is not a dead letter
     │   ├── WorkflowNotFound
     │   ├── RunNotFound
     │   ├── StepNotFound
@@ -182,6 +183,10 @@ class NotFound(PgqrsError):
 
 class QueueNotFound(NotFound):
     """No such queue."""
+
+
+class DeadLetterNotFound(NotFound):
+    """No such dead letter in this queue: `store.dead_letters(queue)` lists them."""
 
 
 class WorkflowNotFound(NotFound):

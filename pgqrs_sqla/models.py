@@ -69,7 +69,7 @@ DEFAULT_NAMING_CONVENTION: dict[str, str] = {
 
 
 class RunStatus(enum.StrEnum):
-    """States of a workflow run (see DESIGN.md)."""
+    """States of a workflow run (see docs/concepts.md)."""
 
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"

@@ -10,7 +10,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -33,10 +33,11 @@ from ._db import (
 from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, behind_pooler, pooler_unsafe_settings
 from ._logging import get_logger
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
-from .dialects import aware, utcnow
+from .dialects import aware, utcnow, utcnow_plus
 from .errors import (
     ConfigurationError,
     DatabaseUnavailable,
+    DeadLetterNotFound,
     QueueBusy,
     QueueNotFound,
     SchemaMissing,
@@ -253,6 +254,9 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class WorkerInfo:
+    """A worker row. ``queue`` is the first queue the worker serves (the one its row
+    records); ``queues`` adds every other queue it holds a message of right now."""
+
     id: int
     name: str
     hostname: str
@@ -267,6 +271,8 @@ class WorkerInfo:
     pid: int | None = None
     #: the worker's heartbeat interval in seconds; its row is stale after three of them
     heartbeat_interval: float | None = None
+    #: ``queue``, then the other queues of the messages it holds (leases not yet ended)
+    queues: list[str] = field(default_factory=list)
 
 
 def _pool_like(pool: Pool, size: int) -> Pool:
@@ -684,13 +690,25 @@ class Store(RunControl):
     ) -> list[int]:
         """Make dead messages (all, or those listed) ready again; returns their ids.
 
-        A workflow run whose message died is put back to ``QUEUED`` with it.
+        A workflow run whose message died is put back to ``QUEUED`` with it. A listed id that
+        is not a dead letter of ``name`` raises :class:`DeadLetterNotFound` (its
+        ``message_ids`` attribute names them) and nothing is replayed.
         """
         qid = (await self.get_queue(name)).id
         runs = self.tables.runs
+        wanted = None if message_ids is None else sorted(set(message_ids))
 
         def work(conn: Connection) -> list[int]:
-            ids = sorted(conn.execute(q.replay_dead_stmt(self.tables, qid, message_ids)).scalars())
+            ids = sorted(conn.execute(q.replay_dead_stmt(self.tables, qid, wanted)).scalars())
+            missing = [i for i in wanted or () if i not in ids]
+            if missing:
+                # Raised inside the transaction: its rollback undoes the ids that were found.
+                raise DeadLetterNotFound(
+                    f"no dead letter {', '.join(map(str, missing))} in queue {name!r}: "
+                    f"`pgqrs-sqla dead-letters list {name}` (or store.dead_letters) shows them",
+                    queue=name,
+                    message_ids=missing,
+                )
             if ids:
                 conn.execute(
                     update(runs)
@@ -705,19 +723,33 @@ class Store(RunControl):
         return ids
 
     async def list_workers(self) -> list[WorkerInfo]:
-        w, t = self.tables.workers, self.tables.queues
+        """Every worker row, by name, with the queues each serves (see :class:`WorkerInfo`)."""
+        w, t, msg = self.tables.workers, self.tables.queues, self.tables.messages
         stmt = (
             select(w, t.c.queue_name, utcnow().label("now"))
             .select_from(w.outerjoin(t, t.c.id == w.c.queue_id))
             .order_by(w.c.worker_name)
         )
+        # The row records one queue; a worker serving several shows the others through the
+        # messages it holds (the rows of live, claimed messages: few, whatever the backlog).
+        held = (
+            select(msg.c.consumer_worker_id, t.c.queue_name)
+            .select_from(msg.join(t, t.c.id == msg.c.queue_id))
+            .where(msg.c.archived_at.is_(None), msg.c.consumer_worker_id.is_not(None))
+            .distinct()
+            .order_by(t.c.queue_name)
+        )
         async with self.read() as conn:
             rows = (await conn.execute(stmt)).all()
+            holding: dict[int, list[str]] = {}
+            for worker_id, queue_name in (await conn.execute(held)).all():
+                holding.setdefault(worker_id, []).append(queue_name)
         result = []
         for r in rows:
             m = r._mapping
             heartbeat = aware(m["heartbeat_at"])
             assert heartbeat is not None
+            first = [m["queue_name"]] if m["queue_name"] is not None else []
             result.append(
                 WorkerInfo(
                     id=m["id"],
@@ -732,9 +764,72 @@ class Store(RunControl):
                     stopped_at=aware(m["stopped_at"]),
                     pid=m["pid"],
                     heartbeat_interval=m["heartbeat_interval"],
+                    queues=first + [n for n in holding.get(m["id"], []) if n not in first],
                 )
             )
         return result
+
+    async def prune_workers(
+        self,
+        *,
+        older_than: timedelta | float = timedelta(days=7),
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> int:
+        """Delete the rows of workers stopped longer than ``older_than`` (a timedelta or
+        seconds) ago; return how many (``dry_run``: how many would go, deleting nothing).
+
+        One statement deletes at most ``limit`` rows. A row a live or unfinished message
+        still points at (a lease not yet given back) is never deleted, nor a worker that
+        has not stopped. Archived messages the worker handled keep their history, with
+        their ``consumer_worker_id`` set to NULL. Workers call this at registration with the
+        default retention, so rows of restarted ``host-pid`` workers do not pile up.
+        """
+        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not seconds >= 0
+            or seconds == float("inf")
+        ):
+            raise ValidationError(
+                f"older_than must be a timedelta or a number of seconds >= 0, got {older_than!r}"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError(f"limit must be a positive int, got {limit!r}")
+        w, m = self.tables.workers, self.tables.messages
+        prunable = (
+            select(w.c.id)
+            .where(
+                w.c.status == WorkerStatus.STOPPED.value,
+                w.c.stopped_at < utcnow_plus(-float(seconds)),
+                ~select(m.c.id)
+                .where(m.c.consumer_worker_id == w.c.id, m.c.archived_at.is_(None))
+                .exists(),
+            )
+            .order_by(w.c.id)
+            .limit(limit)
+        )
+        if dry_run:
+            async with self.read() as conn:
+                counted = select(func.count()).select_from(prunable.subquery())
+                return int((await conn.execute(counted)).scalar_one())
+        # DELETE has no LIMIT on PostgreSQL: bound it by the ids the subquery picks.
+        stmt = delete(w).where(w.c.id.in_(prunable.scalar_subquery()))
+        async with self.begin() as conn:
+            deleted = int((await conn.execute(stmt)).rowcount)
+        if deleted:
+            log.info("pruned %d stopped worker row(s)", deleted)
+        return deleted
+
+    async def _prune_workers_quietly(self, worker: str) -> None:
+        """A worker's housekeeping after it registers: drop rows of workers stopped over the
+        default retention ago (a ``host-pid`` name adds one per restart), a bounded batch at
+        a time. A failure is logged, never raised: it must not stop the worker starting."""
+        try:
+            await self.prune_workers(limit=100)
+        except Exception as error:
+            log.warning("worker %s: could not prune stopped worker rows: %s", worker, error)
 
     async def active_worker_count(self) -> int:
         w = self.tables.workers

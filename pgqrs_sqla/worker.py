@@ -628,6 +628,7 @@ class Worker:
 
         self.id = await self.store.run(work)
         _LIVE[self.store.db_key, self.id] = self
+        await self.store._prune_workers_quietly(self.name)  # rows stopped over a week ago
         log.info("worker %s registered (id %s) for %s", self.name, self.id, self.queues)
 
     def _live_holder(self, row: Any) -> str | None:

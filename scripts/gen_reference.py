@@ -19,6 +19,11 @@ def doc(obj: object) -> str:
     return inspect.cleandoc(obj.__doc__ or "").strip()
 
 
+def summary(obj: object) -> str:
+    """The docstring's first paragraph on one line: a summary never stops mid-sentence."""
+    return " ".join(doc(obj).split("\n\n", 1)[0].split())
+
+
 def signature(obj: object) -> str:
     try:
         return str(inspect.signature(obj))  # type: ignore[arg-type]
@@ -52,7 +57,7 @@ def render() -> str:
                 kind = "property" if isinstance(member, property) else "method"
                 out += [f"- `{attr}{'' if kind == 'property' else signature(target)}` ({kind})"]
                 if doc(target):
-                    out += ["  " + doc(target).splitlines()[0]]
+                    out += ["  " + summary(target)]
             out.append("")
         elif callable(obj):
             out += [f"## `{name}{signature(obj)}`", "", doc(obj), ""]

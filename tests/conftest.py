@@ -109,6 +109,8 @@ HOW_TO_ENABLE = (
 POSTGRES_IMAGE = "postgres:16-alpine"
 #: Where the sources that found no server leave their reasons, for the summary line.
 _NO_POSTGRES = pytest.StashKey[str]()
+#: Which PostgreSQL the run used ("PostgreSQL: <how> at <url>"), for the summary line.
+_PG_USED = pytest.StashKey[str]()
 
 
 def _one_line(text: str | bytes, limit: int = 300) -> str:
@@ -336,6 +338,7 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer | None]:
             request.config.stash[_NO_POSTGRES] = found
             yield None
             return
+        request.config.stash[_PG_USED] = _server_line(server.how, server.url)
         # A template with the pgqrs tables, copied for each test that wants a store.
         template = server.create_database()
         engine = create_engine(server.sync_url(template))
@@ -350,6 +353,35 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer | None]:
         finally:
             server.admin(f"ALTER DATABASE {template} WITH is_template = false")
             server.drop_database(template)
+
+
+def _server_line(how: str, url: str) -> str:
+    """``PostgreSQL: <how> at <url>``, the password hidden (even in a URL that will not parse)."""
+    try:
+        shown = make_url(url).set(drivername="postgresql").render_as_string(hide_password=True)
+    except Exception:
+        shown = "<a URL that does not parse>"
+    return f"PostgreSQL: {how} at {shown}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which PostgreSQL this run uses, at the top (the summary repeats it at the bottom,
+    since ``-q`` hides this header). A server the harness starts itself is known only when a
+    test first needs it."""
+    url = os.environ.get("PGQRS_TEST_DATABASE_URL")
+    if url:
+        return _server_line("PGQRS_TEST_DATABASE_URL", url)
+    return (
+        "PostgreSQL: PGQRS_TEST_DATABASE_URL is not set; testcontainers or local binaries "
+        "start a server when a test first needs one (the summary says which)"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The server the run used, at the bottom: "PostgreSQL: local binaries at ...:42701"."""
+    used = config.stash.get(_PG_USED, None)
+    if used is not None:
+        terminalreporter.write_line(used)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -48,7 +48,12 @@ async def start_worker(
 
 
 async def main() -> None:
-    url = os.environ.get("DATABASE_URL") or f"sqlite:///{tempfile.mkdtemp()}/pipeline.db"
+    # SQLite's file lives in a folder removed when the demo ends, however it ends.
+    with tempfile.TemporaryDirectory(prefix="pgqrs-demo-") as scratch:
+        await demo(os.environ.get("DATABASE_URL") or f"sqlite:///{scratch}/pipeline.db")
+
+
+async def demo(url: str) -> None:
     store = await pgqrs.connect(url)
     try:
         await store.install()

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import pgqrs_sqla as pgqrs
 
@@ -34,6 +38,8 @@ def cli_json(url: str, *args: str) -> Any:
 
 
 def test_install_and_check(empty_db_url: str) -> None:
+    if empty_db_url.startswith("sqlite"):  # an empty database: the file exists (only
+        Path(empty_db_url.removeprefix("sqlite:///")).touch()  # install may create one)
     missing = cli(empty_db_url, "check")
     assert missing.returncode == 3
     assert "pgqrs_queues is missing" in missing.stdout
@@ -332,6 +338,7 @@ class Gate:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
         await self.server.wait_closed()
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
 
 async def test_worker_stops_on_sigterm_even_when_stderr_is_a_closed_pipe(
@@ -444,3 +451,245 @@ def test_table_prefix_and_schema_name_the_apps_tables(empty_db_url: str, backend
     assert json.loads(done.stdout) == []
     bad = cli(empty_db_url, "--table-prefix", "Bad-Prefix", "check")
     assert bad.returncode == 3 and "invalid table prefix" in bad.stderr
+
+
+# ---------------------------------------------------------------- operations (issue #9)
+
+
+async def test_workers_lists_every_queue_a_worker_serves(store: pgqrs.Store, db_url: str) -> None:
+    async def handler(message: Any) -> None:
+        return None
+
+    for queue in ("flaky", "emails"):
+        await store.create_queue(queue)
+    worker = await (
+        pgqrs.consumer("multi", None, "flaky", "emails")
+        .handler(handler, queue="flaky")
+        .handler(handler, queue="emails")
+        .create(store, own_pool=False)
+    )
+    await store.queue("emails").enqueue({"to": "x"})
+    [msg] = await worker.dequeue(1, queue="emails")
+    [row] = await asyncio.to_thread(cli_json, db_url, "workers")
+    assert (row["queue"], row["queues"]) == ("flaky", ["flaky", "emails"])
+    table = await asyncio.to_thread(cli, db_url, "workers")
+    assert "flaky, emails" in table.stdout
+    await worker.archive(msg)
+    await worker.stop(grace=5)
+
+
+async def test_workers_prune_deletes_old_stopped_rows(store: pgqrs.Store, db_url: str) -> None:
+    async def handler(message: Any) -> None:
+        return None
+
+    await store.create_queue("q")
+    for name in ("gone-1", "gone-2"):
+        w = await pgqrs.consumer(name, None, "q").handler(handler).create(store, own_pool=False)
+        await w.stop(grace=5)
+    assert await asyncio.to_thread(cli_json, db_url, "workers", "prune") == {
+        "ok": True,
+        "pruned": 0,  # stopped just now: the default retention is 7 days
+        "dry_run": False,
+    }
+    dry = await asyncio.to_thread(
+        cli, db_url, "workers", "prune", "--older-than", "0s", "--dry-run"
+    )
+    assert (dry.returncode, dry.stdout.strip()) == (
+        0,
+        "would prune 2 stopped worker row(s) older than 0:00:00",
+    )
+    assert len(await store.list_workers()) == 2
+    done = await asyncio.to_thread(cli, db_url, "workers", "prune", "--older-than", "0s")
+    assert done.stdout.strip() == "pruned 2 stopped worker row(s) older than 0:00:00"
+    assert await store.list_workers() == []
+    bad = await asyncio.to_thread(cli, db_url, "workers", "prune", "--older-than", "a week")
+    assert bad.returncode == 2 and "not a duration: 'a week'" in bad.stderr
+
+
+async def test_runs_list_json_includes_the_steps(store: pgqrs.Store, db_url: str) -> None:
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.step("one", lambda: 1)
+        return await ctx.step("two", lambda: 2)
+
+    await store.create_workflow("wf")
+    ran = await pgqrs.workflow("wf").trigger({}).execute(store)
+    worker = await pgqrs.consumer("w", None, "wf").handler(handler).create(store)
+    await worker.run_until_idle(timeout=30)
+    waiting = await pgqrs.workflow("wf").trigger({}).execute(store)
+    runs = {r["id"]: r for r in await asyncio.to_thread(cli_json, db_url, "runs", "list")}
+    assert [(s["name"], s["output"]) for s in runs[ran]["steps"]] == [("one", 1), ("two", 2)]
+    assert runs[waiting]["steps"] == []
+
+
+async def test_replaying_a_missing_dead_letter_fails(store: pgqrs.Store, db_url: str) -> None:
+    await store.create_queue("emails")
+    done = await asyncio.to_thread(cli, db_url, "dead-letters", "replay", "emails", "--id", "77")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: no dead letter 77 in queue 'emails': `pgqrs-sqla dead-letters list emails` "
+        "(or store.dead_letters) shows them"
+    ]
+
+
+def test_read_only_commands_never_create_a_sqlite_file(tmp_path: Path) -> None:
+    for command in (["queues"], ["check"], ["workers"], ["runs", "list"]):
+        done = cli("sqlite:///nothere.db", *command, cwd=tmp_path)
+        assert done.returncode == 3, command
+        assert done.stderr.splitlines() == [
+            "error: SQLite database 'nothere.db' does not exist: correct the path in the URL "
+            "(sqlite:////abs/path.db for an absolute path), or create it with "
+            "`pgqrs-sqla install`"
+        ]
+        assert list(tmp_path.iterdir()) == [], command
+    assert cli("sqlite:///nothere.db", "install", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "nothere.db").exists()
+
+
+def test_a_missing_schema_is_said_on_one_line(empty_db_url: str) -> None:
+    if empty_db_url.startswith("sqlite"):  # an empty file (the fixture only names it)
+        Path(empty_db_url.removeprefix("sqlite:///")).touch()
+    done = cli(empty_db_url, "queues")
+    assert done.returncode == 3
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: The pgqrs tables are missing: run `await store.install()`, ")
+    assert "  " not in line
+
+
+APP = textwrap.dedent(
+    """
+    import os
+    from sqlalchemy import create_engine
+    from sqlalchemy.ext.asyncio import create_async_engine
+    import pgqrs_sqla as pgqrs
+
+    URL = os.environ["APP_DB"]  # the app's own setting, written once
+    models = pgqrs.pgqrs_models(prefix="app_q_")
+    async_engine = create_async_engine(
+        URL.replace("postgresql://", "postgresql+asyncpg://").replace("sqlite://", "sqlite+aiosqlite://")
+    )
+    sync_engine = create_engine(URL.replace("postgresql://", "postgresql+psycopg://"))
+
+    def store():
+        return pgqrs.Store(async_engine, models=models)
+
+    async def connected():
+        return await pgqrs.connect(URL, models=models)
+
+    def broken():
+        raise RuntimeError("settings not loaded")
+    """
+)
+
+
+def test_app_option_takes_the_database_from_the_app(
+    empty_db_url: str, backend: str, tmp_path: Path
+) -> None:
+    (tmp_path / "settings.py").write_text(APP)
+    env = {k: v for k, v in os.environ.items() if k not in ("PGQRS_DATABASE_URL", "PGQRS_APP")}
+    env["APP_DB"] = empty_db_url
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pgqrs_sqla", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env={**env, **extra},
+        )
+
+    if backend == "sqlite":  # only install creates the file, whichever way it is named
+        for target in ("settings:URL", "settings:sync_engine", "settings:async_engine"):
+            refused = run("--app", target, "queues")
+            assert refused.returncode == 3 and "does not exist" in refused.stderr, target
+        assert not Path(empty_db_url.removeprefix("sqlite:///")).exists()
+    installed = run("--app", "settings:URL", "install")
+    assert installed.returncode == 0, installed.stderr
+    installed = run("--app", "settings:connected", "install")
+    assert installed.returncode == 0, installed.stderr
+    # each form sees the app's tables (prefix app_q_, from its models)
+    for target in ("settings:store", "settings:connected"):
+        done = run("--app", target, "--json", "check")
+        assert (done.returncode, json.loads(done.stdout)) == (0, {"ok": True, "problems": []})
+    for target in ("settings:async_engine", "settings:sync_engine", "settings:URL"):
+        done = run("--app", target, "--table-prefix", "app_q_", "--json", "queues")
+        assert (done.returncode, json.loads(done.stdout)) == (0, []), (target, done.stderr)
+    from_env = run("--json", "queues", PGQRS_APP="settings:store")
+    assert (from_env.returncode, json.loads(from_env.stdout)) == (0, []), from_env.stderr
+    broken = run("--app", "settings:broken", "queues")
+    assert (broken.returncode, broken.stderr.strip()) == (
+        4,
+        "error: calling settings:broken raised RuntimeError: settings not loaded",
+    )
+    wrong = run("--app", "settings:models", "queues")
+    assert wrong.returncode == 2 and "is not a Store, an AsyncEngine" in wrong.stderr
+    both = run("--app", "settings:store", "--database-url", empty_db_url, "queues")
+    assert (both.returncode, both.stderr.strip()) == (
+        2,
+        "error: --database-url and --app both name the database: pass one",
+    )
+
+
+LOGGING = textwrap.dedent(
+    """
+    import logging
+    import pgqrs_sqla as pgqrs
+
+    registry = pgqrs.WorkflowRegistry()
+    log = logging.getLogger("jobs")
+
+    @registry.workflow("charge")
+    async def charge(ctx, params):
+        def card():
+            log.info("charging card")
+            return 1
+
+        await ctx.step("card", card)
+        raise ValueError("card declined")
+
+    @registry.queue("emails")
+    async def send(message):
+        raise ConnectionError("smtp down")
+    """
+)
+
+#: The head of a log line: date, time and level.
+LOG_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) "
+
+
+@pytest.mark.parametrize("debug", [False, True])
+async def test_worker_logs_are_one_line_each_with_time_level_and_run(
+    store: pgqrs.Store, db_url: str, tmp_path: Path, debug: bool
+) -> None:
+    (tmp_path / "jobs.py").write_text(LOGGING)
+    await store.create_queue("emails", max_deliveries=1)
+    proc = await start_worker(
+        store, db_url, tmp_path, "logger", "jobs:registry", *(["--debug"] if debug else []),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    run_id = await pgqrs.workflow("charge").trigger({}).execute(store)
+    await store.queue("emails").enqueue({"to": "x"})
+    with pytest.raises(pgqrs.RunFailed):
+        await store.wait_for_run(run_id, timeout=30)
+    lines: list[str] = []
+    while not (
+        any("handler failed" in line for line in lines)
+        and any(f"run {run_id} failed" in line for line in lines)
+    ):
+        lines.append((await asyncio.wait_for(proc.stderr.readline(), 30)).decode().rstrip())
+    proc.send_signal(signal.SIGTERM)
+    rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    text = "\n".join(lines) + rest
+    step_line = next(line for line in lines if "charging card" in line)
+    assert re.match(LOG_LINE + rf"jobs \[run {run_id} charge/card\] charging card$", step_line)
+    failed = next(line for line in lines if f"run {run_id} failed" in line)
+    assert re.match(LOG_LINE.replace("(DEBUG|INFO|WARNING|ERROR)", "ERROR"), failed)
+    assert f"[run {run_id} charge]" in failed and "card declined" in failed
+    handler = next(line for line in lines if "handler failed" in line)
+    if debug:  # the traceback follows the line
+        assert handler.endswith("handler failed") and "ConnectionError: smtp down" in text
+    else:  # summarised on the line
+        assert handler.endswith("handler failed (ConnectionError: smtp down)")
+    assert ("Traceback" in text) is debug

@@ -37,6 +37,13 @@ def test_queue_page(tmp_path: Path) -> None:
     run_page("queue.md", tmp_path)
 
 
+def test_testing_page(backend: str, db_url: str, tmp_path: Path) -> None:
+    """On SQLite without a URL; on PostgreSQL in a schema of its own on a database whose
+    own pgqrs tables it leaves alone."""
+    url = db_url if backend == "postgresql" else ""
+    run_page("testing.md", tmp_path, {"TEST_DATABASE_URL": url} if url else None)
+
+
 def _command(line: str, values: dict[str, str]) -> tuple[list[str], str | None]:
     """A console line as argv (comments dropped, the page's example ids and names replaced
     by real ones) and what it pipes into, if anything."""
@@ -78,6 +85,7 @@ async def test_operate_page_commands_run(empty_db_url: str, tmp_path: Path) -> N
         lines = console_lines("operate.md")
         assert lines[0].startswith("export PGQRS_DATABASE_URL=")
         env["PGQRS_DATABASE_URL"] = empty_db_url  # the page's URL, made real
+        env["DATABASE_URL"] = empty_db_url  # the app's own setting (for --app)
         ran = []
         for line in lines[1:]:
             argv, pipe = _command(line, values)
@@ -146,3 +154,13 @@ def test_orders_app_page(empty_db_url: str, tmp_path: Path) -> None:
             assert done.returncode == 0, f"{line}\n{done.stderr}"
         ran.append(argv[0])
     assert ran == ["cd", "export", "alembic", "python"]
+
+
+def test_pages_leave_no_temporary_folders(tmp_path: Path) -> None:
+    """The pages that keep their SQLite file in a temporary folder remove it when their
+    script ends: the temp directory they were given (TMPDIR) is empty afterwards."""
+    for page in ("workflows.md", "embedding.md", "installation.md"):
+        scratch = tmp_path / page / "tmp"
+        scratch.mkdir(parents=True)
+        run_page(page, scratch.parent, {"TMPDIR": str(scratch)})
+        assert list(scratch.iterdir()) == [], page

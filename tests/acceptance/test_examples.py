@@ -47,3 +47,22 @@ def test_quickstart(empty_db_url: str) -> None:
         "total": 285,
         "approved_by": "alice",
     }
+
+
+def test_the_demo_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    """On SQLite (no DATABASE_URL) the demo's database goes with the demo: the temp
+    directory it was given (TMPDIR) is as empty afterwards as before."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples/data_pipeline/demo.py")],
+        env={**env, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SUCCESS -> {'processed_count': 10}" in done.stdout
+    assert f"<Store sqlite+aiosqlite:///{scratch}/" in done.stdout  # it used TMPDIR
+    assert list(scratch.iterdir()) == []

@@ -6,7 +6,9 @@ local-binaries path steps aside cleanly when it cannot start a cluster."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -159,3 +161,50 @@ def test_without_the_postgres_os_user_local_binaries_give_way(failing_bindir: st
         "local binaries: running as root and there is no 'pgqrs-no-such-user' OS user to run "
         "initdb as (initdb refuses root)"
     ]
+
+
+def test_the_run_says_which_postgresql_it_used() -> None:
+    """At the top and the bottom (``-q`` hides the top), the password hidden."""
+    test = "tests/integration/test_store.py::test_install_is_idempotent_and_check_is_clean"
+    env = {
+        **os.environ,
+        "PGQRS_TEST_DATABASE_URL": "postgresql://postgres:s3cret@127.0.0.1:5432/postgres",
+    }
+    for quiet in ([], ["-q"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider", *quiet],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        line = "PostgreSQL: PGQRS_TEST_DATABASE_URL at postgresql://postgres:***@127.0.0.1:5432/postgres"
+        assert done.stdout.count(line) == (1 if quiet else 2), done.stdout
+        assert "s3cret" not in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not glob.glob("/usr/lib/postgresql/*/bin/initdb"), reason="no initdb")
+def test_a_cluster_the_harness_starts_is_named_in_the_summary() -> None:
+    test = "tests/integration/test_store.py::test_install_is_idempotent_and_check_is_clean"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PGQRS_TEST_DATABASE_URL", "PGQRS_TEST_PG_BINDIR")
+    }
+    env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(
+        r"^PostgreSQL: local binaries at postgresql://postgres@127\.0\.0\.1:\d+/postgres$",
+        done.stdout,
+        re.M,
+    ), done.stdout
