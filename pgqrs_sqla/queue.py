@@ -401,6 +401,19 @@ def release_many_stmt(t: Tables) -> Update:
     )
 
 
+def unclaim_many_stmt(t: Tables) -> Update:
+    """Undo claims (``p_leases``): visible now, owner cleared and the delivery count taken
+    back, as if the claim had never run (a worker that began stopping while its claim was in
+    flight hands back what it got)."""
+    m = t.messages
+    return (
+        update(m)
+        .where(*_held_many(t))
+        .values(consumer_worker_id=None, vt=utcnow(), read_ct=m.c.read_ct - 1)
+        .returning(m.c.id)
+    )
+
+
 def _held_many(t: Tables) -> tuple[Any, ...]:
     """The lease fence of :func:`held` for many deliveries at once (``p_leases``)."""
     m = t.messages

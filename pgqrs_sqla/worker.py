@@ -415,6 +415,11 @@ def _listen_backoff(failures: int) -> float:
     return min(30.0, 0.25 * 2.0 ** (failures - 1)) * random.uniform(0.5, 1.5)
 
 
+def _first_of(messages: list[q.Message]) -> set[int]:
+    """The ids of the messages in their first delivery."""
+    return {m.id for m in messages if m.read_ct == 1}
+
+
 def _pid_running(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (signal 0 tests, delivers nothing).
 
@@ -1086,6 +1091,11 @@ class Worker:
                         messages = await self._claim(conn, binding, batch, self.visibility_timeout)
             if not messages:
                 continue
+            if self._stopping.is_set():
+                # stop() began while the claim was in flight: its snapshot may postdate a
+                # trigger committed after stop(). Hand it all back, as if never claimed.
+                await self._hand_back(messages, started)
+                break
             self.stats.claimed += len(messages)
             self.stats.last_claim = time.monotonic()
             claimed += len(messages)
@@ -1101,6 +1111,27 @@ class Worker:
             else:
                 self._spawn_batch(binding, messages)
         return claimed
+
+    async def _hand_back(self, messages: list[q.Message], started: list[Any] | None) -> None:
+        """Undo a claim that came back after stop() began: the messages visible again with
+        their delivery uncounted, and the runs this claim started on their first delivery
+        QUEUED again (a redelivered run stays RUNNING, as after a shutdown's release)."""
+        t = self.store.tables
+        first = [row.id for row in started or () if row.message_id in _first_of(messages)]
+        with translated("handing back a claim"):
+            async with self.store.begin() as conn:  # lock order: message, then run
+                await conn.execute(
+                    q.unclaim_many_stmt(t),
+                    {"p_leases": [(m.id, m.read_ct) for m in messages], "p_worker_id": self.id},
+                )
+                if first:
+                    r = t.runs
+                    await conn.execute(
+                        update(r)
+                        .where(r.c.id.in_(first), r.c.status == RunStatus.RUNNING.value)
+                        .values(status=RunStatus.QUEUED.value, started_at=None)
+                    )
+        log.info("worker %s: stopping; handed back %d message(s)", self.name, len(messages))
 
     def _spawn(
         self, binding: _Binding, msg: q.Message, coro: Any, execution: Execution | None = None

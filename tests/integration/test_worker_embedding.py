@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.util import await_only
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus
@@ -241,6 +242,67 @@ async def test_log_records_carry_run_workflow_and_step(
     assert (retry.run_id, retry.workflow, retry.step) == (run_id, "logged", "flaky")  # type: ignore[attr-defined]
     failed = next(r for r in caplog.records if "out of attempts" in r.getMessage())
     assert (failed.run_id, failed.workflow) == (run_id, "logged")  # type: ignore[attr-defined]
+
+
+async def test_a_claim_in_flight_when_stop_begins_is_handed_back(store: pgqrs.Store) -> None:
+    """The race behind a stopping worker that ran a late run: its claim was sent before
+    stop(), but the server took the claim's snapshot after a trigger committed after stop().
+    Forced here by holding the claim statement at the driver until the late run is
+    committed: the claim's answer arrives after stop() began, so it is handed back."""
+    if not store.postgres:
+        pytest.skip(
+            "SQLite: the claim runs under the store's in-process writer lock, so a "
+            "trigger of this process cannot commit between the stop check and the claim"
+        )
+    await store.create_workflow("drain")
+    ran: list[str] = []
+
+    async def handler(ctx: pgqrs.RunContext, params: str) -> str:
+        ran.append(params)
+        return params
+
+    worker = (
+        await pgqrs.consumer("stopping", None, "drain")
+        .handler(handler)
+        .create(store, poll_interval=0.05)
+    )
+    at_gate, open_gate = asyncio.Event(), asyncio.Event()
+
+    def hold_claims(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "SKIP LOCKED" in statement and not open_gate.is_set():
+            at_gate.set()
+            await_only(open_gate.wait())
+
+    engine = worker.store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", hold_claims)
+    try:
+        worker.start()
+        await asyncio.wait_for(at_gate.wait(), 10)  # a claim is in flight, past its stop check
+        stopping = asyncio.create_task(worker.stop(grace=10))
+        await asyncio.sleep(0)  # one loop turn: stop() has raised its flag
+        late = await pgqrs.workflow("drain").trigger("late").execute(store)
+        open_gate.set()
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        event.remove(engine, "before_cursor_execute", hold_claims)
+    info = await store.get_run(late)
+    assert info.status is pgqrs.RunStatus.QUEUED
+    assert info.started_at is None
+    assert ran == []
+    assert worker.stats.claimed == 0
+    async with store.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT read_ct, consumer_worker_id FROM pgqrs_messages WHERE id = :id"),
+                {"id": (await store.get_run(late)).message_id},
+            )
+        ).one()
+    assert tuple(row) == (0, None)  # the claim is undone: no delivery counted, no owner
+    # ...and another worker runs it.
+    other = await pgqrs.consumer("next", None, "drain").handler(handler).create(store)
+    await other.run_until_idle(timeout=10)
+    await other.stop()
+    assert ran == ["late"]
 
 
 async def test_a_stopping_worker_claims_nothing_new(store: pgqrs.Store) -> None:
