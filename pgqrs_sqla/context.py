@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ._db import translated
 from ._logging import get_logger, step_var
-from .codec import check_json
+from .codec import check_json, check_text
 from .dialects import JSONType, aware, insert_for, utcnow, utcnow_plus
 from .errors import (
     DatabaseUnavailable,
@@ -44,7 +44,6 @@ from .errors import (
     PayloadError,
     StepNameReused,
     TransientError,
-    ValidationError,
     _ConnectionLostSignal,
     _LeaseLostSignal,
     _RunCancelledSignal,
@@ -596,10 +595,7 @@ class RunContext:
         one transaction with the step's record.
         """
         x = self._x
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise ValidationError(
-                f"invalid step name {name!r}: a non-empty str of at most 255 characters"
-            )
+        check_text(name, what="step name", option="name")  # str, 1-255, storable
         if name in x.used:
             raise StepNameReused(
                 f"step {name!r} was already called in run {x.run_id}; give each step a unique name",

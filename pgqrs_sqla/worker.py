@@ -891,8 +891,9 @@ class Worker:
 
     async def fail(self, msg: q.Message, error: str | None = None, *, delay: float = 0.0) -> bool:
         """Record a failed delivery; returns True if that dead-lettered the message."""
+        text = None if error is None else storable_text(str(error))  # NUL, lone surrogates
         row = await self._fenced(
-            q.fail_stmt(self.store.tables, msg, self.id, q.seconds(delay), error), msg, "fail"
+            q.fail_stmt(self.store.tables, msg, self.id, q.seconds(delay), text), msg, "fail"
         )
         return bool(row.archive_reason == ArchiveReason.DEAD.value)
 
@@ -905,6 +906,8 @@ class Worker:
     async def run_until_idle(self, *, timeout: float | None = None) -> None:
         """Process until nothing is ready and nothing is in flight, then return (for tests
         and scripts). Delayed or paused messages are not waited for."""
+        if timeout is not None:
+            timeout = duration_seconds(timeout, "timeout", positive=True)
         async with asyncio.timeout(timeout):
             await self._run(until_idle=True)
 
@@ -928,6 +931,7 @@ class Worker:
         ``AuthenticationFailed``; see ``health().error``). Database faults met while
         stopping are retried a few times, then logged: never raised as driver errors.
         """
+        grace = duration_seconds(grace, "grace")
         self._stopping.set()
         if self._waiter is not None:
             self._waiter.wake()
@@ -1418,10 +1422,11 @@ class Worker:
             if x.cancel_requested:
                 raise _RunCancelledSignal()
             output = await binding.handler(RunContext(x), x.params)
-            check_json(
+            output = check_json(  # the output as stored: what wait_for_run will return
                 output,
                 what=f"output of workflow {x.workflow!r}",
                 max_bytes=self.store.max_payload_bytes,
+                default=self.store.json_default,
             )
             if not await x.finish(RunStatus.SUCCESS, output=output):
                 raise _LeaseLostSignal()

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import pgqrs_sqla as pgqrs
@@ -86,6 +86,8 @@ async def test_every_duration_option_is_capped(store: pgqrs.Store) -> None:
         ("delay", lambda: worker.release(msg, delay=TOO_LONG)),
         ("delay", lambda: worker.fail(msg, "e", delay=TOO_LONG)),
         ("visibility_timeout", lambda: worker.dequeue(visibility_timeout=TOO_LONG)),
+        ("timeout", lambda: worker.run_until_idle(timeout=TOO_LONG)),
+        ("grace", lambda: worker.stop(grace=float("nan"))),
     ]
     for option, call in lease_cases:
         with pytest.raises(pgqrs.DurationError) as info:
@@ -211,5 +213,45 @@ async def test_json_default_encodes_ids_dates_and_decimals(db_url: str) -> None:
         [msg] = await reader.dequeue()
         assert msg.payload == {"ids": [str(ident)]}
         await reader.stop()
+    finally:
+        await store.close()
+
+
+async def test_a_failed_delivery_s_error_text_is_stored_escaped(store: pgqrs.Store) -> None:
+    """Worker.fail() with error text holding NUL and a lone surrogate (which PostgreSQL's
+    text refuses): stored escaped, not a raw driver error."""
+    await store.create_queue("q")
+    worker = await pgqrs.consumer("w", None, "q").handler(_noop).create(store, own_pool=False)
+    await store.queue("q").enqueue("m")
+    [msg] = await worker.dequeue()
+    assert await worker.fail(msg, "boom\x00 and \ud83d") is False
+    async with store.read() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT last_error FROM pgqrs_messages WHERE id = :id"), {"id": msg.id}
+            )
+        ).scalar_one()
+    await worker.stop()
+    assert "\x00" not in stored and "boom" in stored
+    stored.encode()  # no lone surrogate left: encodes as UTF-8
+
+
+async def test_a_workflow_output_is_encoded_by_json_default(db_url: str) -> None:
+    """The store's json_default encodes a run's output too, and wait_for_run returns it as
+    stored (the UUID's string), the same as a later read."""
+    store = await pgqrs.connect(db_url, json_default=pgqrs.json_default)
+    try:
+        await store.create_workflow("ids")
+        key = uuid.UUID(int=7)
+
+        async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+            return {"id": key}
+
+        run = await pgqrs.workflow("ids").trigger({}).execute(store)
+        worker = await pgqrs.consumer("w", None, "ids").handler(handler).create(store)
+        await worker.run_until_idle(timeout=30)
+        await worker.stop()
+        assert await store.wait_for_run(run, timeout=5) == {"id": str(key)}
+        assert (await store.get_run(run)).status is pgqrs.RunStatus.SUCCESS
     finally:
         await store.close()

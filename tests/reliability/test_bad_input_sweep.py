@@ -495,7 +495,7 @@ async def test_bad_step_results_names_and_outputs_inside_runs(db_url: str, backe
                 await ctx.step("tx", bad_tx, transactional=True)
             except pgqrs.PayloadError:
                 caught.append("tx")
-            for bad_name in ("", "x" * 256, 42):
+            for bad_name in ("", "x" * 256, 42, "a\x00b", "\ud83d"):
                 try:
                     await ctx.step(bad_name, lambda: 1)  # type: ignore[arg-type]
                 except pgqrs.ValidationError:
@@ -537,7 +537,7 @@ async def test_bad_step_results_names_and_outputs_inside_runs(db_url: str, backe
         ),
     )
     assert probe_run.status is pgqrs.RunStatus.SUCCESS
-    assert probe_run.output == ["set", "nan", "big", "object", "tx"] + ["invalid name"] * 3 + [
+    assert probe_run.output == ["set", "nan", "big", "object", "tx"] + ["invalid name"] * 5 + [
         "reused"
     ]
     assert [(s.name, s.status, s.output) for s in probe_run.steps] == [("ok", S.SUCCESS, 1)]
