@@ -71,6 +71,9 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class WorkflowInfo:
+    """A registered workflow: its ``name``, the ``queue_id`` of the queue its runs travel
+    on, and its default ``retry`` policy (see :meth:`Store.create_workflow`)."""
+
     id: int
     name: str
     queue_id: int
@@ -100,6 +103,12 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class RunInfo:
+    """A workflow run as recorded: ``status``, its ``input`` params, the handler's
+    ``output`` or ``error``, its ``idempotency_key``, whether a cancel was requested
+    (``cancel_requested``: a RUNNING run stops at its next step boundary), the
+    ``message_id`` of the queue message carrying it, timestamps, and its ``steps`` (from
+    :meth:`Store.get_run`; :meth:`Store.list_runs` leaves them empty)."""
+
     id: int
     workflow: str
     status: RunStatus

@@ -235,6 +235,9 @@ async def _make_pooler_safe(store: Store, url: URL, engine_options: dict[str, An
 
 @dataclass(frozen=True)
 class QueueInfo:
+    """A queue: its ``name`` and ``max_deliveries`` (deliveries a message gets before it
+    becomes a dead letter)."""
+
     id: int
     name: str
     max_deliveries: int
@@ -243,6 +246,10 @@ class QueueInfo:
 
 @dataclass(frozen=True)
 class QueueStats:
+    """Message counts of one queue (:meth:`Store.queue_stats`): ``ready`` to be claimed,
+    ``leased`` to a worker now, ``delayed`` (not visible yet), ``archived`` (done), ``dead``
+    (dead letters), and the age in seconds of the oldest ready message (None if none)."""
+
     name: str
     ready: int
     leased: int

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -15,9 +17,58 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 import pgqrs_sqla as pgqrs
 from tests.acceptance.docs_blocks import DOCS, console_lines, python_blocks, run_page
+
+# The tests that run each page's ```python and ```console blocks. A page of the site's nav
+# with such blocks and no entry here (or NOT_RUN) fails test_every_page_is_in_the_nav_and_runs.
+RUN_BY = {
+    "installation.md": ["test_docs_existing_app::test_installation_page"],
+    "existing-app.md": [
+        "test_docs_existing_app::test_existing_app_page",
+        "test_docs_existing_app::test_new_app_commands_run_as_written",
+        "test_docs_existing_app::test_the_branch_console_blocks_show_what_alembic_prints",
+    ],
+    "workflows.md": ["test_docs_pages::test_workflows_page"],
+    "queue.md": ["test_docs_pages::test_queue_page"],
+    "embedding.md": ["test_docs_pages::test_embedding_page"],
+    "orders-app.md": ["test_docs_pages::test_orders_app_page"],
+    "operate.md": [
+        "test_docs_pages::test_operate_page",
+        "test_docs_pages::test_operate_page_commands_run",
+    ],
+    "testing.md": ["test_docs_pages::test_testing_page"],
+}
+# Pages whose console blocks only run the test suite or the benchmarks themselves.
+NOT_RUN = {"reliability.md", "benchmarks.md"}
+
+
+def nav_pages(nav: object) -> list[str]:
+    """The page files of mkdocs.yml's ``nav``, in order."""
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, dict):
+        return [page for value in nav.values() for page in nav_pages(value)]
+    assert isinstance(nav, list), nav
+    return [page for item in nav for page in nav_pages(item)]
+
+
+def test_every_page_is_in_the_nav_and_runs() -> None:
+    """The site's nav lists every page of docs/ once and nothing else, and every page with
+    code blocks has the tests that run them."""
+    config = yaml.safe_load((DOCS.parent / "mkdocs.yml").read_text())
+    nav = nav_pages(config["nav"])
+    assert len(nav) == len(set(nav)), nav
+    assert set(nav) == {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
+    with_code = {
+        page for page in nav if re.search(r"```(?:python|console)\n", (DOCS / page).read_text())
+    }
+    assert with_code == set(RUN_BY) | NOT_RUN
+    for test in (test for tests in RUN_BY.values() for test in tests):
+        module, _, name = test.partition("::")
+        assert callable(getattr(importlib.import_module(f"tests.acceptance.{module}"), name)), test
 
 
 def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:
