@@ -584,6 +584,7 @@ class Worker:
                 "hostname": self.hostname,
                 "port": self.port,
                 "queue_id": self.bindings[0].queue_id,
+                "queues": self.queues,
                 "status": WorkerStatus.READY.value,
                 "started_at": utcnow(),
                 "heartbeat_at": utcnow(),
