@@ -153,6 +153,8 @@ class StepRecord:
     status: StepStatus
     output: Any
     attempts: int
+    #: the step row's ``next_delivery``: the first delivery that may run the steps after it
+    next_delivery: int | None = None
 
 
 @dataclass
@@ -272,6 +274,32 @@ class Execution:
     def fence(self) -> Any:
         return lease_fence(self.tables)
 
+    def attempts_of(self, name: str) -> int:
+        """How many deliveries ran step ``name``'s body, counting this one (see ``StepInfo``).
+
+        Steps of a run run one after another, so every delivery since the step could first
+        be reached was spent on it: since its own record (an error, a pause) if it has one,
+        else since the latest ``next_delivery`` of the run's other steps (the delivery that
+        recorded the step before it, or the one after a pause there). Deliveries that died
+        in the body recorded nothing, and count all the same. From what the claim loaded
+        and this delivery recorded: no round trip.
+        """
+        delivery = self.message.read_ct
+        own = self.steps.get(name)
+        if own is not None:
+            if own.next_delivery is None:  # recorded by update_step, or before pgqrs 0003
+                return own.attempts + 1
+            return own.attempts + max(0, delivery - own.next_delivery) + 1
+        first = 1
+        for other, record in self.steps.items():
+            if other == name:
+                continue
+            if record.next_delivery is not None:
+                first = max(first, record.next_delivery)
+            elif record.attempts > 0:  # a worker's record from before pgqrs 0003: unknown
+                first = delivery  # so count from here, as pgqrs did then
+        return max(1, delivery - first + 1)
+
     def step_upsert(
         self,
         dialect: str,
@@ -321,7 +349,10 @@ class Execution:
                 )
             ).first()
             if row is not None and row.status == StepStatus.SUCCESS.value:
-                return StepRecord(StepStatus.SUCCESS, row.output, row.attempts)
+                # Recorded from outside while this delivery ran the body: it goes on past it.
+                return StepRecord(
+                    StepStatus.SUCCESS, row.output, row.attempts, self.message.read_ct
+                )
         return _LeaseLostSignal(f"step write for run {self.run_id} refused by the state machine")
 
     async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> Any:
@@ -341,7 +372,7 @@ class Execution:
                 output, attempts = refused.output, refused.attempts
             else:
                 self.note_lease(sent, row.lease_vt, row.db_now)
-        self.steps[name] = StepRecord(StepStatus.SUCCESS, output, attempts)
+        self.steps[name] = StepRecord(StepStatus.SUCCESS, output, attempts, self.message.read_ct)
         return output
 
     async def record_error(
@@ -352,7 +383,7 @@ class Execution:
                 conn.dialect.name, name, StepStatus.ERROR, None, error, attempts, duration
             )
             await conn.execute(*write)
-        self.steps[name] = StepRecord(StepStatus.ERROR, None, attempts)
+        self.steps[name] = StepRecord(StepStatus.ERROR, None, attempts, self.message.read_ct + 1)
 
     # ------------------------------------------------------------ ending a delivery
 
@@ -412,6 +443,7 @@ _STEP_COLS = [
     "attempts",
     "started_at",
     "finished_at",
+    "next_delivery",
 ]
 
 
@@ -498,6 +530,9 @@ def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> Any:
         bindparam("p_attempts", type_=Integer),
         utcnow_plus(-bindparam("p_duration", type_=Float)),
         utcnow(),
+        # After a success this delivery goes on to the next step; after a pause or an error
+        # it ends, and the next one is the first that may (see Execution.attempts_of).
+        bindparam("p_token", type_=Integer) + (0 if status is StepStatus.SUCCESS else 1),
     ).where(where)
     stmt = insert_for(dialect, s).from_select(_STEP_COLS, source)
     excluded = stmt.excluded
@@ -610,7 +645,7 @@ class RunContext:
             raise _LeaseLostSignal(f"lease on run {x.run_id} lost")
         if x.cancel_requested:
             raise _RunCancelledSignal(f"run {x.run_id} cancelled")
-        attempts = (recorded.attempts if recorded else 0) + 1
+        attempts = x.attempts_of(name)
         token = step_var.set(name)
         try:
             return await self._execute(name, fn, attempts, transactional, retry)
@@ -753,7 +788,7 @@ class RunContext:
                     if row is None:
                         raise _as_signal(await x.diagnose(session, name))
         x.note_lease(sent, row.lease_vt, row.db_now)
-        x.steps[name] = StepRecord(StepStatus.SUCCESS, result, attempts)
+        x.steps[name] = StepRecord(StepStatus.SUCCESS, result, attempts, x.message.read_ct)
         return result
 
 

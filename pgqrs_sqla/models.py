@@ -238,6 +238,9 @@ class WorkerMixin(_PgqrsTable):
     #: the worker's own heartbeat interval (seconds): its row is stale after three of them,
     #: whatever interval the worker asking for the name uses
     heartbeat_interval: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: every queue the worker serves (a JSON list of names, in its ``consumer()`` order);
+    #: NULL for rows written before pgqrs_0003, which record only ``queue_id``
+    queues: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
     @declared_attr.directive
     @classmethod
@@ -333,6 +336,11 @@ class WorkflowStepMixin(_PgqrsTable):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the first delivery of the run's message (its ``read_ct``) that may run the steps
+    #: after this record: the delivery that wrote a success, the next one after a pause or
+    #: an error. ``attempts`` of later records is counted from it (see ``StepInfo``). NULL:
+    #: recorded by ``update_step``, or before pgqrs_0003
+    next_delivery: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     @declared_attr.directive
     @classmethod

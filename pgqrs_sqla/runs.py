@@ -85,11 +85,20 @@ class StepInfo:
     """A step of a run as recorded: ``name``, ``status``, ``output``, ``error``,
     ``attempts``, ``started_at``, ``finished_at``.
 
-    ``attempts`` counts the attempts whose outcome was recorded: each transient error the
-    step recorded, and its success. A body cut short by its worker's death records nothing
-    and is not counted (recording each body's start would cost a round trip per step); the
-    run's message counts that delivery as failed (its ``failed_ct``), so the body ran at most
-    ``attempts + failed_ct`` times.
+    ``attempts`` counts the deliveries of the run that ran the step's body, including the
+    recorded one: each transient error or pause it recorded, each body cut short by its
+    worker's death (SIGKILL, a lost lease, a shutdown that cancelled it) and its success. It
+    is the figure ``RetryPolicy.max_attempts`` is compared with. Nothing is written when a
+    body starts: steps of a run run one after another, so every delivery since the step could
+    first be reached is counted for it — since its own last record (an error, a pause), else
+    since the delivery that recorded the step before it (the one after, when that step
+    paused). It is approximate where that does not hold: steps run concurrently
+    (``asyncio.gather`` in one handler) share the deliveries that died before either was
+    recorded, so one may be under-counted; a delivery that ended before the step's body
+    began — it died right after recording the step before it or while replaying earlier
+    steps, or the handler itself raised ``Pause`` or an error between steps — is counted
+    for it. A step recorded by ``update_step`` has ``attempts`` 0 (or what its earlier
+    records said).
     """
 
     name: str

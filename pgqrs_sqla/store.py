@@ -261,8 +261,8 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """A worker row. ``queue`` is the first queue the worker serves (the one its row
-    records); ``queues`` adds every other queue it holds a message of right now."""
+    """A worker row. ``queue`` is the first queue the worker serves; ``queues`` every
+    queue it serves, as its row records them (see the attribute for older rows)."""
 
     id: int
     name: str
@@ -278,7 +278,9 @@ class WorkerInfo:
     pid: int | None = None
     #: the worker's heartbeat interval in seconds; its row is stale after three of them
     heartbeat_interval: float | None = None
-    #: ``queue``, then the other queues of the messages it holds (leases not yet ended)
+    #: every queue the worker serves, ``queue`` first, as it registered them. A row written
+    #: before pgqrs 0003 records only ``queue``: then ``queue`` and the queues of the messages
+    #: it holds now (leases not yet ended), until the worker registers again
     queues: list[str] = field(default_factory=list)
 
 
@@ -737,8 +739,9 @@ class Store(RunControl):
             .select_from(w.outerjoin(t, t.c.id == w.c.queue_id))
             .order_by(w.c.worker_name)
         )
-        # The row records one queue; a worker serving several shows the others through the
-        # messages it holds (the rows of live, claimed messages: few, whatever the backlog).
+        # Rows written before pgqrs 0003 record one queue: such a worker shows the others it
+        # serves through the messages it holds (the rows of live, claimed messages: few,
+        # whatever the backlog).
         held = (
             select(msg.c.consumer_worker_id, t.c.queue_name)
             .select_from(msg.join(t, t.c.id == msg.c.queue_id))
@@ -757,6 +760,7 @@ class Store(RunControl):
             heartbeat = aware(m["heartbeat_at"])
             assert heartbeat is not None
             first = [m["queue_name"]] if m["queue_name"] is not None else []
+            served = m["queues"] if isinstance(m["queues"], list) else first
             result.append(
                 WorkerInfo(
                     id=m["id"],
@@ -771,7 +775,7 @@ class Store(RunControl):
                     stopped_at=aware(m["stopped_at"]),
                     pid=m["pid"],
                     heartbeat_interval=m["heartbeat_interval"],
-                    queues=first + [n for n in holding.get(m["id"], []) if n not in first],
+                    queues=served + [n for n in holding.get(m["id"], []) if n not in served],
                 )
             )
         return result

@@ -589,6 +589,7 @@ class Worker:
                 "hostname": self.hostname,
                 "port": self.port,
                 "queue_id": self.bindings[0].queue_id,
+                "queues": self.queues,
                 "status": WorkerStatus.READY.value,
                 "started_at": utcnow(),
                 "heartbeat_at": utcnow(),
@@ -1316,7 +1317,12 @@ class Worker:
                         (
                             await conn.execute(
                                 select(
-                                    s.c.run_id, s.c.step_name, s.c.status, s.c.output, s.c.attempts
+                                    s.c.run_id,
+                                    s.c.step_name,
+                                    s.c.status,
+                                    s.c.output,
+                                    s.c.attempts,
+                                    s.c.next_delivery,
                                 ).where(s.c.run_id.in_(run_ids))
                             )
                         ).all()
@@ -1342,7 +1348,9 @@ class Worker:
             # The claim's vt, against the clock of the statement that started the run.
             execution.note_lease(getattr(row, "sent", None) or sent, msg.vt, row.db_now)
             execution.steps = {
-                st.step_name: StepRecord(StepStatus(st.status), st.output, st.attempts)
+                st.step_name: StepRecord(
+                    StepStatus(st.status), st.output, st.attempts, st.next_delivery
+                )
                 for st in steps
                 if st.run_id == row.id
             }

@@ -468,12 +468,15 @@ async def test_workers_lists_every_queue_a_worker_serves(store: pgqrs.Store, db_
         .handler(handler, queue="emails")
         .create(store, own_pool=False)
     )
-    await store.queue("emails").enqueue({"to": "x"})
-    [msg] = await worker.dequeue(1, queue="emails")
+    # Idle, holding nothing: every queue it serves is listed all the same.
     [row] = await asyncio.to_thread(cli_json, db_url, "workers")
     assert (row["queue"], row["queues"]) == ("flaky", ["flaky", "emails"])
     table = await asyncio.to_thread(cli, db_url, "workers")
     assert "flaky, emails" in table.stdout
+    await store.queue("emails").enqueue({"to": "x"})
+    [msg] = await worker.dequeue(1, queue="emails")
+    [row] = await asyncio.to_thread(cli_json, db_url, "workers")
+    assert (row["queue"], row["queues"]) == ("flaky", ["flaky", "emails"])
     await worker.archive(msg)
     await worker.stop(grace=5)
 

@@ -180,7 +180,8 @@ def test_the_app_stops_mid_workflow_and_a_restart_finishes_the_order(
 
 def test_the_apps_alembic_history_builds_what_its_models_describe(empty_db_url: str) -> None:
     """``alembic upgrade head`` (0001 the app, 0002 the pgqrs tables, 0003 the workers'
-    pid and heartbeat interval, 0004 the workflows' served_at) leaves nothing for autogenerate: models and history agree."""
+    pid and heartbeat interval, 0004 the workflows' served_at, the workers' queues and the
+    steps' next_delivery) leaves nothing for autogenerate: models and history agree."""
     env = {**os.environ, "ORDERS_DATABASE_URL": empty_db_url}
     subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=APP, env=env, check=True

@@ -44,19 +44,37 @@ async def names(store: pgqrs.Store) -> list[str]:
     return [w.name for w in await store.list_workers()]
 
 
-async def test_list_workers_shows_every_queue_a_worker_holds_messages_of(
+async def test_list_workers_shows_every_queue_a_worker_serves_idle_or_not(
     store: pgqrs.Store,
 ) -> None:
     worker = await make_worker(store, "multi", "flaky", "emails")
-    await store.queue("emails").enqueue({"to": "x"})
     [info] = await store.list_workers()
-    assert (info.queue, info.queues) == ("flaky", ["flaky"])  # its row names the first
+    assert (info.queue, info.queues) == ("flaky", ["flaky", "emails"])  # idle: its row says
+    await store.queue("emails").enqueue({"to": "x"})
     [msg] = await worker.dequeue(1, queue="emails")
     [info] = await store.list_workers()
     assert (info.queue, info.queues) == ("flaky", ["flaky", "emails"])
     await worker.archive(msg)
+    await worker.stop(grace=5)
     [info] = await store.list_workers()
-    assert info.queues == ["flaky"]
+    assert (info.status, info.queues) == ("stopped", ["flaky", "emails"])
+
+
+async def test_list_workers_on_a_row_without_its_queues_adds_those_of_held_messages(
+    store: pgqrs.Store,
+) -> None:
+    """A row written before pgqrs 0003 records only its first queue (``queues`` NULL)."""
+    worker = await make_worker(store, "old", "flaky", "emails")
+    w = store.tables.workers
+    async with store.begin() as conn:
+        await conn.execute(update(w).where(w.c.id == worker.id).values(queues=None))
+    [info] = await store.list_workers()
+    assert (info.queue, info.queues) == ("flaky", ["flaky"])
+    await store.queue("emails").enqueue({"to": "x"})
+    [msg] = await worker.dequeue(1, queue="emails")
+    [info] = await store.list_workers()
+    assert info.queues == ["flaky", "emails"]
+    await worker.archive(msg)
     await worker.stop(grace=5)
 
 

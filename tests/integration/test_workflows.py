@@ -388,6 +388,37 @@ async def test_pause_then_update_step_and_resume_in_the_webhooks_transaction(
         await store.resume_run(run_id, target=session)
     assert await store.wait_for_run(run_id, timeout=10) == {"approved_by": "alice"}
     assert sent == [run_id]  # send_request replayed from its record
+    # Each body ran once: the delivery that paused is not counted for the step after it.
+    run = await store.get_run(run_id)
+    assert [(s.name, s.attempts) for s in run.steps] == [
+        ("send_request", 1),
+        ("wait_for_approval", 1),
+        ("process", 1),
+    ]
+
+
+async def test_a_paused_step_resumed_runs_its_body_again_and_counts_it(
+    store: pgqrs.Store, run_worker: Any
+) -> None:
+    calls: list[int] = []
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        def gate() -> Any:
+            calls.append(ctx.attempt)
+            return Step.pause(timedelta(hours=1)) if len(calls) == 1 else "open"
+
+        opened = await ctx.step("gate", gate)
+        return await ctx.step("after", lambda: opened)
+
+    await run_worker("gated", handler)
+    run_id = await pgqrs.workflow("gated").trigger().execute(store)
+    run = await store.wait_for_status(run_id, RunStatus.PAUSED, timeout=10)
+    assert [(s.name, s.status, s.attempts) for s in run.steps] == [("gate", StepStatus.PAUSED, 1)]
+    await store.resume_run(run_id)
+    assert await store.wait_for_run(run_id, timeout=10) == "open"
+    assert calls == [1, 2]
+    run = await store.get_run(run_id)
+    assert [(s.name, s.attempts) for s in run.steps] == [("gate", 2), ("after", 1)]
 
 
 async def test_update_step_and_resume_with_a_sync_session(

@@ -5,8 +5,9 @@
 
 Every step body appends a line to the journal file (flushed and fsynced) before returning, so
 the test can count how often each body really ran. ``--crash-after STEP`` SIGKILLs this process
-right after STEP is recorded; ``--crash-inside save`` SIGKILLs it inside the transactional
-step, after its writes but before its commit.
+right after STEP is recorded; ``--crash-inside save_results`` SIGKILLs it inside the
+transactional step, after its writes but before its commit; ``--crash-inside transform_data``
+inside that plain step's body, after its journal line.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def make_handler(args: argparse.Namespace) -> Any:
 
         async def transform() -> list[int]:
             journal(args.journal, "transform_data")
+            if args.crash_inside == "transform_data":
+                os.kill(os.getpid(), signal.SIGKILL)
             return [x * 10 for x in data]
 
         transformed = await ctx.step("transform_data", transform)

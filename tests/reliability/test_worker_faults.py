@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -205,6 +205,119 @@ async def test_a_busy_sqlite_file_is_ridden_out(
     finally:
         holder.close()
         await engine.dispose()
+
+
+def short_busy_sqlite(db_url: str) -> pgqrs.Store:
+    """A store whose connections give up on SQLite's write lock after 100 ms."""
+    engine = create_async_engine(make_url(db_url).set(drivername="sqlite+aiosqlite"))
+    store = pgqrs.Store(engine)  # first: its connect listener sets its own busy timeout
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def short_busy_timeout(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 100")  # after the store's own PRAGMAs
+        cursor.close()
+
+    return store
+
+
+async def leaseholder(store: pgqrs.Store) -> tuple[pgqrs.Worker, pgqrs.Message]:
+    """A worker (never started: driven by hand) holding the lease of a dequeued message."""
+
+    async def noop(message: pgqrs.Message) -> None:
+        return None
+
+    await store.create_queue("q")
+    worker = await pgqrs.consumer("holder", None, "q").handler(noop).create(store, own_pool=False)
+    await store.queue("q").enqueue({"n": 1})
+    [msg] = await worker.dequeue(1)
+    return worker, msg
+
+
+async def lease_and_row(store: pgqrs.Store, worker: pgqrs.Worker, msg: pgqrs.Message) -> Any:
+    m, w = store.tables.messages, store.tables.workers
+    async with store.read() as conn:
+        owner = (
+            await conn.execute(select(m.c.consumer_worker_id).where(m.c.id == msg.id))
+        ).scalar_one()
+        status = (await conn.execute(select(w.c.status).where(w.c.id == worker.id))).scalar_one()
+    return owner, status
+
+
+def deregister_warnings(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and what in r.getMessage()
+    ]
+
+
+async def test_stopping_while_sqlite_is_busy_retries_until_the_lock_is_released(
+    db_url: str, backend: str, wait_until: Wait, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file is locked (``BEGIN EXCLUSIVE``) longer than the busy timeout but within the
+    deregistering budget: stop() retries, and once the lock goes the lease is given back and
+    the row says stopped."""
+    if backend != "sqlite":
+        pytest.skip("SQLite fault")
+    caplog.set_level(logging.INFO, logger="pgqrs_sqla")
+    store = short_busy_sqlite(db_url)
+    holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
+    try:
+        worker, msg = await leaseholder(store)
+        holder.execute("BEGIN EXCLUSIVE")
+        stopping = asyncio.create_task(worker.stop(grace=5))
+        try:
+
+            async def retried() -> bool:
+                return bool(deregister_warnings(caplog, "deregistering failed (DatabaseBusy"))
+
+            await wait_until(retried, timeout=30)
+            assert not stopping.done()
+        finally:
+            holder.execute("ROLLBACK")
+        await asyncio.wait_for(stopping, timeout=60)  # raises nothing
+        assert await lease_and_row(store, worker, msg) == (None, "stopped")
+        assert deregister_warnings(caplog, "could not deregister") == []
+        # Given back, not failed: another worker claims it at once.
+        other = (
+            await pgqrs.consumer("next", None, "q").handler(handler).create(store, own_pool=False)
+        )
+        [again] = await other.dequeue(1)
+        assert (again.id, again.failed_ct) == (msg.id, 0)
+        await other.stop(grace=5)
+    finally:
+        holder.close()
+        await store.engine.dispose()  # ours: Store(engine) never disposes an engine it was given
+
+
+async def test_stopping_while_sqlite_stays_busy_past_the_budget_logs_and_returns(
+    db_url: str, backend: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock outlasts the budget: stop() still returns without raising, says so at
+    WARNING, and leaves the lease to expire on its own."""
+    if backend != "sqlite":
+        pytest.skip("SQLite fault")
+    from pgqrs_sqla import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "_DEREGISTER_BUDGET", 1.0)
+    caplog.set_level(logging.INFO, logger="pgqrs_sqla")
+    store = short_busy_sqlite(db_url)
+    holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
+    try:
+        worker, msg = await leaseholder(store)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            await asyncio.wait_for(worker.stop(grace=5), timeout=60)  # raises nothing
+        finally:
+            holder.execute("ROLLBACK")
+        [gave_up] = deregister_warnings(caplog, "could not deregister cleanly")
+        assert "DatabaseBusy" in gave_up and "expire" in gave_up
+        assert deregister_warnings(caplog, "deregistering failed (DatabaseBusy")  # it retried
+        assert await lease_and_row(store, worker, msg) == (worker.id, "ready")
+    finally:
+        holder.close()
+        await store.engine.dispose()  # ours: Store(engine) never disposes an engine it was given
 
 
 async def test_dropped_tables_end_the_worker_loudly(
