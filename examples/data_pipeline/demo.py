@@ -1,9 +1,12 @@
 """The guide's crash-recovery story, visible in a few seconds (`make demo`).
 
 1. create the workflow and trigger a run;
-2. start worker-1 (a real process) that is killed right after `fetch_data` is recorded;
+2. start worker-1 (a real process): it records `fetch_data`, then is killed (SIGKILL) in the
+   middle of `transform_data`;
 3. start worker-2: the dead worker's lease expires, worker-2 claims the run, *replays*
-   `fetch_data` from the database without running it, and executes the rest.
+   `fetch_data` from the database without running it, runs `transform_data` again (its
+   body never got recorded: at-least-once) and executes the rest. The steps table says
+   so: `transform_data` has `attempts=2`, the others 1.
 
 SQLite by default; set DATABASE_URL=postgresql://user@host/db to use PostgreSQL.
 """
@@ -66,8 +69,8 @@ async def demo(url: str) -> None:
         print(f"triggered run {run_id} on {store}")
 
         executed: dict[str, list[str]] = {}
-        print("\nworker-1 starts (it will crash after fetch_data):")
-        code = await start_worker(url, run_id, "worker-1", executed, "--crash-after", "fetch_data")
+        print("\nworker-1 starts (it will be killed in the middle of transform_data):")
+        code = await start_worker(url, run_id, "worker-1", executed, "--crash-in", "transform_data")
         print(f"worker-1 died (exit {code}{', SIGKILL' if code == -signal.SIGKILL else ''})")
         run = await store.get_run(run_id)
         print(f"run {run_id} is {run.status.value}; recorded: {[s.name for s in run.steps]}")
@@ -82,7 +85,8 @@ async def demo(url: str) -> None:
         for step in run.steps:
             ran = executed.get(step.name, [])
             if "worker-2" in ran:
-                what = "executed"
+                before = ", ".join(w for w in dict.fromkeys(ran) if w != "worker-2")
+                what = "executed" + (f" (again: {before} was killed inside it)" if before else "")
             else:
                 by = ", ".join(dict.fromkeys(ran)) or "nobody"  # a transient retry runs twice
                 what = f"replayed from the database (executed by {by})"

@@ -1,6 +1,7 @@
 """The durable-workflows guide's data pipeline, with `import pgqrs_sqla as pgqrs`.
 
-Run a worker for it:  python examples/data_pipeline/pipeline.py DATABASE_URL [--crash-after STEP]
+Run a worker for it:  python examples/data_pipeline/pipeline.py DATABASE_URL RUN_ID
+                      [--crash-after STEP | --crash-in STEP]
 
 Every step body prints what it does, so you can see which steps *executed* in this process;
 a step recorded by an earlier (crashed) worker is replayed from the database silently.
@@ -19,6 +20,7 @@ import pgqrs_sqla as pgqrs
 from pgqrs_sqla import TransientError
 
 CRASH_AFTER: str | None = None
+CRASH_IN: str | None = None
 
 
 def is_transient(error: Exception) -> bool:
@@ -45,8 +47,16 @@ def report(step: str, text: str) -> None:
 
 
 def maybe_crash(step: str) -> None:
+    """Simulate a crash (SIGKILL) right after ``step`` is recorded (``--crash-after``)."""
     if step == CRASH_AFTER:
         report(step, "recorded; now simulating a crash (SIGKILL)")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_crash_inside(step: str) -> None:
+    """Simulate a crash (SIGKILL) in the middle of ``step``'s body (``--crash-in``)."""
+    if step == CRASH_IN:
+        report(step, "half done; now simulating a crash (SIGKILL)")
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -68,6 +78,7 @@ async def data_pipeline_handler(ctx: pgqrs.RunContext, params: dict[str, Any]) -
     # Step 2: Transform data
     async def transform() -> list[int]:
         report("transform_data", f"executing (processing {len(data)} records)")
+        maybe_crash_inside("transform_data")
         return transform_logic(data)
 
     transformed = await ctx.step("transform_data", transform)
@@ -103,6 +114,7 @@ if __name__ == "__main__":
     parser.add_argument("run_id", type=int)
     parser.add_argument("--name", default=f"worker-{os.getpid()}")
     parser.add_argument("--crash-after")
+    parser.add_argument("--crash-in")
     args = parser.parse_args()
-    CRASH_AFTER = args.crash_after
+    CRASH_AFTER, CRASH_IN = args.crash_after, args.crash_in
     asyncio.run(run_worker(args.url, args.name, args.run_id))

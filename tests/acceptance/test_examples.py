@@ -20,22 +20,28 @@ def run_example(path: str, url: str) -> str:
     return done.stdout
 
 
+STEPS = ("fetch_data", "transform_data", "save_results")
+
+
 def test_data_pipeline_demo_shows_the_crash_story(empty_db_url: str) -> None:
     out = run_example("examples/data_pipeline/demo.py", empty_db_url)
     assert "worker-1 died (exit -9, SIGKILL)" in out
     before, after = out.split("worker-2 starts")
     assert "fetch_data: executing" in before
+    assert "transform_data: executing" in before  # killed inside it
+    assert "save_results: executing" not in before
     assert "fetch_data: executing" not in after  # replayed from the database
-    assert "transform_data: executing" in after
+    assert "transform_data: executing" in after  # never recorded: run again
     assert "save_results: executing" in after
     assert "SUCCESS -> {'processed_count': 10}" in out
     summary = out.split("what worker-2 did with each step")[1]
-    assert (
-        "fetch_data" in summary and "replayed from the database (executed by worker-1)" in summary
+    lines = {step: next(x for x in summary.splitlines() if step in x) for step in STEPS}
+    assert "attempts=1  replayed from the database (executed by worker-1)" in lines["fetch_data"]
+    # The body ran twice (worker-1, killed inside it; worker-2), and attempts says so.
+    assert lines["transform_data"].endswith(
+        "attempts=2  executed (again: worker-1 was killed inside it)"
     )
-    for step in ("transform_data", "save_results"):
-        line = next(x for x in summary.splitlines() if step in x)
-        assert line.endswith("executed")
+    assert lines["save_results"].endswith("attempts=1  executed")
 
 
 def test_quickstart(empty_db_url: str) -> None:
