@@ -35,18 +35,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ._db import translated
 from ._logging import get_logger, step_var
+from ._signals import (
+    Pause,
+    _ConnectionLostSignal,
+    _LeaseLostSignal,
+    _RecordedMeanwhile,
+    _Refused,
+    _RetryLater,
+    _RunCancelledSignal,
+    _StepExhausted,
+    _StepPaused,
+    _TransitionRefusedSignal,
+)
 from .codec import check_json, check_text
 from .dialects import JSONType, aware, insert_for, utcnow, utcnow_plus
 from .errors import (
     DatabaseUnavailable,
     HandlerError,
-    Pause,
     PayloadError,
     StepNameReused,
     TransientError,
-    _ConnectionLostSignal,
-    _LeaseLostSignal,
-    _RunCancelledSignal,
 )
 from .models import ArchiveReason, RunStatus, StepStatus, Tables
 from .queue import Message, held, release_stmt
@@ -57,28 +65,6 @@ if TYPE_CHECKING:
     from .store import Store
 
 log = get_logger("pgqrs_sqla.workflow")
-
-
-class _RetryLater(BaseException):
-    def __init__(self, step: str, attempts: int, delay: float, error: dict[str, Any]):
-        super().__init__(step)
-        self.step, self.attempts, self.delay, self.error = step, attempts, delay, error
-
-
-class _StepPaused(BaseException):
-    def __init__(self, step: str | None, seconds: float, attempts: int = 1):
-        super().__init__(step)
-        self.step, self.seconds, self.attempts = step, seconds, attempts
-
-
-class _Refused(Exception):
-    """Internal: a fenced write inside :meth:`Execution.park` was refused; roll back."""
-
-
-class _StepExhausted(BaseException):
-    def __init__(self, step: str, error: dict[str, Any]):
-        super().__init__(step)
-        self.step, self.error = step, error
 
 
 def storable_text(text: str) -> str:
@@ -322,7 +308,10 @@ class Execution:
             ).first()
             if row is not None and row.status == StepStatus.SUCCESS.value:
                 return StepRecord(StepStatus.SUCCESS, row.output, row.attempts)
-        return _LeaseLostSignal(f"step write for run {self.run_id} refused by the state machine")
+        return _TransitionRefusedSignal(
+            f"a write of run {self.run_id} (step {step!r}) was refused by the state machine; "
+            "the lease is still held"
+        )
 
     async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> Any:
         """Record the step's success; returns the step's value (the recorded one, if
@@ -359,7 +348,7 @@ class Execution:
     async def finish(self, new: RunStatus, *, output: Any = None, error: Any = None) -> bool:
         """End the run (SUCCESS / ERROR / CANCELLED) and archive its message, atomically."""
         params = self.bind(p_output=output, p_error=error)
-        if self.store.postgres:
+        if self.store.dialect.writable_ctes:
             # One round trip on an autocommit connection: both updates in one statement.
             async with self.connection() as conn:
                 row = (await conn.execute(finish_stmt(self.tables, new), params)).first()
@@ -709,8 +698,7 @@ class RunContext:
                     lock = select(t.messages.c.id).where(
                         held(t, x.message.id, x.worker_id, x.message.read_ct)
                     )
-                    if x.store.postgres:
-                        lock = lock.with_for_update(read=True, key_share=True)
+                    lock = x.store.dialect.lock_fence(lock, held=True)
                     if (await session.execute(lock)).first() is None:
                         raise _as_signal(await x.diagnose(session))
                     if inspect.iscoroutinefunction(fn):
@@ -755,14 +743,6 @@ class RunContext:
         x.note_lease(sent, row.lease_vt, row.db_now)
         x.steps[name] = StepRecord(StepStatus.SUCCESS, result, attempts)
         return result
-
-
-class _RecordedMeanwhile(Exception):
-    """Internal: the step got a recorded success from outside while its transaction ran."""
-
-    def __init__(self, record: StepRecord) -> None:
-        super().__init__("recorded meanwhile")
-        self.record = record
 
 
 def _as_signal(refused: BaseException | StepRecord) -> BaseException:

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .codec import JsonDefault, check_json
-from .dialects import aware, is_postgres, utcnow, utcnow_plus
+from .dialects import Dialect, aware, dialect_for, utcnow, utcnow_plus
 from .errors import InvalidName, LeaseLost, QueueNotFound, ValidationError, duration_seconds
 from .models import ArchiveReason, Tables
 
@@ -232,19 +232,19 @@ def enqueue_stmt(
 
 
 @functools.cache
-def _with_notify(stmt: Any) -> Any:
+def _with_notify(stmt: Any, dialect: Dialect) -> Any:
+    notify = dialect.notify(NOTIFY_CHANNEL, bindparam("p_queue", type_=String))
+    if notify is None:
+        return stmt
     inserted = stmt.cte("inserted")
-    notify = select(
-        func.pg_notify(NOTIFY_CHANNEL, bindparam("p_queue", type_=String)).label("notified")
-    ).subquery("notified")
-    return select(inserted.c.id).select_from(inserted.join(notify, true()))
+    notified = select(notify.label("notified")).subquery("notified")
+    return select(inserted.c.id).select_from(inserted.join(notified, true()))
 
 
 def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str, Any]) -> list[int]:
     """Run an enqueue statement on ``conn``; on PostgreSQL in the same statement as the
     NOTIFY that wakes listening workers when the transaction commits."""
-    if is_postgres(conn.dialect.name):
-        stmt = _with_notify(stmt)
+    stmt = _with_notify(stmt, dialect_for(conn))
     ids = sorted(conn.execute(stmt, params).scalars().all())
     if not ids:
         raise QueueNotFound(
@@ -259,7 +259,7 @@ def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str,
 
 
 @functools.cache
-def claim_stmt(t: Tables, postgres: bool, across_priorities: bool = False) -> Update:
+def claim_stmt(t: Tables, dialect: Dialect, across_priorities: bool = False) -> Update:
     """Claim up to ``p_batch`` ready messages of ``p_queue_id`` in one statement and lease them
     to ``p_worker_id`` for ``p_vt`` seconds (bind them with :func:`claim_params`).
 
@@ -292,8 +292,7 @@ def claim_stmt(t: Tables, postgres: bool, across_priorities: bool = False) -> Up
             .order_by(m.c.priority.desc(), m.c.id)
             .limit(bindparam("p_batch", type_=Integer))
         )
-    if postgres:
-        candidates = candidates.with_for_update(skip_locked=True)
+    candidates = dialect.lock_claim(candidates)
     return (
         update(m)
         .where(m.c.id.in_(candidates.scalar_subquery()))
@@ -323,7 +322,7 @@ async def claim_rows(
     locked by other claims in flight) — unless ``second_try()`` says no (a worker that began
     stopping claims nothing new). SQLite's single writer never skips a locked row."""
     rows = list((await conn.execute(build(False), params)).all())
-    if not rows and is_postgres(conn.dialect.name) and second_try():
+    if not rows and dialect_for(conn).skip_locked and second_try():
         rows = list((await conn.execute(build(True), params)).all())
     return rows
 
@@ -339,11 +338,9 @@ async def claim(
     second_try: Callable[[], bool] = lambda: True,
 ) -> list[Message]:
     """Claim (see :func:`claim_stmt` and :func:`claim_rows`)."""
-    postgres = is_postgres(conn.dialect.name)
+    dialect = dialect_for(conn)
     params = claim_params(queue_id, worker_id, batch=batch, vt_seconds=vt_seconds)
-    rows = await claim_rows(
-        conn, lambda across: claim_stmt(t, postgres, across), params, second_try
-    )
+    rows = await claim_rows(conn, lambda across: claim_stmt(t, dialect, across), params, second_try)
     messages = [Message.from_row(r) for r in rows]
     messages.sort(key=lambda msg: (-msg.priority, msg.id))
     return messages

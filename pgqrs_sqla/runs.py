@@ -278,26 +278,22 @@ def update_step_logic(
         )
     s = t.steps
     output, error = (value, None) if status is StepStatus.SUCCESS else (None, value)
-    stmt = (
-        insert_for(conn.dialect.name, s)
-        .values(
-            run_id=run_id,
-            step_name=step_name,
-            status=status.value,
-            output=output,
-            error=error,
-            attempts=0,
-            started_at=utcnow(),
-            finished_at=utcnow(),
-        )
-        .returning(s.c.id)
+    stmt = insert_for(conn.dialect.name, s).values(
+        run_id=run_id,
+        step_name=step_name,
+        status=status.value,
+        output=output,
+        error=error,
+        attempts=0,
+        started_at=utcnow(),
+        finished_at=utcnow(),
     )
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=[s.c.run_id, s.c.step_name],
         set_={"status": status.value, "output": output, "error": error, "finished_at": utcnow()},
         where=status_in(s.c.status, step_may_become(status)),
-    )
-    if conn.execute(stmt).first() is None:
+    ).returning(s.c.id)
+    if conn.execute(upsert).first() is None:
         current = next(x for x in run.steps if x.name == step_name)
         raise IllegalTransition(
             f"step {step_name!r} of run {run_id} is {current.status.value}; "
@@ -593,9 +589,10 @@ class RunControl(StoreCore):
             conn.execute(
                 update(r).where(r.c.id == run_id).values(cancel_requested=True, updated_at=utcnow())
             )
-            if self.postgres:
+            notify = self.dialect.notify(CANCEL_CHANNEL, str(run_id))
+            if notify is not None:
                 # Workers in other processes LISTEN here: delivered when this commits.
-                conn.execute(select(func.pg_notify(CANCEL_CHANNEL, str(run_id))))
+                conn.execute(select(notify))
             if idle is not None or run.message_id is None:
                 conn.execute(
                     update(r)

@@ -30,7 +30,7 @@ from ._db import (
     safe_url,
     translated,
 )
-from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, behind_pooler, pooler_unsafe_settings
+from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, pooler_unsafe_settings
 from ._logging import get_logger
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .dialects import aware, utcnow, utcnow_plus
@@ -178,12 +178,12 @@ async def connect(
     try:
         with translated(f"connecting to {safe_url(parsed)}"):
             async with engine.connect() as conn:
-                if store.postgres:
+                if store.dialect.may_be_pooled:
                     async with conn.begin():  # one server connection, even behind a pooler
-                        store._pooled = await behind_pooler(conn)
+                        store._pooled = await store.dialect.behind_pooler(conn)
         if store._pooled:
             await _make_pooler_safe(store, parsed, engine_options)
-        if not store.postgres:
+        if not store.dialect.has_schemas:
             # Said now, not at the first statement that names a table.
             async with store.read() as conn:
                 await conn.run_sync(store._require_sqlite_schemas)
@@ -318,10 +318,7 @@ class Store(RunControl):
         pool = self.engine.sync_engine.pool
         if isinstance(pool, StaticPool | SingletonThreadPool | AssertionPool):
             return f"its engine's {type(pool).__name__} holds a single connection"
-        url = self.engine.url
-        if not self.postgres and (
-            url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
-        ):
+        if self.dialect.in_memory(self.engine.url):
             return "its SQLite database is in memory (a new connection would open an empty one)"
         return None
 
@@ -383,7 +380,7 @@ class Store(RunControl):
             driver = self.engine.dialect.driver
             try:
                 async with self.begin() as conn:  # one transaction: one server connection
-                    pooled = await behind_pooler(conn)
+                    pooled = await self.dialect.behind_pooler(conn)
                     raw = await conn.get_raw_connection()
                     unsafe = pooler_unsafe_settings(driver, raw.dbapi_connection) if pooled else []
             except exc.DBAPIError as error:
@@ -447,7 +444,7 @@ class Store(RunControl):
         tables = self._all_tables()
 
         def create(conn: Connection) -> None:
-            if self.postgres:
+            if self.dialect.has_schemas:
                 self._create_schemas(conn)
             else:
                 self._require_sqlite_schemas(conn)
@@ -455,9 +452,10 @@ class Store(RunControl):
             self._add_new_columns(conn, tables)
 
         async with self.begin() as conn:
-            if self.postgres:
+            serialise = self.dialect.serialise_installers()
+            if serialise is not None:
                 # Serialise concurrent installers; CREATE TABLE IF NOT EXISTS still races.
-                await conn.execute(select(func.pg_advisory_xact_lock(0x70677172)))
+                await conn.execute(select(serialise))
             await conn.run_sync(create)
 
     def _add_new_columns(self, conn: Connection, tables: list[Table]) -> None:
@@ -481,7 +479,7 @@ class Store(RunControl):
         """Return what is missing from the database (empty when every table is present)."""
 
         def missing(conn: Connection) -> list[str]:
-            if not self.postgres:
+            if not self.dialect.has_schemas:
                 self._require_sqlite_schemas(conn)
             inspector = inspect(conn)
             problems = []
@@ -596,10 +594,9 @@ class Store(RunControl):
 
         def work(conn: Connection) -> None:
             # SQLite: this whole transaction holds the write lock, so no claim interleaves.
-            if self.postgres:
-                # The queue row first: an enqueue's foreign key check needs a share lock on
-                # it, so no message is added until this transaction ends.
-                conn.execute(select(t.c.id).where(t.c.id == info.id).with_for_update())
+            # The queue row first: an enqueue's foreign key check needs a share lock on
+            # it, so no message is added until this transaction ends.
+            conn.execute(self.dialect.lock_for_update(select(t.c.id).where(t.c.id == info.id)))
             if not force:
                 busy(conn)  # the common refusal, before deleting anything
                 # A claim can commit after that count. So delete only what is not leased:

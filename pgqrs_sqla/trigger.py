@@ -22,7 +22,6 @@ from sqlalchemy import (
     delete,
     exc,
     false,
-    func,
     insert,
     literal,
     null,
@@ -42,7 +41,7 @@ from ._db import (
     wake_after_commit,
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
-from .dialects import JSONType, insert_for, is_postgres, utcnow, utcnow_plus
+from .dialects import Dialect, JSONType, dialect_for, insert_for, utcnow, utcnow_plus
 from .errors import Conflict, IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound
 from .models import PgqrsModels, RunStatus, Tables
 from .queue import NOTIFY_CHANNEL, check_priority, seconds, validate_name
@@ -107,8 +106,9 @@ def _run_insert(t: Tables, dialect: str, source: Any) -> Any:
 
 
 @functools.cache
-def pg_trigger_stmt(t: Tables) -> Any:
-    """PostgreSQL: message, run and NOTIFY in one statement; no row for an unknown workflow."""
+def pg_trigger_stmt(t: Tables, dialect: Dialect) -> Any:
+    """Message, run and NOTIFY in one statement (a backend with data-modifying CTEs and
+    NOTIFY: PostgreSQL); no row for an unknown workflow."""
     m = t.messages
     msg = (
         insert(m)
@@ -117,8 +117,9 @@ def pg_trigger_stmt(t: Tables) -> Any:
         .cte("m")
     )
     source = _run_values(t, msg.c.id).where(t.workflows.c.queue_id == msg.c.queue_id)
-    run = _run_insert(t, "postgresql", source).cte("r")
-    notify = func.pg_notify(NOTIFY_CHANNEL, bindparam("p_wf", type_=String))
+    run = _run_insert(t, dialect.name, source).cte("r")
+    notify = dialect.notify(NOTIFY_CHANNEL, bindparam("p_wf", type_=String))
+    assert notify is not None
     return select(msg.c.id, run.c.id, notify).select_from(msg.outerjoin(run, true()))
 
 
@@ -165,7 +166,7 @@ def trigger_logic(
     what to do. At READ COMMITTED (where every statement sees what is committed) no
     savepoint is needed, and none is paid for.
     """
-    if not (guarded and key is not None and is_postgres(conn.dialect.name)):
+    if not (guarded and key is not None and dialect_for(conn).snapshot_conflicts):
         return _trigger(conn, t, name, params, key, delay, priority)
     if not _snapshot_may_hide_runs(conn):
         try:
@@ -240,11 +241,11 @@ def _trigger(
         "p_params": params,
         "p_key": key,
     }
-    if is_postgres(dialect):
-        row = conn.execute(pg_trigger_stmt(t), params).first()
+    if (d := dialect_for(dialect)).writable_ctes:
+        row = conn.execute(pg_trigger_stmt(t, d), params).first()
         if row is None:  # no definition row yet: make it with the defaults, then again
             _define(conn, t, name)
-            row = conn.execute(pg_trigger_stmt(t), params).first()
+            row = conn.execute(pg_trigger_stmt(t, d), params).first()
         if row is None:
             raise WorkflowNotFound(
                 f"no workflow named {name!r}: create it with "
@@ -291,7 +292,7 @@ def _define(conn: Connection, t: Tables, name: str) -> None:
     transaction committed after this one's snapshot refuses the insert with a serialization
     failure, which must not abort the caller's transaction.
     """
-    if not is_postgres(conn.dialect.name):
+    if not dialect_for(conn).snapshot_conflicts:
         define_workflow(conn, t, name, WORKFLOW_MAX_DELIVERIES, RetryPolicy())
         return
     savepoint = conn.begin_nested()

@@ -28,20 +28,26 @@ from sqlalchemy import and_, bindparam, exc, exists, func, literal, select, upda
 
 from . import queue as q
 from ._db import HUB, Waiter, translate, translated
-from ._listen import Listener, ListenUnavailable, open_listener
+from ._listen import Listener, ListenUnavailable
 from ._logging import get_logger, run_id_var, workflow_var
+from ._signals import (
+    Pause,
+    _ConnectionLostSignal,
+    _LeaseLostSignal,
+    _RetryLater,
+    _RunCancelledSignal,
+    _StepExhausted,
+    _StepPaused,
+)
 from .codec import check_json
 from .context import (
     Execution,
     RunContext,
     StepRecord,
-    _RetryLater,
-    _StepExhausted,
-    _StepPaused,
     error_record,
     storable_text,
 )
-from .dialects import aware, utcnow
+from .dialects import Dialect, aware, utcnow
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -49,16 +55,12 @@ from .errors import (
     DatabaseUnavailable,
     HandlerError,
     LeaseLost,
-    Pause,
     PgqrsError,
     QueueNotFound,
     SchemaMissing,
     ValidationError,
     WorkerNameInUse,
     WorkflowNotFound,
-    _ConnectionLostSignal,
-    _LeaseLostSignal,
-    _RunCancelledSignal,
     duration_seconds,
 )
 from .models import ArchiveReason, RunStatus, StepStatus, Tables, WorkerStatus
@@ -334,9 +336,9 @@ def start_stmt(t: Tables) -> Any:
 
 
 @functools.cache
-def claim_and_start_stmt(t: Tables, across_priorities: bool = False) -> Any:
+def claim_and_start_stmt(t: Tables, dialect: Dialect, across_priorities: bool = False) -> Any:
     """PostgreSQL: claim a batch and start its runs in one statement (data-modifying CTEs)."""
-    claimed = q.claim_stmt(t, True, across_priorities).cte("claimed")
+    claimed = q.claim_stmt(t, dialect, across_priorities).cte("claimed")
     started = _start_update(t, t.runs.c.message_id.in_(select(claimed.c.id))).cte("started")
     s = t.steps
     # Whether anything is recorded for the run yet — by an earlier delivery, or by
@@ -573,17 +575,17 @@ class Worker:
             # FOR UPDATE (PostgreSQL; SQLite's write transaction serialises anyway): two
             # workers taking over one stale row queue up here, and the second sees the first.
             row = conn.execute(
-                select(
-                    w.c.id,
-                    w.c.status,
-                    w.c.heartbeat_at,
-                    w.c.hostname,
-                    w.c.pid,
-                    w.c.heartbeat_interval,
-                    utcnow().label("now"),
+                self.store.dialect.lock_for_update(
+                    select(
+                        w.c.id,
+                        w.c.status,
+                        w.c.heartbeat_at,
+                        w.c.hostname,
+                        w.c.pid,
+                        w.c.heartbeat_interval,
+                        utcnow().label("now"),
+                    ).where(w.c.worker_name == self.name)
                 )
-                .where(w.c.worker_name == self.name)
-                .with_for_update()
             ).first()
             values = {
                 "hostname": self.hostname,
@@ -1089,7 +1091,7 @@ class Worker:
                     # meanwhile must not claim what was triggered after it.
                     if self._stopping.is_set():
                         break
-                    if binding.workflow is not None and self.store.postgres:
+                    if binding.workflow is not None and self.store.dialect.writable_ctes:
                         messages, started = await self._claim_and_start(conn, binding, batch)
                     else:
                         messages = await self._claim(conn, binding, batch, self.visibility_timeout)
@@ -1276,7 +1278,7 @@ class Worker:
         sent = time.monotonic()
         rows = await q.claim_rows(
             conn,
-            lambda across: claim_and_start_stmt(self.store.tables, across),
+            lambda across: claim_and_start_stmt(self.store.tables, self.store.dialect, across),
             params,
             self._may_claim_again,
         )
@@ -1357,7 +1359,9 @@ class Worker:
         """Whether each in-flight run may hold one connection for its whole delivery: on
         PostgreSQL, when the worker has a pool of its own (nothing else checks out of it)
         with a connection per run and one to spare for claims and heartbeats."""
-        if not (self.store.postgres and self._close_store) or self.store._transactions_only():
+        if not (self.store.dialect.autocommit_writes and self._close_store) or (
+            self.store._transactions_only()
+        ):
             return False  # (a held connection is an autocommit one)
         size = getattr(self.store.engine.sync_engine.pool, "size", None)
         return callable(size) and size() > self.concurrency
@@ -1583,7 +1587,7 @@ class Worker:
             except Exception as error:  # ridden out: the loop decides what ends the worker
                 self.stats.errors += 1
                 self._beats_episode.failed(translate(error, "heartbeat"))
-            if self._listen_conn is None and self.listen and self.store.postgres:
+            if self._listen_conn is None and self.listen and self.store.dialect.supports_listen:
                 await self._start_listener()
 
     def _lost_registration(self, inflight: list[_InFlight]) -> None:
@@ -1613,10 +1617,10 @@ class Worker:
         """
         if self._listen_task is not None:
             return
-        if not (self.listen and self.store.postgres):
+        if not (self.listen and self.store.dialect.supports_listen):
             why = (
                 "listen=False"
-                if self.store.postgres
+                if self.store.dialect.supports_listen
                 else "SQLite has no LISTEN; enqueues in this process wake it at once"
             )
             log.info(
@@ -1644,7 +1648,7 @@ class Worker:
                     if pooled and not first.done():
                         # Its test NOTIFY takes a while to give up on: poll meanwhile.
                         first.set_result(None)
-                    listener = await open_listener(
+                    listener = await self.store.dialect.open_listener(
                         self.store.engine,
                         [q.NOTIFY_CHANNEL, CANCEL_CHANNEL],
                         self._on_notification,
@@ -1724,7 +1728,9 @@ class Worker:
     async def _notify(self, channel: str, payload: str) -> None:
         """NOTIFY from a connection other than the listener's (its test notification)."""
         async with self.store.autocommit() as conn:
-            await conn.execute(select(func.pg_notify(channel, payload)))
+            notify = self.store.dialect.notify(channel, payload)
+            if notify is not None:
+                await conn.execute(select(notify))
 
     def _listener_lost(self) -> None:
         log.warning(
