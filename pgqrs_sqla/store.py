@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import case, delete, exc, func, inspect, select, text, update
+from sqlalchemy import case, delete, exc, func, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -32,6 +32,7 @@ from ._db import (
 )
 from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, pooler_unsafe_settings
 from ._logging import get_logger
+from ._runs_write import requeue_dead_runs_stmt
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .dialects import aware, utcnow, utcnow_plus
 from .errors import (
@@ -578,10 +579,7 @@ class Store(RunControl):
         """
         info = await self.get_queue(name)
         m, t = self.tables.messages, self.tables.queues
-        ours = m.c.queue_id == info.id
-        leased = (
-            m.c.archived_at.is_(None) & m.c.consumer_worker_id.is_not(None) & (m.c.vt > utcnow())
-        )
+        ours, leased = m.c.queue_id == info.id, q.leased_now(self.tables)
 
         def busy(conn: Connection) -> None:
             count = conn.execute(select(func.count()).where(ours, leased)).scalar_one()
@@ -603,9 +601,9 @@ class Store(RunControl):
                 # a row a claim is changing is waited for and re-checked against its new
                 # version, and kept if leased. A lease taken meanwhile is then still there
                 # to count, and the rollback puts everything back.
-                conn.execute(delete(m).where(ours, ~leased))
+                conn.execute(q.delete_messages_stmt(self.tables, info.id, leased=False))
                 busy(conn)
-            conn.execute(delete(m).where(ours))
+            conn.execute(q.delete_messages_stmt(self.tables, info.id))
             conn.execute(delete(t).where(t.c.id == info.id))
 
         await self.run(work)
@@ -614,15 +612,7 @@ class Store(RunControl):
     async def purge_queue(self, name: str) -> int:
         """Delete every message of the queue that is not leased; return how many."""
         info = await self.get_queue(name)
-        m = self.tables.messages
-        stmt = delete(m).where(
-            m.c.queue_id == info.id,
-            ~(
-                (m.c.archived_at.is_(None))
-                & m.c.consumer_worker_id.is_not(None)
-                & (m.c.vt > utcnow())
-            ),
-        )
+        stmt = q.delete_messages_stmt(self.tables, info.id, leased=False)
         async with self.begin() as conn:
             return (await conn.execute(stmt)).rowcount
 
@@ -699,7 +689,6 @@ class Store(RunControl):
         ``message_ids`` attribute names them) and nothing is replayed.
         """
         qid = (await self.get_queue(name)).id
-        runs = self.tables.runs
         wanted = None if message_ids is None else sorted(set(message_ids))
 
         def work(conn: Connection) -> list[int]:
@@ -714,11 +703,7 @@ class Store(RunControl):
                     message_ids=missing,
                 )
             if ids:
-                conn.execute(
-                    update(runs)
-                    .where(runs.c.message_id.in_(ids), runs.c.status == "ERROR")
-                    .values(status="QUEUED", error=None, finished_at=None, updated_at=utcnow())
-                )
+                conn.execute(requeue_dead_runs_stmt(self.tables, ids))
             return ids
 
         ids = await self.run(work)
