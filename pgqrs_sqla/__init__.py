@@ -16,6 +16,8 @@ Quick tour::
     run_id = await pgqrs.workflow("data_pipeline").trigger({"url": "..."}).execute(session)
 """
 
+from ._signals import Pause as Pause
+from ._signals import Step as Step
 from .codec import json_default as json_default
 from .context import RunContext as RunContext
 from .errors import (
@@ -67,9 +69,6 @@ from .errors import (
     NotFound as NotFound,
 )
 from .errors import (
-    Pause as Pause,
-)
-from .errors import (
     PayloadError as PayloadError,
 )
 from .errors import (
@@ -107,9 +106,6 @@ from .errors import (
 )
 from .errors import (
     StatementTimeout as StatementTimeout,
-)
-from .errors import (
-    Step as Step,
 )
 from .errors import (
     StepNameReused as StepNameReused,

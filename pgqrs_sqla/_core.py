@@ -18,12 +18,11 @@ from ._db import (
     run_async,
     run_sync,
     safe_url,
-    sqlite_writer,
     translated,
     wake_after_commit,
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
-from .dialects import READONLY_OPTION, SQLITE_BUSY_TIMEOUT_MS, is_postgres, setup_sqlite_engine
+from .dialects import READONLY_OPTION, Dialect, dialect_for
 from .errors import ConfigurationError
 from .models import PgqrsModels, Tables, pgqrs_models
 
@@ -65,21 +64,24 @@ class StoreCore:
         self.listen = listen
         #: encodes values JSON cannot (``connect(json_default=...)``): params, payloads, results
         self.json_default = json_default
-        self.postgres = is_postgres(engine.dialect.name)
+        try:
+            #: the backend's differences (row locking, wake-ups, upsert, error codes)
+            self.dialect: Dialect = dialect_for(engine)
+        except KeyError:
+            raise ConfigurationError(
+                f"unsupported database {engine.dialect.name!r}: pgqrs_sqla runs on PostgreSQL "
+                "(postgresql+asyncpg:// or postgresql+psycopg://) or SQLite (sqlite+aiosqlite://); "
+                "give Store() an engine on one of them"
+            ) from None
+        #: kept for callers that ask; code inside the package asks ``dialect``
+        self.postgres = self.dialect.name == "postgresql"
         self.db_key = db_key(engine.url)
         self._owns_engine = False
         self._tmpdir: str | None = None
         self._queue_ids: dict[str, int] = {}
         #: reached through a connection pooler (PgBouncer...); None until looked at
         self._pooled: bool | None = None
-        if not self.postgres:
-            if engine.dialect.name != "sqlite":
-                raise ConfigurationError(
-                    f"unsupported database {engine.dialect.name!r}: pgqrs_sqla runs on PostgreSQL "
-                    "(postgresql+asyncpg:// or postgresql+psycopg://) or SQLite (sqlite+aiosqlite://); "
-                    "give Store() an engine on one of them"
-                )
-            setup_sqlite_engine(engine.sync_engine)
+        self.dialect.setup_engine(engine.sync_engine)
 
     @classmethod
     def from_engine(cls, engine: AsyncEngine, **options: Any) -> Self:
@@ -115,10 +117,8 @@ class StoreCore:
     def writer(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Around a write transaction of ours: on SQLite, wait for this process's other
         writers in the event loop rather than in SQLite's sleeping busy handler
-        (:func:`~pgqrs_sqla._db.sqlite_writer`); nothing on PostgreSQL."""
-        if self.postgres:
-            return contextlib.nullcontext()
-        return sqlite_writer(self.db_key, SQLITE_BUSY_TIMEOUT_MS / 1000)
+        (:func:`~pgqrs_sqla.dialects.sqlite.sqlite_writer`); nothing on PostgreSQL."""
+        return self.dialect.writer(self.db_key)
 
     def _transactions_only(self) -> bool:
         """asyncpg behind a transaction pooler: SQLAlchemy prepares each statement in a round
@@ -131,7 +131,7 @@ class StoreCore:
         """A connection for single-statement writes: autocommit on PostgreSQL (no BEGIN and
         COMMIT round trips); a short ``BEGIN IMMEDIATE`` transaction on SQLite."""
         with translated():
-            if self.postgres and not self._transactions_only():
+            if self.dialect.autocommit_writes and not self._transactions_only():
                 async with self.engine.connect() as conn:
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     yield conn
@@ -145,7 +145,7 @@ class StoreCore:
         (a snapshot, without the write lock other transactions take)."""
         with translated():
             async with self.engine.connect() as conn:
-                if self.postgres and not self._transactions_only():
+                if self.dialect.autocommit_writes and not self._transactions_only():
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     yield conn
                 else:
@@ -167,13 +167,15 @@ class StoreCore:
         """
         if target is not None:
             return await run_async(target, fn)
-        if single_statement and self.postgres:
+        if single_statement and self.dialect.autocommit_writes:
             async with self.autocommit() as conn:
                 return await conn.run_sync(fn)
         async with self.begin() as conn:
             return await conn.run_sync(fn)
 
-    def run_sync(self, fn: Callable[[Connection], T], target: SyncTarget) -> T:
+    def run_sync(self, target: SyncTarget, fn: Callable[[Connection], T]) -> T:
+        """Run sync statement logic ``fn`` in ``target``'s transaction (target first, as
+        :func:`~pgqrs_sqla._db.run_sync`)."""
         return run_sync(target, fn)
 
     def wake(self, channel: str, target: Any = None) -> None:

@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import event, exc
@@ -23,47 +22,17 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from .errors import (
-    AuthenticationFailed,
-    DatabaseBusy,
-    DatabaseError,
-    DatabaseUnavailable,
-    LockConflict,
-    LockTimeout,
-    PgqrsError,
-    PoolerError,
-    QueryCancelled,
-    ReadOnlyDatabase,
-    SchemaMissing,
-    StatementTimeout,
-)
+from .dialects import DIALECTS
+from .dialects.postgresql import SERIALIZATION_FAILURE as SERIALIZATION_FAILURE
+from .dialects.postgresql import sqlstate as pg_sqlstate
+from .dialects.sqlite import sqlite_code
+from .dialects.sqlite import sqlite_writer as sqlite_writer
+from .errors import DatabaseError, DatabaseUnavailable, PgqrsError
 
 T = TypeVar("T")
 
 AsyncTarget = AsyncSession | AsyncConnection
 SyncTarget = Session | Connection
-
-_UNDEFINED_TABLE = "42P01"
-_CONNECTION_CLASSES = ("08",)  # SQLSTATE class 08: connection exception
-_UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "3D000", "53300"}
-# Refusals that mean "unavailable" only when a new connection is being opened (no statement
-# ran): 55000 is "database ... is not currently accepting connections" (ALLOW_CONNECTIONS
-# false, e.g. during maintenance); elsewhere it is an ordinary prerequisite error.
-_REFUSED_AT_CONNECT = {"55000"}
-# deadlock_detected, serialization_failure: the transaction was rolled back; a retry may pass.
-_LOCK_CONFLICT_STATES = {"40P01", "40001"}
-SERIALIZATION_FAILURE = "40001"
-_AUTH_STATES = {"28000", "28P01"}
-_QUERY_CANCELED = "57014"
-_LOCK_NOT_AVAILABLE = "55P03"
-_READ_ONLY = "25006"  # read_only_sql_transaction
-# 26000 invalid_sql_statement_name: a prepared statement the pooler's server connection lacks;
-# 08P01 protocol_violation: a pooler's refusal (class 08, but the server is there).
-_POOLER_STATES = {"26000", "08P01"}
-# SQLite primary result codes (the low byte of the extended code).
-_SQLITE_ERROR = 1
-_SQLITE_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
-_SQLITE_READONLY = 8
 
 
 def safe_url(url: URL | str) -> str:
@@ -73,14 +42,8 @@ def safe_url(url: URL | str) -> str:
     return url
 
 
-def _sqlstate(error: BaseException) -> str | None:
-    orig = getattr(error, "orig", None)
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return state if isinstance(state, str) else None
-
-
 #: The SQLSTATE of a driver error (from its structured diagnostics), or None.
-sqlstate = _sqlstate
+sqlstate = _sqlstate = pg_sqlstate
 
 
 def _opening_without_sqlstate(error: BaseException) -> bool:
@@ -97,32 +60,17 @@ def _opening_without_sqlstate(error: BaseException) -> bool:
     )
 
 
-def _sqlite_code(error: BaseException) -> int | None:
-    """SQLite's extended result code, read from the sqlite3 exception (Python 3.11+;
-    aiosqlite passes sqlite3's exceptions through)."""
-    code = getattr(getattr(error, "orig", error), "sqlite_errorcode", None)
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
-
-
 def _first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error)
     return text.splitlines()[0] if text.strip() else type(error).__name__
 
 
-def _unavailable(error: BaseException, state: str | None, text: str) -> bool:
+def _unavailable(error: BaseException, text: str) -> bool:
     """The server cannot be reached, or refused the connection."""
     return bool(
         isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)
-        or (
-            state is not None and (state[:2] in _CONNECTION_CLASSES or state in _UNAVAILABLE_STATES)
-        )
-        or (
-            state in _REFUSED_AT_CONNECT
-            and isinstance(error, exc.DBAPIError)
-            and error.statement is None
-        )
+        or any(d.unavailable(error) for d in DIALECTS.values())
         or (isinstance(error, exc.DBAPIError) and error.connection_invalidated)
-        or (isinstance(error, exc.OperationalError) and "unable to open database" in text)
         or _opening_without_sqlstate(error)
         or isinstance(error, exc.InterfaceError)
     )
@@ -130,83 +78,21 @@ def _unavailable(error: BaseException, state: str | None, text: str) -> bool:
 
 def translate(error: BaseException, where: str = "") -> BaseException:
     """Map a driver / SQLAlchemy error to a :class:`~pgqrs_sqla.errors.DatabaseError`
-    (by SQLSTATE or SQLite result code), or return it unchanged (a ``PgqrsError`` already,
-    or no database error at all)."""
+    (by each dialect's table: SQLSTATE, SQLite result code), or return it unchanged (a
+    ``PgqrsError`` already, or no database error at all)."""
     if isinstance(error, PgqrsError):
         return error
     if not isinstance(error, exc.SQLAlchemyError | OSError | ConnectionError | TimeoutError):
         return error
     suffix = f" ({where})" if where else ""
-    state = _sqlstate(error)
-    code = _sqlite_code(error)
-    primary = None if code is None else code & 0xFF
     text = str(getattr(error, "orig", error))
     said = _first_line(error)
-    # SQLite says "no such table" with its generic SQLITE_ERROR code: the text is all there is.
-    if state == _UNDEFINED_TABLE or (primary in (None, _SQLITE_ERROR) and "no such table" in text):
-        return SchemaMissing(
-            f"{SchemaMissing.__doc__} Database said: {said}{suffix}",
-            sqlstate=state,
-            sqlite_code=code,
-        )
-    if state in _LOCK_CONFLICT_STATES:
-        return LockConflict(
-            f"the database aborted the statement to resolve a lock conflict{suffix}: "
-            f"{said} — nothing was written; it is safe to retry",
-            sqlstate=state,
-            sqlite_code=code,
-        )
-    if state in _AUTH_STATES:
-        return AuthenticationFailed(
-            f"the database refused the credentials{suffix}: {said} — check the user and "
-            "password in the URL and the server's pg_hba.conf",
-            sqlstate=state,
-            sqlite_code=code,
-        )
-    if state == _QUERY_CANCELED:
-        # One SQLSTATE for both; only the server's message tells a timeout from a cancel.
-        if "statement timeout" in text:
-            return StatementTimeout(
-                f"the statement ran past statement_timeout and was cancelled{suffix}: {said}"
-                " — it is safe to retry; raise statement_timeout if it is too short",
-                sqlstate=state,
-                sqlite_code=code,
-            )
-        return QueryCancelled(
-            f"the server cancelled the statement{suffix}: {said} — nothing was kept; it is "
-            "safe to retry",
-            sqlstate=state,
-            sqlite_code=code,
-        )
-    if state == _LOCK_NOT_AVAILABLE:
-        return LockTimeout(
-            f"a lock was not granted in time{suffix}: {said} — another session holds it; "
-            "it is safe to retry (or raise lock_timeout)",
-            sqlstate=state,
-            sqlite_code=code,
-        )
-    if state == _READ_ONLY or primary == _SQLITE_READONLY:
-        return ReadOnlyDatabase(
-            f"the database is read-only{suffix}: {said} — after a failover, point the URL at "
-            "the primary (target_session_attrs=read-write); writes resume once it accepts them",
-            sqlstate=state,
-            sqlite_code=code,
-        )
-    if primary in _SQLITE_BUSY_CODES:
-        return DatabaseBusy(
-            f"the SQLite database is locked by another connection{suffix}: {said} — another "
-            "writer held it past the busy timeout; it is safe to retry",
-            sqlstate=state,
-            sqlite_code=code,
-        )
-    if state in _POOLER_STATES:
-        return PoolerError(
-            f"the connection lost its session state{suffix}: {said} — behind PgBouncer in "
-            "transaction mode, use asyncpg with connect_args={'statement_cache_size': 0}",
-            sqlstate=state,
-            sqlite_code=code,
-        )
-    if _unavailable(error, state, text):
+    for dialect in DIALECTS.values():
+        mapped = dialect.translate_code(error, said, suffix)
+        if mapped is not None:
+            return mapped
+    state, code = _sqlstate(error), sqlite_code(error)
+    if _unavailable(error, text):
         return DatabaseUnavailable(
             f"cannot reach the database{suffix}: {said if text else type(error).__name__}"
             " — check the URL, that the server is running, and the credentials",
@@ -311,52 +197,6 @@ class Waiter:
 
 
 HUB = WakeHub()
-
-
-# ---------------------------------------------------------------- SQLite's one writer
-
-_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-_WRITING: ContextVar[frozenset[str]] = ContextVar("pgqrs_sqla_writing", default=frozenset())
-
-
-@contextlib.asynccontextmanager
-async def sqlite_writer(db: str, wait: float) -> AsyncIterator[None]:
-    """Queue this process's write transactions on SQLite database ``db`` in the event loop.
-
-    SQLite lets one writer in at a time; a second connection's ``BEGIN IMMEDIATE`` meets a
-    busy database and SQLite's busy handler *sleeps* (1, 2, 5, 10 … ms) before trying again,
-    long after the first writer's sub-millisecond commit. Several workers' tasks of one
-    process writing at once spent more time asleep than writing (4 worker tasks drained
-    fewer runs per second than 1). Waiting here instead hands the database over the moment
-    the previous writer is done. Re-entrant per task (and the tasks it starts): a write
-    nested in another simply goes on to SQLite's own lock, as it did before. Other processes,
-    and the app's own sessions, still meet SQLite's lock and its busy timeout.
-    """
-    if db in _WRITING.get():
-        yield
-        return
-    locks = _WRITERS.setdefault(asyncio.get_running_loop(), {})
-    lock = locks.setdefault(db, asyncio.Lock())
-    try:
-        # No longer than SQLite itself would wait: past that (a writer that waits on this
-        # very task, say) go on to SQLite's own lock and its busy timeout, as without this.
-        async with asyncio.timeout(wait):
-            await lock.acquire()
-    except TimeoutError:
-        queued = False
-    else:
-        queued = True
-    if not queued:
-        yield
-        return
-    token = _WRITING.set(_WRITING.get() | {db})
-    try:
-        yield
-    finally:
-        _WRITING.reset(token)
-        lock.release()
 
 
 _PENDING_KEY = "pgqrs_sqla.pending_wakeups"

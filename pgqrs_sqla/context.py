@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import time
 import traceback
@@ -19,66 +18,50 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    BigInteger,
-    Float,
-    Integer,
-    String,
-    bindparam,
-    case,
-    exists,
-    false,
-    literal,
     select,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ._db import translated
 from ._logging import get_logger, step_var
+from ._runs_write import finish_stmt, run_update_stmt
+from ._signals import (
+    Pause,
+    _ConnectionLostSignal,
+    _LeaseLostSignal,
+    _RecordedMeanwhile,
+    _Refused,
+    _RetryLater,
+    _RunCancelledSignal,
+    _StepExhausted,
+    _StepPaused,
+    _TransitionRefusedSignal,
+)
+from ._steps_write import step_upsert_stmt
 from .codec import check_json, check_text
-from .dialects import JSONType, aware, insert_for, utcnow, utcnow_plus
+from .dialects import aware
 from .errors import (
     DatabaseUnavailable,
     HandlerError,
-    Pause,
     PayloadError,
     StepNameReused,
     TransientError,
-    _ConnectionLostSignal,
-    _LeaseLostSignal,
-    _RunCancelledSignal,
 )
-from .models import ArchiveReason, RunStatus, StepStatus, Tables
-from .queue import Message, held, release_stmt
+from .models import RunStatus, StepStatus, Tables
+from .queue import (
+    Message,
+    archive_delivery_stmt,
+    held,
+    lease_fence,
+    refresh_lease_stmt,
+    release_stmt,
+)
 from .runs import RetryPolicy
-from .states import run_may_become, status_in, step_may_become
 
 if TYPE_CHECKING:
     from .store import Store
 
 log = get_logger("pgqrs_sqla.workflow")
-
-
-class _RetryLater(BaseException):
-    def __init__(self, step: str, attempts: int, delay: float, error: dict[str, Any]):
-        super().__init__(step)
-        self.step, self.attempts, self.delay, self.error = step, attempts, delay, error
-
-
-class _StepPaused(BaseException):
-    def __init__(self, step: str | None, seconds: float, attempts: int = 1):
-        super().__init__(step)
-        self.step, self.seconds, self.attempts = step, seconds, attempts
-
-
-class _Refused(Exception):
-    """Internal: a fenced write inside :meth:`Execution.park` was refused; roll back."""
-
-
-class _StepExhausted(BaseException):
-    def __init__(self, step: str, error: dict[str, Any]):
-        super().__init__(step)
-        self.step, self.error = step, error
 
 
 def storable_text(text: str) -> str:
@@ -272,7 +255,7 @@ class Execution:
         }
 
     def fence(self) -> Any:
-        return lease_fence(self.tables)
+        return lease_fence(self.tables, self.store.dialect)
 
     def attempts_of(self, name: str) -> int:
         """How many deliveries ran step ``name``'s body, counting this one (see ``StepInfo``).
@@ -353,7 +336,10 @@ class Execution:
                 return StepRecord(
                     StepStatus.SUCCESS, row.output, row.attempts, self.message.read_ct
                 )
-        return _LeaseLostSignal(f"step write for run {self.run_id} refused by the state machine")
+        return _TransitionRefusedSignal(
+            f"a write of run {self.run_id} (step {step!r}) was refused by the state machine; "
+            "the lease is still held"
+        )
 
     async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> Any:
         """Record the step's success; returns the step's value (the recorded one, if
@@ -390,17 +376,19 @@ class Execution:
     async def finish(self, new: RunStatus, *, output: Any = None, error: Any = None) -> bool:
         """End the run (SUCCESS / ERROR / CANCELLED) and archive its message, atomically."""
         params = self.bind(p_output=output, p_error=error)
-        if self.store.postgres:
+        if self.store.dialect.writable_ctes:
             # One round trip on an autocommit connection: both updates in one statement.
             async with self.connection() as conn:
                 row = (await conn.execute(finish_stmt(self.tables, new), params)).first()
                 return row is not None
         async with self.store.begin() as conn:
             if (
-                await conn.execute(run_update_stmt(self.tables, new, True), params)
+                await conn.execute(
+                    run_update_stmt(self.tables, new, True, self.store.dialect), params
+                )
             ).first() is None:
                 return False
-            await conn.execute(archive_stmt(self.tables), params)
+            await conn.execute(archive_delivery_stmt(self.tables), params)
         return True
 
     async def park(self, new: RunStatus, delay: float, step_write: Any = None) -> bool:
@@ -415,7 +403,10 @@ class Execution:
                 if (
                     new is RunStatus.PAUSED
                     and (
-                        await conn.execute(run_update_stmt(self.tables, new, False), self.bind())
+                        await conn.execute(
+                            run_update_stmt(self.tables, new, False, self.store.dialect),
+                            self.bind(),
+                        )
                     ).first()
                     is None
                 ):
@@ -434,161 +425,10 @@ class Execution:
 # Hot-path statements are built once per set of tables and bound per call: building and
 # cache-keying a statement tree costs more than the database round trip it makes.
 
-_STEP_COLS = [
-    "run_id",
-    "step_name",
-    "status",
-    "output",
-    "error",
-    "attempts",
-    "started_at",
-    "finished_at",
-    "next_delivery",
-]
-
-
-def lease_fence(t: Tables, *, lock: bool = True) -> Any:
-    """EXISTS: the delivery named by ``p_msg_id``/``p_worker_id``/``p_token`` holds its lease.
-
-    With ``lock`` (PostgreSQL) the fence takes ``FOR SHARE`` on the message row. A plain
-    EXISTS would read the statement's snapshot: a takeover that commits while the write
-    waits (on the step's row, say) would go unseen and the former holder's write would land.
-    Locked, the fence waits for a claim in progress (``FOR UPDATE``) and then re-reads the
-    row as committed, so it sees the new token and refuses.
-    """
-    m = t.messages
-    live = (
-        select(literal(1))
-        .select_from(m)
-        .where(
-            m.c.id == bindparam("p_msg_id", type_=BigInteger),
-            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
-            m.c.read_ct == bindparam("p_token", type_=Integer),
-            m.c.archived_at.is_(None),
-        )
-    )
-    return exists(live.with_for_update(read=True) if lock else live)
-
-
 #: safety margin (seconds, plus a fraction of the time left) between the lease's expiry on
 #: the database clock and the local deadline a step body may start before
 LEASE_MARGIN = 0.1
 LEASE_DRIFT = 0.01
-
-
-def _lease_vt(t: Tables) -> Any:
-    """The current ``vt`` of the delivery's message (a scalar subquery, for RETURNING)."""
-    m = t.messages
-    return (
-        select(m.c.vt)
-        .where(m.c.id == bindparam("p_msg_id", type_=BigInteger))
-        .scalar_subquery()
-        .label("lease_vt")
-    )
-
-
-@functools.cache
-def refresh_lease_stmt(t: Tables) -> Any:
-    """Extend the delivery's lease to at least ``now + p_vt``, fenced by owner and token;
-    returns the new ``vt`` and the database clock, or nothing if the lease is gone."""
-    m = t.messages
-    extended = utcnow_plus(bindparam("p_vt", type_=Float))
-    return (
-        update(m)
-        .where(
-            m.c.id == bindparam("p_msg_id", type_=BigInteger),
-            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
-            m.c.read_ct == bindparam("p_token", type_=Integer),
-            m.c.archived_at.is_(None),
-        )
-        .values(vt=case((m.c.vt > extended, m.c.vt), else_=extended))
-        .returning(m.c.vt.label("lease_vt"), utcnow().label("db_now"))
-    )
-
-
-@functools.cache
-def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> Any:
-    """One INSERT ... ON CONFLICT DO UPDATE, fenced by the lease (and, for a success, by the
-    run not being cancelled); returns the row id with the lease's ``vt`` and the database
-    clock (see :meth:`Execution.note_lease`), or nothing if the fence failed."""
-    s, r = t.steps, t.runs
-    where = lease_fence(t)
-    if status is StepStatus.SUCCESS:
-        where = where & exists(
-            select(literal(1))
-            .select_from(r)
-            .where(
-                r.c.id == bindparam("p_run_id", type_=BigInteger), r.c.cancel_requested == false()
-            )
-        )
-    source = select(
-        bindparam("p_run_id", type_=BigInteger),
-        bindparam("p_step_name", type_=String),
-        literal(status.value),
-        bindparam("p_output", type_=JSONType),
-        bindparam("p_error", type_=JSONType),
-        bindparam("p_attempts", type_=Integer),
-        utcnow_plus(-bindparam("p_duration", type_=Float)),
-        utcnow(),
-        # After a success this delivery goes on to the next step; after a pause or an error
-        # it ends, and the next one is the first that may (see Execution.attempts_of).
-        bindparam("p_token", type_=Integer) + (0 if status is StepStatus.SUCCESS else 1),
-    ).where(where)
-    stmt = insert_for(dialect, s).from_select(_STEP_COLS, source)
-    excluded = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[s.c.run_id, s.c.step_name],
-        set_={name: excluded[name] for name in _STEP_COLS[2:]},
-        where=status_in(s.c.status, step_may_become(status)),
-    ).returning(s.c.id, _lease_vt(t), utcnow().label("db_now"))
-
-
-@functools.cache
-def run_update_stmt(t: Tables, new: RunStatus, with_result: bool, lock: bool = True) -> Any:
-    """Move the run to ``new`` if the state machine allows it and the lease is held."""
-    r = t.runs
-    values: dict[str, Any] = {"status": new.value, "updated_at": utcnow()}
-    if new.terminal:
-        values["finished_at"] = utcnow()
-    if with_result:
-        values["output"] = bindparam("p_output", type_=JSONType)
-        values["error"] = bindparam("p_error", type_=JSONType)
-    return (
-        update(r)
-        .where(
-            r.c.id == bindparam("p_run_id", type_=BigInteger),
-            status_in(r.c.status, run_may_become(new)),
-            lease_fence(t, lock=lock),
-        )
-        .values(**values)
-        .returning(r.c.id)
-    )
-
-
-@functools.cache
-def archive_stmt(t: Tables) -> Any:
-    m = t.messages
-    return (
-        update(m)
-        .where(
-            m.c.id == bindparam("p_msg_id", type_=BigInteger),
-            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
-            m.c.read_ct == bindparam("p_token", type_=Integer),
-            m.c.archived_at.is_(None),
-        )
-        .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
-        .returning(m.c.id)
-    )
-
-
-@functools.cache
-def finish_stmt(t: Tables, new: RunStatus) -> Any:
-    """PostgreSQL: archive the message and end the run in one statement. The archive is the
-    fence that counts: it updates (so locks) the message row and re-checks the token after any
-    concurrent claim. The run update's own fence reads the pre-statement snapshot, where the
-    message is still live; it must not lock a row this very statement changes."""
-    archived = archive_stmt(t).cte("archived")
-    return run_update_stmt(t, new, True, False).where(exists(select(archived.c.id)))
 
 
 class RunContext:
@@ -744,8 +584,7 @@ class RunContext:
                     lock = select(t.messages.c.id).where(
                         held(t, x.message.id, x.worker_id, x.message.read_ct)
                     )
-                    if x.store.postgres:
-                        lock = lock.with_for_update(read=True, key_share=True)
+                    lock = x.store.dialect.lock_fence(lock, held=True)
                     if (await session.execute(lock)).first() is None:
                         raise _as_signal(await x.diagnose(session))
                     if inspect.iscoroutinefunction(fn):
@@ -790,14 +629,6 @@ class RunContext:
         x.note_lease(sent, row.lease_vt, row.db_now)
         x.steps[name] = StepRecord(StepStatus.SUCCESS, result, attempts, x.message.read_ct)
         return result
-
-
-class _RecordedMeanwhile(Exception):
-    """Internal: the step got a recorded success from outside while its transaction ran."""
-
-    def __init__(self, record: StepRecord) -> None:
-        super().__init__("recorded meanwhile")
-        self.record = record
 
 
 def _as_signal(refused: BaseException | StepRecord) -> BaseException:

@@ -334,34 +334,3 @@ class TransientError(Exception):
         self.retry_after: float | None = (
             None if retry_after is None else duration_seconds(retry_after, "retry_after")
         )
-
-
-class Pause(BaseException):
-    """Raised (or returned) from a step to pause the run; made with ``Step.pause(...)``."""
-
-    def __init__(self, duration: timedelta | float):
-        seconds = duration_seconds(duration, "pause duration")
-        super().__init__(f"pause for {seconds:g}s")
-        self.seconds = seconds
-
-
-class Step:
-    """Namespace for step control signals, as in the guide: ``raise Step.pause(3600)``."""
-
-    @staticmethod
-    def pause(duration: timedelta | float) -> Pause:
-        """Return a signal that pauses the run for ``duration`` (a timedelta or seconds)."""
-        return Pause(duration)
-
-
-class _RunCancelledSignal(BaseException):
-    """Internal: the run was cancelled; unwinds the handler at a step boundary."""
-
-
-class _LeaseLostSignal(BaseException):
-    """Internal: this worker lost the run's lease; unwinds the handler without writing."""
-
-
-class _ConnectionLostSignal(BaseException):
-    """Internal: the database went away mid-run; the delivery is abandoned, not failed (its
-    lease expires and the run is redelivered)."""

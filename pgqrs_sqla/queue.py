@@ -18,7 +18,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    ColumnElement,
     DateTime,
+    Delete,
     Float,
     Integer,
     Select,
@@ -28,9 +30,12 @@ from sqlalchemy import (
     bindparam,
     case,
     column,
+    delete,
+    exists,
     func,
     insert,
     literal,
+    null,
     select,
     true,
     tuple_,
@@ -40,9 +45,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
+from sqlalchemy.sql.elements import Label
 
 from .codec import JsonDefault, check_json
-from .dialects import aware, is_postgres, utcnow, utcnow_plus
+from .dialects import Dialect, aware, dialect_for, utcnow, utcnow_plus
 from .errors import InvalidName, LeaseLost, QueueNotFound, ValidationError, duration_seconds
 from .models import ArchiveReason, Tables
 
@@ -232,19 +239,19 @@ def enqueue_stmt(
 
 
 @functools.cache
-def _with_notify(stmt: Any) -> Any:
+def _with_notify(stmt: Any, dialect: Dialect) -> Any:
+    notify = dialect.notify(NOTIFY_CHANNEL, bindparam("p_queue", type_=String))
+    if notify is None:
+        return stmt
     inserted = stmt.cte("inserted")
-    notify = select(
-        func.pg_notify(NOTIFY_CHANNEL, bindparam("p_queue", type_=String)).label("notified")
-    ).subquery("notified")
-    return select(inserted.c.id).select_from(inserted.join(notify, true()))
+    notified = select(notify.label("notified")).subquery("notified")
+    return select(inserted.c.id).select_from(inserted.join(notified, true()))
 
 
 def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str, Any]) -> list[int]:
     """Run an enqueue statement on ``conn``; on PostgreSQL in the same statement as the
     NOTIFY that wakes listening workers when the transaction commits."""
-    if is_postgres(conn.dialect.name):
-        stmt = _with_notify(stmt)
+    stmt = _with_notify(stmt, dialect_for(conn))
     ids = sorted(conn.execute(stmt, params).scalars().all())
     if not ids:
         raise QueueNotFound(
@@ -259,7 +266,7 @@ def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str,
 
 
 @functools.cache
-def claim_stmt(t: Tables, postgres: bool, across_priorities: bool = False) -> Update:
+def claim_stmt(t: Tables, dialect: Dialect, across_priorities: bool = False) -> Update:
     """Claim up to ``p_batch`` ready messages of ``p_queue_id`` in one statement and lease them
     to ``p_worker_id`` for ``p_vt`` seconds (bind them with :func:`claim_params`).
 
@@ -292,8 +299,7 @@ def claim_stmt(t: Tables, postgres: bool, across_priorities: bool = False) -> Up
             .order_by(m.c.priority.desc(), m.c.id)
             .limit(bindparam("p_batch", type_=Integer))
         )
-    if postgres:
-        candidates = candidates.with_for_update(skip_locked=True)
+    candidates = dialect.lock_claim(candidates)
     return (
         update(m)
         .where(m.c.id.in_(candidates.scalar_subquery()))
@@ -323,7 +329,7 @@ async def claim_rows(
     locked by other claims in flight) — unless ``second_try()`` says no (a worker that began
     stopping claims nothing new). SQLite's single writer never skips a locked row."""
     rows = list((await conn.execute(build(False), params)).all())
-    if not rows and is_postgres(conn.dialect.name) and second_try():
+    if not rows and dialect_for(conn).skip_locked and second_try():
         rows = list((await conn.execute(build(True), params)).all())
     return rows
 
@@ -339,11 +345,9 @@ async def claim(
     second_try: Callable[[], bool] = lambda: True,
 ) -> list[Message]:
     """Claim (see :func:`claim_stmt` and :func:`claim_rows`)."""
-    postgres = is_postgres(conn.dialect.name)
+    dialect = dialect_for(conn)
     params = claim_params(queue_id, worker_id, batch=batch, vt_seconds=vt_seconds)
-    rows = await claim_rows(
-        conn, lambda across: claim_stmt(t, postgres, across), params, second_try
-    )
+    rows = await claim_rows(conn, lambda across: claim_stmt(t, dialect, across), params, second_try)
     messages = [Message.from_row(r) for r in rows]
     messages.sort(key=lambda msg: (-msg.priority, msg.id))
     return messages
@@ -352,14 +356,88 @@ async def claim(
 # ---------------------------------------------------------------- lease operations
 
 
-def held(t: Tables, message_id: int, worker_id: int, token: int) -> Any:
+def _fence(
+    t: Tables,
+    lease: ColumnElement[bool],
+    worker_id: ColumnElement[int] | int,
+) -> ColumnElement[bool]:
+    """The one lease-fence predicate: ``lease`` (which deliveries: message id and token)
+    is owned by ``worker_id`` and not archived. Every fenced write of a message, and every
+    lease check of another table's write, is built from it."""
+    m = t.messages
+    return and_(lease, m.c.consumer_worker_id == worker_id, m.c.archived_at.is_(None))
+
+
+def held(t: Tables, message_id: int, worker_id: int, token: int) -> ColumnElement[bool]:
     """The lease fence: this worker holds this delivery of this live message."""
     m = t.messages
-    return and_(
-        m.c.id == message_id,
-        m.c.consumer_worker_id == worker_id,
-        m.c.read_ct == token,
-        m.c.archived_at.is_(None),
+    return _fence(t, and_(m.c.id == message_id, m.c.read_ct == token), worker_id)
+
+
+def held_bound(t: Tables) -> ColumnElement[bool]:
+    """:func:`held` for the delivery bound as ``p_msg_id``/``p_worker_id``/``p_token`` (the
+    run context's statements, built once and bound per call)."""
+    m = t.messages
+    return _fence(
+        t,
+        and_(
+            m.c.id == bindparam("p_msg_id", type_=BigInteger),
+            m.c.read_ct == bindparam("p_token", type_=Integer),
+        ),
+        bindparam("p_worker_id", type_=BigInteger),
+    )
+
+
+def lease_fence(t: Tables, dialect: Dialect | None = None) -> ColumnElement[bool]:
+    """EXISTS: the delivery bound as in :func:`held_bound` holds its lease — for a write of
+    another table (a step, a run) that must land only while the lease is held.
+
+    With ``dialect`` the fence locks the message row as that backend does
+    (:meth:`~pgqrs_sqla.dialects.base.Dialect.lock_fence`: ``FOR SHARE`` on PostgreSQL). A
+    plain EXISTS would read the statement's snapshot: a takeover that commits while the
+    write waits (on the step's row, say) would go unseen and the former holder's write
+    would land. Locked, the fence waits for a claim in progress (``FOR UPDATE``) and then
+    re-reads the row as committed, so it sees the new token and refuses.
+    """
+    live = select(literal(1)).select_from(t.messages).where(held_bound(t))
+    return exists(live if dialect is None else dialect.lock_fence(live))
+
+
+def lease_vt(t: Tables) -> Label[datetime]:
+    """The current ``vt`` of the bound delivery's message (a scalar subquery, for
+    RETURNING)."""
+    m = t.messages
+    return (
+        select(m.c.vt)
+        .where(m.c.id == bindparam("p_msg_id", type_=BigInteger))
+        .scalar_subquery()
+        .label("lease_vt")
+    )
+
+
+@functools.cache
+def refresh_lease_stmt(t: Tables) -> ReturningUpdate[Any]:
+    """Extend the bound delivery's lease to at least ``now + p_vt``, fenced by owner and
+    token; returns the new ``vt`` and the database clock, or nothing if the lease is gone."""
+    m = t.messages
+    extended = utcnow_plus(bindparam("p_vt", type_=Float))
+    return (
+        update(m)
+        .where(held_bound(t))
+        .values(vt=case((m.c.vt > extended, m.c.vt), else_=extended))
+        .returning(m.c.vt.label("lease_vt"), utcnow().label("db_now"))
+    )
+
+
+@functools.cache
+def archive_delivery_stmt(t: Tables) -> ReturningUpdate[Any]:
+    """Archive (done) the bound delivery's message, fenced by owner and token."""
+    m = t.messages
+    return (
+        update(m)
+        .where(held_bound(t))
+        .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
+        .returning(m.c.id)
     )
 
 
@@ -382,7 +460,7 @@ def extend_many_stmt(t: Tables) -> Update:
     m = t.messages
     return (
         update(m)
-        .where(*_held_many(t))
+        .where(_held_many(t))
         .values(vt=utcnow_plus(bindparam("p_vt", type_=Float)))
         .returning(m.c.id, m.c.read_ct)
     )
@@ -395,7 +473,7 @@ def release_many_stmt(t: Tables) -> Update:
     m = t.messages
     return (
         update(m)
-        .where(*_held_many(t))
+        .where(_held_many(t))
         .values(consumer_worker_id=None, vt=utcnow())
         .returning(m.c.id)
     )
@@ -408,19 +486,19 @@ def unclaim_many_stmt(t: Tables) -> Update:
     m = t.messages
     return (
         update(m)
-        .where(*_held_many(t))
+        .where(_held_many(t))
         .values(consumer_worker_id=None, vt=utcnow(), read_ct=m.c.read_ct - 1)
         .returning(m.c.id)
     )
 
 
-def _held_many(t: Tables) -> tuple[Any, ...]:
+def _held_many(t: Tables) -> ColumnElement[bool]:
     """The lease fence of :func:`held` for many deliveries at once (``p_leases``)."""
     m = t.messages
-    return (
+    return _fence(
+        t,
         tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
-        m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
-        m.c.archived_at.is_(None),
+        bindparam("p_worker_id", type_=BigInteger),
     )
 
 
@@ -459,11 +537,7 @@ def archive_many_stmt(t: Tables) -> Update:
     m = t.messages
     return (
         update(m)
-        .where(
-            tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
-            m.c.consumer_worker_id == bindparam("p_worker_id", type_=BigInteger),
-            m.c.archived_at.is_(None),
-        )
+        .where(_held_many(t))
         .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
         .returning(m.c.id)
     )
@@ -548,3 +622,100 @@ def replay_dead_stmt(t: Tables, queue_id: int, message_ids: Sequence[int] | None
     if message_ids is not None:
         cond.append(m.c.id.in_(list(message_ids)))
     return update(m).where(*cond).values(**requeued()).returning(m.c.id)
+
+
+def leased_now(t: Tables) -> ColumnElement[bool]:
+    """A message a worker holds a live lease on now."""
+    m = t.messages
+    return m.c.archived_at.is_(None) & m.c.consumer_worker_id.is_not(None) & (m.c.vt > utcnow())
+
+
+def delete_messages_stmt(t: Tables, queue_id: int, *, leased: bool | None = None) -> Delete:
+    """Delete queue ``queue_id``'s messages: all (``leased=None``), or only those not
+    leased now (``leased=False``)."""
+    m = t.messages
+    stmt = delete(m).where(m.c.queue_id == queue_id)
+    if leased is False:
+        stmt = stmt.where(~leased_now(t))
+    return stmt
+
+
+def delete_held_stmt(t: Tables, msg: Message, worker_id: int) -> ReturningDelete[tuple[int]]:
+    """Delete a message this worker holds (fenced by owner and token)."""
+    m = t.messages
+    return delete(m).where(held(t, msg.id, worker_id, msg.read_ct)).returning(m.c.id)
+
+
+def delete_message_stmt(t: Tables, message_id: int) -> Delete:
+    """Delete one message (a trigger that lost its idempotency race drops its own)."""
+    m = t.messages
+    return delete(m).where(m.c.id == message_id)
+
+
+def release_dead_worker_stmt(t: Tables, worker_id: int) -> Update:
+    """Give back every live lease of a worker row judged dead (its name registered anew):
+    visible now, each counted as a failed delivery."""
+    m = t.messages
+    return (
+        update(m)
+        .where(m.c.consumer_worker_id == worker_id, m.c.archived_at.is_(None))
+        .values(consumer_worker_id=None, vt=utcnow(), failed_ct=m.c.failed_ct + 1)
+    )
+
+
+def wake_unleased_stmt(t: Tables, message_id: int) -> Update:
+    """Make a message visible now if nobody holds it (a live lease is left alone: the owner
+    is working on it) — ``resume_run``."""
+    m = t.messages
+    return (
+        update(m)
+        .where(m.c.id == message_id, m.c.archived_at.is_(None), m.c.consumer_worker_id.is_(None))
+        .values(vt=utcnow())
+    )
+
+
+def archive_idle_stmt(t: Tables, message_id: int) -> ReturningUpdate[tuple[int]]:
+    """Archive (done) a message no live worker holds — not leased, or its lease expired —
+    (``cancel_run``); returns its id if it was archived."""
+    m = t.messages
+    return (
+        update(m)
+        .where(
+            m.c.id == message_id,
+            m.c.archived_at.is_(None),
+            (m.c.consumer_worker_id.is_(None)) | (m.c.vt <= utcnow()),
+        )
+        .values(
+            archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value, consumer_worker_id=None
+        )
+        .returning(m.c.id)
+    )
+
+
+def requeue_stmt(t: Tables, message_id: int) -> Update:
+    """Put an archived message back on its queue, ready now (``retry_run``)."""
+    m = t.messages
+    return update(m).where(m.c.id == message_id).values(**requeued())
+
+
+def workflow_message_source(t: Tables) -> Select[Any]:
+    """The message row of a trigger for workflow ``p_wf`` (on its queue; NULL payload, the
+    run holds the input), visible after ``p_delay`` seconds at priority ``p_priority``;
+    nothing for an unknown workflow."""
+    w = t.workflows
+    return select(
+        w.c.queue_id,
+        null(),
+        bindparam("p_priority", type_=Integer),
+        utcnow(),
+        utcnow_plus(bindparam("p_delay", type_=Float)),
+        literal(0),
+        literal(0),
+    ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
+
+
+@functools.cache
+def workflow_message_insert_stmt(t: Tables) -> ReturningInsert[Any]:
+    """Insert a trigger's message (:func:`workflow_message_source`); returns its id."""
+    m = t.messages
+    return insert(m).from_select(_MSG_COLS, workflow_message_source(t)).returning(m.c.id)

@@ -16,6 +16,8 @@ from sqlalchemy.engine import Connection
 
 from ._core import StoreCore
 from ._db import HUB, AsyncTarget, SyncTarget, run_sync
+from ._runs_write import cancel_now_stmt, request_cancel_stmt, retry_run_stmt
+from ._steps_write import external_step_upsert, reset_failed_steps_stmt
 from .codec import JsonDefault, check_json, check_text
 from .dialects import aware, insert_for, utcnow
 from .errors import (
@@ -29,8 +31,13 @@ from .errors import (
     duration_seconds,
 )
 from .models import RunStatus, StepStatus, Tables
-from .queue import requeued, validate_name
-from .states import NON_TERMINAL_RUN, run_may_become, status_in, step_may_become
+from .queue import (
+    archive_idle_stmt,
+    requeue_stmt,
+    validate_name,
+    wake_unleased_stmt,
+)
+from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
 
 RUN_DONE_CHANNEL = "pgqrs:run-done"
 #: payload: the run id. Also a PostgreSQL NOTIFY channel, so other processes hear it at once.
@@ -285,28 +292,8 @@ def update_step_logic(
             expected=sorted(s.value for s in NON_TERMINAL_RUN),
             actual=run.status.value,
         )
-    s = t.steps
-    output, error = (value, None) if status is StepStatus.SUCCESS else (None, value)
-    stmt = (
-        insert_for(conn.dialect.name, s)
-        .values(
-            run_id=run_id,
-            step_name=step_name,
-            status=status.value,
-            output=output,
-            error=error,
-            attempts=0,
-            started_at=utcnow(),
-            finished_at=utcnow(),
-        )
-        .returning(s.c.id)
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[s.c.run_id, s.c.step_name],
-        set_={"status": status.value, "output": output, "error": error, "finished_at": utcnow()},
-        where=status_in(s.c.status, step_may_become(status)),
-    )
-    if conn.execute(stmt).first() is None:
+    upsert = external_step_upsert(t, conn.dialect.name, run_id, step_name, status, value)
+    if conn.execute(upsert).first() is None:
         current = next(x for x in run.steps if x.name == step_name)
         raise IllegalTransition(
             f"step {step_name!r} of run {run_id} is {current.status.value}; "
@@ -329,15 +316,9 @@ def resume_logic(conn: Connection, t: Tables, run_id: int) -> str:
             expected=["PAUSED", "QUEUED", "RUNNING"],
             actual=run.status.value,
         )
-    m = t.messages
     # Only a message nobody holds: a live lease is left alone (the owner is working on it).
-    conn.execute(
-        update(m)
-        .where(
-            m.c.id == run.message_id, m.c.archived_at.is_(None), m.c.consumer_worker_id.is_(None)
-        )
-        .values(vt=utcnow())
-    )
+    if run.message_id is not None:
+        conn.execute(wake_unleased_stmt(t, run.message_id))
     return run.workflow
 
 
@@ -580,7 +561,6 @@ class RunControl(StoreCore):
     async def cancel_run(self, run_id: int) -> RunInfo:
         """Cancel a run. A QUEUED or PAUSED run ends ``CANCELLED`` now; a RUNNING one at its
         next step boundary."""
-        r, m = self.tables.runs, self.tables.messages
 
         def work(conn: Connection) -> RunInfo:
             run = load_run(conn, self.tables, run_id)
@@ -589,32 +569,18 @@ class RunControl(StoreCore):
             # Lock order: the message row before the run row, as a claim (and finish) take
             # them; the other order deadlocks against a claim starting this very run.
             # Not leased by a live worker: end it here and take its message off the queue.
-            idle = conn.execute(
-                update(m)
-                .where(
-                    m.c.id == run.message_id,
-                    m.c.archived_at.is_(None),
-                    (m.c.consumer_worker_id.is_(None)) | (m.c.vt <= utcnow()),
-                )
-                .values(archived_at=utcnow(), archive_reason="done", consumer_worker_id=None)
-                .returning(m.c.id)
-            ).first()
-            conn.execute(
-                update(r).where(r.c.id == run_id).values(cancel_requested=True, updated_at=utcnow())
+            idle = (
+                None
+                if run.message_id is None
+                else conn.execute(archive_idle_stmt(self.tables, run.message_id)).first()
             )
-            if self.postgres:
+            conn.execute(request_cancel_stmt(self.tables, run_id))
+            notify = self.dialect.notify(CANCEL_CHANNEL, str(run_id))
+            if notify is not None:
                 # Workers in other processes LISTEN here: delivered when this commits.
-                conn.execute(select(func.pg_notify(CANCEL_CHANNEL, str(run_id))))
+                conn.execute(select(notify))
             if idle is not None or run.message_id is None:
-                conn.execute(
-                    update(r)
-                    .where(
-                        r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.CANCELLED))
-                    )
-                    .values(
-                        status=RunStatus.CANCELLED.value, finished_at=utcnow(), updated_at=utcnow()
-                    )
-                )
+                conn.execute(cancel_now_stmt(self.tables, run_id))
             return load_run(conn, self.tables, run_id)
 
         info = await self.run(work)
@@ -627,31 +593,15 @@ class RunControl(StoreCore):
     async def retry_run(self, run_id: int) -> RunInfo:
         """Put an ``ERROR`` or ``CANCELLED`` run back on its queue; recorded successful steps
         are replayed, failed ones run again."""
-        r, m = self.tables.runs, self.tables.messages
 
         def work(conn: Connection) -> RunInfo:
             run = load_run(conn, self.tables, run_id)
-            done = conn.execute(
-                update(r)
-                .where(r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.QUEUED)))
-                .values(
-                    status=RunStatus.QUEUED.value,
-                    error=None,
-                    finished_at=None,
-                    cancel_requested=False,
-                    updated_at=utcnow(),
-                )
-                .returning(r.c.id)
-            ).first()
+            done = conn.execute(retry_run_stmt(self.tables, run_id)).first()
             if done is None:
                 raise _illegal_run(conn, self.tables, run_id, RunStatus.QUEUED)
-            conn.execute(update(m).where(m.c.id == run.message_id).values(**requeued()))
-            s = self.tables.steps
-            conn.execute(
-                update(s)
-                .where(s.c.run_id == run_id, s.c.status == StepStatus.ERROR.value)
-                .values(attempts=0)
-            )
+            if run.message_id is not None:
+                conn.execute(requeue_stmt(self.tables, run.message_id))
+            conn.execute(reset_failed_steps_stmt(self.tables, run_id))
             return load_run(conn, self.tables, run_id)
 
         info = await self.run(work)

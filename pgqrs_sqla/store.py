@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import case, delete, exc, func, inspect, select, text, update
+from sqlalchemy import case, delete, exc, func, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -30,8 +30,9 @@ from ._db import (
     safe_url,
     translated,
 )
-from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, behind_pooler, pooler_unsafe_settings
+from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, pooler_unsafe_settings
 from ._logging import get_logger
+from ._runs_write import requeue_dead_runs_stmt
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .dialects import aware, utcnow, utcnow_plus
 from .errors import (
@@ -178,12 +179,12 @@ async def connect(
     try:
         with translated(f"connecting to {safe_url(parsed)}"):
             async with engine.connect() as conn:
-                if store.postgres:
+                if store.dialect.may_be_pooled:
                     async with conn.begin():  # one server connection, even behind a pooler
-                        store._pooled = await behind_pooler(conn)
+                        store._pooled = await store.dialect.behind_pooler(conn)
         if store._pooled:
             await _make_pooler_safe(store, parsed, engine_options)
-        if not store.postgres:
+        if not store.dialect.has_schemas:
             # Said now, not at the first statement that names a table.
             async with store.read() as conn:
                 await conn.run_sync(store._require_sqlite_schemas)
@@ -320,10 +321,7 @@ class Store(RunControl):
         pool = self.engine.sync_engine.pool
         if isinstance(pool, StaticPool | SingletonThreadPool | AssertionPool):
             return f"its engine's {type(pool).__name__} holds a single connection"
-        url = self.engine.url
-        if not self.postgres and (
-            url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
-        ):
+        if self.dialect.in_memory(self.engine.url):
             return "its SQLite database is in memory (a new connection would open an empty one)"
         return None
 
@@ -385,7 +383,7 @@ class Store(RunControl):
             driver = self.engine.dialect.driver
             try:
                 async with self.begin() as conn:  # one transaction: one server connection
-                    pooled = await behind_pooler(conn)
+                    pooled = await self.dialect.behind_pooler(conn)
                     raw = await conn.get_raw_connection()
                     unsafe = pooler_unsafe_settings(driver, raw.dbapi_connection) if pooled else []
             except exc.DBAPIError as error:
@@ -449,7 +447,7 @@ class Store(RunControl):
         tables = self._all_tables()
 
         def create(conn: Connection) -> None:
-            if self.postgres:
+            if self.dialect.has_schemas:
                 self._create_schemas(conn)
             else:
                 self._require_sqlite_schemas(conn)
@@ -457,9 +455,10 @@ class Store(RunControl):
             self._add_new_columns(conn, tables)
 
         async with self.begin() as conn:
-            if self.postgres:
+            serialise = self.dialect.serialise_installers()
+            if serialise is not None:
                 # Serialise concurrent installers; CREATE TABLE IF NOT EXISTS still races.
-                await conn.execute(select(func.pg_advisory_xact_lock(0x70677172)))
+                await conn.execute(select(serialise))
             await conn.run_sync(create)
 
     def _add_new_columns(self, conn: Connection, tables: list[Table]) -> None:
@@ -483,7 +482,7 @@ class Store(RunControl):
         """Return what is missing from the database (empty when every table is present)."""
 
         def missing(conn: Connection) -> list[str]:
-            if not self.postgres:
+            if not self.dialect.has_schemas:
                 self._require_sqlite_schemas(conn)
             inspector = inspect(conn)
             problems = []
@@ -582,10 +581,7 @@ class Store(RunControl):
         """
         info = await self.get_queue(name)
         m, t = self.tables.messages, self.tables.queues
-        ours = m.c.queue_id == info.id
-        leased = (
-            m.c.archived_at.is_(None) & m.c.consumer_worker_id.is_not(None) & (m.c.vt > utcnow())
-        )
+        ours, leased = m.c.queue_id == info.id, q.leased_now(self.tables)
 
         def busy(conn: Connection) -> None:
             count = conn.execute(select(func.count()).where(ours, leased)).scalar_one()
@@ -598,19 +594,18 @@ class Store(RunControl):
 
         def work(conn: Connection) -> None:
             # SQLite: this whole transaction holds the write lock, so no claim interleaves.
-            if self.postgres:
-                # The queue row first: an enqueue's foreign key check needs a share lock on
-                # it, so no message is added until this transaction ends.
-                conn.execute(select(t.c.id).where(t.c.id == info.id).with_for_update())
+            # The queue row first: an enqueue's foreign key check needs a share lock on
+            # it, so no message is added until this transaction ends.
+            conn.execute(self.dialect.lock_for_update(select(t.c.id).where(t.c.id == info.id)))
             if not force:
                 busy(conn)  # the common refusal, before deleting anything
                 # A claim can commit after that count. So delete only what is not leased:
                 # a row a claim is changing is waited for and re-checked against its new
                 # version, and kept if leased. A lease taken meanwhile is then still there
                 # to count, and the rollback puts everything back.
-                conn.execute(delete(m).where(ours, ~leased))
+                conn.execute(q.delete_messages_stmt(self.tables, info.id, leased=False))
                 busy(conn)
-            conn.execute(delete(m).where(ours))
+            conn.execute(q.delete_messages_stmt(self.tables, info.id))
             conn.execute(delete(t).where(t.c.id == info.id))
 
         await self.run(work)
@@ -619,15 +614,7 @@ class Store(RunControl):
     async def purge_queue(self, name: str) -> int:
         """Delete every message of the queue that is not leased; return how many."""
         info = await self.get_queue(name)
-        m = self.tables.messages
-        stmt = delete(m).where(
-            m.c.queue_id == info.id,
-            ~(
-                (m.c.archived_at.is_(None))
-                & m.c.consumer_worker_id.is_not(None)
-                & (m.c.vt > utcnow())
-            ),
-        )
+        stmt = q.delete_messages_stmt(self.tables, info.id, leased=False)
         async with self.begin() as conn:
             return (await conn.execute(stmt)).rowcount
 
@@ -704,7 +691,6 @@ class Store(RunControl):
         ``message_ids`` attribute names them) and nothing is replayed.
         """
         qid = (await self.get_queue(name)).id
-        runs = self.tables.runs
         wanted = None if message_ids is None else sorted(set(message_ids))
 
         def work(conn: Connection) -> list[int]:
@@ -719,11 +705,7 @@ class Store(RunControl):
                     message_ids=missing,
                 )
             if ids:
-                conn.execute(
-                    update(runs)
-                    .where(runs.c.message_id.in_(ids), runs.c.status == "ERROR")
-                    .values(status="QUEUED", error=None, finished_at=None, updated_at=utcnow())
-                )
+                conn.execute(requeue_dead_runs_stmt(self.tables, ids))
             return ids
 
         ids = await self.run(work)

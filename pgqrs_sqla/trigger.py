@@ -15,17 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
-    Float,
-    Integer,
     String,
     bindparam,
-    delete,
     exc,
     false,
-    func,
-    insert,
     literal,
-    null,
     select,
     true,
 )
@@ -42,16 +36,22 @@ from ._db import (
     wake_after_commit,
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
-from .dialects import JSONType, insert_for, is_postgres, utcnow, utcnow_plus
+from .dialects import Dialect, JSONType, dialect_for, insert_for, utcnow
 from .errors import Conflict, IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound
 from .models import PgqrsModels, RunStatus, Tables
-from .queue import NOTIFY_CHANNEL, check_priority, seconds, validate_name
+from .queue import (
+    NOTIFY_CHANNEL,
+    check_priority,
+    delete_message_stmt,
+    seconds,
+    validate_name,
+    workflow_message_insert_stmt,
+)
 from .runs import WORKFLOW_MAX_DELIVERIES, RetryPolicy, define_workflow
 
 if TYPE_CHECKING:
     from .store import Store
 
-_MSG_COLS = ["queue_id", "payload", "priority", "enqueued_at", "vt", "read_ct", "failed_ct"]
 _RUN_COLS = [
     "workflow_id",
     "message_id",
@@ -67,19 +67,6 @@ _RUN_COLS = [
 # Statements are built once per set of tables and bound per call (p_wf, p_delay,
 # p_priority, p_params, p_key, p_message_id): building and cache-keying a statement tree
 # costs more than the round trip it makes.
-
-
-def _message_source(t: Tables) -> Any:
-    w = t.workflows
-    return select(
-        w.c.queue_id,
-        null(),
-        bindparam("p_priority", type_=Integer),
-        utcnow(),
-        utcnow_plus(bindparam("p_delay", type_=Float)),
-        literal(0),
-        literal(0),
-    ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
 
 
 def _run_values(t: Tables, message_id: Any) -> Any:
@@ -107,25 +94,16 @@ def _run_insert(t: Tables, dialect: str, source: Any) -> Any:
 
 
 @functools.cache
-def pg_trigger_stmt(t: Tables) -> Any:
-    """PostgreSQL: message, run and NOTIFY in one statement; no row for an unknown workflow."""
+def pg_trigger_stmt(t: Tables, dialect: Dialect) -> Any:
+    """Message, run and NOTIFY in one statement (a backend with data-modifying CTEs and
+    NOTIFY: PostgreSQL); no row for an unknown workflow."""
     m = t.messages
-    msg = (
-        insert(m)
-        .from_select(_MSG_COLS, _message_source(t))
-        .returning(m.c.id, m.c.queue_id)
-        .cte("m")
-    )
+    msg = workflow_message_insert_stmt(t).returning(m.c.queue_id).cte("m")
     source = _run_values(t, msg.c.id).where(t.workflows.c.queue_id == msg.c.queue_id)
-    run = _run_insert(t, "postgresql", source).cte("r")
-    notify = func.pg_notify(NOTIFY_CHANNEL, bindparam("p_wf", type_=String))
+    run = _run_insert(t, dialect.name, source).cte("r")
+    notify = dialect.notify(NOTIFY_CHANNEL, bindparam("p_wf", type_=String))
+    assert notify is not None
     return select(msg.c.id, run.c.id, notify).select_from(msg.outerjoin(run, true()))
-
-
-@functools.cache
-def message_insert_stmt(t: Tables) -> Any:
-    m = t.messages
-    return insert(m).from_select(_MSG_COLS, _message_source(t)).returning(m.c.id)
 
 
 @functools.cache
@@ -165,7 +143,7 @@ def trigger_logic(
     what to do. At READ COMMITTED (where every statement sees what is committed) no
     savepoint is needed, and none is paid for.
     """
-    if not (guarded and key is not None and is_postgres(conn.dialect.name)):
+    if not (guarded and key is not None and dialect_for(conn).snapshot_conflicts):
         return _trigger(conn, t, name, params, key, delay, priority)
     if not _snapshot_may_hide_runs(conn):
         try:
@@ -231,7 +209,6 @@ def _trigger(
     delay: float,
     priority: int,
 ) -> int:
-    m = t.messages
     dialect = conn.dialect.name
     params = {
         "p_wf": name,
@@ -240,11 +217,11 @@ def _trigger(
         "p_params": params,
         "p_key": key,
     }
-    if is_postgres(dialect):
-        row = conn.execute(pg_trigger_stmt(t), params).first()
+    if (d := dialect_for(dialect)).writable_ctes:
+        row = conn.execute(pg_trigger_stmt(t, d), params).first()
         if row is None:  # no definition row yet: make it with the defaults, then again
             _define(conn, t, name)
-            row = conn.execute(pg_trigger_stmt(t), params).first()
+            row = conn.execute(pg_trigger_stmt(t, d), params).first()
         if row is None:
             raise WorkflowNotFound(
                 f"no workflow named {name!r}: create it with "
@@ -257,10 +234,10 @@ def _trigger(
     else:
         if key is not None and (found := _existing(conn, t, name, key)) is not None:
             return found
-        message_id = conn.execute(message_insert_stmt(t), params).scalar()
+        message_id = conn.execute(workflow_message_insert_stmt(t), params).scalar()
         if message_id is None:  # no definition row yet: make it with the defaults, then again
             _define(conn, t, name)
-            message_id = conn.execute(message_insert_stmt(t), params).scalar()
+            message_id = conn.execute(workflow_message_insert_stmt(t), params).scalar()
         if message_id is None:
             raise WorkflowNotFound(
                 f"no workflow named {name!r}: create it with "
@@ -274,7 +251,7 @@ def _trigger(
         ).scalar()
     if run_id is None:
         # Lost an idempotency race: the other trigger's run stands; drop our message.
-        conn.execute(delete(m).where(m.c.id == message_id))
+        conn.execute(delete_message_stmt(t, message_id))
         assert key is not None
         found = _existing(conn, t, name, key)
         assert found is not None
@@ -291,7 +268,7 @@ def _define(conn: Connection, t: Tables, name: str) -> None:
     transaction committed after this one's snapshot refuses the insert with a serialization
     failure, which must not abort the caller's transaction.
     """
-    if not is_postgres(conn.dialect.name):
+    if not dialect_for(conn).snapshot_conflicts:
         define_workflow(conn, t, name, WORKFLOW_MAX_DELIVERIES, RetryPolicy())
         return
     savepoint = conn.begin_nested()

@@ -24,24 +24,32 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, exc, exists, func, literal, select, update
+from sqlalchemy import and_, exc, exists, func, literal, select, update
 
 from . import queue as q
 from ._db import HUB, Waiter, translate, translated
-from ._listen import Listener, ListenUnavailable, open_listener
+from ._listen import Listener, ListenUnavailable
 from ._logging import get_logger, run_id_var, workflow_var
+from ._runs_write import dead_run_stmt, hand_back_runs_stmt, start_stmt, start_update
+from ._signals import (
+    Pause,
+    _ConnectionLostSignal,
+    _LeaseLostSignal,
+    _RetryLater,
+    _RunCancelledSignal,
+    _StepExhausted,
+    _StepPaused,
+    _TransitionRefusedSignal,
+)
 from .codec import check_json
 from .context import (
     Execution,
     RunContext,
     StepRecord,
-    _RetryLater,
-    _StepExhausted,
-    _StepPaused,
     error_record,
     storable_text,
 )
-from .dialects import aware, utcnow
+from .dialects import Dialect, aware, utcnow
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -49,21 +57,16 @@ from .errors import (
     DatabaseUnavailable,
     HandlerError,
     LeaseLost,
-    Pause,
     PgqrsError,
     QueueNotFound,
     SchemaMissing,
     ValidationError,
     WorkerNameInUse,
     WorkflowNotFound,
-    _ConnectionLostSignal,
-    _LeaseLostSignal,
-    _RunCancelledSignal,
     duration_seconds,
 )
 from .models import ArchiveReason, RunStatus, StepStatus, Tables, WorkerStatus
 from .runs import CANCEL_CHANNEL, RUN_DONE_CHANNEL, RetryPolicy, WorkflowInfo
-from .states import run_may_become, status_in
 from .store import Store
 
 log = get_logger("pgqrs_sqla.worker")
@@ -310,34 +313,11 @@ def consumer(name: str, port: int | None, *queues: str) -> ConsumerBuilder:
     return ConsumerBuilder(name, port, queues)
 
 
-def _start_update(t: Tables, which: Any) -> Any:
-    """Mark the runs ``which`` selects RUNNING; a redelivered run keeps its first started_at."""
-    r = t.runs
-    return (
-        update(r)
-        .where(which, status_in(r.c.status, run_may_become(RunStatus.RUNNING)))
-        .values(
-            status=RunStatus.RUNNING.value,
-            started_at=func.coalesce(r.c.started_at, utcnow()),
-            updated_at=utcnow(),
-        )
-        .returning(
-            r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested, utcnow().label("db_now")
-        )
-    )
-
-
 @functools.cache
-def start_stmt(t: Tables) -> Any:
-    """Start the runs of the messages in ``p_ids``."""
-    return _start_update(t, t.runs.c.message_id.in_(bindparam("p_ids", expanding=True)))
-
-
-@functools.cache
-def claim_and_start_stmt(t: Tables, across_priorities: bool = False) -> Any:
+def claim_and_start_stmt(t: Tables, dialect: Dialect, across_priorities: bool = False) -> Any:
     """PostgreSQL: claim a batch and start its runs in one statement (data-modifying CTEs)."""
-    claimed = q.claim_stmt(t, True, across_priorities).cte("claimed")
-    started = _start_update(t, t.runs.c.message_id.in_(select(claimed.c.id))).cte("started")
+    claimed = q.claim_stmt(t, dialect, across_priorities).cte("claimed")
+    started = start_update(t, t.runs.c.message_id.in_(select(claimed.c.id))).cte("started")
     s = t.steps
     # Whether anything is recorded for the run yet — by an earlier delivery, or by
     # update_step before the first one — so only such runs pay for loading their steps.
@@ -365,36 +345,14 @@ class _StartedRun:
     sent: float | None = None
 
 
-def dead_run_stmt(
-    t: Tables, message_id: int, reason: str, last_error: dict[str, Any] | None = None
-) -> Any:
-    """End the run of a dead-lettered message ``ERROR`` (unless it already ended); the
-    error names the dead letter, with ``last_error``, what the last failed delivery said."""
-    r = t.runs
-    error: dict[str, Any] = {"type": "pgqrs_sqla.DeadLetter", "message": reason}
-    if last_error is not None:
-        error["last_error"] = last_error
-    return (
-        update(r)
-        .where(
-            r.c.message_id == message_id,
-            status_in(r.c.status, run_may_become(RunStatus.ERROR)),
-        )
-        .values(
-            status=RunStatus.ERROR.value,
-            error=error,
-            finished_at=utcnow(),
-            updated_at=utcnow(),
-        )
-    )
-
-
 @dataclass
 class _Stats:
     claimed: int = 0
     completed: int = 0
     errors: int = 0
     lease_lost: int = 0
+    #: deliveries whose write the state machine refused while the lease was still held
+    refused: int = 0
     last_claim: float | None = None
     last_heartbeat: float | None = None
     lag: float | None = None
@@ -567,23 +525,23 @@ class Worker:
     # ------------------------------------------------------------ registration
 
     async def _register(self) -> None:
-        w, m = self.store.tables.workers, self.store.tables.messages
+        w = self.store.tables.workers
 
         def work(conn: Any) -> int:
             # FOR UPDATE (PostgreSQL; SQLite's write transaction serialises anyway): two
             # workers taking over one stale row queue up here, and the second sees the first.
             row = conn.execute(
-                select(
-                    w.c.id,
-                    w.c.status,
-                    w.c.heartbeat_at,
-                    w.c.hostname,
-                    w.c.pid,
-                    w.c.heartbeat_interval,
-                    utcnow().label("now"),
+                self.store.dialect.lock_for_update(
+                    select(
+                        w.c.id,
+                        w.c.status,
+                        w.c.heartbeat_at,
+                        w.c.hostname,
+                        w.c.pid,
+                        w.c.heartbeat_interval,
+                        utcnow().label("now"),
+                    ).where(w.c.worker_name == self.name)
                 )
-                .where(w.c.worker_name == self.name)
-                .with_for_update()
             ).first()
             values = {
                 "hostname": self.hostname,
@@ -625,11 +583,7 @@ class Worker:
                 )
             conn.execute(update(w).where(w.c.id == row.id).values(**values))
             # A previous life of this name died holding leases: give them back now.
-            conn.execute(
-                update(m)
-                .where(m.c.consumer_worker_id == row.id, m.c.archived_at.is_(None))
-                .values(consumer_worker_id=None, vt=utcnow(), failed_ct=m.c.failed_ct + 1)
-            )
+            conn.execute(q.release_dead_worker_stmt(self.store.tables, row.id))
             return int(row.id)
 
         self.id = await self.store.run(work)
@@ -876,13 +830,7 @@ class Worker:
         await self._fenced(q.archive_stmt(self.store.tables, msg, self.id), msg, "archive")
 
     async def delete(self, msg: q.Message) -> None:
-        m = self.store.tables.messages
-        stmt = (
-            m.delete()
-            .where(q.held(self.store.tables, msg.id, self.id, msg.read_ct))
-            .returning(m.c.id)
-        )
-        await self._fenced(stmt, msg, "delete")
+        await self._fenced(q.delete_held_stmt(self.store.tables, msg, self.id), msg, "delete")
 
     async def release(self, msg: q.Message, *, delay: float = 0.0) -> None:
         """Give the message back, visible again after ``delay`` seconds (not a failure)."""
@@ -1090,7 +1038,7 @@ class Worker:
                     # meanwhile must not claim what was triggered after it.
                     if self._stopping.is_set():
                         break
-                    if binding.workflow is not None and self.store.postgres:
+                    if binding.workflow is not None and self.store.dialect.writable_ctes:
                         messages, started = await self._claim_and_start(conn, binding, batch)
                     else:
                         messages = await self._claim(conn, binding, batch, self.visibility_timeout)
@@ -1130,12 +1078,7 @@ class Worker:
                     {"p_leases": [(m.id, m.read_ct) for m in messages], "p_worker_id": self.id},
                 )
                 if first:
-                    r = t.runs
-                    await conn.execute(
-                        update(r)
-                        .where(r.c.id.in_(first), r.c.status == RunStatus.RUNNING.value)
-                        .values(status=RunStatus.QUEUED.value, started_at=None)
-                    )
+                    await conn.execute(hand_back_runs_stmt(t, first))
         log.info("worker %s: stopping; handed back %d message(s)", self.name, len(messages))
 
     def _spawn(
@@ -1277,7 +1220,7 @@ class Worker:
         sent = time.monotonic()
         rows = await q.claim_rows(
             conn,
-            lambda across: claim_and_start_stmt(self.store.tables, across),
+            lambda across: claim_and_start_stmt(self.store.tables, self.store.dialect, across),
             params,
             self._may_claim_again,
         )
@@ -1365,7 +1308,9 @@ class Worker:
         """Whether each in-flight run may hold one connection for its whole delivery: on
         PostgreSQL, when the worker has a pool of its own (nothing else checks out of it)
         with a connection per run and one to spare for claims and heartbeats."""
-        if not (self.store.postgres and self._close_store) or self.store._transactions_only():
+        if not (self.store.dialect.autocommit_writes and self._close_store) or (
+            self.store._transactions_only()
+        ):
             return False  # (a held connection is an autocommit one)
         size = getattr(self.store.engine.sync_engine.pool, "size", None)
         return callable(size) and size() > self.concurrency
@@ -1444,6 +1389,12 @@ class Worker:
             ended = False
             self.stats.lease_lost += 1
             log.warning("run %s: lease lost; another worker owns it now", x.run_id, extra=extra)
+        except _TransitionRefusedSignal as refused:
+            # The lease is ours, but the run or step is in a state this write may not leave
+            # (not a lost lease): leave the run as it is; the lease ends on its own.
+            ended = False
+            self.stats.refused += 1
+            log.warning("run %s: %s", x.run_id, refused, extra=extra)
         except (_ConnectionLostSignal, DatabaseUnavailable) as error:
             # Not the run's fault: abandon this delivery; it comes back when the lease ends.
             ended = False
@@ -1591,7 +1542,7 @@ class Worker:
             except Exception as error:  # ridden out: the loop decides what ends the worker
                 self.stats.errors += 1
                 self._beats_episode.failed(translate(error, "heartbeat"))
-            if self._listen_conn is None and self.listen and self.store.postgres:
+            if self._listen_conn is None and self.listen and self.store.dialect.supports_listen:
                 await self._start_listener()
 
     def _lost_registration(self, inflight: list[_InFlight]) -> None:
@@ -1621,10 +1572,10 @@ class Worker:
         """
         if self._listen_task is not None:
             return
-        if not (self.listen and self.store.postgres):
+        if not (self.listen and self.store.dialect.supports_listen):
             why = (
                 "listen=False"
-                if self.store.postgres
+                if self.store.dialect.supports_listen
                 else "SQLite has no LISTEN; enqueues in this process wake it at once"
             )
             log.info(
@@ -1652,7 +1603,7 @@ class Worker:
                     if pooled and not first.done():
                         # Its test NOTIFY takes a while to give up on: poll meanwhile.
                         first.set_result(None)
-                    listener = await open_listener(
+                    listener = await self.store.dialect.open_listener(
                         self.store.engine,
                         [q.NOTIFY_CHANNEL, CANCEL_CHANNEL],
                         self._on_notification,
@@ -1732,7 +1683,9 @@ class Worker:
     async def _notify(self, channel: str, payload: str) -> None:
         """NOTIFY from a connection other than the listener's (its test notification)."""
         async with self.store.autocommit() as conn:
-            await conn.execute(select(func.pg_notify(channel, payload)))
+            notify = self.store.dialect.notify(channel, payload)
+            if notify is not None:
+                await conn.execute(select(notify))
 
     def _listener_lost(self) -> None:
         log.warning(

@@ -1,0 +1,164 @@
+"""The one module that writes ``pgqrs_workflow_runs``: every status change of a run, built
+beside the state machine (:mod:`pgqrs_sqla.states`). Each status write puts ``status IN
+(allowed predecessors)`` in its WHERE clause, so an illegal transition changes no row;
+writes a delivery makes are fenced by its lease as well
+(:func:`pgqrs_sqla.queue.lease_fence`). Builders are pure; callers execute them."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Update,
+    bindparam,
+    exists,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.sql.dml import ReturningUpdate
+
+from .dialects import Dialect, JSONType, utcnow
+from .models import RunStatus, Tables
+from .queue import archive_delivery_stmt, lease_fence
+from .states import run_may_become, status_in
+
+
+def start_update(t: Tables, which: ColumnElement[bool]) -> ReturningUpdate[Any]:
+    """Mark the runs ``which`` selects RUNNING; a redelivered run keeps its first started_at."""
+    r = t.runs
+    return (
+        update(r)
+        .where(which, status_in(r.c.status, run_may_become(RunStatus.RUNNING)))
+        .values(
+            status=RunStatus.RUNNING.value,
+            started_at=func.coalesce(r.c.started_at, utcnow()),
+            updated_at=utcnow(),
+        )
+        .returning(
+            r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested, utcnow().label("db_now")
+        )
+    )
+
+
+@functools.cache
+def start_stmt(t: Tables) -> ReturningUpdate[Any]:
+    """Start the runs of the messages in ``p_ids``."""
+    return start_update(t, t.runs.c.message_id.in_(bindparam("p_ids", expanding=True)))
+
+
+def dead_run_stmt(
+    t: Tables, message_id: int, reason: str, last_error: dict[str, Any] | None = None
+) -> Update:
+    """End the run of a dead-lettered message ``ERROR`` (unless it already ended); the
+    error names the dead letter, with ``last_error``, what the last failed delivery said."""
+    r = t.runs
+    error: dict[str, Any] = {"type": "pgqrs_sqla.DeadLetter", "message": reason}
+    if last_error is not None:
+        error["last_error"] = last_error
+    return (
+        update(r)
+        .where(
+            r.c.message_id == message_id,
+            status_in(r.c.status, run_may_become(RunStatus.ERROR)),
+        )
+        .values(
+            status=RunStatus.ERROR.value,
+            error=error,
+            finished_at=utcnow(),
+            updated_at=utcnow(),
+        )
+    )
+
+
+@functools.cache
+def run_update_stmt(
+    t: Tables, new: RunStatus, with_result: bool, dialect: Dialect | None = None
+) -> ReturningUpdate[Any]:
+    """Move the run to ``new`` if the state machine allows it and the lease is held (the
+    fence locked as ``dialect`` locks it; unlocked without one)."""
+    r = t.runs
+    values: dict[str, Any] = {"status": new.value, "updated_at": utcnow()}
+    if new.terminal:
+        values["finished_at"] = utcnow()
+    if with_result:
+        values["output"] = bindparam("p_output", type_=JSONType)
+        values["error"] = bindparam("p_error", type_=JSONType)
+    return (
+        update(r)
+        .where(
+            r.c.id == bindparam("p_run_id", type_=BigInteger),
+            status_in(r.c.status, run_may_become(new)),
+            lease_fence(t, dialect),
+        )
+        .values(**values)
+        .returning(r.c.id)
+    )
+
+
+@functools.cache
+def finish_stmt(t: Tables, new: RunStatus) -> ReturningUpdate[Any]:
+    """PostgreSQL: archive the message and end the run in one statement. The archive is the
+    fence that counts: it updates (so locks) the message row and re-checks the token after any
+    concurrent claim. The run update's own fence reads the pre-statement snapshot, where the
+    message is still live; it must not lock a row this very statement changes."""
+    archived = archive_delivery_stmt(t).cte("archived")
+    return run_update_stmt(t, new, True).where(exists(select(archived.c.id)))
+
+
+def hand_back_runs_stmt(t: Tables, run_ids: Sequence[int]) -> Update:
+    """Runs a claim started on their first delivery, QUEUED again (a claim undone after
+    stop() began; a redelivered run stays RUNNING, as after a shutdown's release)."""
+    r = t.runs
+    return (
+        update(r)
+        .where(r.c.id.in_(list(run_ids)), r.c.status == RunStatus.RUNNING.value)
+        .values(status=RunStatus.QUEUED.value, started_at=None)
+    )
+
+
+def requeue_dead_runs_stmt(t: Tables, message_ids: Sequence[int]) -> Update:
+    """The ``ERROR`` runs of replayed dead letters, ``QUEUED`` again with their messages."""
+    r = t.runs
+    return (
+        update(r)
+        .where(r.c.message_id.in_(list(message_ids)), r.c.status == RunStatus.ERROR.value)
+        .values(status=RunStatus.QUEUED.value, error=None, finished_at=None, updated_at=utcnow())
+    )
+
+
+def retry_run_stmt(t: Tables, run_id: int) -> ReturningUpdate[tuple[int]]:
+    """An ``ERROR`` or ``CANCELLED`` run back to ``QUEUED`` (``retry_run``)."""
+    r = t.runs
+    return (
+        update(r)
+        .where(r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.QUEUED)))
+        .values(
+            status=RunStatus.QUEUED.value,
+            error=None,
+            finished_at=None,
+            cancel_requested=False,
+            updated_at=utcnow(),
+        )
+        .returning(r.c.id)
+    )
+
+
+def request_cancel_stmt(t: Tables, run_id: int) -> Update:
+    """Mark the run's cancellation requested (a worker stops it at its next step)."""
+    r = t.runs
+    return update(r).where(r.c.id == run_id).values(cancel_requested=True, updated_at=utcnow())
+
+
+def cancel_now_stmt(t: Tables, run_id: int) -> Update:
+    """End the run ``CANCELLED`` now, if the state machine allows it."""
+    r = t.runs
+    return (
+        update(r)
+        .where(r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.CANCELLED)))
+        .values(status=RunStatus.CANCELLED.value, finished_at=utcnow(), updated_at=utcnow())
+    )

@@ -1,0 +1,90 @@
+"""Control-flow signals: how a handler's delivery is unwound, in one place.
+
+They are ``BaseException``\\ s, so a user's ``except Exception:`` cannot swallow them. The
+public one is :class:`Pause` (made with ``Step.pause(...)``); the rest are internal, raised
+inside the run context and read by the worker's delivery path
+(:func:`pgqrs_sqla._delivery.outcome_of`), which maps each to one outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from .errors import duration_seconds
+
+if TYPE_CHECKING:
+    from .context import StepRecord
+
+
+class Pause(BaseException):
+    """Raised (or returned) from a step to pause the run; made with ``Step.pause(...)``."""
+
+    def __init__(self, duration: timedelta | float):
+        seconds = duration_seconds(duration, "pause duration")
+        super().__init__(f"pause for {seconds:g}s")
+        self.seconds = seconds
+
+
+class Step:
+    """Namespace for step control signals, as in the guide: ``raise Step.pause(3600)``."""
+
+    @staticmethod
+    def pause(duration: timedelta | float) -> Pause:
+        """Return a signal that pauses the run for ``duration`` (a timedelta or seconds)."""
+        return Pause(duration)
+
+
+class _RunCancelledSignal(BaseException):
+    """Internal: the run was cancelled; unwinds the handler at a step boundary."""
+
+
+class _LeaseLostSignal(BaseException):
+    """Internal: this worker lost the run's lease; unwinds the handler without writing."""
+
+
+class _TransitionRefusedSignal(BaseException):
+    """Internal: the lease is still held, but the state machine refused a write of this
+    delivery (the run or step is in a state that write may not leave); unwinds the handler
+    without writing more. Not a lost lease: logged and counted apart from one."""
+
+
+class _ConnectionLostSignal(BaseException):
+    """Internal: the database went away mid-run; the delivery is abandoned, not failed (its
+    lease expires and the run is redelivered)."""
+
+
+class _RetryLater(BaseException):
+    """Internal: a step raised ``TransientError`` with attempts left; park the run."""
+
+    def __init__(self, step: str, attempts: int, delay: float, error: dict[str, Any]):
+        super().__init__(step)
+        self.step, self.attempts, self.delay, self.error = step, attempts, delay, error
+
+
+class _StepPaused(BaseException):
+    """Internal: a step paused (``Step.pause``); park the run ``PAUSED``."""
+
+    def __init__(self, step: str | None, seconds: float, attempts: int = 1):
+        super().__init__(step)
+        self.step, self.seconds, self.attempts = step, seconds, attempts
+
+
+class _StepExhausted(BaseException):
+    """Internal: a step ran out of attempts; the run ends ``ERROR``."""
+
+    def __init__(self, step: str, error: dict[str, Any]):
+        super().__init__(step)
+        self.step, self.error = step, error
+
+
+class _Refused(Exception):
+    """Internal: a fenced write inside ``Execution.park`` was refused; roll back."""
+
+
+class _RecordedMeanwhile(Exception):
+    """Internal: the step got a recorded success from outside while its transaction ran."""
+
+    def __init__(self, record: StepRecord) -> None:
+        super().__init__("recorded meanwhile")
+        self.record = record
