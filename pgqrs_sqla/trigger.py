@@ -43,7 +43,7 @@ from ._db import (
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
 from .dialects import JSONType, insert_for, is_postgres, utcnow, utcnow_plus
-from .errors import Conflict, IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound
+from .errors import IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound, WorkflowNotVisible
 from .models import PgqrsModels, RunStatus, Tables
 from .queue import NOTIFY_CHANNEL, check_priority, seconds, validate_name
 from .runs import WORKFLOW_MAX_DELIVERIES, RetryPolicy, define_workflow
@@ -301,7 +301,7 @@ def _define(conn: Connection, t: Tables, name: str) -> None:
         savepoint.rollback()
         if sqlstate(error) != SERIALIZATION_FAILURE:
             raise
-        raise Conflict(
+        raise WorkflowNotVisible(
             f"workflow {name!r} was created by another transaction after this transaction "
             "took its snapshot (REPEATABLE READ or SERIALIZABLE), so this one cannot use it; "
             "nothing was written and your transaction is still usable: retry it",
