@@ -24,8 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## typecheck: mypy --strict on the package, then pyright (standard) over examples/ as a user sees it
 typecheck: $(STAMP)
 	$(BIN)/mypy pgqrs_sqla
+	$(BIN)/pyright
 
 check: lint typecheck test
 

@@ -23,10 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from .dialects import DIALECTS
-from .dialects.postgresql import SERIALIZATION_FAILURE as SERIALIZATION_FAILURE
-from .dialects.postgresql import sqlstate as pg_sqlstate
-from .dialects.sqlite import sqlite_code
-from .dialects.sqlite import sqlite_writer as sqlite_writer
+from .dialects.postgresql import (
+    SERIALIZATION_FAILURE as SERIALIZATION_FAILURE,
+    sqlstate as pg_sqlstate,
+)
+from .dialects.sqlite import sqlite_code, sqlite_writer as sqlite_writer
 from .errors import DatabaseError, DatabaseUnavailable, PgqrsError
 
 T = TypeVar("T")

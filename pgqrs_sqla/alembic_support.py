@@ -18,7 +18,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import MetaData
 from sqlalchemy.dialects import postgresql
@@ -80,7 +80,7 @@ def exclude_pgqrs_tables(
     return include_object
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Alembic ``render_item`` hook: writes PostgreSQL ``JSON``/``JSONB`` types (such as the
     PostgreSQL variant of pgqrs's JSON columns) as importable code on every backend.
 

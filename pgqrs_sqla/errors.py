@@ -1,11 +1,12 @@
 """The exception hierarchy of pgqrs_sqla.
 
 Every error the library raises derives from :class:`PgqrsError`; the docstring of each
-class is its default message, and failure data lives on attributes::
+class is its default message, and failure data lives on typed attributes (set by keyword,
+each ``None`` or empty when it does not apply)::
 
-    PgqrsError
-    ├── ConfigurationError          bad URL, unsupported driver, bad option value
-    ├── DatabaseError               any other driver error (``sqlstate`` / ``sqlite_code``)
+    PgqrsError                      message
+    ├── ConfigurationError          bad URL, unsupported driver, bad option value (url, schema)
+    ├── DatabaseError               any other driver error (sqlstate, sqlite_code)
     │   ├── DatabaseUnavailable     the server cannot be reached (driver error chained)
     │   │   └── AuthenticationFailed    the server refused the credentials (not transient)
     │   ├── SchemaMissing           the pgqrs tables are not there: run install() or Alembic
@@ -16,29 +17,35 @@ class is its default message, and failure data lives on attributes::
     │   ├── DatabaseBusy            SQLite is locked by another writer (SQLITE_BUSY/LOCKED)
     │   ├── PoolerError             a pooler (PgBouncer) lost the session's state (26000, 08P01)
     │   └── LockConflict            deadlock / serialization failure (40P01, 40001); also a Conflict
-    ├── ValidationError             bad input, rejected before anything is written
-    │   ├── InvalidName             queue / workflow / worker / step name
+    ├── ValidationError             bad input, rejected before anything is written (option, value)
+    │   ├── InvalidName             queue / workflow / worker / step name (name)
     │   ├── PayloadError            not JSON-serialisable, or over the size limit
-    │   └── DurationError           a duration negative, not finite, or over the cap
+    │   │                           (what, reason, path, size, limit)
+    │   └── DurationError           a duration negative, not finite, or over the cap (limit)
     ├── NotFound
-    │   ├── QueueNotFound
+    │   ├── QueueNotFound           (queue)
     │   ├── DeadLetterNotFound      replaying a message id that is not a dead letter
-    │   ├── WorkflowNotFound
-    │   ├── RunNotFound
-    │   ├── StepNotFound
-    │   └── WorkerNotFound
+    │   │                           (queue, message_ids)
+    │   ├── WorkflowNotFound        (workflow)
+    │   └── RunNotFound             (run_id)
     ├── Conflict
-    │   ├── WorkerNameInUse         an active worker already has this name
-    │   ├── QueueBusy               delete refused while messages are leased
+    │   ├── WorkerNameInUse         an active worker already has this name (worker, stale_in)
+    │   ├── QueueBusy               delete refused while messages are leased (queue, leased)
     │   ├── IdempotencyKeyNotVisible  the key's run is newer than the caller's snapshot
+    │   │                           (workflow, idempotency_key, isolation_level,
+    │   │                           transaction_aborted)
+    │   ├── WorkflowNotVisible      the workflow is newer than the caller's snapshot (workflow)
     │   └── IllegalTransition       a state change the state machine forbids
+    │                               (run_id, step_name, expected, actual)
     ├── LeaseLost                   the caller no longer holds the message's lease
-    ├── StepNameReused              one run called the same step name twice
-    ├── HandlerError                a handler is not an ``async def``
+    │                               (message_id, token)
+    ├── StepNameReused              one run called the same step name twice (run_id, step_name)
+    ├── HandlerError                a handler is not an ``async def`` (handler, run_id, step_name)
     ├── RunFailed                   ``wait_for_run`` on a run that ended ERROR
-    ├── RunCancelled                ``wait_for_run`` on a run that ended CANCELLED
+    │                               (run_id, error, traceback)
+    ├── RunCancelled                ``wait_for_run`` on a run that ended CANCELLED (run_id)
     ├── ReadOnlyModel               direct ORM writes to pgqrs rows are refused
-    └── WaitTimeout                 ``wait_for_run`` timed out
+    └── WaitTimeout                 ``wait_for_run`` timed out (run_id, status)
 
 ``TransientError`` is raised *by users* inside a step and is a plain ``Exception``.
 Control-flow signals (:class:`Pause`, run cancellation, a lost lease inside a handler)
@@ -49,21 +56,46 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # models imports this module
+    from .models import RunStatus
+
+#: The longest duration any option accepts: ten years (of 365.25 days), in seconds. Far below
+#: what ``now + d`` can be on every backend (PostgreSQL's timestamptz, SQLite's ISO text and
+#: Python's ``datetime`` all stop at the year 9999), so a deadline is always storable.
+MAX_DURATION_SECONDS = 10 * 365.25 * 86400.0
+
+
+# Every keyword has a default: an error pickles as ``cls(message)`` plus its attributes (a
+# multiprocessing pool or a log handler may pickle it), and a caller sets only what applies.
 
 
 class PgqrsError(Exception):
     """pgqrs_sqla error."""
 
-    def __init__(self, message: str | None = None, **attrs: Any) -> None:
+    #: what went wrong and what to do; the class docstring when none was given
+    message: str
+
+    def __init__(self, message: str | None = None) -> None:
         self.message = message or (type(self).__doc__ or type(self).__name__).strip()
-        for key, value in attrs.items():
-            setattr(self, key, value)
         super().__init__(self.message)
 
 
 class ConfigurationError(PgqrsError):
     """Invalid configuration."""
+
+    #: the database URL concerned, password hidden
+    url: str | None
+    #: the schema concerned
+    schema: str | None
+
+    def __init__(
+        self, message: str | None = None, *, url: str | None = None, schema: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.schema = schema
 
 
 class DatabaseError(PgqrsError):
@@ -86,9 +118,10 @@ class DatabaseError(PgqrsError):
         *,
         sqlstate: str | None = None,
         sqlite_code: int | None = None,
-        **attrs: Any,
     ) -> None:
-        super().__init__(message, sqlstate=sqlstate, sqlite_code=sqlite_code, **attrs)
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.sqlite_code = sqlite_code
 
 
 class DatabaseUnavailable(DatabaseError):
@@ -151,30 +184,86 @@ class SchemaMissing(DatabaseError):
 class ValidationError(PgqrsError):
     """Invalid input; nothing was written."""
 
+    #: the option or argument refused, when one is named
+    option: str | None
+    #: the value refused
+    value: object
+
+    def __init__(
+        self, message: str | None = None, *, option: str | None = None, value: object = None
+    ) -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
+
 
 class InvalidName(ValidationError):
     """Invalid name."""
+
+    #: the name refused (whatever was passed, not necessarily a str)
+    name: object
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        name: object = None,
+        option: str | None = None,
+    ) -> None:
+        super().__init__(message, option=option, value=name)
+        self.name = name
 
 
 class PayloadError(ValidationError):
     """The payload cannot be stored."""
 
     #: what was refused (``"payload"``, ``"params of workflow 'x'"``, ``"result of step 'y'"``)
-    what: str = ""
+    what: str
     #: ``not_json``, ``unsupported_type``, ``key_not_str``, ``bad_text``, ``too_deep``,
     #: ``too_large``
-    reason: str = ""
+    reason: str
     #: where inside the value (``$.data[1]``), when it is one place
-    path: str | None = None
+    path: str | None
+    #: the size of its JSON in bytes (``too_large``)
+    size: int | None
+    #: the size limit in bytes (``too_large``)
+    limit: int | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        what: str = "",
+        reason: str = "",
+        path: str | None = None,
+        size: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.what = what
+        self.reason = reason
+        self.path = path
+        self.size = size
+        self.limit = limit
 
 
 class DurationError(ValidationError):
     """A duration (delay, timeout, interval, pause...) is not a finite number of seconds
     within the allowed range; ``option`` names it, ``limit`` is the cap in seconds."""
 
-    option: str = ""
-    value: object = None
-    limit: float = 0.0
+    #: the longest duration accepted, in seconds
+    limit: float
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        option: str | None = None,
+        value: object = None,
+        limit: float = MAX_DURATION_SECONDS,
+    ) -> None:
+        super().__init__(message, option=option, value=value)
+        self.limit = limit
 
 
 class NotFound(PgqrsError):
@@ -184,25 +273,50 @@ class NotFound(PgqrsError):
 class QueueNotFound(NotFound):
     """No such queue."""
 
+    queue: str | None
+
+    def __init__(self, message: str | None = None, *, queue: str | None = None) -> None:
+        super().__init__(message)
+        self.queue = queue
+
 
 class DeadLetterNotFound(NotFound):
     """No such dead letter in this queue: `store.dead_letters(queue)` lists them."""
+
+    queue: str | None
+    #: the ids asked for that are not dead letters of ``queue``
+    message_ids: list[int]
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        queue: str | None = None,
+        message_ids: list[int] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.message_ids = [] if message_ids is None else message_ids
 
 
 class WorkflowNotFound(NotFound):
     """No such workflow: create it with `await store.create_workflow(name)`."""
 
+    workflow: str | None
+
+    def __init__(self, message: str | None = None, *, workflow: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow = workflow
+
 
 class RunNotFound(NotFound):
     """No such workflow run."""
 
+    run_id: int | None
 
-class StepNotFound(NotFound):
-    """No such step in this run."""
-
-
-class WorkerNotFound(NotFound):
-    """No such worker."""
+    def __init__(self, message: str | None = None, *, run_id: int | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class Conflict(PgqrsError):
@@ -216,11 +330,29 @@ class WorkerNameInUse(Conflict):
     worker: str
     #: seconds until the holder's heartbeat window passes, after which a newcomer takes the
     #: name over (None: does not apply, e.g. registered concurrently)
-    stale_in: float | None = None
+    stale_in: float | None
+
+    def __init__(
+        self, message: str | None = None, *, worker: str = "", stale_in: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.stale_in = stale_in
 
 
 class QueueBusy(Conflict):
     """The queue has leased messages; pass force=True to delete it anyway."""
+
+    queue: str | None
+    #: how many of its messages were leased
+    leased: int
+
+    def __init__(
+        self, message: str | None = None, *, queue: str | None = None, leased: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.leased = leased
 
 
 class IdempotencyKeyNotVisible(Conflict):
@@ -228,13 +360,40 @@ class IdempotencyKeyNotVisible(Conflict):
     SERIALIZABLE snapshot, so it cannot be returned; nothing was written and the caller's
     transaction is still usable: retry the transaction, or trigger at READ COMMITTED."""
 
-    workflow: str = ""
-    idempotency_key: str = ""
+    workflow: str
+    idempotency_key: str
     #: the caller's level; None when it was set behind SQLAlchemy's back (``SET TRANSACTION``)
-    isolation_level: str | None = None
+    isolation_level: str | None
     #: True only in that case: no savepoint guarded the trigger, so PostgreSQL aborted the
     #: caller's transaction (set the level with ``isolation_level=`` to avoid it)
-    transaction_aborted: bool = False
+    transaction_aborted: bool
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        workflow: str = "",
+        idempotency_key: str = "",
+        isolation_level: str | None = None,
+        transaction_aborted: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.workflow = workflow
+        self.idempotency_key = idempotency_key
+        self.isolation_level = isolation_level
+        self.transaction_aborted = transaction_aborted
+
+
+class WorkflowNotVisible(Conflict):
+    """The workflow was created by another transaction after the caller's REPEATABLE READ
+    or SERIALIZABLE snapshot, so the trigger cannot use it; nothing was written and the
+    caller's transaction is still usable: retry it."""
+
+    workflow: str
+
+    def __init__(self, message: str | None = None, *, workflow: str = "") -> None:
+        super().__init__(message)
+        self.workflow = workflow
 
 
 class LockConflict(Conflict, DatabaseError):
@@ -247,26 +406,114 @@ class LockConflict(Conflict, DatabaseError):
 class IllegalTransition(Conflict):
     """The state machine does not allow this change."""
 
+    run_id: int | None
+    #: the step, when the change was a step's (None: the run's own status)
+    step_name: str | None
+    #: the statuses the change may be made from
+    expected: list[str]
+    #: the status found
+    actual: str | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        run_id: int | None = None,
+        step_name: str | None = None,
+        expected: list[str] | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.step_name = step_name
+        self.expected = [] if expected is None else expected
+        self.actual = actual
+
 
 class LeaseLost(PgqrsError):
     """The lease on this message is no longer held by the caller (it expired and another
     worker claimed the message, or it was released); nothing was changed."""
 
+    message_id: int | None
+    #: the lease token the caller held (the message's ``read_ct`` when it claimed it)
+    token: int | None
+
+    def __init__(
+        self, message: str | None = None, *, message_id: int | None = None, token: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+        self.token = token
+
 
 class StepNameReused(PgqrsError):
     """A step name was used twice in one run; step names must be unique within a run."""
+
+    run_id: int | None
+    step_name: str | None
+
+    def __init__(
+        self, message: str | None = None, *, run_id: int | None = None, step_name: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.step_name = step_name
 
 
 class HandlerError(PgqrsError):
     """Invalid handler."""
 
+    #: the callable refused, when the handler itself was
+    handler: object
+    #: the run and step, when a step's function was refused as it ran
+    run_id: int | None
+    step_name: str | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        handler: object = None,
+        run_id: int | None = None,
+        step_name: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.handler = handler
+        self.run_id = run_id
+        self.step_name = step_name
+
 
 class RunFailed(PgqrsError):
     """The workflow run ended with an error."""
 
+    run_id: int | None
+    #: the run's recorded error, as stored (a JSON value: ``{"type", "message", ...}``)
+    error: Any
+    #: the traceback recorded with it, if any
+    traceback: str | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        run_id: int | None = None,
+        error: Any = None,
+        traceback: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.error = error
+        self.traceback = traceback
+
 
 class RunCancelled(PgqrsError):
     """The workflow run was cancelled."""
+
+    run_id: int | None
+
+    def __init__(self, message: str | None = None, *, run_id: int | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class ReadOnlyModel(PgqrsError):
@@ -276,11 +523,20 @@ class ReadOnlyModel(PgqrsError):
 class WaitTimeout(PgqrsError):
     """Timed out waiting for the run to finish."""
 
+    run_id: int | None
+    #: the run's status when the wait gave up
+    status: RunStatus | None
 
-#: The longest duration any option accepts: ten years (of 365.25 days), in seconds. Far below
-#: what ``now + d`` can be on every backend (PostgreSQL's timestamptz, SQLite's ISO text and
-#: Python's ``datetime`` all stop at the year 9999), so a deadline is always storable.
-MAX_DURATION_SECONDS = 10 * 365.25 * 86400.0
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        run_id: int | None = None,
+        status: RunStatus | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
 
 
 def duration_seconds(value: object, what: str, *, positive: bool = False) -> float:

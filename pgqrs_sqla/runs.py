@@ -336,8 +336,8 @@ def _check_step_args(
         raise ValidationError(
             f"update_step records an outcome: status must be StepStatus.SUCCESS or "
             f"StepStatus.ERROR, got {status!r}",
-            expected=["SUCCESS", "ERROR"],
-            actual=status,
+            option="status",
+            value=status,
         )
     value = check_json(value, what=f"value of step {step_name!r}", max_bytes=limit, default=default)
     return parsed, value

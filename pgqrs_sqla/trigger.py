@@ -37,7 +37,7 @@ from ._db import (
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
 from .dialects import Dialect, JSONType, dialect_for, insert_for, utcnow
-from .errors import Conflict, IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound
+from .errors import IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound, WorkflowNotVisible
 from .models import PgqrsModels, RunStatus, Tables
 from .queue import (
     NOTIFY_CHANNEL,
@@ -278,7 +278,7 @@ def _define(conn: Connection, t: Tables, name: str) -> None:
         savepoint.rollback()
         if sqlstate(error) != SERIALIZATION_FAILURE:
             raise
-        raise Conflict(
+        raise WorkflowNotVisible(
             f"workflow {name!r} was created by another transaction after this transaction "
             "took its snapshot (REPEATABLE READ or SERIALIZABLE), so this one cannot use it; "
             "nothing was written and your transaction is still usable: retry it",

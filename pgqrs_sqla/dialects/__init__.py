@@ -16,18 +16,21 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from .base import Dialect as Dialect
-from .base import Upsert as Upsert
+from .base import Dialect as Dialect, Upsert as Upsert
 from .postgresql import PostgreSQLDialect
-from .sqlite import READONLY_OPTION as READONLY_OPTION
-from .sqlite import SQLITE_BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
-from .sqlite import SQLiteDialect
-from .sqlite import setup_sqlite_engine as setup_sqlite_engine
-from .types import BigIntKey as BigIntKey
-from .types import JSONType as JSONType
-from .types import aware as aware
-from .types import utcnow as utcnow
-from .types import utcnow_plus as utcnow_plus
+from .sqlite import (
+    READONLY_OPTION as READONLY_OPTION,
+    SQLITE_BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS,
+    SQLiteDialect,
+    setup_sqlite_engine as setup_sqlite_engine,
+)
+from .types import (
+    BigIntKey as BigIntKey,
+    JSONType as JSONType,
+    aware as aware,
+    utcnow as utcnow,
+    utcnow_plus as utcnow_plus,
+)
 
 POSTGRESQL = PostgreSQLDialect()
 SQLITE = SQLiteDialect()

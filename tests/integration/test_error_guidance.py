@@ -27,19 +27,19 @@ async def test_missing_workflow_queue_and_run_say_how_to_create_or_find_them(
         with pytest.raises(pgqrs.WorkflowNotFound) as wf:
             await store.get_workflow("nightly")
         await session.execute(text("INSERT INTO ledger VALUES ('after')"))
-    assert wf.value.workflow == "nightly"  # type: ignore[attr-defined]
+    assert wf.value.workflow == "nightly"
     assert "create it with `await store.create_workflow('nightly')`" in str(wf.value)
     async with store.read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM ledger"))).scalar_one() == 2
     with pytest.raises(pgqrs.QueueNotFound) as queue:
         await store.queue("mail").enqueue({"to": "ada"})
-    assert queue.value.queue == "mail"  # type: ignore[attr-defined]
+    assert queue.value.queue == "mail"
     assert "create it with `await store.create_queue('mail')`" in str(queue.value)
     with pytest.raises(pgqrs.QueueNotFound, match=r"store.create_queue\('mail'\)"):
         await store.get_queue("mail")
     with pytest.raises(pgqrs.RunNotFound) as run:
         await store.get_run(999_999)
-    assert run.value.run_id == 999_999  # type: ignore[attr-defined]
+    assert run.value.run_id == 999_999
     assert "check the id (store.list_runs() lists runs" in str(run.value)
 
 

@@ -116,3 +116,32 @@ async def test_concurrent_first_triggers_define_it_once(
     assert one != two
     assert (await _count(store, t.workflows), await _count(store, t.queues)) == (1, 1)
     assert await store.unserved_workflows() == {"fresh": 2}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("level", ["REPEATABLE READ", "SERIALIZABLE"])
+async def test_a_definition_newer_than_the_snapshot_is_a_typed_conflict(
+    store: pgqrs.Store, level: str
+) -> None:
+    """At REPEATABLE READ / SERIALIZABLE, a first trigger whose snapshot predates another
+    transaction's definition of the workflow cannot use it: ``WorkflowNotVisible`` (a
+    ``Conflict``) naming the workflow, nothing written, the caller's transaction usable."""
+    if not store.postgres:
+        pytest.skip("SQLite serialises transactions (BEGIN IMMEDIATE): no older snapshot")
+    t = store.tables
+    engine = store.engine.execution_options(isolation_level=level)
+    async with AsyncSession(engine) as session, session.begin():
+        await session.execute(text("SELECT 1"))  # the snapshot is taken here
+        async with AsyncSession(store.engine) as definer, definer.begin():
+            other = await pgqrs.workflow("late").trigger(1).execute(definer)  # defines it
+        with pytest.raises(pgqrs.WorkflowNotVisible) as info:
+            await pgqrs.workflow("late").trigger(2).execute(session)
+        assert isinstance(info.value, pgqrs.Conflict)
+        assert info.value.workflow == "late"
+        assert "retry it" in str(info.value)
+        await session.execute(text("SELECT 1"))  # the transaction is still usable
+    runs = store.tables.runs
+    async with store.read() as conn:
+        ids = list((await conn.execute(select(runs.c.id))).scalars())
+    assert ids == [other]
+    assert (await _count(store, t.workflows), await _count(store, t.queues)) == (1, 1)

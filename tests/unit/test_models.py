@@ -7,8 +7,16 @@ import enum
 import re
 
 import pytest
-from sqlalchemy import CheckConstraint, ForeignKey, MetaData, create_engine, exc, inspect, select
-from sqlalchemy import update as sql_update
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    MetaData,
+    create_engine,
+    exc,
+    inspect,
+    select,
+    update as sql_update,
+)
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import (
     DeclarativeBase,

@@ -24,8 +24,7 @@ from starlette.routing import Route
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla.contrib.asgi import running_worker
 
-from .models import Order
-from .models import pgqrs as pgqrs_models
+from .models import Order, pgqrs as pgqrs_models
 from .workflows import registry
 
 DEFAULT_URL = "sqlite:///orders.db"
@@ -109,7 +108,7 @@ def create_app(
                     target=session,
                 )
                 await store.resume_run(order.run_id, target=session)
-        except (pgqrs.IllegalTransition, pgqrs.StepNotFound) as error:
+        except pgqrs.IllegalTransition as error:
             # Approved already (or shipped), or not yet waiting for its approval.
             return _error("the order is not waiting for approval", 409, detail=str(error))
         return JSONResponse({"order_id": order.id, "approved_by": by})

@@ -1,0 +1,104 @@
+"""``pgqrs-sqla runs``: list, show, resume, cancel and retry workflow runs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from sqlalchemy import select
+
+from ..models import RunStatus
+from ..runs import RunInfo, StepInfo, step_info
+from ..store import Store
+from ._app import EXIT_OK
+from ._output import Output, _cell
+from .queues import _warn_unserved
+
+
+async def _with_steps(store: Store, runs: list[RunInfo]) -> list[RunInfo]:
+    """``runs`` with their steps (``list_runs`` leaves them out), read in one query."""
+    if not runs:
+        return runs
+    s = store.tables.steps
+    stmt = select(s).where(s.c.run_id.in_([r.id for r in runs])).order_by(s.c.id)
+    async with store.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    steps: dict[int, list[StepInfo]] = {}
+    for row in rows:
+        steps.setdefault(row.run_id, []).append(step_info(row))
+    return [dataclasses.replace(r, steps=steps.get(r.id, [])) for r in runs]
+
+
+async def cmd_runs(store: Store, args: argparse.Namespace, out: Output) -> int:
+    action = args.runs_command
+    if action == "list":
+        runs = await store.list_runs(workflow=args.workflow, status=args.status, limit=args.limit)
+        _warn_unserved(await store.unserved_workflows())
+        if out.as_json:
+            out.data(await _with_steps(store, runs))
+        else:
+            out.table(
+                "runs",
+                ["id", "workflow", "status", "created", "finished", "error"],
+                [
+                    [
+                        r.id,
+                        r.workflow,
+                        r.status,
+                        r.created_at,
+                        r.finished_at,
+                        (r.error or {}).get("message"),
+                    ]
+                    for r in runs
+                ],
+            )
+        return EXIT_OK
+    if action == "show":
+        run = await store.get_run(args.run_id)
+        if out.as_json:
+            out.data(run)
+            return EXIT_OK
+        sys.stdout.write(
+            f"run {run.id}  workflow {run.workflow}  status {run.status.value}\n"
+            f"  created {_cell(run.created_at)}  started {_cell(run.started_at)}  finished {_cell(run.finished_at)}\n"
+            f"  input  {_cell(run.input)}\n  output {_cell(run.output)}\n"
+        )
+        if run.error:
+            sys.stdout.write(f"  error  {run.error.get('type')}: {run.error.get('message')}\n")
+        out.table(
+            "steps",
+            ["step", "status", "attempts", "started", "finished", "seconds", "output / error"],
+            [
+                [
+                    s.name,
+                    s.status,
+                    s.attempts,
+                    s.started_at,
+                    s.finished_at,
+                    (s.finished_at - s.started_at).total_seconds()
+                    if s.started_at and s.finished_at
+                    else None,
+                    s.output
+                    if s.error is None
+                    else f"{s.error.get('type')}: {s.error.get('message')}",
+                ]
+                for s in run.steps
+            ],
+        )
+        return EXIT_OK
+    if action == "resume":
+        await store.resume_run(args.run_id)
+        out.message(f"run {args.run_id} resumed", {"ok": True, "run_id": args.run_id})
+        return EXIT_OK
+    if action == "cancel":
+        info = await store.cancel_run(args.run_id)
+        out.message(
+            f"run {args.run_id}: {info.status.value}"
+            + (" (stops at its next step)" if info.status is RunStatus.RUNNING else ""),
+            info,
+        )
+        return EXIT_OK
+    info = await store.retry_run(args.run_id)
+    out.message(f"run {args.run_id} queued again", info)
+    return EXIT_OK
