@@ -268,7 +268,10 @@ def _define(conn: Connection, t: Tables, name: str) -> None:
     transaction committed after this one's snapshot refuses the insert with a serialization
     failure, which must not abort the caller's transaction.
     """
-    if not dialect_for(conn).snapshot_conflicts:
+    autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    if autocommit or not dialect_for(conn).snapshot_conflicts:
+        # (In autocommit, a Store's own trigger: each insert commits on its own, there is no
+        # caller's transaction to keep usable, and no transaction a savepoint could live in.)
         define_workflow(conn, t, name, WORKFLOW_MAX_DELIVERIES, RetryPolicy())
         return
     savepoint = conn.begin_nested()

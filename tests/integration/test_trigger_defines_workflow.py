@@ -145,3 +145,12 @@ async def test_a_definition_newer_than_the_snapshot_is_a_typed_conflict(
         ids = list((await conn.execute(select(runs.c.id))).scalars())
     assert ids == [other]
     assert (await _count(store, t.workflows), await _count(store, t.queues)) == (1, 1)
+
+
+async def test_a_store_s_own_first_trigger_defines_the_workflow(store: pgqrs.Store) -> None:
+    """The store's own trigger (autocommit on PostgreSQL, no transaction for a savepoint)
+    on a freshly installed database: the run is written and its workflow defined."""
+    run_id = await pgqrs.workflow("fresh").trigger({"n": 1}).execute(store)
+    assert (await store.get_run(run_id)).status is pgqrs.RunStatus.QUEUED
+    assert (await store.get_workflow("fresh")).name == "fresh"
+    assert await store.unserved_workflows() == {"fresh": 1}
