@@ -151,9 +151,7 @@ from .models import (
 )
 from .queue import Message as Message
 from .registry import WorkflowRegistry as WorkflowRegistry
-from .runs import (
-    RetryPolicy as RetryPolicy,
-)
+from .retry import RetryPolicy as RetryPolicy
 from .runs import (
     RunInfo as RunInfo,
 )

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from ._catalog_write import define_workflow
 from ._db import (
     SERIALIZATION_FAILURE,
     AsyncTarget,
@@ -47,7 +48,8 @@ from .queue import (
     validate_name,
     workflow_message_insert_stmt,
 )
-from .runs import WORKFLOW_MAX_DELIVERIES, RetryPolicy, define_workflow
+from .retry import RetryPolicy
+from .runs import WORKFLOW_MAX_DELIVERIES
 
 if TYPE_CHECKING:
     from .store import Store
