@@ -15,8 +15,8 @@ from sqlalchemy import Row
 
 from . import queue as q
 from ._core import StoreCore
+from ._error_record import storable_text
 from ._registration import Registration
-from .context import storable_text
 from .errors import LeaseLost
 from .models import ArchiveReason
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import case, exc, func, select
+from sqlalchemy import ColumnElement, case, exc, func, select
 from sqlalchemy.engine import Connection
 
 from . import queue as q
@@ -162,7 +161,7 @@ class QueuesAdmin(StoreCore):
         ready = live & (m.c.vt <= now)
         delayed = live & m.c.consumer_worker_id.is_(None) & (m.c.vt > now)
 
-        def count(cond: Any) -> Any:
+        def count(cond: ColumnElement[bool]) -> ColumnElement[int]:
             return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
         stmt = (

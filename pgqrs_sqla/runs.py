@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Connection
 
 from ._catalog_write import (
@@ -174,7 +174,7 @@ def step_info(row: Any) -> StepInfo:
     )
 
 
-def _run_select(t: Tables) -> Any:
+def _run_select(t: Tables) -> Select[Any]:
     r, w = t.runs, t.workflows
     return select(r, w.c.workflow_name).select_from(r.join(w, w.c.id == r.c.workflow_id))
 

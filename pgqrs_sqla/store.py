@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.schema import CreateColumn, CreateSchema, Table
+from sqlalchemy.sql.dml import ReturningInsert
 
 from . import queue as q
 from ._connect import (
@@ -230,7 +231,9 @@ class Queue:
     def __repr__(self) -> str:
         return f"<Queue {self.name!r}>"
 
-    def _stmt(self, payloads: Sequence[Any], options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    def _stmt(
+        self, payloads: Sequence[Any], options: dict[str, Any]
+    ) -> tuple[ReturningInsert[Any], dict[str, Any]]:
         return q.enqueue_stmt(
             self.store.tables,
             self.name,
