@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -34,48 +34,16 @@ from ._signals import (
     _StepExhausted,
     _StepPaused,
 )
+from ._worker_state import _Binding, _InFlight, _Stats
 from .codec import check_json
 from .context import Execution, RunContext, StepRecord, error_record, storable_text
 from .errors import LeaseLost, PgqrsError
 from .models import ArchiveReason, RunStatus, StepStatus
 from .retry import RetryPolicy
-from .runs import RUN_DONE_CHANNEL, WorkflowInfo
+from .runs import RUN_DONE_CHANNEL
 from .store import Store
 
 log = get_logger("pgqrs_sqla.worker")
-
-
-@dataclass
-class _Binding:
-    queue: str
-    handler: Callable[..., Awaitable[Any]]
-    retry: RetryPolicy | None
-    queue_id: int = 0
-    workflow: WorkflowInfo | None = None
-
-
-@dataclass
-class _InFlight:
-    message: q.Message
-    binding: _Binding
-    task: asyncio.Task[None]
-    execution: Execution | None = None
-
-
-@dataclass
-class _Stats:
-    claimed: int = 0
-    completed: int = 0
-    errors: int = 0
-    lease_lost: int = 0
-    #: deliveries whose write the state machine refused while the lease was still held
-    refused: int = 0
-    last_claim: float | None = None
-    last_heartbeat: float | None = None
-    lag: float | None = None
-    #: times the poll loop found nothing to claim and began waiting for a wake-up or its poll
-    idle_waits: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -145,6 +113,20 @@ class Delivery:
             vt_seconds=vt,
             second_try=self._may_claim_again,
         )
+
+    async def dequeue(self, binding: _Binding, batch: int, vt: float) -> list[q.Message]:
+        """Claim by hand (``Worker.dequeue``): the live messages claimed, each leased for
+        ``vt`` seconds and remembered as a lease of ours; dead letters are buried first."""
+        while True:
+            async with self.store.autocommit() as conn:
+                claimed = await self.claim(conn, binding, batch, vt)
+            if not claimed:
+                return []
+            self.leases.took(claimed)
+            live = await self.bury_exhausted(binding, claimed)
+            if live:
+                return live
+            # Every one was dead-lettered: claim again, since more may be ready.
 
     def _may_claim_again(self) -> bool:
         """A claim's second try (see :func:`~pgqrs_sqla.queue.claim_rows`): not once stop()

@@ -3,7 +3,9 @@ cancellations and its queues' lag — and ride out the database faults it meets.
 
 :class:`Heartbeat` runs in a task of its own, so it keeps going while handlers (and
 threads) run. :class:`_Episode` is one run of failures of a duty (claims, heartbeats),
-logged once when it begins and once when it ends.
+logged once when it begins and once when it ends; :class:`ClaimFaults` tells the poll loop
+whether a failed claim is ridden out or ends the worker; :class:`WorkerHealth` is what
+a readiness probe reads of it all.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,15 +22,42 @@ from sqlalchemy import Select, func, select
 
 from . import queue as q
 from ._db import translate
-from ._delivery import _InFlight, _Stats
 from ._logging import describe, get_logger
 from ._registration import Registration
 from ._wakeups import Wakeups
+from ._worker_state import _InFlight, _Stats
 from .dialects import aware, utcnow
+from .errors import AuthenticationFailed, PgqrsError, SchemaMissing
 from .models import Tables
 from .store import Store
 
 log = get_logger("pgqrs_sqla.worker")
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    """What a readiness probe wants to know."""
+
+    name: str
+    status: str
+    running: bool
+    in_flight: int
+    last_heartbeat_age: float | None
+    last_claim_age: float | None
+    #: seconds the oldest ready message of this worker's queues has waited (None: none waiting)
+    lag: float | None
+    errors: int
+    #: why the worker stopped on its own (tables missing, credentials refused, a bug): it
+    #: claims nothing until restarted; None while it has not
+    error: str | None = None
+    #: the database fault the worker is riding out now (claims or heartbeats failing; it
+    #: retries with backoff), None when its last claim and heartbeat went through
+    fault: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Running, not stopped by an error, and no database fault under way."""
+        return self.running and self.error is None and self.fault is None
 
 
 class _Episode:
@@ -70,6 +100,50 @@ class _Episode:
             )
         self.failures = 0
         self.cause = None
+
+
+def _cannot_heal(error: BaseException) -> bool:
+    """An error the worker cannot ride out by retrying: the tables are missing, the
+    credentials were refused, or it is no database error at all (a bug)."""
+    return isinstance(error, SchemaMissing | AuthenticationFailed) or not isinstance(
+        error, PgqrsError
+    )
+
+
+class ClaimFaults:
+    """The poll loop's claims failing: an episode ridden out with backoff, or an error that
+    ends the worker (``error``)."""
+
+    def __init__(self, worker: str, stats: _Stats) -> None:
+        self.worker = worker
+        self.stats = stats
+        self.episode = _Episode(worker, "claims")
+        #: what stopped the poll loop for good (see WorkerHealth.error)
+        self.error: BaseException | None = None
+
+    def failed(self, error: Exception) -> float | None:
+        """A claim (or the status write before it) failed: how long to back off, or None
+        if the loop must end.
+
+        A fault that may heal (timeouts, cancellations, lock waits, a read-only database,
+        SQLite busy, a pooler's lost state, the server gone) is waited out with backoff; an
+        error retrying cannot fix (the tables missing, credentials refused, or no database
+        error at all: a bug) ends the worker, loudly, with ``health().error`` saying why.
+        """
+        mapped = translate(error, "claim")
+        if mapped is not error and mapped.__cause__ is None:
+            mapped.__cause__ = error
+        self.stats.errors += 1
+        if _cannot_heal(mapped):
+            self.error = mapped
+            log.error(
+                "worker %s: stopping: %s; it claims nothing until restarted",
+                self.worker,
+                describe(mapped),
+                exc_info=mapped,
+            )
+            return None
+        return self.episode.failed(mapped)
 
 
 def oldest_ready_stmt(t: Tables, queue_ids: Sequence[int]) -> Select[Any, datetime]:

@@ -20,30 +20,25 @@ import contextlib
 import inspect
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import queue as q
-from ._db import HUB, Waiter, translate, translated
-from ._delivery import Delivery, _Binding, _InFlight, _Stats
-from ._heartbeat import Heartbeat, _Episode
+from ._db import HUB, Waiter, translated
+from ._delivery import Delivery
+from ._heartbeat import ClaimFaults, Heartbeat
+from ._heartbeat import WorkerHealth as WorkerHealth
 from ._leases import Leases
-from ._listen import Listener
 from ._logging import describe, get_logger
 from ._registration import Registration
 from ._registration import _when_name_free as _when_name_free  # the CLI's and contrib's
 from ._wakeups import Wakeups
+from ._worker_state import ClaimGate, Handler, _Binding, _InFlight, _Stats, bind, check_options
 from .errors import (
-    AuthenticationFailed,
     ConfigurationError,
     HandlerError,
-    PgqrsError,
-    QueueNotFound,
-    SchemaMissing,
     ValidationError,
     WorkerNameInUse,
-    WorkflowNotFound,
     duration_seconds,
 )
 from .models import WorkerStatus
@@ -56,40 +51,6 @@ log = get_logger("pgqrs_sqla.worker")
 MessageHandler = Callable[[q.Message], Awaitable[Any]]
 
 
-@dataclass(frozen=True)
-class WorkerHealth:
-    """What a readiness probe wants to know."""
-
-    name: str
-    status: str
-    running: bool
-    in_flight: int
-    last_heartbeat_age: float | None
-    last_claim_age: float | None
-    #: seconds the oldest ready message of this worker's queues has waited (None: none waiting)
-    lag: float | None
-    errors: int
-    #: why the worker stopped on its own (tables missing, credentials refused, a bug): it
-    #: claims nothing until restarted; None while it has not
-    error: str | None = None
-    #: the database fault the worker is riding out now (claims or heartbeats failing; it
-    #: retries with backoff), None when its last claim and heartbeat went through
-    fault: str | None = None
-
-    @property
-    def healthy(self) -> bool:
-        """Running, not stopped by an error, and no database fault under way."""
-        return self.running and self.error is None and self.fault is None
-
-
-def _cannot_heal(error: BaseException) -> bool:
-    """An error the worker cannot ride out by retrying: the tables are missing, the
-    credentials were refused, or it is no database error at all (a bug)."""
-    return isinstance(error, SchemaMissing | AuthenticationFailed) or not isinstance(
-        error, PgqrsError
-    )
-
-
 class ConsumerBuilder:
     """``consumer(name, port, queue, ...)``: say what to run, then ``await .create(store)``."""
 
@@ -100,7 +61,7 @@ class ConsumerBuilder:
         self.name = name
         self.port = port
         self.queues = [q.validate_name(n) for n in queues]
-        self._handlers: dict[str, tuple[Callable[..., Awaitable[Any]], RetryPolicy | None]] = {}
+        self._handlers: dict[str, tuple[Handler, RetryPolicy | None]] = {}
 
     def handler(
         self,
@@ -158,36 +119,12 @@ class ConsumerBuilder:
         missing = [n for n in self.queues if n not in self._handlers]
         if missing:
             raise ConfigurationError(f"no handler for {missing}: call .handler(fn) first")
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ValidationError(
-                f"concurrency must be an int >= 1, got {concurrency!r}",
-                option="concurrency",
-                value=concurrency,
-            )
-        visibility_timeout = duration_seconds(
-            visibility_timeout, "visibility_timeout", positive=True
-        )
-        poll_interval = duration_seconds(poll_interval, "poll_interval", positive=True)
-        if heartbeat_interval is not None:
-            heartbeat_interval = duration_seconds(
-                heartbeat_interval, "heartbeat_interval", positive=True
-            )
+        timing = check_options(concurrency, visibility_timeout, poll_interval, heartbeat_interval)
         given = store
         if own_pool if own_pool is not None else store._pool_shareable_only() is None:
             store = store.with_own_pool(pool_size or concurrency + 2)
-        bindings = []
         try:
-            for name in self.queues:
-                fn, retry = self._handlers[name]
-                binding = _Binding(name, fn, retry)
-                try:
-                    binding.workflow = await store.get_workflow(name)
-                    binding.queue_id = binding.workflow.queue_id
-                except PgqrsError as error:
-                    if not isinstance(error, QueueNotFound | WorkflowNotFound):
-                        raise
-                    binding.queue_id = await store.queue_id(name)
-                bindings.append(binding)
+            bindings = await bind(store, self.queues, self._handlers)
         except BaseException:
             if store is not given:  # e.g. an unknown queue: do not leak the worker's own pool
                 await store.close()
@@ -199,9 +136,9 @@ class ConsumerBuilder:
             bindings,
             concurrency=concurrency,
             batch_size=batch_size or concurrency,
-            visibility_timeout=visibility_timeout,
-            poll_interval=poll_interval,
-            heartbeat_interval=heartbeat_interval or min(5.0, visibility_timeout / 3),
+            visibility_timeout=timing.visibility_timeout,
+            poll_interval=timing.poll_interval,
+            heartbeat_interval=timing.heartbeat_interval,
             listen=store.listen if listen is None else listen,
             hostname=hostname or socket.gethostname(),
             own_pool=store is not given,
@@ -268,17 +205,12 @@ class Worker:
         #: the store ``create()`` was given (``store`` may be a pool of the worker's own
         #: made from it); whoever opened it closes it
         self.given_store: Store = store
-        self._next_binding = 0
         self._shut_down = False
         #: claims under way (dequeue() and the poll loop's), which suspend() waits for
-        self._claims = 0
-        self._no_claims = asyncio.Event()
-        self._no_claims.set()
-        self._suspended = False
+        self._gate = ClaimGate()
         self._running = False
-        #: what stopped the poll loop for good (see WorkerHealth.error)
-        self._error: BaseException | None = None
-        self._claims_episode = _Episode(name, "claims")
+        #: claims failing, and what stopped the poll loop for good (WorkerHealth.error)
+        self._claim_faults = ClaimFaults(name, self.stats)
         # The pieces, each handed what it needs.
         self._registration = Registration(
             store,
@@ -347,16 +279,9 @@ class Worker:
         return self._registration.pid
 
     @property
-    def _listen_conn(self) -> Listener | None:
-        return self._wakeups.conn
-
-    @property
-    def _listen_task(self) -> asyncio.Task[None] | None:
-        return self._wakeups.task
-
-    @property
-    def _listen_failures(self) -> int:
-        return self._wakeups.failures
+    def _error(self) -> BaseException | None:
+        """What stopped the poll loop for good (see WorkerHealth.error)."""
+        return self._claim_faults.error
 
     # ------------------------------------------------------------ status
 
@@ -365,7 +290,7 @@ class Worker:
         stopped; start() writes the status then)."""
         if not self._running and self.status is WorkerStatus.STOPPED:
             return None
-        if self._suspended:
+        if self._gate.suspended:
             return WorkerStatus.SUSPENDED
         return WorkerStatus.POLLING if self._running else WorkerStatus.READY
 
@@ -385,8 +310,8 @@ class Worker:
             ...
             await worker.resume()
         """
-        self._suspended = True
-        await self._no_claims.wait()  # a claim already under way finishes first
+        self._gate.suspended = True
+        await self._gate.idle()  # a claim already under way finishes first
         await self._set_status()
 
     async def resume(self) -> None:
@@ -395,7 +320,7 @@ class Worker:
         It is ``ready`` if the poll loop is not running. A stopped worker's row stays
         ``stopped``: on a stopped worker, either call only decides how it starts next time.
         """
-        self._suspended = False
+        self._gate.suspended = False
         await self._set_status()
         self._wake()
 
@@ -419,33 +344,10 @@ class Worker:
             else q.lease_seconds(visibility_timeout, "visibility_timeout")
         )
         binding = self._binding(queue)
-        with self._claiming() as allowed:
-            while allowed:
-                async with self.store.autocommit() as conn:
-                    claimed = await self._delivery.claim(conn, binding, batch, vt)
-                if not claimed:
-                    break
-                self._leases.took(claimed)
-                live = await self._delivery.bury_exhausted(binding, claimed)
-                if live:
-                    return live
-                # Every one was dead-lettered: claim again, since more may be ready.
+        with self._gate.claiming() as allowed:
+            if allowed:
+                return await self._delivery.dequeue(binding, batch, vt)
         return []
-
-    @contextlib.contextmanager
-    def _claiming(self) -> Iterator[bool]:
-        """Mark a claim under way, which :meth:`suspend` waits for; False if suspended."""
-        if self._suspended:
-            yield False
-            return
-        self._claims += 1
-        self._no_claims.clear()
-        try:
-            yield True
-        finally:
-            self._claims -= 1
-            if not self._claims:
-                self._no_claims.set()
 
     def _binding(self, queue: str | None) -> _Binding:
         if queue is None:
@@ -541,7 +443,7 @@ class Worker:
         fault is being ridden out (``fault`` says which) and after the worker stopped on an
         error it cannot heal (``error`` says which)."""
         now = time.monotonic()
-        faults = [e.cause for e in (self._claims_episode, self._heartbeat.episode) if e.cause]
+        faults = [e.cause for e in (self._claim_faults.episode, self._heartbeat.episode) if e.cause]
         return WorkerHealth(
             name=self.name,
             status=self.status.value,
@@ -569,13 +471,13 @@ class Worker:
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat.run(), name=f"pgqrs-heartbeat-{self.name}"
         )
-        self._error = None
+        self._claim_faults.error = None
         # The status is written first (polling; suspended, if suspend() came first), and
         # again with the next claim while the database refuses it.
         status_due = True
         try:
             while not self._stopping.is_set():
-                if status_due and self._suspended:
+                if status_due and self._gate.suspended:
                     try:
                         await self._set_status()
                         status_due = False
@@ -585,7 +487,7 @@ class Worker:
                         if await self._claims_failed(error):
                             break
                         continue
-                if self._suspended:
+                if self._gate.suspended:
                     if until_idle and not self._inflight:
                         return
                     await self._wait_while_suspended()
@@ -596,7 +498,7 @@ class Worker:
                     continue
                 self._waiter.event.clear()
                 failure: Exception | None = None
-                with self._claiming() as allowed:
+                with self._gate.claiming() as allowed:
                     if not allowed:  # suspended meanwhile
                         continue
                     try:
@@ -614,7 +516,7 @@ class Worker:
                     if await self._claims_failed(failure):
                         break
                     continue
-                self._claims_episode.recovered()
+                self._claim_faults.episode.recovered()
                 if claimed:
                     continue
                 if until_idle and not self._inflight:
@@ -633,27 +535,12 @@ class Worker:
             )
 
     async def _claims_failed(self, error: Exception) -> bool:
-        """A claim (or the status write before it) failed: True if the loop must end.
-
-        A fault that may heal (timeouts, cancellations, lock waits, a read-only database,
-        SQLite busy, a pooler's lost state, the server gone) is waited out with backoff; an
-        error retrying cannot fix (the tables missing, credentials refused, or no database
-        error at all: a bug) ends the worker, loudly, with ``health().error`` saying why.
-        """
-        mapped = translate(error, "claim")
-        if mapped is not error and mapped.__cause__ is None:
-            mapped.__cause__ = error
-        self.stats.errors += 1
-        if _cannot_heal(mapped):
-            self._error = mapped
-            log.error(
-                "worker %s: stopping: %s; it claims nothing until restarted",
-                self.name,
-                describe(mapped),
-                exc_info=mapped,
-            )
+        """A claim (or the status write before it) failed: True if the loop must end (see
+        :meth:`~pgqrs_sqla._heartbeat.ClaimFaults.failed`); else back off first."""
+        delay = self._claim_faults.failed(error)
+        if delay is None:
             return True
-        await self._sleep(self._claims_episode.failed(mapped))
+        await self._sleep(delay)
         return False
 
     def _done(self, message_id: int) -> None:
@@ -686,7 +573,7 @@ class Worker:
         run_until_idle done): each sets the waiter's event."""
         assert self._waiter is not None
         self._waiter.event.clear()
-        if self._suspended and not self._stopping.is_set():
+        if self._gate.suspended and not self._stopping.is_set():
             await self._waiter.event.wait()
 
     async def _sleep(self, seconds: float) -> None:
