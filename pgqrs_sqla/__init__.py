@@ -67,8 +67,8 @@ from .models import (
 )
 from .queue import Message as Message
 from .registry import WorkflowRegistry as WorkflowRegistry
+from .retry import RetryPolicy as RetryPolicy
 from .runs import (
-    RetryPolicy as RetryPolicy,
     RunInfo as RunInfo,
     StepInfo as StepInfo,
     WorkflowInfo as WorkflowInfo,

@@ -76,3 +76,8 @@ def configure_cli_logging(*, debug: bool = False) -> logging.Handler:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     return handler
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message``, as warnings and health reports name an error."""
+    return f"{type(error).__name__}: {error}"

@@ -13,10 +13,12 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Select,
     Update,
     bindparam,
     exists,
     func,
+    literal,
     select,
     update,
 )
@@ -24,7 +26,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 from .dialects import Dialect, JSONType, utcnow
 from .models import RunStatus, Tables
-from .queue import archive_delivery_stmt, lease_fence
+from .queue import archive_delivery_stmt, claim_stmt, lease_fence
 from .states import run_may_become, status_in
 
 
@@ -162,3 +164,24 @@ def cancel_now_stmt(t: Tables, run_id: int) -> Update:
         .where(r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.CANCELLED)))
         .values(status=RunStatus.CANCELLED.value, finished_at=utcnow(), updated_at=utcnow())
     )
+
+
+@functools.cache
+def claim_and_start_stmt(
+    t: Tables, dialect: Dialect, across_priorities: bool = False
+) -> Select[Any]:
+    """PostgreSQL: claim a batch and start its runs in one statement (data-modifying CTEs)."""
+    claimed = claim_stmt(t, dialect, across_priorities).cte("claimed")
+    started = start_update(t, t.runs.c.message_id.in_(select(claimed.c.id))).cte("started")
+    s = t.steps
+    # Whether anything is recorded for the run yet — by an earlier delivery, or by
+    # update_step before the first one — so only such runs pay for loading their steps.
+    has_steps = exists(select(literal(1)).select_from(s).where(s.c.run_id == started.c.id))
+    return select(
+        claimed,
+        started.c.id.label("run_id"),
+        started.c.input,
+        started.c.cancel_requested,
+        has_steps.label("has_steps"),
+        started.c.db_now,
+    ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))

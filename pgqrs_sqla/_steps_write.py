@@ -5,12 +5,14 @@ status write checked against the state machine (:mod:`pgqrs_sqla.states`)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Float,
     Integer,
+    Select,
     String,
     Update,
     bindparam,
@@ -109,3 +111,11 @@ def reset_failed_steps_stmt(t: Tables, run_id: int) -> Update:
         .where(s.c.run_id == run_id, s.c.status == StepStatus.ERROR.value)
         .values(attempts=0)
     )
+
+
+def recorded_steps_stmt(t: Tables, run_ids: Sequence[int]) -> Select[Any]:
+    """What earlier deliveries recorded of the runs ``run_ids``, to replay."""
+    s = t.steps
+    return select(
+        s.c.run_id, s.c.step_name, s.c.status, s.c.output, s.c.attempts, s.c.next_delivery
+    ).where(s.c.run_id.in_(run_ids))

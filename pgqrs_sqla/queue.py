@@ -9,16 +9,13 @@ and gets :class:`~pgqrs_sqla.errors.LeaseLost`.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
-    ColumnElement,
     DateTime,
     Delete,
     Float,
@@ -26,19 +23,16 @@ from sqlalchemy import (
     Select,
     String,
     Update,
-    and_,
     bindparam,
     case,
     column,
     delete,
-    exists,
     func,
     insert,
     literal,
     null,
     select,
     true,
-    tuple_,
     update,
     values,
 )
@@ -46,97 +40,30 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
-from sqlalchemy.sql.elements import Label
 
+from ._fence import (
+    _fence as _fence,
+    _held_many as _held_many,
+    held as held,
+    held_bound as held_bound,
+    lease_fence as lease_fence,
+    lease_vt as lease_vt,
+    leased_now as leased_now,
+)
+from ._message import (
+    NOTIFY_CHANNEL as NOTIFY_CHANNEL,
+    PRIORITY_MAX as PRIORITY_MAX,
+    PRIORITY_MIN as PRIORITY_MIN,
+    Message as Message,
+    check_priority as check_priority,
+    lease_seconds as lease_seconds,
+    seconds as seconds,
+    validate_name as validate_name,
+)
 from .codec import JsonDefault, check_json
-from .dialects import Dialect, aware, dialect_for, utcnow, utcnow_plus
-from .errors import InvalidName, LeaseLost, QueueNotFound, ValidationError, duration_seconds
+from .dialects import Dialect, dialect_for, utcnow, utcnow_plus
+from .errors import LeaseLost, QueueNotFound, ValidationError
 from .models import ArchiveReason, Tables
-
-NOTIFY_CHANNEL = "pgqrs_wake"
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
-
-
-def validate_name(name: object, what: str = "queue") -> str:
-    """Names: 1-128 characters, a letter first, then letters, digits, ``_ . -``."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidName(
-            f"invalid {what} name {name!r}: use 1-128 characters, starting with a letter, "
-            "then letters, digits, '_', '.' or '-'",
-            name=name,
-        )
-    return name
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message as a worker sees it. ``read_ct`` is the lease token."""
-
-    id: int
-    queue_id: int
-    payload: Any
-    priority: int
-    enqueued_at: datetime
-    vt: datetime
-    read_ct: int
-    failed_ct: int
-    worker_id: int | None
-    archived_at: datetime | None = None
-    archive_reason: str | None = None
-    last_error: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Row[Any]) -> Message:
-        m = row._mapping
-        return cls(
-            id=m["id"],
-            queue_id=m["queue_id"],
-            payload=m["payload"],
-            priority=m["priority"],
-            enqueued_at=aware(m["enqueued_at"]),  # type: ignore[arg-type]
-            vt=aware(m["vt"]),  # type: ignore[arg-type]
-            read_ct=m["read_ct"],
-            failed_ct=m["failed_ct"],
-            worker_id=m["consumer_worker_id"],
-            archived_at=aware(m["archived_at"]),
-            archive_reason=m["archive_reason"],
-            last_error=m["last_error"],
-        )
-
-
-#: The range of a priority: the column is a 32-bit integer on both backends.
-PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
-
-
-def check_priority(priority: object) -> int:
-    """``priority`` if it is an int the priority column can hold; else a ValidationError."""
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise ValidationError(
-            f"priority must be an int, got {priority!r}", option="priority", value=priority
-        )
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ValidationError(
-            f"priority {priority} is outside the 32-bit range {PRIORITY_MIN}..{PRIORITY_MAX}; "
-            "use a smaller number (higher runs first)",
-            option="priority",
-            value=priority,
-        )
-    return priority
-
-
-def seconds(value: float | timedelta | None, what: str = "delay") -> float:
-    """A delay: ``None`` is none; otherwise finite seconds >= 0, at most the duration cap."""
-    return 0.0 if value is None else duration_seconds(value, what)
-
-
-def lease_seconds(value: object, what: str) -> float:
-    """A lease's length: a finite number of seconds (or a ``timedelta``) above zero.
-
-    Zero or less would end the lease at once (or in the past), handing the message to the
-    next claim while its holder still believes it owns it.
-    """
-    return duration_seconds(value, what, positive=True)
-
 
 # ---------------------------------------------------------------- enqueue
 
@@ -163,7 +90,7 @@ def _enqueue_source(t: Tables, payload: Any, vt: Any) -> Select[Any]:
 
 
 @functools.cache
-def enqueue_one_stmt(t: Tables, absolute: bool) -> Any:
+def enqueue_one_stmt(t: Tables, absolute: bool) -> ReturningInsert[Any]:
     """Enqueue one payload (``p_payload``), visible after ``p_delay`` seconds or at
     ``p_available_at``; built once per set of tables."""
     vt = (
@@ -185,7 +112,7 @@ def enqueue_stmt(
     available_at: datetime | None = None,
     max_bytes: int,
     json_default: JsonDefault | None = None,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[ReturningInsert[Any], dict[str, Any]]:
     """One INSERT ... SELECT for any number of payloads, and its parameters. No row comes back
     for an unknown queue, so nothing is written and the caller's transaction stays usable.
     Every argument is checked here, before any statement is sent."""
@@ -239,7 +166,9 @@ def enqueue_stmt(
 
 
 @functools.cache
-def _with_notify(stmt: Any, dialect: Dialect) -> Any:
+def _with_notify(
+    stmt: ReturningInsert[Any], dialect: Dialect
+) -> ReturningInsert[Any] | Select[Any]:
     notify = dialect.notify(NOTIFY_CHANNEL, bindparam("p_queue", type_=String))
     if notify is None:
         return stmt
@@ -356,65 +285,6 @@ async def claim(
 # ---------------------------------------------------------------- lease operations
 
 
-def _fence(
-    t: Tables,
-    lease: ColumnElement[bool],
-    worker_id: ColumnElement[int] | int,
-) -> ColumnElement[bool]:
-    """The one lease-fence predicate: ``lease`` (which deliveries: message id and token)
-    is owned by ``worker_id`` and not archived. Every fenced write of a message, and every
-    lease check of another table's write, is built from it."""
-    m = t.messages
-    return and_(lease, m.c.consumer_worker_id == worker_id, m.c.archived_at.is_(None))
-
-
-def held(t: Tables, message_id: int, worker_id: int, token: int) -> ColumnElement[bool]:
-    """The lease fence: this worker holds this delivery of this live message."""
-    m = t.messages
-    return _fence(t, and_(m.c.id == message_id, m.c.read_ct == token), worker_id)
-
-
-def held_bound(t: Tables) -> ColumnElement[bool]:
-    """:func:`held` for the delivery bound as ``p_msg_id``/``p_worker_id``/``p_token`` (the
-    run context's statements, built once and bound per call)."""
-    m = t.messages
-    return _fence(
-        t,
-        and_(
-            m.c.id == bindparam("p_msg_id", type_=BigInteger),
-            m.c.read_ct == bindparam("p_token", type_=Integer),
-        ),
-        bindparam("p_worker_id", type_=BigInteger),
-    )
-
-
-def lease_fence(t: Tables, dialect: Dialect | None = None) -> ColumnElement[bool]:
-    """EXISTS: the delivery bound as in :func:`held_bound` holds its lease — for a write of
-    another table (a step, a run) that must land only while the lease is held.
-
-    With ``dialect`` the fence locks the message row as that backend does
-    (:meth:`~pgqrs_sqla.dialects.base.Dialect.lock_fence`: ``FOR SHARE`` on PostgreSQL). A
-    plain EXISTS would read the statement's snapshot: a takeover that commits while the
-    write waits (on the step's row, say) would go unseen and the former holder's write
-    would land. Locked, the fence waits for a claim in progress (``FOR UPDATE``) and then
-    re-reads the row as committed, so it sees the new token and refuses.
-    """
-    live = select(literal(1)).select_from(t.messages).where(held_bound(t))
-    return exists(live if dialect is None else dialect.lock_fence(live))
-
-
-def lease_vt(t: Tables) -> Label[datetime]:
-    """The current ``vt`` of the bound delivery's message (a scalar subquery, for
-    RETURNING)."""
-    m = t.messages
-    return (
-        select(m.c.vt)
-        .where(m.c.id == bindparam("p_msg_id", type_=BigInteger))
-        .scalar_subquery()
-        .label("lease_vt")
-    )
-
-
 @functools.cache
 def refresh_lease_stmt(t: Tables) -> ReturningUpdate[Any]:
     """Extend the bound delivery's lease to at least ``now + p_vt``, fenced by owner and
@@ -489,16 +359,6 @@ def unclaim_many_stmt(t: Tables) -> Update:
         .where(_held_many(t))
         .values(consumer_worker_id=None, vt=utcnow(), read_ct=m.c.read_ct - 1)
         .returning(m.c.id)
-    )
-
-
-def _held_many(t: Tables) -> ColumnElement[bool]:
-    """The lease fence of :func:`held` for many deliveries at once (``p_leases``)."""
-    m = t.messages
-    return _fence(
-        t,
-        tuple_(m.c.id, m.c.read_ct).in_(bindparam("p_leases", expanding=True)),
-        bindparam("p_worker_id", type_=BigInteger),
     )
 
 
@@ -622,12 +482,6 @@ def replay_dead_stmt(t: Tables, queue_id: int, message_ids: Sequence[int] | None
     if message_ids is not None:
         cond.append(m.c.id.in_(list(message_ids)))
     return update(m).where(*cond).values(**requeued()).returning(m.c.id)
-
-
-def leased_now(t: Tables) -> ColumnElement[bool]:
-    """A message a worker holds a live lease on now."""
-    m = t.messages
-    return m.c.archived_at.is_(None) & m.c.consumer_worker_id.is_not(None) & (m.c.vt > utcnow())
 
 
 def delete_messages_stmt(t: Tables, queue_id: int, *, leased: bool | None = None) -> Delete:

@@ -5,21 +5,26 @@ and the external-event API (``update_step`` + ``resume_run``) with sync twins.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Connection
 
+from ._catalog_write import (
+    define_workflow as define_workflow,  # the trigger's, and its home before _catalog_write
+    mark_served_stmt,
+    queue_max_deliveries_stmt,
+    workflow_policy_stmt,
+)
 from ._core import StoreCore
 from ._db import HUB, AsyncTarget, SyncTarget, run_sync
 from ._runs_write import cancel_now_stmt, request_cancel_stmt, retry_run_stmt
 from ._steps_write import external_step_upsert, reset_failed_steps_stmt
 from .codec import JsonDefault, check_json, check_text
-from .dialects import aware, insert_for, utcnow
+from .dialects import aware
 from .errors import (
     IllegalTransition,
     RunCancelled,
@@ -37,43 +42,12 @@ from .queue import (
     validate_name,
     wake_unleased_stmt,
 )
+from .retry import RetryPolicy as RetryPolicy  # its home before pgqrs_sqla.retry
 from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
 
 RUN_DONE_CHANNEL = "pgqrs:run-done"
 #: payload: the run id. Also a PostgreSQL NOTIFY channel, so other processes hear it at once.
 CANCEL_CHANNEL = "pgqrs_cancel"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How a step that raised ``TransientError`` is retried.
-
-    Delay for attempt *n* (1-based) is ``min(cap, base * 2**(n-1))``, with full jitter
-    (a random value between half and all of it) unless ``jitter=False``.
-    """
-
-    max_attempts: int = 5
-    base: float = 1.0
-    cap: float = 300.0
-    jitter: bool = True
-
-    def __post_init__(self) -> None:
-        if (
-            not isinstance(self.max_attempts, int)
-            or isinstance(self.max_attempts, bool)
-            or self.max_attempts < 1
-        ):
-            raise ValidationError(
-                f"invalid retry policy {self!r}: max_attempts must be an int >= 1",
-                option="max_attempts",
-                value=self.max_attempts,
-            )
-        duration_seconds(self.base, "RetryPolicy base")
-        duration_seconds(self.cap, "RetryPolicy cap")
-
-    def delay(self, attempt: int) -> float:
-        raw: float = min(self.cap, self.base * 2 ** max(0, attempt - 1))
-        return raw * random.uniform(0.5, 1.0) if self.jitter else raw
 
 
 @dataclass(frozen=True)
@@ -148,16 +122,6 @@ def _policy(row: Any) -> RetryPolicy:
     )
 
 
-def _policy_columns(policy: RetryPolicy) -> dict[str, Any]:
-    """The workflow row's columns for ``policy`` (read back by :func:`_policy`)."""
-    return {
-        "max_attempts": policy.max_attempts,
-        "backoff_base": policy.base,
-        "backoff_cap": policy.cap,
-        "backoff_jitter": policy.jitter,
-    }
-
-
 def _error_line(error: Any) -> str:
     """A run's recorded error as one readable line: ``type: message`` (the step, and what it
     came through); the traceback is left out."""
@@ -173,31 +137,6 @@ def _error_line(error: Any) -> str:
     if isinstance(last, dict) and last.get("message"):
         line += f"; last error: {last.get('message')}"
     return " ".join(line.split())
-
-
-def define_workflow(
-    conn: Connection, t: Tables, name: str, max_deliveries: int, policy: RetryPolicy
-) -> None:
-    """Insert the workflow's queue and definition rows unless they exist (ON CONFLICT DO
-    NOTHING: a concurrent definer's rows stand, and no unique violation aborts the
-    transaction)."""
-    w, qt = t.workflows, t.queues
-    dialect = conn.dialect.name
-    conn.execute(
-        insert_for(dialect, qt)
-        .values(queue_name=name, max_deliveries=max_deliveries, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[qt.c.queue_name])
-    )
-    conn.execute(
-        insert_for(dialect, w)
-        .values(
-            workflow_name=name,
-            queue_id=select(qt.c.id).where(qt.c.queue_name == name).scalar_subquery(),
-            **_policy_columns(policy),
-            created_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=[w.c.workflow_name])
-    )
 
 
 def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
@@ -233,7 +172,7 @@ def step_info(row: Any) -> StepInfo:
     )
 
 
-def _run_select(t: Tables) -> Any:
+def _run_select(t: Tables) -> Select[Any]:
     r, w = t.runs, t.workflows
     return select(r, w.c.workflow_name).select_from(r.join(w, w.c.id == r.c.workflow_id))
 
@@ -385,38 +324,14 @@ class RunControl(StoreCore):
                 value=max_deliveries,
             )
         policy = retry or RetryPolicy()
-        w, qt = self.tables.workflows, self.tables.queues
         deliveries = WORKFLOW_MAX_DELIVERIES if max_deliveries is None else max_deliveries
 
         def work(conn: Connection) -> WorkflowInfo:
-            for table, values_ in (
-                (
-                    qt,
-                    {"queue_name": name, "max_deliveries": deliveries, "created_at": utcnow()},
-                ),
-                (
-                    w,
-                    {
-                        "workflow_name": name,
-                        "queue_id": select(qt.c.id)
-                        .where(qt.c.queue_name == name)
-                        .scalar_subquery(),
-                        **_policy_columns(policy),
-                        "created_at": utcnow(),
-                    },
-                ),
-            ):
-                key = "queue_name" if table is qt else "workflow_name"
-                stmt = insert_for(conn.dialect.name, table).values(**values_)
-                conn.execute(stmt.on_conflict_do_nothing(index_elements=[table.c[key]]))
+            define_workflow(conn, self.tables, name, deliveries, policy)
             if retry is not None:
-                conn.execute(
-                    update(w).where(w.c.workflow_name == name).values(**_policy_columns(policy))
-                )
+                conn.execute(workflow_policy_stmt(self.tables, name, policy))
             if max_deliveries is not None:
-                conn.execute(
-                    update(qt).where(qt.c.queue_name == name).values(max_deliveries=deliveries)
-                )
+                conn.execute(queue_max_deliveries_stmt(self.tables, name, deliveries))
             return self._workflow(conn, name)
 
         return await self.run(work)
@@ -425,12 +340,7 @@ class RunControl(StoreCore):
         """Record that a worker registered for the workflows ``names`` (the first time only)."""
         if not names:
             return
-        w = self.tables.workflows
-        stmt = (
-            update(w)
-            .where(w.c.workflow_name.in_(names), w.c.served_at.is_(None))
-            .values(served_at=utcnow())
-        )
+        stmt = mark_served_stmt(self.tables, names)
         await self.run(lambda c: c.execute(stmt), single_statement=True)
 
     async def unserved_workflows(self) -> dict[str, int]:

@@ -1,136 +1,45 @@
-"""Store: an engine plus the pgqrs tables; connection, installation and queue administration.
+"""Store: an engine plus the pgqrs tables; ``connect()``, installation, and enqueueing.
 
-Workflow run control (get/list/wait/cancel/update_step/resume) is mixed in from
-:mod:`pgqrs_sqla.runs`.
+The Store is composed of mixins, one job each: queue administration
+(:mod:`pgqrs_sqla._queues_admin`), worker rows (:mod:`pgqrs_sqla._registration`), its
+pools and the pooler (:mod:`pgqrs_sqla._connect`), and workflow run control
+(get/list/wait/cancel/update_step/resume, :mod:`pgqrs_sqla.runs`).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import case, delete, exc, func, inspect, select, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AssertionPool, Pool, QueuePool, SingletonThreadPool, StaticPool
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.schema import CreateColumn, CreateSchema, Table
+from sqlalchemy.sql.dml import ReturningInsert
 
 from . import queue as q
-from ._db import (
-    AsyncTarget,
-    SyncTarget,
-    _sqlstate,
-    run_sync,
-    safe_url,
-    translated,
+from ._connect import (
+    _ALWAYS_ASYNCPG,
+    Pooling,
+    _driver_defaults,
+    _make_pooler_safe,
+    _sqlite_file,
+    _sqlite_schema_error,
+    normalise_url as normalise_url,
 )
-from ._listen import POOLER_CONNECT_ARGS, POOLER_FIX, pooler_unsafe_settings
+from ._db import AsyncTarget, SyncTarget, run_sync, safe_url, translated
 from ._logging import get_logger
-from ._runs_write import requeue_dead_runs_stmt
+from ._queues_admin import QueueInfo as QueueInfo, QueuesAdmin, QueueStats as QueueStats
+from ._registration import WorkerInfo as WorkerInfo, WorkersAdmin
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
-from .dialects import aware, utcnow, utcnow_plus
-from .errors import (
-    ConfigurationError,
-    DatabaseUnavailable,
-    DeadLetterNotFound,
-    QueueBusy,
-    QueueNotFound,
-    SchemaMissing,
-    ValidationError,
-)
-from .models import ArchiveReason, PgqrsModels, WorkerStatus
+from .errors import SchemaMissing
+from .models import PgqrsModels
 from .runs import RunControl
 
 log = get_logger("pgqrs_sqla")
 T = TypeVar("T")
-
-
-#: ``user:password@`` in a URL too malformed for SQLAlchemy to parse (and so to hide).
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
-
-
-def _redacted(url: str | URL) -> str:
-    """``url`` for an error message, its password replaced by ``***`` even when unparsable."""
-    if isinstance(url, URL):
-        return safe_url(url)
-    return _URL_PASSWORD.sub(r"\1***@", url)
-
-
-def normalise_url(url: str | URL) -> URL:
-    """Pick the async driver for the user: asyncpg for ``postgresql://``, aiosqlite for
-    ``sqlite://``. ``postgresql+psycopg://`` is accepted as is.
-
-    A named synchronous PostgreSQL driver (``postgresql+psycopg2://``) is refused rather
-    than swapped: the URL asked for that driver, and its libpq-style query options
-    (``sslmode=``, ``options=``) mean something else to asyncpg.
-    """
-    try:
-        parsed = make_url(url)
-    except (exc.ArgumentError, ValueError) as error:
-        # make_url raises ValueError for a port that is not a number ("localhost:abc").
-        problem = "its port is not a number" if "int()" in str(error) else str(error)
-        raise ConfigurationError(
-            f"invalid database URL {_redacted(url)!r}: {problem}; expected "
-            "postgresql://user:password@host:5432/db or sqlite:///path/to/file.db"
-        ) from error
-    backend, _, driver = parsed.drivername.partition("+")
-    if backend in ("postgresql", "postgres"):
-        if driver in ("", "asyncpg"):
-            return parsed.set(drivername="postgresql+asyncpg")
-        if driver in ("psycopg", "psycopg_async"):
-            return parsed.set(drivername="postgresql+psycopg")
-        if driver == "psycopg2":
-            raise ConfigurationError(
-                "postgresql+psycopg2:// names a synchronous driver; pgqrs_sqla needs an async "
-                "one: use postgresql:// (asyncpg) or postgresql+psycopg:// (psycopg 3, "
-                "the [psycopg] extra) for the same server",
-                url=safe_url(parsed),
-            )
-        raise ConfigurationError(
-            f"unsupported PostgreSQL driver {driver!r}: use postgresql:// (asyncpg) or "
-            "postgresql+psycopg://"
-        )
-    if backend == "sqlite":
-        if driver not in ("", "aiosqlite", "pysqlite"):
-            raise ConfigurationError(f"unsupported SQLite driver {driver!r}: use sqlite:///file.db")
-        return parsed.set(drivername="sqlite+aiosqlite")
-    raise ConfigurationError(
-        f"unsupported database {backend!r} in {safe_url(parsed)!r}: pgqrs_sqla supports "
-        "postgresql:// and sqlite:///"
-    )
-
-
-def _sqlite_schema_error(schema: str) -> ConfigurationError:
-    """The error for pgqrs tables in a schema SQLite does not have."""
-    return ConfigurationError(
-        f"SQLite has no schema {schema!r}: the pgqrs models were made with "
-        f"schema={schema!r}, and a SQLite database is one schema. For SQLite, make the models "
-        "without schema= (a prefix= keeps their names apart from yours), or map the schema "
-        "away on your engine: create_async_engine(url, execution_options="
-        f"{{'schema_translate_map': {{{schema!r}: None}}}})",
-        schema=schema,
-    )
-
-
-def _sqlite_file(url: URL) -> tuple[URL, str | None]:
-    """The file behind a SQLite URL: a private temporary one for ``sqlite://``."""
-    if not url.database or url.database == ":memory:":
-        tmpdir = tempfile.mkdtemp(prefix="pgqrs-")
-        return url.set(database=os.path.join(tmpdir, "pgqrs.db")), tmpdir
-    if not os.path.isdir(os.path.dirname(os.path.abspath(url.database))):
-        # Said here, plainly, rather than by a driver thread that outlives the failure.
-        raise DatabaseUnavailable(
-            f"cannot open SQLite database {url.database!r}: its directory does not exist; "
-            "create the directory, or correct the path in the URL (sqlite:////abs/path.db "
-            "for an absolute path)"
-        )
-    return url, None
 
 
 async def connect(
@@ -196,213 +105,9 @@ async def connect(
 
 #: invalid_sql_statement_name, duplicate_prepared_statement: prepared statements that did not
 #: stay on the connection, or met another client's (transaction pooling)
-_PREPARED_STATEMENT_STATES = {"26000", "42P05"}
-
-#: asyncpg options of ``POOLER_CONNECT_ARGS`` set on every engine connect() makes.
-_ALWAYS_ASYNCPG = ("statement_cache_size", "prepared_statement_name_func")
-
-
-def _driver_defaults(url: URL, engine_options: dict[str, Any], keys: Sequence[str]) -> list[str]:
-    """Add the ``POOLER_CONNECT_ARGS`` named by ``keys`` to ``engine_options``'
-    ``connect_args``, except those the caller chose (there or in the URL); return the added."""
-    wanted = POOLER_CONNECT_ARGS.get(url.get_driver_name(), {})
-    given = engine_options.get("connect_args", {})
-    added = {k: wanted[k] for k in keys if k in wanted and k not in given and k not in url.query}
-    if added:
-        engine_options["connect_args"] = {**given, **added}
-    return sorted(added)
-
-
-async def _make_pooler_safe(store: Store, url: URL, engine_options: dict[str, Any]) -> None:
-    """``store``'s engine reaches PostgreSQL through a connection pooler: remake it with the
-    driver options transaction pooling needs (:data:`~pgqrs_sqla._listen.POOLER_CONNECT_ARGS`)
-    the caller did not choose, and say so in one WARNING."""
-    driver_options = POOLER_CONNECT_ARGS.get(url.get_driver_name(), {})
-    if _driver_defaults(url, engine_options, list(driver_options)):
-        old, store.engine = store.engine, create_async_engine(url, **engine_options)
-        await old.dispose()
-    given = {**url.query, **engine_options.get("connect_args", {})}
-    chosen = [f"{k}={given[k]!r}" for k in driver_options if given.get(k) != driver_options[k]]
-    log.warning(
-        "%s is reached through a connection pooler (PgBouncer or the like: the backend pid it "
-        "reported is not the server's): pgqrs turned prepared statements that outlive a "
-        "transaction off (%s), as transaction pooling needs%s. Workers poll unless LISTEN "
-        "works through it (session pooling); they say which at start.",
-        safe_url(url),
-        ", ".join(driver_options) or "nothing to turn off for this driver",
-        f"; kept as you chose: {', '.join(chosen)}" if chosen else "",
-    )
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    """A queue: its ``name`` and ``max_deliveries`` (deliveries a message gets before it
-    becomes a dead letter)."""
-
-    id: int
-    name: str
-    max_deliveries: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """Message counts of one queue (:meth:`Store.queue_stats`): ``ready`` to be claimed,
-    ``leased`` to a worker now, ``delayed`` (not visible yet), ``archived`` (done), ``dead``
-    (dead letters), and the age in seconds of the oldest ready message (None if none)."""
-
-    name: str
-    ready: int
-    leased: int
-    delayed: int
-    archived: int
-    dead: int
-    oldest_ready_age: float | None
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """A worker row. ``queue`` is the first queue the worker serves; ``queues`` every
-    queue it serves, as its row records them (see the attribute for older rows)."""
-
-    id: int
-    name: str
-    hostname: str
-    port: int | None
-    queue: str | None
-    status: str
-    started_at: datetime
-    heartbeat_at: datetime
-    heartbeat_age: float
-    stopped_at: datetime | None
-    #: the registering process's id (None for rows written before pgqrs 0002)
-    pid: int | None = None
-    #: the worker's heartbeat interval in seconds; its row is stale after three of them
-    heartbeat_interval: float | None = None
-    #: every queue the worker serves, ``queue`` first, as it registered them. A row written
-    #: before pgqrs 0003 records only ``queue``: then ``queue`` and the queues of the messages
-    #: it holds now (leases not yet ended), until the worker registers again
-    queues: list[str] = field(default_factory=list)
-
-
-def _pool_like(pool: Pool, size: int) -> Pool:
-    """A new, empty pool that connects as ``pool`` does, sized ``size`` (+2 overflow).
-
-    ``Pool.recreate()`` copies the creator (which holds the engine's ``connect_args``),
-    the pool's events and options; for a ``QueuePool`` the same constructor call is made
-    with the worker's size instead of the app's (``QueuePool.recreate`` has no size
-    argument). Other pools (``NullPool``, ``StaticPool``...) are recreated as they are."""
-    if not isinstance(pool, QueuePool):
-        return pool.recreate()
-    return type(pool)(
-        pool._creator,
-        pool_size=size,
-        max_overflow=2,
-        pre_ping=pool._pre_ping,
-        use_lifo=pool._pool.use_lifo,
-        timeout=pool._timeout,
-        recycle=pool._recycle,
-        echo=pool.echo,
-        logging_name=pool._orig_logging_name,
-        reset_on_return=pool._reset_on_return,
-        _dispatch=pool.dispatch,
-        dialect=pool._dialect,
-    )
-
-
-class Store(RunControl):
+class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
     """The engine and the pgqrs tables. Make one with :func:`connect`, or wrap an
     ``AsyncEngine`` the app already has with ``Store(engine)`` (never disposed by us)."""
-
-    def _pool_shareable_only(self) -> str | None:
-        """Why this store's pool cannot be duplicated (``None`` when it can): a pool that
-        holds its one connection (``StaticPool``, ``SingletonThreadPool``, ``AssertionPool``),
-        or an in-memory SQLite database, which a new connection would open empty."""
-        pool = self.engine.sync_engine.pool
-        if isinstance(pool, StaticPool | SingletonThreadPool | AssertionPool):
-            return f"its engine's {type(pool).__name__} holds a single connection"
-        if self.dialect.in_memory(self.engine.url):
-            return "its SQLite database is in memory (a new connection would open an empty one)"
-        return None
-
-    def with_own_pool(self, size: int) -> Store:
-        """A Store on the same database with its own small connection pool (for a worker,
-        so jobs cannot starve the app's request handlers of connections).
-
-        Raises :class:`ConfigurationError` for an engine whose pool cannot be duplicated:
-        a ``StaticPool`` (or another single-connection pool) or an in-memory SQLite database,
-        where the worker must share the app's engine (``own_pool=False``, the default there).
-
-        The new pool makes connections exactly as the app's does: it is the app's pool
-        recreated (what ``engine.dispose()`` does) with ``size`` connections (+2 overflow),
-        so it keeps the ``connect_args`` (``ssl``, ``statement_cache_size=0`` for
-        PgBouncer, ``server_settings``), a custom ``creator``/``async_creator``, the
-        ``do_connect`` and pool events (``connect``, ``checkout``) and the pool options;
-        the engine keeps the app's dialect (and its options) and execution options
-        (``schema_translate_map``...). Engine-level events (``before_cursor_execute``)
-        stay on the app's engine. To choose the worker's engine yourself, pass the worker
-        a ``Store(your_engine)`` with ``own_pool=False``.
-        """
-        why = self._pool_shareable_only()
-        if why is not None:
-            raise ConfigurationError(
-                f"cannot give the worker a pool of its own: {why}; let it share the app's "
-                "engine (own_pool=False), or give the app a database file and a QueuePool",
-                url=safe_url(self.engine.url),
-            )
-        app = self.engine.sync_engine
-        sync_engine = Engine(
-            _pool_like(app.pool, size),
-            app.dialect,
-            app.url,
-            logging_name=app.logging_name,
-            echo=app.echo,
-            execution_options=app.get_execution_options(),
-            hide_parameters=app.hide_parameters,
-        )
-        engine = AsyncEngine(sync_engine)
-        clone = Store(
-            engine,
-            models=self.models,
-            max_payload_bytes=self.max_payload_bytes,
-            listen=self.listen,
-            json_default=self.json_default,
-        )
-        clone._owns_engine = True
-        clone._pooled = self._pooled  # the same way to the same server
-        return clone
-
-    async def _behind_pooler(self) -> bool:
-        """Whether the engine reaches PostgreSQL through a connection pooler (looked at once).
-
-        For an engine of the app's, a WARNING names the driver options transaction pooling
-        needs and the engine lacks: without them, statements fail on prepared statements
-        another client's server connection holds, or does not.
-        """
-        if self._pooled is None:
-            driver = self.engine.dialect.driver
-            try:
-                async with self.begin() as conn:  # one transaction: one server connection
-                    pooled = await self.dialect.behind_pooler(conn)
-                    raw = await conn.get_raw_connection()
-                    unsafe = pooler_unsafe_settings(driver, raw.dbapi_connection) if pooled else []
-            except exc.DBAPIError as error:
-                if _sqlstate(error) not in _PREPARED_STATEMENT_STATES:
-                    raise
-                # Its first statements already met another client's prepared statements.
-                pooled, unsafe = True, list(POOLER_CONNECT_ARGS.get(driver, {}))
-            self._pooled = pooled
-            if unsafe:
-                log.warning(
-                    "%s is reached through a connection pooler (PgBouncer or the like), and "
-                    "this engine's driver lacks %s: under transaction pooling its statements "
-                    "fail with 'prepared statement ... does not exist / already exists'. "
-                    "Make the engine with %s, or use pgqrs_sqla.connect(url), which does.",
-                    safe_url(self.engine.url),
-                    ", ".join(unsafe),
-                    POOLER_FIX.get(driver, "its prepared statements turned off"),
-                )
-        return self._pooled
 
     # ------------------------------------------------------------ schema
 
@@ -508,332 +213,9 @@ class Store(RunControl):
 
     # ------------------------------------------------------------ queues
 
-    async def create_queue(self, name: str, *, max_deliveries: int = 5) -> QueueInfo:
-        """Create a queue (idempotent: an existing queue is returned unchanged)."""
-        q.validate_name(name)
-        if (
-            not isinstance(max_deliveries, int)
-            or isinstance(max_deliveries, bool)
-            or not 1 <= max_deliveries <= 2**31 - 1
-        ):
-            raise ValidationError(
-                f"max_deliveries must be a positive int of at most 32 bits, got {max_deliveries!r}",
-                option="max_deliveries",
-                value=max_deliveries,
-            )
-        return await self.run(lambda c: self._create_queue(c, name, max_deliveries))
-
-    def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:
-        t = self.tables.queues
-        existing = conn.execute(select(t).where(t.c.queue_name == name)).first()
-        if existing is None:
-            nested = conn.begin_nested()
-            try:
-                conn.execute(
-                    t.insert().values(
-                        queue_name=name, max_deliveries=max_deliveries, created_at=utcnow()
-                    )
-                )
-                nested.commit()
-            except exc.IntegrityError:
-                nested.rollback()  # created concurrently: take theirs
-            existing = conn.execute(select(t).where(t.c.queue_name == name)).one()
-        m = existing._mapping
-        return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
-
-    async def get_queue(self, name: str) -> QueueInfo:
-        q.validate_name(name)
-        t = self.tables.queues
-        async with self.read() as conn:
-            row = (await conn.execute(select(t).where(t.c.queue_name == name))).first()
-        if row is None:
-            raise QueueNotFound(
-                f"no queue named {name!r}: create it with `await store.create_queue({name!r})`, "
-                "or check the name (store.list_queues() lists them)",
-                queue=name,
-            )
-        m = row._mapping
-        return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
-
-    async def queue_id(self, name: str) -> int:
-        if name not in self._queue_ids:
-            self._queue_ids[name] = (await self.get_queue(name)).id
-        return self._queue_ids[name]
-
     def queue(self, name: str) -> Queue:
         """A handle for enqueueing onto ``name`` (checked when used)."""
         return Queue(self, q.validate_name(name))
-
-    async def list_queues(self) -> list[QueueInfo]:
-        t = self.tables.queues
-        async with self.read() as conn:
-            rows = (await conn.execute(select(t).order_by(t.c.queue_name))).all()
-        return [
-            QueueInfo(r.id, r.queue_name, r.max_deliveries, aware(r.created_at))  # type: ignore[arg-type]
-            for r in rows
-        ]
-
-    async def delete_queue(self, name: str, *, force: bool = False) -> None:
-        """Delete a queue and its messages. Refused while messages are leased, unless forced.
-
-        The check holds against concurrent claims: nothing a worker has claimed is deleted
-        unless ``force`` says so.
-        """
-        info = await self.get_queue(name)
-        m, t = self.tables.messages, self.tables.queues
-        ours, leased = m.c.queue_id == info.id, q.leased_now(self.tables)
-
-        def busy(conn: Connection) -> None:
-            count = conn.execute(select(func.count()).where(ours, leased)).scalar_one()
-            if count:
-                raise QueueBusy(
-                    f"queue {name!r} has {count} leased message(s); wait, or pass force=True",
-                    queue=name,
-                    leased=count,
-                )
-
-        def work(conn: Connection) -> None:
-            # SQLite: this whole transaction holds the write lock, so no claim interleaves.
-            # The queue row first: an enqueue's foreign key check needs a share lock on
-            # it, so no message is added until this transaction ends.
-            conn.execute(self.dialect.lock_for_update(select(t.c.id).where(t.c.id == info.id)))
-            if not force:
-                busy(conn)  # the common refusal, before deleting anything
-                # A claim can commit after that count. So delete only what is not leased:
-                # a row a claim is changing is waited for and re-checked against its new
-                # version, and kept if leased. A lease taken meanwhile is then still there
-                # to count, and the rollback puts everything back.
-                conn.execute(q.delete_messages_stmt(self.tables, info.id, leased=False))
-                busy(conn)
-            conn.execute(q.delete_messages_stmt(self.tables, info.id))
-            conn.execute(delete(t).where(t.c.id == info.id))
-
-        await self.run(work)
-        self._queue_ids.pop(name, None)
-
-    async def purge_queue(self, name: str) -> int:
-        """Delete every message of the queue that is not leased; return how many."""
-        info = await self.get_queue(name)
-        stmt = q.delete_messages_stmt(self.tables, info.id, leased=False)
-        async with self.begin() as conn:
-            return (await conn.execute(stmt)).rowcount
-
-    async def queue_stats(self, name: str | None = None) -> list[QueueStats]:
-        """Per-queue counts of ready, leased, delayed, archived and dead messages."""
-        m, t = self.tables.messages, self.tables.queues
-        now = utcnow()
-        live = m.c.archived_at.is_(None)
-        leased = live & m.c.consumer_worker_id.is_not(None) & (m.c.vt > now)
-        ready = live & (m.c.vt <= now)
-        delayed = live & m.c.consumer_worker_id.is_(None) & (m.c.vt > now)
-
-        def count(cond: Any) -> Any:
-            return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
-
-        stmt = (
-            select(
-                t.c.queue_name,
-                count(ready),
-                count(leased),
-                count(delayed),
-                count(m.c.archive_reason == ArchiveReason.DONE.value),
-                count(m.c.archive_reason == ArchiveReason.DEAD.value),
-            )
-            .select_from(t.outerjoin(m, m.c.queue_id == t.c.id))
-            .group_by(t.c.queue_name)
-            .order_by(t.c.queue_name)
-        )
-        oldest = (
-            select(t.c.queue_name, func.min(m.c.enqueued_at), now)
-            .select_from(t.join(m, m.c.queue_id == t.c.id))
-            .where(ready)
-            .group_by(t.c.queue_name)
-        )
-        if name is not None:
-            stmt = stmt.where(t.c.queue_name == q.validate_name(name))
-        async with self.read() as conn:
-            rows = (await conn.execute(stmt)).all()
-            ages = {
-                r[0]: (aware(r[2]) - aware(r[1])).total_seconds()  # type: ignore[operator]
-                for r in (await conn.execute(oldest)).all()
-            }
-        if name is not None and not rows:
-            raise QueueNotFound(
-                f"no queue named {name!r}: create it with `await store.create_queue({name!r})`, "
-                "or check the name (store.list_queues() lists them)",
-                queue=name,
-            )
-        return [
-            QueueStats(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), ages.get(r[0]))
-            for r in rows
-        ]
-
-    async def dead_letters(self, name: str, *, limit: int = 100) -> list[q.Message]:
-        """Messages of ``name`` that exhausted ``max_deliveries`` (oldest first)."""
-        qid = (await self.get_queue(name)).id
-        m = self.tables.messages
-        stmt = (
-            select(m)
-            .where(m.c.queue_id == qid, m.c.archive_reason == ArchiveReason.DEAD.value)
-            .order_by(m.c.id)
-            .limit(limit)
-        )
-        async with self.read() as conn:
-            return [q.Message.from_row(r) for r in (await conn.execute(stmt)).all()]
-
-    async def replay_dead_letters(
-        self, name: str, message_ids: Sequence[int] | None = None
-    ) -> list[int]:
-        """Make dead messages (all, or those listed) ready again; returns their ids.
-
-        A workflow run whose message died is put back to ``QUEUED`` with it. A listed id that
-        is not a dead letter of ``name`` raises :class:`DeadLetterNotFound` (its
-        ``message_ids`` attribute names them) and nothing is replayed.
-        """
-        qid = (await self.get_queue(name)).id
-        wanted = None if message_ids is None else sorted(set(message_ids))
-
-        def work(conn: Connection) -> list[int]:
-            ids = sorted(conn.execute(q.replay_dead_stmt(self.tables, qid, wanted)).scalars())
-            missing = [i for i in wanted or () if i not in ids]
-            if missing:
-                # Raised inside the transaction: its rollback undoes the ids that were found.
-                raise DeadLetterNotFound(
-                    f"no dead letter {', '.join(map(str, missing))} in queue {name!r}: "
-                    f"`pgqrs-sqla dead-letters list {name}` (or store.dead_letters) shows them",
-                    queue=name,
-                    message_ids=missing,
-                )
-            if ids:
-                conn.execute(requeue_dead_runs_stmt(self.tables, ids))
-            return ids
-
-        ids = await self.run(work)
-        if ids:
-            self.wake(name)
-        return ids
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        """Every worker row, by name, with the queues each serves (see :class:`WorkerInfo`)."""
-        w, t, msg = self.tables.workers, self.tables.queues, self.tables.messages
-        stmt = (
-            select(w, t.c.queue_name, utcnow().label("now"))
-            .select_from(w.outerjoin(t, t.c.id == w.c.queue_id))
-            .order_by(w.c.worker_name)
-        )
-        # Rows written before pgqrs 0003 record one queue: such a worker shows the others it
-        # serves through the messages it holds (the rows of live, claimed messages: few,
-        # whatever the backlog).
-        held = (
-            select(msg.c.consumer_worker_id, t.c.queue_name)
-            .select_from(msg.join(t, t.c.id == msg.c.queue_id))
-            .where(msg.c.archived_at.is_(None), msg.c.consumer_worker_id.is_not(None))
-            .distinct()
-            .order_by(t.c.queue_name)
-        )
-        async with self.read() as conn:
-            rows = (await conn.execute(stmt)).all()
-            holding: dict[int, list[str]] = {}
-            for worker_id, queue_name in (await conn.execute(held)).all():
-                holding.setdefault(worker_id, []).append(queue_name)
-        result = []
-        for r in rows:
-            m = r._mapping
-            heartbeat = aware(m["heartbeat_at"])
-            assert heartbeat is not None
-            first = [m["queue_name"]] if m["queue_name"] is not None else []
-            served = m["queues"] if isinstance(m["queues"], list) else first
-            result.append(
-                WorkerInfo(
-                    id=m["id"],
-                    name=m["worker_name"],
-                    hostname=m["hostname"],
-                    port=m["port"],
-                    queue=m["queue_name"],
-                    status=m["status"],
-                    started_at=aware(m["started_at"]),  # type: ignore[arg-type]
-                    heartbeat_at=heartbeat,
-                    heartbeat_age=(aware(m["now"]) - heartbeat).total_seconds(),  # type: ignore[operator]
-                    stopped_at=aware(m["stopped_at"]),
-                    pid=m["pid"],
-                    heartbeat_interval=m["heartbeat_interval"],
-                    queues=served + [n for n in holding.get(m["id"], []) if n not in served],
-                )
-            )
-        return result
-
-    async def prune_workers(
-        self,
-        *,
-        older_than: timedelta | float = timedelta(days=7),
-        dry_run: bool = False,
-        limit: int = 1000,
-    ) -> int:
-        """Delete the rows of workers stopped longer than ``older_than`` (a timedelta or
-        seconds) ago; return how many (``dry_run``: how many would go, deleting nothing).
-
-        One statement deletes at most ``limit`` rows. A row a live or unfinished message
-        still points at (a lease not yet given back) is never deleted, nor a worker that
-        has not stopped. Archived messages the worker handled keep their history, with
-        their ``consumer_worker_id`` set to NULL. Workers call this at registration with the
-        default retention, so rows of restarted ``host-pid`` workers do not pile up.
-        """
-        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not seconds >= 0
-            or seconds == float("inf")
-        ):
-            raise ValidationError(
-                f"older_than must be a timedelta or a number of seconds >= 0, got {older_than!r}"
-            )
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError(f"limit must be a positive int, got {limit!r}")
-        w, m = self.tables.workers, self.tables.messages
-        prunable = (
-            select(w.c.id)
-            .where(
-                w.c.status == WorkerStatus.STOPPED.value,
-                w.c.stopped_at < utcnow_plus(-float(seconds)),
-                ~select(m.c.id)
-                .where(m.c.consumer_worker_id == w.c.id, m.c.archived_at.is_(None))
-                .exists(),
-            )
-            .order_by(w.c.id)
-            .limit(limit)
-        )
-        if dry_run:
-            async with self.read() as conn:
-                counted = select(func.count()).select_from(prunable.subquery())
-                return int((await conn.execute(counted)).scalar_one())
-        # DELETE has no LIMIT on PostgreSQL: bound it by the ids the subquery picks.
-        stmt = delete(w).where(w.c.id.in_(prunable.scalar_subquery()))
-        async with self.begin() as conn:
-            deleted = int((await conn.execute(stmt)).rowcount)
-        if deleted:
-            log.info("pruned %d stopped worker row(s)", deleted)
-        return deleted
-
-    async def _prune_workers_quietly(self, worker: str) -> None:
-        """A worker's housekeeping after it registers: drop rows of workers stopped over the
-        default retention ago (a ``host-pid`` name adds one per restart), a bounded batch at
-        a time. A failure is logged, never raised: it must not stop the worker starting."""
-        try:
-            await self.prune_workers(limit=100)
-        except Exception as error:
-            log.warning("worker %s: could not prune stopped worker rows: %s", worker, error)
-
-    async def active_worker_count(self) -> int:
-        w = self.tables.workers
-        async with self.read() as conn:
-            return int(
-                (
-                    await conn.execute(
-                        select(func.count()).where(w.c.status != WorkerStatus.STOPPED.value)
-                    )
-                ).scalar_one()
-            )
 
 
 class Queue:
@@ -846,7 +228,9 @@ class Queue:
     def __repr__(self) -> str:
         return f"<Queue {self.name!r}>"
 
-    def _stmt(self, payloads: Sequence[Any], options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    def _stmt(
+        self, payloads: Sequence[Any], options: dict[str, Any]
+    ) -> tuple[ReturningInsert[Any], dict[str, Any]]:
         return q.enqueue_stmt(
             self.store.tables,
             self.name,

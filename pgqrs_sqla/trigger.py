@@ -9,12 +9,15 @@ transaction. Either both appear when the transaction commits, or neither does.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
+    Select,
     String,
     bindparam,
     exc,
@@ -24,7 +27,9 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import ReturningInsert
 
+from ._catalog_write import define_workflow
 from ._db import (
     SERIALIZATION_FAILURE,
     AsyncTarget,
@@ -47,7 +52,8 @@ from .queue import (
     validate_name,
     workflow_message_insert_stmt,
 )
-from .runs import WORKFLOW_MAX_DELIVERIES, RetryPolicy, define_workflow
+from .retry import RetryPolicy
+from .runs import WORKFLOW_MAX_DELIVERIES
 
 if TYPE_CHECKING:
     from .store import Store
@@ -69,7 +75,7 @@ _RUN_COLS = [
 # costs more than the round trip it makes.
 
 
-def _run_values(t: Tables, message_id: Any) -> Any:
+def _run_values(t: Tables, message_id: ColumnElement[Any]) -> Select[Any]:
     w = t.workflows
     return select(
         w.c.id,
@@ -83,7 +89,7 @@ def _run_values(t: Tables, message_id: Any) -> Any:
     ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
 
 
-def _run_insert(t: Tables, dialect: str, source: Any) -> Any:
+def _run_insert(t: Tables, dialect: str, source: Select[Any]) -> ReturningInsert[Any]:
     r = t.runs
     return (
         insert_for(dialect, r)
@@ -94,7 +100,7 @@ def _run_insert(t: Tables, dialect: str, source: Any) -> Any:
 
 
 @functools.cache
-def pg_trigger_stmt(t: Tables, dialect: Dialect) -> Any:
+def pg_trigger_stmt(t: Tables, dialect: Dialect) -> Select[Any]:
     """Message, run and NOTIFY in one statement (a backend with data-modifying CTEs and
     NOTIFY: PostgreSQL); no row for an unknown workflow."""
     m = t.messages
@@ -107,7 +113,7 @@ def pg_trigger_stmt(t: Tables, dialect: Dialect) -> Any:
 
 
 @functools.cache
-def run_insert_stmt(t: Tables, dialect: str) -> Any:
+def run_insert_stmt(t: Tables, dialect: str) -> ReturningInsert[Any]:
     return _run_insert(t, dialect, _run_values(t, bindparam("p_message_id", type_=BigInteger)))
 
 
@@ -320,7 +326,7 @@ class Trigger:
         )
         return replace(self, params=params, unencoded=None)
 
-    def _logic(self, tables: Tables, *, guarded: bool = True) -> Any:
+    def _logic(self, tables: Tables, *, guarded: bool = True) -> Callable[[Connection], int]:
         return lambda conn: trigger_logic(
             conn,
             tables,

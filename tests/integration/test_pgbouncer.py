@@ -105,12 +105,12 @@ async def test_wake_ups_through_pgbouncer_fall_back_to_polling(
     worker = await pgqrs.consumer("w", None, "q").handler(handler).create(store, poll_interval=0.2)
     async with worker:
         for _ in range(1000):
-            if worker._listen_task is not None and worker._listen_task.done():
+            if worker._wakeups.task is not None and worker._wakeups.task.done():
                 break
             await asyncio.sleep(0.02)
         [said] = warnings_with(caplog, "LISTEN cannot work here")
         assert "polling every 0.2s" in said and "transaction pooling" in said
-        assert worker._listen_conn is None
+        assert worker._wakeups.conn is None
         producer = await asyncio.create_subprocess_exec(
             sys.executable, "-c", ENQUEUE_ELSEWHERE, bouncer_db
         )

@@ -125,8 +125,8 @@ async def test_the_listener_outlives_losing_its_connection(
             await pgqrs.consumer("w", None, "q").handler(handler).create(store, poll_interval=30)
         )
         async with worker:
-            await wait_until(lambda: asyncio.sleep(0, worker._listen_conn is not None))
-            first = worker._listen_conn
+            await wait_until(lambda: asyncio.sleep(0, worker._wakeups.conn is not None))
+            first = worker._wakeups.conn
             assert first is not None
             async with admin.connect() as conn:
                 await conn.execute(text(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false"))
@@ -138,11 +138,11 @@ async def test_the_listener_outlives_losing_its_connection(
                     ),
                     {"db": database},
                 )
-            await wait_until(lambda: asyncio.sleep(0, worker._listen_failures >= 3), timeout=60)
+            await wait_until(lambda: asyncio.sleep(0, worker._wakeups.failures >= 3), timeout=60)
             async with admin.connect() as conn:
                 await conn.execute(text(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true"))
             await wait_until(
-                lambda: asyncio.sleep(0, worker._listen_conn not in (None, first)), timeout=60
+                lambda: asyncio.sleep(0, worker._wakeups.conn not in (None, first)), timeout=60
             )
             assert len(messages(caplog, logging.WARNING, "LISTEN connection lost")) == 1
             assert messages(caplog, logging.WARNING, "LISTEN connection failed") == []

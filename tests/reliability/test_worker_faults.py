@@ -298,9 +298,9 @@ async def test_stopping_while_sqlite_stays_busy_past_the_budget_logs_and_returns
     WARNING, and leaves the lease to expire on its own."""
     if backend != "sqlite":
         pytest.skip("SQLite fault")
-    from pgqrs_sqla import worker as worker_module
+    from pgqrs_sqla import _registration
 
-    monkeypatch.setattr(worker_module, "_DEREGISTER_BUDGET", 1.0)
+    monkeypatch.setattr(_registration, "_DEREGISTER_BUDGET", 1.0)
     caplog.set_level(logging.INFO, logger="pgqrs_sqla")
     store = short_busy_sqlite(db_url)
     holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)

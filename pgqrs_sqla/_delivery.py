@@ -1,0 +1,581 @@
+"""Run delivery: a claimed batch's runs started, each run's handler called, and how the
+delivery ended decided in one place (:class:`Outcome`) and recorded.
+
+:class:`Delivery` is handed the worker's store, registration, leases and stats; the
+worker's poll loop claims through it and it spawns a task per run (per batch of plain
+messages). :func:`outcome_of` maps what the handler raised to an :class:`Outcome`;
+:meth:`Delivery._record` makes the writes each outcome calls for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import queue as q
+from ._db import translated
+from ._leases import Leases
+from ._logging import get_logger, run_id_var, workflow_var
+from ._outcome import Outcome, OutcomeKind, outcome_of, unrecorded
+from ._registration import Registration
+from ._runs_write import claim_and_start_stmt, dead_run_stmt, hand_back_runs_stmt, start_stmt
+from ._signals import (
+    Pause,
+    _LeaseLostSignal,
+    _RetryLater,
+    _RunCancelledSignal,
+    _StepExhausted,
+    _StepPaused,
+)
+from ._worker_state import _Binding, _InFlight, _Stats
+from .codec import check_json
+from .context import Execution, RunContext, StepRecord, error_record, storable_text
+from .errors import LeaseLost, PgqrsError
+from .models import ArchiveReason, RunStatus, StepStatus
+from .retry import RetryPolicy
+from .runs import RUN_DONE_CHANNEL
+from .store import Store
+
+log = get_logger("pgqrs_sqla.worker")
+
+
+@dataclass(frozen=True)
+class _StartedRun:
+    id: int
+    message_id: int
+    input: Any
+    cancel_requested: bool
+    has_steps: bool = True
+    #: the database clock when the claim ran, and the local monotonic time it was sent:
+    #: with the message's vt, the lease's deadline (``Execution.note_lease``)
+    db_now: Any = None
+    sent: float | None = None
+
+
+def _first_of(messages: list[q.Message]) -> set[int]:
+    """The ids of the messages in their first delivery."""
+    return {m.id for m in messages if m.read_ct == 1}
+
+
+class Delivery:
+    """Claims for, starts and runs the deliveries of one worker.
+
+    ``inflight`` is the worker's table of running deliveries (message id -> task), which
+    this fills; ``done(message_id)`` is called as each ends. ``own_pool``: the worker has a
+    pool of its own (see :meth:`holds_connections`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registration: Registration,
+        leases: Leases,
+        stats: _Stats,
+        *,
+        visibility_timeout: float,
+        concurrency: int,
+        own_pool: bool,
+        stopping: asyncio.Event,
+        inflight: dict[int, _InFlight],
+        done: Callable[[int], None],
+    ) -> None:
+        self.store = store
+        self.registration = registration
+        self.leases = leases
+        self.stats = stats
+        self.visibility_timeout = visibility_timeout
+        self.concurrency = concurrency
+        self.own_pool = own_pool
+        self.stopping = stopping
+        self.inflight = inflight
+        self.done = done
+        self.name = registration.name
+        self._next_binding = 0
+
+    # ------------------------------------------------------------ claims
+
+    async def claim(
+        self, conn: AsyncConnection, binding: _Binding, batch: int, vt: float
+    ) -> list[q.Message]:
+        return await q.claim(
+            conn,
+            self.store.tables,
+            binding.queue_id,
+            self.registration.id,
+            batch=batch,
+            vt_seconds=vt,
+            second_try=self._may_claim_again,
+        )
+
+    async def dequeue(self, binding: _Binding, batch: int, vt: float) -> list[q.Message]:
+        """Claim by hand (``Worker.dequeue``): the live messages claimed, each leased for
+        ``vt`` seconds and remembered as a lease of ours; dead letters are buried first."""
+        while True:
+            async with self.store.autocommit() as conn:
+                claimed = await self.claim(conn, binding, batch, vt)
+            if not claimed:
+                return []
+            self.leases.took(claimed)
+            live = await self.bury_exhausted(binding, claimed)
+            if live:
+                return live
+            # Every one was dead-lettered: claim again, since more may be ready.
+
+    def _may_claim_again(self) -> bool:
+        """A claim's second try (see :func:`~pgqrs_sqla.queue.claim_rows`): not once stop()
+        has begun."""
+        return not self.stopping.is_set()
+
+    async def claim_round(self, bindings: list[_Binding], free: int, batch_size: int) -> int:
+        """Claim up to ``free`` messages from ``bindings``' queues, ``batch_size`` at a time,
+        and set them running; returns how many were claimed."""
+        claimed = 0
+        # Each round starts at the next queue, so one busy queue cannot take every free slot
+        # round after round while another waits.
+        start = self._next_binding % len(bindings)
+        self._next_binding = start + 1
+        for binding in bindings[start:] + bindings[:start]:
+            if free <= 0 or self.stopping.is_set():
+                break
+            batch = min(free, batch_size)
+            started: list[_StartedRun] | None = None
+            with translated("claim"):
+                async with self.store.autocommit() as conn:
+                    # Again here, with the connection in hand: taking it may have waited
+                    # (a pool checkout, SQLite's write lock), and a stop() that began
+                    # meanwhile must not claim what was triggered after it.
+                    if self.stopping.is_set():
+                        break
+                    if binding.workflow is not None and self.store.dialect.writable_ctes:
+                        messages, started = await self.claim_and_start(conn, binding, batch)
+                    else:
+                        messages = await self.claim(conn, binding, batch, self.visibility_timeout)
+            if not messages:
+                continue
+            if self.stopping.is_set():
+                # stop() began while the claim was in flight: its snapshot may postdate a
+                # trigger committed after stop(). Hand it all back, as if never claimed.
+                await self.hand_back(messages, started)
+                break
+            self.stats.claimed += len(messages)
+            self.stats.last_claim = time.monotonic()
+            claimed += len(messages)
+            messages = await self.bury_exhausted(binding, messages)
+            if not messages:
+                continue
+            free -= len(messages)
+            if binding.workflow is not None:
+                kept = {m.id for m in messages}
+                if started is not None:
+                    started = [row for row in started if row.message_id in kept]
+                await self.start_runs(binding, messages, started)
+            else:
+                self.spawn_batch(binding, messages)
+        return claimed
+
+    async def claim_and_start(
+        self, conn: AsyncConnection, binding: _Binding, batch: int
+    ) -> tuple[list[q.Message], list[_StartedRun]]:
+        """PostgreSQL: claim and mark the runs RUNNING in one statement (data-modifying CTEs)."""
+        params = q.claim_params(
+            binding.queue_id, self.registration.id, batch=batch, vt_seconds=self.visibility_timeout
+        )
+        sent = time.monotonic()
+        rows = await q.claim_rows(
+            conn,
+            lambda across: claim_and_start_stmt(self.store.tables, self.store.dialect, across),
+            params,
+            self._may_claim_again,
+        )
+        messages = sorted(
+            (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
+        )
+        runs = [
+            _StartedRun(
+                row.run_id, row.id, row.input, row.cancel_requested, row.has_steps, row.db_now, sent
+            )
+            for row in rows
+            if row.run_id is not None
+        ]
+        return messages, runs
+
+    # ------------------------------------------------------------ what a claim brought
+
+    async def bury_exhausted(self, binding: _Binding, messages: list[q.Message]) -> list[q.Message]:
+        """Dead-letter the claimed ``messages`` whose failed deliveries reached the queue's
+        ``max_deliveries`` (a workflow run ends ``ERROR`` with its message); return the
+        others, still leased to this worker.
+
+        An expired lease is counted as a failed delivery by the claim that follows it, so
+        exhaustion shows at a claim, and every way of claiming must look. It costs nothing
+        for first deliveries and one read of ``max_deliveries`` for redeliveries.
+        """
+        suspects = [msg for msg in messages if msg.failed_ct > 0]
+        if not suspects:
+            return messages
+        t = self.store.tables
+        async with self.store.read() as conn:
+            max_deliveries = (
+                await conn.execute(
+                    select(t.queues.c.max_deliveries).where(t.queues.c.id == binding.queue_id)
+                )
+            ).scalar()
+        if max_deliveries is None:  # the queue was deleted, and its messages with it
+            return messages
+        dead = [msg for msg in suspects if msg.failed_ct >= max_deliveries]
+        if not dead:
+            return messages
+        buried: list[tuple[q.Message, str]] = []
+        async with self.store.begin() as conn:
+            for msg in dead:
+                reason = q.dead_reason(msg.failed_ct, max_deliveries)
+                archive = q.archive_stmt(t, msg, self.registration.id, ArchiveReason.DEAD, reason)
+                if (await conn.execute(archive)).first() is None:
+                    continue  # the lease is already gone: neither ours to bury nor to return
+                buried.append((msg, reason))
+                if binding.workflow is not None:
+                    last = None if msg.last_error is None else {"message": msg.last_error}
+                    await conn.execute(dead_run_stmt(t, msg.id, reason, last))
+        for msg in dead:
+            self.leases.forget(msg)
+        for msg, reason in buried:
+            log.error(
+                "message %s dead-lettered: %s", msg.id, reason, extra={"queue": binding.queue}
+            )
+        if buried and binding.workflow is not None:
+            self.store.wake(RUN_DONE_CHANNEL)
+        gone = {msg.id for msg in dead}
+        return [msg for msg in messages if msg.id not in gone]
+
+    async def hand_back(self, messages: list[q.Message], started: list[Any] | None) -> None:
+        """Undo a claim that came back after stop() began: the messages visible again with
+        their delivery uncounted, and the runs this claim started on their first delivery
+        QUEUED again (a redelivered run stays RUNNING, as after a shutdown's release)."""
+        t = self.store.tables
+        first = [row.id for row in started or () if row.message_id in _first_of(messages)]
+        with translated("handing back a claim"):
+            async with self.store.begin() as conn:  # lock order: message, then run
+                await conn.execute(
+                    q.unclaim_many_stmt(t),
+                    {
+                        "p_leases": [(m.id, m.read_ct) for m in messages],
+                        "p_worker_id": self.registration.id,
+                    },
+                )
+                if first:
+                    await conn.execute(hand_back_runs_stmt(t, first))
+        log.info("worker %s: stopping; handed back %d message(s)", self.name, len(messages))
+
+    async def start_runs(
+        self, binding: _Binding, messages: list[q.Message], rows: list[Any] | None = None
+    ) -> None:
+        """Mark claimed runs RUNNING (unless the claim already did) and load the steps that
+        earlier deliveries recorded."""
+        t = self.store.tables
+        s = t.steps
+        by_id = {m.id: m for m in messages}
+        steps: list[Any] = []
+        sent = time.monotonic()
+        # On PostgreSQL the claim started the runs and said which have recorded steps: for
+        # first deliveries there is nothing to execute here, and no connection to check out.
+        # (SQLite's start rows do not say; there the query is a local call.)
+        if rows is None or any(row.has_steps for row in rows):
+            async with self.store.autocommit() as conn:
+                if rows is None:
+                    ids = [m.id for m in messages]
+                    rows = list((await conn.execute(start_stmt(t), {"p_ids": ids})).all())
+                run_ids = [row.id for row in rows if getattr(row, "has_steps", True)]
+                if run_ids:
+                    steps = list(
+                        (
+                            await conn.execute(
+                                select(
+                                    s.c.run_id,
+                                    s.c.step_name,
+                                    s.c.status,
+                                    s.c.output,
+                                    s.c.attempts,
+                                    s.c.next_delivery,
+                                ).where(s.c.run_id.in_(run_ids))
+                            )
+                        ).all()
+                    )
+        hold = self.holds_connections()
+        started = set()
+        assert binding.workflow is not None
+        for row in rows:
+            msg = by_id[row.message_id]
+            started.add(msg.id)
+            execution = Execution(
+                store=self.store,
+                worker_id=self.registration.id,
+                message=msg,
+                run_id=row.id,
+                workflow=binding.queue,
+                params=row.input,
+                policy=binding.retry or binding.workflow.retry,
+                cancel_requested=bool(row.cancel_requested),
+                hold_connection=hold,
+                lease_seconds=self.visibility_timeout,
+            )
+            # The claim's vt, against the clock of the statement that started the run.
+            execution.note_lease(getattr(row, "sent", None) or sent, msg.vt, row.db_now)
+            execution.steps = {
+                st.step_name: StepRecord(
+                    StepStatus(st.status), st.output, st.attempts, st.next_delivery
+                )
+                for st in steps
+                if st.run_id == row.id
+            }
+            self._spawn(binding, msg, self._process_run(binding, execution), execution)
+        for msg in messages:
+            if msg.id not in started:
+                # The run already ended (or was never written): nothing to do but ack.
+                with contextlib.suppress(LeaseLost):
+                    await self.leases.archive(msg)
+
+    def holds_connections(self) -> bool:
+        """Whether each in-flight run may hold one connection for its whole delivery: on
+        PostgreSQL, when the worker has a pool of its own (nothing else checks out of it)
+        with a connection per run and one to spare for claims and heartbeats."""
+        if not (self.store.dialect.autocommit_writes and self.own_pool) or (
+            self.store._transactions_only()
+        ):
+            return False  # (a held connection is an autocommit one)
+        size = getattr(self.store.engine.sync_engine.pool, "size", None)
+        return callable(size) and size() > self.concurrency
+
+    # ------------------------------------------------------------ tasks
+
+    def _spawn(
+        self, binding: _Binding, msg: q.Message, coro: Any, execution: Execution | None = None
+    ) -> None:
+        task = asyncio.create_task(coro, name=f"pgqrs-{binding.queue}-{msg.id}")
+        self.inflight[msg.id] = _InFlight(msg, binding, task, execution)
+        task.add_done_callback(lambda _t: self.done(msg.id))
+
+    def spawn_batch(self, binding: _Binding, messages: list[q.Message]) -> None:
+        """One task for a claimed batch of plain messages: handlers run concurrently, and the
+        successes are acknowledged together, in one statement."""
+        first = messages[0]
+        task = asyncio.create_task(
+            self._process_messages(binding, messages), name=f"pgqrs-{binding.queue}-{first.id}"
+        )
+        for msg in messages:
+            self.inflight[msg.id] = _InFlight(msg, binding, task)
+        ids = [m.id for m in messages]
+
+        def done(_t: asyncio.Task[None]) -> None:
+            for message_id in ids:
+                self.done(message_id)
+
+        task.add_done_callback(done)
+
+    # ------------------------------------------------------------ plain messages
+
+    async def _process_messages(self, binding: _Binding, messages: list[q.Message]) -> None:
+        handled = await asyncio.gather(*(self._process_message(binding, m) for m in messages))
+        done = [m for m, ok in zip(messages, handled, strict=True) if ok]
+        if not done:
+            return
+        try:
+            async with self.store.autocommit() as conn:
+                acked = await q.archive_many(conn, self.store.tables, done, self.registration.id)
+        except asyncio.CancelledError:
+            for msg in done:
+                await self.leases.release_quietly(msg)
+            raise
+        except PgqrsError as error:  # e.g. the database went away: the leases will expire
+            self.stats.errors += 1
+            log.warning("could not acknowledge %d message(s): %s", len(done), error)
+            return
+        self.stats.completed += len(acked)
+        lost = len(done) - len(acked)
+        if lost:
+            self.stats.lease_lost += lost
+            log.warning("%d message(s) of queue %s: lease lost before ack", lost, binding.queue)
+
+    async def _process_message(self, binding: _Binding, msg: q.Message) -> bool:
+        """Run the handler; True if the message is to be acknowledged."""
+        extra = {"queue": binding.queue, "message_id": msg.id}
+        try:
+            await binding.handler(msg)
+            return True
+        except LeaseLost:
+            self.stats.lease_lost += 1
+            log.warning("message %s: lease lost", msg.id, extra=extra)
+        except asyncio.CancelledError:
+            await self.leases.release_quietly(msg)
+            raise
+        except Exception as error:
+            self.stats.errors += 1
+            log.exception("message %s: handler failed", msg.id, extra=extra)
+            policy = binding.retry or RetryPolicy()
+            with contextlib.suppress(LeaseLost, PgqrsError):
+                await self.leases.fail(
+                    msg, f"{type(error).__name__}: {error}", delay=policy.delay(msg.failed_ct + 1)
+                )
+        return False
+
+    # ------------------------------------------------------------ workflow runs
+
+    async def _process_run(self, binding: _Binding, x: Execution) -> None:
+        # This task's own context: every record logged while the run executes carries it.
+        run_id_var.set(x.run_id)
+        workflow_var.set(x.workflow)
+        try:
+            outcome = await self._outcome(binding, x)
+            try:
+                ended = await self._record(binding, x, outcome)
+            except Exception as error:  # the outcome could not be recorded
+                ended = await self._record(binding, x, unrecorded(error))
+        finally:
+            await x.release_connection()
+        if ended:
+            self.store.wake(RUN_DONE_CHANNEL)
+
+    async def _outcome(self, binding: _Binding, x: Execution) -> Outcome:
+        """Run the handler for one delivery and record its output: how the delivery ended."""
+        try:
+            if x.cancel_requested:
+                raise _RunCancelledSignal()
+            output = await binding.handler(RunContext(x), x.params)
+            output = check_json(  # the output as stored: what wait_for_run will return
+                output,
+                what=f"output of workflow {x.workflow!r}",
+                max_bytes=self.store.max_payload_bytes,
+                default=self.store.json_default,
+            )
+            if not await x.finish(RunStatus.SUCCESS, output=output):
+                raise _LeaseLostSignal()
+        except BaseException as error:
+            outcome = outcome_of(error)
+            if outcome is None:
+                raise
+            return outcome
+        return Outcome(OutcomeKind.SUCCEEDED)
+
+    async def _record(self, binding: _Binding, x: Execution, outcome: Outcome) -> bool:
+        """Make the writes ``outcome`` calls for, count and log it; True if the run ended."""
+        kind, error = outcome.kind, outcome.error
+        if kind is OutcomeKind.SUCCEEDED:
+            self.stats.completed += 1
+            log.info("run %s succeeded", x.run_id)
+        elif kind is OutcomeKind.LEASE_LOST:
+            self.stats.lease_lost += 1
+            log.warning("run %s: lease lost; another worker owns it now", x.run_id)
+        elif kind is OutcomeKind.REFUSED:
+            # The lease is ours, but the run or step is in a state this write may not leave
+            # (not a lost lease): leave the run as it is; the lease ends on its own.
+            self.stats.refused += 1
+            log.warning("run %s: %s", x.run_id, error)
+        elif kind is OutcomeKind.DB_UNAVAILABLE:
+            # Not the run's fault: abandon this delivery; it comes back when the lease ends.
+            self.stats.errors += 1
+            log.warning("run %s: database unavailable (%s); left for redelivery", x.run_id, error)
+            await self.leases.release_quietly(x.message)
+        elif kind is OutcomeKind.CANCELLED:
+            await x.finish(RunStatus.CANCELLED)
+            log.info("run %s cancelled", x.run_id)
+        elif kind is OutcomeKind.RETRY_LATER:
+            assert isinstance(error, _RetryLater)
+            write = x.step_upsert(
+                self.store.engine.dialect.name,
+                error.step,
+                StepStatus.ERROR,
+                None,
+                error.error,
+                error.attempts,
+                0.0,
+            )
+            await x.park(RunStatus.RUNNING, error.delay, write)
+        elif kind is OutcomeKind.STEP_PAUSED:
+            assert isinstance(error, _StepPaused)
+            await self._park_paused_step(x, error)
+        elif kind is OutcomeKind.PAUSED:
+            assert isinstance(error, Pause)
+            await x.park(RunStatus.PAUSED, error.seconds)
+        elif kind is OutcomeKind.EXHAUSTED:
+            assert isinstance(error, _StepExhausted)
+            self.stats.errors += 1
+            await x.finish(RunStatus.ERROR, error=error.error)
+            log.error("run %s failed: step %s out of attempts", x.run_id, error.step)
+        elif kind is OutcomeKind.INTERRUPTED:
+            assert error is not None
+            await self.leases.release_quietly(x.message)
+            raise error
+        elif kind is OutcomeKind.FAILED:
+            assert error is not None
+            self.stats.errors += 1
+            record = error_record(error)
+            if x.failed_step is not None and x.failed_step[1] is error:
+                record["step"] = x.failed_step[0]
+            await x.finish(RunStatus.ERROR, error=record)
+            log.error("run %s failed: %s", x.run_id, record["message"])
+        else:
+            # The database refused to record the outcome (an unstorable value, a delay past
+            # what a timestamp holds, ...): the same will happen on every redelivery, so this
+            # counts as a failed delivery, and the run dead-letters at max_deliveries.
+            assert kind is OutcomeKind.UNRECORDABLE and isinstance(error, Exception)
+            self.stats.errors += 1
+            log.error(
+                "run %s: could not record the outcome; a failed delivery", x.run_id, exc_info=error
+            )
+            return await self._fail_delivery(binding, x, error)
+        return outcome.ends_run
+
+    async def _park_paused_step(self, x: Execution, pause: _StepPaused) -> None:
+        write = None
+        if pause.step is not None:
+            write = x.step_upsert(
+                self.store.engine.dialect.name,
+                pause.step,
+                StepStatus.PAUSED,
+                None,
+                None,
+                pause.attempts,
+                0.0,
+            )
+        if await x.park(RunStatus.PAUSED, pause.seconds, write):
+            self.store.wake(RUN_DONE_CHANNEL)
+            log.info("run %s paused at step %s for %.0fs", x.run_id, pause.step, pause.seconds)
+        elif await x.park(RunStatus.RUNNING, 0.0):
+            # The pause was refused with the lease still ours: update_step recorded the
+            # step while its body ran. Hand the run straight back to replay that value.
+            log.info("run %s: step %s was recorded meanwhile", x.run_id, pause.step)
+
+    async def _fail_delivery(self, binding: _Binding, x: Execution, error: Exception) -> bool:
+        """Count a failed delivery of run ``x`` (released after the retry backoff); if that
+        reaches ``max_deliveries`` the message is dead-lettered and the run ends ``ERROR``.
+        True if the run ended. If even this write fails, the lease expires, which the next
+        claim counts as a failed delivery all the same."""
+        t = self.store.tables
+        record = error_record(error)
+        record.pop("traceback", None)
+        text = storable_text(f"{record['type']}: {record['message']}")[:2000]
+        delay = (binding.retry or x.policy).delay(x.message.failed_ct + 1)
+        try:
+            async with self.store.begin() as conn:
+                row = (
+                    await conn.execute(q.fail_stmt(t, x.message, self.registration.id, delay, text))
+                ).first()
+                dead = row is not None and row.archive_reason == ArchiveReason.DEAD.value
+                if dead:
+                    failed = x.message.failed_ct + 1
+                    reason = f"dead: {failed} failed deliveries, the last: outcome not recorded"
+                    await conn.execute(dead_run_stmt(t, x.message.id, reason, record))
+        except Exception:
+            log.exception("run %s: could not count the failed delivery either", x.run_id)
+            return False
+        finally:
+            self.leases.forget(x.message)
+        if dead:
+            log.error("run %s dead-lettered: %s", x.run_id, text)
+        return dead

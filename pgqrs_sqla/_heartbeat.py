@@ -1,0 +1,242 @@
+"""A worker's background duty: heartbeat its row, extend the leases it holds, notice
+cancellations and its queues' lag — and ride out the database faults it meets.
+
+:class:`Heartbeat` runs in a task of its own, so it keeps going while handlers (and
+threads) run. :class:`_Episode` is one run of failures of a duty (claims, heartbeats),
+logged once when it begins and once when it ends; :class:`ClaimFaults` tells the poll loop
+whether a failed claim is ridden out or ends the worker; :class:`WorkerHealth` is what
+a readiness probe reads of it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+
+from . import queue as q
+from ._db import translate
+from ._logging import describe, get_logger
+from ._registration import Registration
+from ._wakeups import Wakeups
+from ._worker_state import _InFlight, _Stats
+from .dialects import aware, utcnow
+from .errors import AuthenticationFailed, PgqrsError, SchemaMissing
+from .models import Tables
+from .store import Store
+
+log = get_logger("pgqrs_sqla.worker")
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    """What a readiness probe wants to know."""
+
+    name: str
+    status: str
+    running: bool
+    in_flight: int
+    last_heartbeat_age: float | None
+    last_claim_age: float | None
+    #: seconds the oldest ready message of this worker's queues has waited (None: none waiting)
+    lag: float | None
+    errors: int
+    #: why the worker stopped on its own (tables missing, credentials refused, a bug): it
+    #: claims nothing until restarted; None while it has not
+    error: str | None = None
+    #: the database fault the worker is riding out now (claims or heartbeats failing; it
+    #: retries with backoff), None when its last claim and heartbeat went through
+    fault: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Running, not stopped by an error, and no database fault under way."""
+        return self.running and self.error is None and self.fault is None
+
+
+class _Episode:
+    """A run of failures of one background duty (claiming, heartbeating): logged once at
+    WARNING when it begins, with the cause, and at INFO when the duty works again; the
+    backoff between tries doubles, with jitter, up to ``cap`` seconds."""
+
+    def __init__(self, worker: str, duty: str, cap: float = 5.0) -> None:
+        self.worker, self.duty, self.cap = worker, duty, cap
+        self.failures = 0
+        self.began = 0.0
+        self.cause: str | None = None
+
+    def failed(self, error: BaseException) -> float:
+        """Record a failure; returns how long to wait before the next try."""
+        self.cause = describe(error)
+        if self.failures == 0:
+            self.began = time.monotonic()
+            log.warning(
+                "worker %s: %s failing (%s); retrying with backoff until it works",
+                self.worker,
+                self.duty,
+                self.cause,
+            )
+        else:
+            log.debug("worker %s: %s failed again: %s", self.worker, self.duty, self.cause)
+        self.failures += 1
+        delay = min(self.cap, 0.1 * 2.0 ** min(self.failures - 1, 10))
+        return delay * random.uniform(0.5, 1.0)
+
+    def recovered(self) -> None:
+        if self.failures:
+            log.info(
+                "worker %s: %s works again after %d failure(s) over %.1fs (last: %s)",
+                self.worker,
+                self.duty,
+                self.failures,
+                time.monotonic() - self.began,
+                self.cause,
+            )
+        self.failures = 0
+        self.cause = None
+
+
+def _cannot_heal(error: BaseException) -> bool:
+    """An error the worker cannot ride out by retrying: the tables are missing, the
+    credentials were refused, or it is no database error at all (a bug)."""
+    return isinstance(error, SchemaMissing | AuthenticationFailed) or not isinstance(
+        error, PgqrsError
+    )
+
+
+class ClaimFaults:
+    """The poll loop's claims failing: an episode ridden out with backoff, or an error that
+    ends the worker (``error``)."""
+
+    def __init__(self, worker: str, stats: _Stats) -> None:
+        self.worker = worker
+        self.stats = stats
+        self.episode = _Episode(worker, "claims")
+        #: what stopped the poll loop for good (see WorkerHealth.error)
+        self.error: BaseException | None = None
+
+    def failed(self, error: Exception) -> float | None:
+        """A claim (or the status write before it) failed: how long to back off, or None
+        if the loop must end.
+
+        A fault that may heal (timeouts, cancellations, lock waits, a read-only database,
+        SQLite busy, a pooler's lost state, the server gone) is waited out with backoff; an
+        error retrying cannot fix (the tables missing, credentials refused, or no database
+        error at all: a bug) ends the worker, loudly, with ``health().error`` saying why.
+        """
+        mapped = translate(error, "claim")
+        if mapped is not error and mapped.__cause__ is None:
+            mapped.__cause__ = error
+        self.stats.errors += 1
+        if _cannot_heal(mapped):
+            self.error = mapped
+            log.error(
+                "worker %s: stopping: %s; it claims nothing until restarted",
+                self.worker,
+                describe(mapped),
+                exc_info=mapped,
+            )
+            return None
+        return self.episode.failed(mapped)
+
+
+def oldest_ready_stmt(t: Tables, queue_ids: Sequence[int]) -> Select[Any, datetime]:
+    """The vt of the oldest ready message of ``queue_ids``, with the database clock."""
+    m = t.messages
+    return select(func.min(m.c.vt), utcnow()).where(
+        m.c.queue_id.in_(queue_ids), m.c.archived_at.is_(None), m.c.vt <= utcnow()
+    )
+
+
+def cancel_requested_stmt(t: Tables, run_ids: Sequence[int]) -> Select[int]:
+    """Which of ``run_ids`` were asked to cancel."""
+    r = t.runs
+    return select(r.c.id).where(r.c.id.in_(run_ids), r.c.cancel_requested.is_(True))
+
+
+class Heartbeat:
+    """Every ``interval`` seconds: heartbeat the row of ``registration``, extend the leases
+    of what ``inflight()`` returns by ``visibility_timeout``, flag in-flight runs whose
+    lease was lost or whose cancellation was asked, and measure the lag of ``queue_ids``
+    (into ``stats``). When another registration took the row it calls ``lost`` and ends."""
+
+    def __init__(
+        self,
+        store: Store,
+        registration: Registration,
+        wakeups: Wakeups,
+        stats: _Stats,
+        *,
+        queue_ids: list[int],
+        interval: float,
+        visibility_timeout: float,
+        inflight: Callable[[], list[_InFlight]],
+        lost: Callable[[list[_InFlight]], None],
+    ) -> None:
+        self.store = store
+        self.registration = registration
+        self.wakeups = wakeups
+        self.stats = stats
+        self.queue_ids = queue_ids
+        self.interval = interval
+        self.visibility_timeout = visibility_timeout
+        self.inflight = inflight
+        self.lost = lost
+        self.episode = _Episode(registration.name, "heartbeats")
+
+    async def run(self) -> None:
+        """The loop; cancelled by the worker's shutdown."""
+        t = self.store.tables
+        while True:
+            await asyncio.sleep(self.interval)
+            inflight = self.inflight()
+            try:
+                async with self.store.autocommit() as conn:
+                    if not await self.registration.beat(conn):
+                        self.lost(inflight)
+                        return
+                    oldest, now = (await conn.execute(oldest_ready_stmt(t, self.queue_ids))).one()
+                    self.stats.lag = (
+                        None if oldest is None else (aware(now) - aware(oldest)).total_seconds()  # type: ignore[operator]
+                    )
+                    if inflight:
+                        # Fenced by token as well as owner: a delivery this worker no longer
+                        # holds keeps the vt its new holder gave it.
+                        rows = (
+                            await conn.execute(
+                                q.extend_many_stmt(t),
+                                {
+                                    "p_leases": [
+                                        (f.message.id, f.message.read_ct) for f in inflight
+                                    ],
+                                    "p_worker_id": self.registration.id,
+                                    "p_vt": self.visibility_timeout,
+                                },
+                            )
+                        ).all()
+                        held = {row.id: row.read_ct for row in rows}
+                        runs = [f.execution.run_id for f in inflight if f.execution is not None]
+                        cancelled: set[int] = set()
+                        if runs:
+                            stmt = cancel_requested_stmt(t, runs)
+                            cancelled = set((await conn.execute(stmt)).scalars())
+                        for f in inflight:
+                            if (
+                                held.get(f.message.id) != f.message.read_ct
+                                and f.execution is not None
+                            ):
+                                f.execution.lease_lost = True
+                            if f.execution is not None and f.execution.run_id in cancelled:
+                                f.execution.cancel_requested = True
+                self.stats.last_heartbeat = time.monotonic()
+                self.episode.recovered()
+            except Exception as error:  # ridden out: the loop decides what ends the worker
+                self.stats.errors += 1
+                self.episode.failed(translate(error, "heartbeat"))
+            await self.wakeups.restart_if_down()

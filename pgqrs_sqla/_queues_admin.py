@@ -1,0 +1,248 @@
+"""Queue administration, mixed into the Store: create, look up, list, delete and purge
+queues, their message counts, and dead letters (listed and replayed). The queue rows are
+written through :mod:`pgqrs_sqla._catalog_write`, the messages through
+:mod:`pgqrs_sqla.queue`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, case, exc, func, select
+from sqlalchemy.engine import Connection
+
+from . import queue as q
+from ._catalog_write import queue_delete_stmt, queue_insert_stmt
+from ._core import StoreCore
+from ._runs_write import requeue_dead_runs_stmt
+from .dialects import aware, utcnow
+from .errors import DeadLetterNotFound, QueueBusy, QueueNotFound, ValidationError
+from .models import ArchiveReason
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue: its ``name`` and ``max_deliveries`` (deliveries a message gets before it
+    becomes a dead letter)."""
+
+    id: int
+    name: str
+    max_deliveries: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Message counts of one queue (:meth:`Store.queue_stats`): ``ready`` to be claimed,
+    ``leased`` to a worker now, ``delayed`` (not visible yet), ``archived`` (done), ``dead``
+    (dead letters), and the age in seconds of the oldest ready message (None if none)."""
+
+    name: str
+    ready: int
+    leased: int
+    delayed: int
+    archived: int
+    dead: int
+    oldest_ready_age: float | None
+
+
+class QueuesAdmin(StoreCore):
+    """Queue administration (see the module docstring)."""
+
+    async def create_queue(self, name: str, *, max_deliveries: int = 5) -> QueueInfo:
+        """Create a queue (idempotent: an existing queue is returned unchanged)."""
+        q.validate_name(name)
+        if (
+            not isinstance(max_deliveries, int)
+            or isinstance(max_deliveries, bool)
+            or not 1 <= max_deliveries <= 2**31 - 1
+        ):
+            raise ValidationError(
+                f"max_deliveries must be a positive int of at most 32 bits, got {max_deliveries!r}",
+                option="max_deliveries",
+                value=max_deliveries,
+            )
+        return await self.run(lambda c: self._create_queue(c, name, max_deliveries))
+
+    def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:
+        t = self.tables.queues
+        existing = conn.execute(select(t).where(t.c.queue_name == name)).first()
+        if existing is None:
+            nested = conn.begin_nested()
+            try:
+                conn.execute(queue_insert_stmt(self.tables, name, max_deliveries))
+                nested.commit()
+            except exc.IntegrityError:
+                nested.rollback()  # created concurrently: take theirs
+            existing = conn.execute(select(t).where(t.c.queue_name == name)).one()
+        m = existing._mapping
+        return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
+
+    async def get_queue(self, name: str) -> QueueInfo:
+        q.validate_name(name)
+        t = self.tables.queues
+        async with self.read() as conn:
+            row = (await conn.execute(select(t).where(t.c.queue_name == name))).first()
+        if row is None:
+            raise QueueNotFound(
+                f"no queue named {name!r}: create it with `await store.create_queue({name!r})`, "
+                "or check the name (store.list_queues() lists them)",
+                queue=name,
+            )
+        m = row._mapping
+        return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
+
+    async def queue_id(self, name: str) -> int:
+        if name not in self._queue_ids:
+            self._queue_ids[name] = (await self.get_queue(name)).id
+        return self._queue_ids[name]
+
+    async def list_queues(self) -> list[QueueInfo]:
+        t = self.tables.queues
+        async with self.read() as conn:
+            rows = (await conn.execute(select(t).order_by(t.c.queue_name))).all()
+        return [
+            QueueInfo(r.id, r.queue_name, r.max_deliveries, aware(r.created_at))  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    async def delete_queue(self, name: str, *, force: bool = False) -> None:
+        """Delete a queue and its messages. Refused while messages are leased, unless forced.
+
+        The check holds against concurrent claims: nothing a worker has claimed is deleted
+        unless ``force`` says so.
+        """
+        info = await self.get_queue(name)
+        m, t = self.tables.messages, self.tables.queues
+        ours, leased = m.c.queue_id == info.id, q.leased_now(self.tables)
+
+        def busy(conn: Connection) -> None:
+            count = conn.execute(select(func.count()).where(ours, leased)).scalar_one()
+            if count:
+                raise QueueBusy(
+                    f"queue {name!r} has {count} leased message(s); wait, or pass force=True",
+                    queue=name,
+                    leased=count,
+                )
+
+        def work(conn: Connection) -> None:
+            # SQLite: this whole transaction holds the write lock, so no claim interleaves.
+            # The queue row first: an enqueue's foreign key check needs a share lock on
+            # it, so no message is added until this transaction ends.
+            conn.execute(self.dialect.lock_for_update(select(t.c.id).where(t.c.id == info.id)))
+            if not force:
+                busy(conn)  # the common refusal, before deleting anything
+                # A claim can commit after that count. So delete only what is not leased:
+                # a row a claim is changing is waited for and re-checked against its new
+                # version, and kept if leased. A lease taken meanwhile is then still there
+                # to count, and the rollback puts everything back.
+                conn.execute(q.delete_messages_stmt(self.tables, info.id, leased=False))
+                busy(conn)
+            conn.execute(q.delete_messages_stmt(self.tables, info.id))
+            conn.execute(queue_delete_stmt(self.tables, info.id))
+
+        await self.run(work)
+        self._queue_ids.pop(name, None)
+
+    async def purge_queue(self, name: str) -> int:
+        """Delete every message of the queue that is not leased; return how many."""
+        info = await self.get_queue(name)
+        stmt = q.delete_messages_stmt(self.tables, info.id, leased=False)
+        async with self.begin() as conn:
+            return (await conn.execute(stmt)).rowcount
+
+    async def queue_stats(self, name: str | None = None) -> list[QueueStats]:
+        """Per-queue counts of ready, leased, delayed, archived and dead messages."""
+        m, t = self.tables.messages, self.tables.queues
+        now = utcnow()
+        live = m.c.archived_at.is_(None)
+        leased = live & m.c.consumer_worker_id.is_not(None) & (m.c.vt > now)
+        ready = live & (m.c.vt <= now)
+        delayed = live & m.c.consumer_worker_id.is_(None) & (m.c.vt > now)
+
+        def count(cond: ColumnElement[bool]) -> ColumnElement[int]:
+            return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+        stmt = (
+            select(
+                t.c.queue_name,
+                count(ready),
+                count(leased),
+                count(delayed),
+                count(m.c.archive_reason == ArchiveReason.DONE.value),
+                count(m.c.archive_reason == ArchiveReason.DEAD.value),
+            )
+            .select_from(t.outerjoin(m, m.c.queue_id == t.c.id))
+            .group_by(t.c.queue_name)
+            .order_by(t.c.queue_name)
+        )
+        oldest = (
+            select(t.c.queue_name, func.min(m.c.enqueued_at), now)
+            .select_from(t.join(m, m.c.queue_id == t.c.id))
+            .where(ready)
+            .group_by(t.c.queue_name)
+        )
+        if name is not None:
+            stmt = stmt.where(t.c.queue_name == q.validate_name(name))
+        async with self.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+            ages = {
+                r[0]: (aware(r[2]) - aware(r[1])).total_seconds()  # type: ignore[operator]
+                for r in (await conn.execute(oldest)).all()
+            }
+        if name is not None and not rows:
+            raise QueueNotFound(
+                f"no queue named {name!r}: create it with `await store.create_queue({name!r})`, "
+                "or check the name (store.list_queues() lists them)",
+                queue=name,
+            )
+        return [
+            QueueStats(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), ages.get(r[0]))
+            for r in rows
+        ]
+
+    async def dead_letters(self, name: str, *, limit: int = 100) -> list[q.Message]:
+        """Messages of ``name`` that exhausted ``max_deliveries`` (oldest first)."""
+        qid = (await self.get_queue(name)).id
+        m = self.tables.messages
+        stmt = (
+            select(m)
+            .where(m.c.queue_id == qid, m.c.archive_reason == ArchiveReason.DEAD.value)
+            .order_by(m.c.id)
+            .limit(limit)
+        )
+        async with self.read() as conn:
+            return [q.Message.from_row(r) for r in (await conn.execute(stmt)).all()]
+
+    async def replay_dead_letters(
+        self, name: str, message_ids: Sequence[int] | None = None
+    ) -> list[int]:
+        """Make dead messages (all, or those listed) ready again; returns their ids.
+
+        A workflow run whose message died is put back to ``QUEUED`` with it. A listed id that
+        is not a dead letter of ``name`` raises :class:`DeadLetterNotFound` (its
+        ``message_ids`` attribute names them) and nothing is replayed.
+        """
+        qid = (await self.get_queue(name)).id
+        wanted = None if message_ids is None else sorted(set(message_ids))
+
+        def work(conn: Connection) -> list[int]:
+            ids = sorted(conn.execute(q.replay_dead_stmt(self.tables, qid, wanted)).scalars())
+            missing = [i for i in wanted or () if i not in ids]
+            if missing:
+                # Raised inside the transaction: its rollback undoes the ids that were found.
+                raise DeadLetterNotFound(
+                    f"no dead letter {', '.join(map(str, missing))} in queue {name!r}: "
+                    f"`pgqrs-sqla dead-letters list {name}` (or store.dead_letters) shows them",
+                    queue=name,
+                    message_ids=missing,
+                )
+            if ids:
+                conn.execute(requeue_dead_runs_stmt(self.tables, ids))
+            return ids
+
+        ids = await self.run(work)
+        if ids:
+            self.wake(name)
+        return ids
