@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import pgqrs_sqla as pgqrs
 from tests.conftest import PgServer
+from tests.reliability._support import report
 
 pytestmark = pytest.mark.reliability
 
@@ -40,8 +42,10 @@ async def start_worker(store: pgqrs.Store, **options: Any) -> pgqrs.Worker:
     return worker
 
 
-async def drains(app: pgqrs.Store, worker: pgqrs.Worker, wait_until: Wait, tag: str) -> None:
-    """A run triggered now succeeds, and the worker reports healthy again."""
+async def drains(app: pgqrs.Store, worker: pgqrs.Worker, wait_until: Wait, tag: str) -> float:
+    """A run triggered now succeeds, and the worker reports healthy again; returns the
+    seconds that took (after a fault: how long the worker took to be back at work)."""
+    started = time.monotonic()
     run_id = await pgqrs.workflow("wf").trigger(tag).execute(app)
     assert await app.wait_for_run(run_id, timeout=60) == tag
 
@@ -49,6 +53,7 @@ async def drains(app: pgqrs.Store, worker: pgqrs.Worker, wait_until: Wait, tag: 
         return worker.health().healthy
 
     await wait_until(healthy, timeout=60)
+    return time.monotonic() - started
 
 
 def episodes(caplog: pytest.LogCaptureFixture, duty: str) -> list[logging.LogRecord]:
@@ -123,7 +128,14 @@ async def test_a_locked_table_past_the_timeout_is_ridden_out(
             await holder.execute(text("LOCK TABLE pgqrs_messages IN ACCESS EXCLUSIVE MODE"))
             await fault_is(worker, error, wait_until)
             await holder.execute(text("ROLLBACK"))
-        await drains(store, worker, wait_until, "after")
+        back = await drains(store, worker, wait_until, "after")
+        report(
+            f"worker fault {setting}",
+            backend="postgresql",
+            claim_errors_ridden_out=worker.stats.errors,
+            warnings=len(episodes(caplog, "claims")),
+            back_at_work_s=back,
+        )
         assert len(episodes(caplog, "claims")) == 1
         assert error in episodes(caplog, "claims")[0].getMessage()
         assert any("claims works again" in r.getMessage() for r in caplog.records)
@@ -147,7 +159,13 @@ async def test_a_storm_of_cancellations_is_ridden_out(
 
     await wait_until(cancelled_one, timeout=120, interval=0)
     assert worker.health().running
-    await drains(store, worker, wait_until, "after")
+    back = await drains(store, worker, wait_until, "after")
+    report(
+        "worker fault cancel storm",
+        backend="postgresql",
+        statements_cancelled=worker.stats.errors - errors,
+        back_at_work_s=back,
+    )
     await worker.stop(grace=5)
 
 
@@ -168,7 +186,13 @@ async def test_a_read_only_database_is_ridden_out(
             pg_server.admin(f"ALTER DATABASE {database} RESET default_transaction_read_only")
         await worker_backends(admin, "pg_terminate_backend")
         async with await pgqrs.connect(db_url) as app:
-            await drains(app, worker, wait_until, "after")
+            back = await drains(app, worker, wait_until, "after")
+        report(
+            "worker fault read-only database",
+            backend="postgresql",
+            errors_ridden_out=worker.stats.errors,
+            back_at_work_s=back,
+        )
         await worker.stop(grace=5)
     finally:
         await worker_store.close()
@@ -199,7 +223,14 @@ async def test_a_busy_sqlite_file_is_ridden_out(
             await fault_is(worker, "DatabaseBusy", wait_until)
         finally:
             holder.execute("ROLLBACK")
-        await drains(app, worker, wait_until, "after")
+        back = await drains(app, worker, wait_until, "after")
+        report(
+            "worker fault busy SQLite file",
+            backend="sqlite",
+            claim_errors_ridden_out=worker.stats.errors,
+            warnings=len(episodes(caplog, "claims")),
+            back_at_work_s=back,
+        )
         assert len(episodes(caplog, "claims")) == 1
         await worker.stop(grace=5)
     finally:
