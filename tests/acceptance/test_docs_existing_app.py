@@ -19,8 +19,13 @@ from tests.acceptance.docs_blocks import DOCS, run_page
 
 
 def test_installation_page(tmp_path: Path) -> None:
-    out = run_page("installation.md", tmp_path)
+    """It runs, and the SQLite file it keeps in a temporary folder goes when its script ends:
+    the temp directory it was given (TMPDIR) is empty afterwards."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = run_page("installation.md", tmp_path, {"TMPDIR": str(scratch)})
     assert "unsupported database 'mysql'" in out
+    assert list(scratch.iterdir()) == []
 
 
 def test_existing_app_page(tmp_path: Path) -> None:
