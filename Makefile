@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check docs docs-serve bench clean
+.PHONY: demo test test-fast lint typecheck check docs docs-serve bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 ## test: the whole test suite, on SQLite and PostgreSQL
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: the suite without the reliability tests (crash, restart, load): for development
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not reliability" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

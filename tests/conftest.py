@@ -577,18 +577,12 @@ async def store(db_url: str) -> AsyncIterator[pgqrs.Store]:
 
 @pytest.fixture
 def wait_until():  # type: ignore[no-untyped-def]
-    """Await a condition with a deadline (for state that changes in other tasks/processes)."""
-    import asyncio
+    """Await a condition with a deadline (for state that changes in other tasks/processes):
+    :func:`tests._wait.eventually`, as a fixture."""
+    from tests._wait import eventually
 
-    async def wait(predicate, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout}s")
-            await asyncio.sleep(interval)
+    async def wait(predicate, timeout: float = 30.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+        return await eventually(predicate, timeout=timeout, interval=interval)
 
     return wait
 

@@ -1,4 +1,7 @@
-"""The pgqrs-sqla command, run as a real process against both backends."""
+"""The pgqrs-sqla command against both backends: run in this process through
+``cli.main(argv)`` (tests/_cli.py), except where the process itself is what is tested - the
+exit status of ``python -m pgqrs_sqla``, and the ``worker`` command's signals, closed stderr
+pipe and log lines."""
 
 from __future__ import annotations
 
@@ -19,16 +22,12 @@ from typing import Any
 import pytest
 
 import pgqrs_sqla as pgqrs
+from tests._cli import Done, run_cli
+from tests._wait import alive, eventually
 
 
-def cli(url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pgqrs_sqla", "--database-url", url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
+def cli(url: str, *args: str, cwd: Path | None = None) -> Done:
+    return run_cli("--database-url", url, *args, cwd=cwd)
 
 
 def cli_json(url: str, *args: str) -> Any:
@@ -122,12 +121,14 @@ def test_errors_are_one_line_with_meaningful_exit_codes(tmp_path: Path) -> None:
     assert "Traceback" in debug.stderr
     unknown = cli("mysql://x/y", "queues")
     assert unknown.returncode == 3
+    # A real process: `python -m pgqrs_sqla` exits with main()'s status.
     no_url = subprocess.run(
         [sys.executable, "-m", "pgqrs_sqla", "queues"],
         capture_output=True,
         text=True,
         env={k: v for k, v in os.environ.items() if k != "PGQRS_DATABASE_URL"},
         check=False,
+        timeout=60,
     )
     assert no_url.returncode == 2
     assert "PGQRS_DATABASE_URL" in no_url.stderr
@@ -171,12 +172,7 @@ async def test_worker_command_runs_runs_and_stops_on_sigterm(
     )  # fmt: skip
     try:
         # The worker creates the workflow itself; wait until it is registered.
-        deadline = asyncio.get_running_loop().time() + 30
-        while not any(
-            w.name == "cli-worker" and w.status == "polling" for w in await store.list_workers()
-        ):
-            assert asyncio.get_running_loop().time() < deadline, "worker did not start"
-            await asyncio.sleep(0.05)
+        await polling(store, proc, "cli-worker")
         ids = [
             await pgqrs.workflow("greet").trigger({"name": n}).execute(store)
             for n in ("ada", "bob")
@@ -248,23 +244,14 @@ def test_json_and_debug_are_accepted_after_the_command(db_url: str) -> None:
 
 
 def test_the_database_url_comes_from_the_environment(db_url: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pgqrs_sqla", "--json", "check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PGQRS_DATABASE_URL": db_url},
-    )
+    done = run_cli("--json", "check", env={"PGQRS_DATABASE_URL": db_url})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"ok": True, "problems": []}
     # the flag wins over the environment
-    done = subprocess.run(
-        [sys.executable, "-m", "pgqrs_sqla", "--database-url", db_url, "check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PGQRS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
-    )
+    done = run_cli(
+        "--database-url", db_url, "check",
+        env={"PGQRS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
 
 
@@ -307,12 +294,18 @@ async def start_worker(
         "--name", name, "--poll-interval", "0.1",
         cwd=cwd, **popen,
     )  # fmt: skip
-    deadline = asyncio.get_running_loop().time() + 30
-    while not any(w.name == name and w.status == "polling" for w in await store.list_workers()):
-        assert proc.returncode is None, "the worker exited"
-        assert asyncio.get_running_loop().time() < deadline, "worker did not start"
-        await asyncio.sleep(0.05)  # another process's state: nothing to await
+    await polling(store, proc, name)
     return proc
+
+
+async def polling(store: pgqrs.Store, proc: asyncio.subprocess.Process, name: str) -> None:
+    """Return once worker ``name`` (in process ``proc``) is polling."""
+
+    async def started() -> bool:
+        alive(proc)  # another process's state: nothing to await
+        return any(w.name == name and w.status == "polling" for w in await store.list_workers())
+
+    await eventually(started, interval=0.05, what=f"worker {name} polls")
 
 
 class Gate:
@@ -437,16 +430,10 @@ def test_table_prefix_and_schema_name_the_apps_tables(empty_db_url: str, backend
     assert cli(empty_db_url, *names, "install").returncode == 0
     assert cli_json(empty_db_url, *names, "check") == {"ok": True, "problems": []}
     assert cli(empty_db_url, "check").returncode == 3  # the default names are not there
-    env = {**os.environ, "PGQRS_TABLE_PREFIX": "app_q_"}
+    env: dict[str, str | None] = {"PGQRS_TABLE_PREFIX": "app_q_"}
     if backend == "postgresql":
         env["PGQRS_SCHEMA"] = "jobs"
-    done = subprocess.run(
-        [sys.executable, "-m", "pgqrs_sqla", "--database-url", empty_db_url, "--json", "queues"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    done = run_cli("--database-url", empty_db_url, "--json", "queues", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
     bad = cli(empty_db_url, "--table-prefix", "Bad-Prefix", "check")
@@ -563,14 +550,18 @@ APP = textwrap.dedent(
     import os
     from sqlalchemy import create_engine
     from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
     import pgqrs_sqla as pgqrs
 
     URL = os.environ["APP_DB"]  # the app's own setting, written once
     models = pgqrs.pgqrs_models(prefix="app_q_")
+    # NullPool: the commands run in the test's process, where a pooled connection of the
+    # app's engines (which the command leaves to the app) would outlive the command.
     async_engine = create_async_engine(
-        URL.replace("postgresql://", "postgresql+asyncpg://").replace("sqlite://", "sqlite+aiosqlite://")
+        URL.replace("postgresql://", "postgresql+asyncpg://").replace("sqlite://", "sqlite+aiosqlite://"),
+        poolclass=NullPool,
     )
-    sync_engine = create_engine(URL.replace("postgresql://", "postgresql+psycopg://"))
+    sync_engine = create_engine(URL.replace("postgresql://", "postgresql+psycopg://"), poolclass=NullPool)
 
     def store():
         return pgqrs.Store(async_engine, models=models)
@@ -588,18 +579,14 @@ def test_app_option_takes_the_database_from_the_app(
     empty_db_url: str, backend: str, tmp_path: Path
 ) -> None:
     (tmp_path / "settings.py").write_text(APP)
-    env = {k: v for k, v in os.environ.items() if k not in ("PGQRS_DATABASE_URL", "PGQRS_APP")}
-    env["APP_DB"] = empty_db_url
+    env: dict[str, str | None] = {
+        "PGQRS_DATABASE_URL": None,
+        "PGQRS_APP": None,
+        "APP_DB": empty_db_url,
+    }
 
-    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pgqrs_sqla", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-            env={**env, **extra},
-        )
+    def run(*args: str, **extra: str) -> Done:
+        return run_cli(*args, cwd=tmp_path, env={**env, **extra})
 
     if backend == "sqlite":  # only install creates the file, whichever way it is named
         for target in ("settings:URL", "settings:sync_engine", "settings:async_engine"):

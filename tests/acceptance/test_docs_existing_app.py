@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from pgqrs_sqla.alembic_support import pgqrs_table_names
+from tests._cli import run_alembic
 from tests.acceptance.docs_blocks import DOCS, run_page
 
 
 def test_installation_page(tmp_path: Path) -> None:
-    out = run_page("installation.md", tmp_path)
+    """It runs, and the SQLite file it keeps in a temporary folder goes when its script ends:
+    the temp directory it was given (TMPDIR) is empty afterwards."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = run_page("installation.md", tmp_path, {"TMPDIR": str(scratch)})
     assert "unsupported database 'mysql'" in out
+    assert list(scratch.iterdir()) == []
 
 
 def test_existing_app_page(tmp_path: Path) -> None:
@@ -56,16 +63,14 @@ def test_new_app_commands_run_as_written(tmp_path: Path) -> None:
 
 
 def test_the_branch_console_blocks_show_what_alembic_prints(tmp_path: Path) -> None:
-    """The ``<!-- test: heads -->`` blocks of existing-app.md, run with the real ``alembic`` in
-    a scaffolded app: each ``$`` command must succeed, and where the page shows its output,
+    """The ``<!-- test: heads -->`` blocks of existing-app.md, run with Alembic's own command
+    line (in this process: tests/_cli.py) in a scaffolded app: each ``$`` command must succeed, and where the page shows its output,
     Alembic prints exactly that - except the app's own revision ids, which Alembic makes up.
     The pgqrs revision ids shown must be the shipped branch's, so a new pgqrs revision makes
     this test say which lines of the page to update."""
     from pgqrs_sqla.alembic_support import scaffold
 
     scaffold(tmp_path / "alembic", template="sync")
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     app_id = re.compile(r"^[0-9a-f]{12}\b", flags=re.M)
     checked = 0
     for block in blocks("existing-app.md", "console", "<!-- test: heads -->"):
@@ -76,14 +81,9 @@ def test_the_branch_console_blocks_show_what_alembic_prints(tmp_path: Path) -> N
             elif line.strip():
                 steps[-1][1].append(line)
         for command_line, shown in steps:
-            done = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", command_line],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            program, *argv = shlex.split(command_line)
+            assert program == "alembic", command_line
+            done = run_alembic(*argv, cwd=tmp_path)
             assert done.returncode == 0, f"{command_line}:\n{done.stderr}"
             if shown:
                 printed = app_id.sub("<app revision>", done.stdout).splitlines()

@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests._wait import alive, eventually_sync
+
 APP = Path(__file__).resolve().parents[2] / "examples" / "orders_app"
 
 
@@ -61,14 +63,15 @@ class Server:
             cwd=APP,
             env=env,
         )
-        deadline = time.monotonic() + 30
-        while True:
+        proc = self.proc
+
+        def answers() -> bool:
+            alive(proc)
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
-                    return
-            assert self.proc.poll() is None, "the app exited"
-            assert time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.05)
+                return httpx.get(f"{self.base}/health", timeout=1).status_code == 200
+            return False
+
+        eventually_sync(answers, what="the app answers /health")
 
     def stop(self, sig: int = signal.SIGTERM) -> bool:
         """Stop the app; True if it shut down gracefully (its worker deregistered)."""
@@ -89,13 +92,13 @@ class Server:
         return httpx.post(self.base + path, json=body, timeout=10)
 
     def until(self, path: str, check: Callable[[Any], bool], timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            body = self.get(path)
-            if check(body):
-                return body
-            assert time.monotonic() < deadline, f"condition not met: {body}"
-            time.sleep(0.05)
+        last: list[Any] = []
+
+        def checked() -> Any:
+            last[:] = [self.get(path)]
+            return last[0] if check(last[0]) else None
+
+        return eventually_sync(checked, timeout=timeout, what=f"{path} passes {check.__name__}")
 
 
 @pytest.fixture
@@ -263,11 +266,13 @@ def test_the_workflows_run_in_a_separate_worker_process(server: Server) -> None:
         env={**os.environ, "PYTHONPATH": str(APP)},
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while sql(server.url, "SELECT status FROM pgqrs_workers") != [("polling",)]:
-            assert worker.poll() is None, "the worker exited"
-            assert time.monotonic() < deadline, "the worker did not start"
-            time.sleep(0.05)  # another process's state: nothing to await
+        eventually_sync(
+            lambda: (
+                alive(worker)
+                or sql(server.url, "SELECT status FROM pgqrs_workers") == [("polling",)]
+            ),
+            what="the worker process polls",
+        )
         order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 4}).json()[
             "order_id"
         ]

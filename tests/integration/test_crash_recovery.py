@@ -4,6 +4,7 @@ replaying recorded steps from the database without running their bodies again.""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -13,26 +14,22 @@ from sqlalchemy import select, text
 
 import pgqrs_sqla as pgqrs
 
-PROC = Path(__file__).with_name("workflow_proc.py")
+PROC = Path(__file__).parents[1] / "worker_proc.py"
 
 
 async def run_worker(url: str, run_id: int, journal: Path, name: str, *extra: str) -> int:
+    stats = journal.with_suffix(".stats")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(PROC),
-        url,
-        str(run_id),
-        "--name",
-        name,
-        "--journal",
-        str(journal),
-        *extra,
-    )
+        sys.executable, str(PROC), "pipeline", url, name, str(journal), str(stats),
+        "--run-id", str(run_id), *extra,
+    )  # fmt: skip
     return await asyncio.wait_for(proc.wait(), 90)
 
 
 def executed(journal: Path) -> list[str]:
-    return journal.read_text().splitlines() if journal.exists() else []
+    """The step bodies that ran, in order (each journals its step as it runs)."""
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    return [json.loads(line)["step"] for line in lines]
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
+from tests._wait import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
@@ -52,19 +53,18 @@ def take_over(store: pgqrs.Store, message_id: int) -> Any:
     return update(m).where(m.c.id.in_(locked.scalar_subquery())).values(read_ct=m.c.read_ct + 1)
 
 
-async def until_a_session_waits_on_a_lock(store: pgqrs.Store, timeout: float = 10.0) -> None:
+async def until_a_session_waits_on_a_lock(store: pgqrs.Store, timeout: float = 30.0) -> None:
     """PostgreSQL: return once some session of this database is blocked on a lock."""
-    deadline = time.monotonic() + timeout
     query = text(
         "SELECT count(*) FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
-    while time.monotonic() < deadline:
+
+    async def waiting() -> int:
         async with store.read() as conn:
-            if (await conn.execute(query)).scalar_one():
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no session blocked on a lock within {timeout}s")
+            return int((await conn.execute(query)).scalar_one())
+
+    await eventually(waiting, timeout=timeout, interval=0.01, what="a session blocked on a lock")
 
 
 # ---------------------------------------------------------------- a former holder is fenced

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla._listen import POOLER_CONNECT_ARGS
+from tests._wait import eventually
 
 DRIVERS = ("asyncpg", "psycopg")
 
@@ -82,10 +83,7 @@ async def test_connect_detects_the_pooler_and_makes_claims_safe(
     )
     async with worker:
         await asyncio.gather(*(store.queue("q").enqueue(i) for i in range(40)))
-        for _ in range(500):
-            if len(done) == 40:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(done) == 40, what="40 messages handled")
     assert sorted(done) == list(range(40))
     assert worker.stats.errors == 0
 
@@ -104,10 +102,10 @@ async def test_wake_ups_through_pgbouncer_fall_back_to_polling(
 
     worker = await pgqrs.consumer("w", None, "q").handler(handler).create(store, poll_interval=0.2)
     async with worker:
-        for _ in range(1000):
-            if worker._wakeups.task is not None and worker._wakeups.task.done():
-                break
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: worker._wakeups.task is not None and worker._wakeups.task.done(),
+            what="the LISTEN task gives up",
+        )
         [said] = warnings_with(caplog, "LISTEN cannot work here")
         assert "polling every 0.2s" in said and "transaction pooling" in said
         assert worker._wakeups.conn is None

@@ -119,11 +119,11 @@ async def test_concurrency_runs_handlers_at_once_and_one_worker_serves_several_w
 
 
 async def test_stop_lets_in_flight_runs_finish_within_grace(store: pgqrs.Store) -> None:
-    started = asyncio.Event()
+    started, proceed = asyncio.Event(), asyncio.Event()
 
     async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
         started.set()
-        await asyncio.sleep(0.2)
+        await proceed.wait()  # until stop() has begun: the run is in flight when it does
         return await ctx.step("after", lambda: "finished")
 
     await store.create_workflow("wf")
@@ -133,7 +133,11 @@ async def test_stop_lets_in_flight_runs_finish_within_grace(store: pgqrs.Store) 
     worker.start()
     run_id = await pgqrs.workflow("wf").trigger().execute(store)
     await asyncio.wait_for(started.wait(), 10)
-    await worker.stop(grace=10)
+    stopping = asyncio.create_task(worker.stop(grace=30))
+    await asyncio.sleep(0)  # one loop turn: stop() has raised its flag
+    assert not stopping.done()
+    proceed.set()
+    await asyncio.wait_for(stopping, 60)
     assert (await store.get_run(run_id)).status is RunStatus.SUCCESS
     assert worker.health().status == "stopped"
 
@@ -180,9 +184,8 @@ async def test_heartbeat_and_lease_extension_continue_during_a_blocking_step(
     store: pgqrs.Store, wait_until: Any
 ) -> None:
     async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
-        return await ctx.step(
-            "cpu", lambda: time.sleep(1.0) or "ok"
-        )  # blocks a thread, not the loop
+        # The workload: blocks a thread (not the loop) for longer than the 0.4 s lease.
+        return await ctx.step("cpu", lambda: time.sleep(1.0) or "ok")
 
     await store.create_workflow("wf")
     worker = (
@@ -195,10 +198,10 @@ async def test_heartbeat_and_lease_extension_continue_during_a_blocking_step(
         run_id = await pgqrs.workflow("wf").trigger().execute(store)
         await store.wait_for_status(run_id, RunStatus.RUNNING, timeout=10)
         before = {w.name: w.heartbeat_at for w in await store.list_workers()}["hb"]
-        # While the step runs (1.5 s, longer than the 0.4 s lease), nobody else can claim it.
+        # While the step runs (1 s, longer than the 0.4 s lease), nobody else can claim it.
         for _ in range(5):
             assert await thief.dequeue(1) == []
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the measurement: samples spanning more than one lease
         after = {w.name: w.heartbeat_at for w in await store.list_workers()}["hb"]
         assert after > before
         waiting = await pgqrs.workflow("wf").trigger().execute(store)  # concurrency 1: it waits

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
+from tests._wait import eventually
 
 Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
 
@@ -263,10 +264,7 @@ async def test_transient_error_honours_retry_after(store: pgqrs.Store, run_worke
         msg = await message_of(store, run_id)
         return msg if msg.consumer_worker_id is None and attempts else None
 
-    deadline = asyncio.get_running_loop().time() + 10
-    while (msg := await waiting()) is None:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
+    msg = await eventually(waiting, what="the run's message released for its retry")
     async with store.begin() as conn:
         now = (await conn.execute(select(pgqrs.dialects.utcnow()))).scalar_one()
     delay = (pgqrs.dialects.aware(msg.vt) - pgqrs.dialects.aware(now)).total_seconds()  # type: ignore[operator]
@@ -326,14 +324,13 @@ async def test_backoff_without_retry_after_follows_the_step_then_the_workflow_po
         run_id = (
             await pgqrs.workflow("backoff").trigger({"step_policy": step_policy}).execute(store)
         )
-        deadline = asyncio.get_running_loop().time() + 10
-        while not (
-            (msg := await message_of(store, run_id)).consumer_worker_id is None
-            and msg.read_ct == 1
-            and (await store.get_run(run_id)).steps
-        ):
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.02)
+
+        async def released(run_id: int = run_id) -> Any:
+            msg = await message_of(store, run_id)
+            done = msg.consumer_worker_id is None and msg.read_ct == 1
+            return msg if done and (await store.get_run(run_id)).steps else None
+
+        msg = await eventually(released, what=f"{step_policy}: the message released")
         async with store.begin() as conn:
             now = (await conn.execute(select(pgqrs.dialects.utcnow()))).scalar_one()
         waited = (pgqrs.dialects.aware(msg.vt) - pgqrs.dialects.aware(now)).total_seconds()  # type: ignore[operator]

@@ -3,35 +3,19 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests._cli import kept_logging
 from tests.migrations.hostapp import HostApp
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    loggers = {
-        name: (lg.disabled, lg.level, list(lg.handlers), lg.propagate)
-        for name, lg in logging.root.manager.loggerDict.items()
-        if isinstance(lg, logging.Logger)
-    }
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, lg in logging.root.manager.loggerDict.items():
-        if not isinstance(lg, logging.Logger):
-            continue
-        if name in loggers:
-            lg.disabled, level, lg.handlers[:], lg.propagate = loggers[name]
-            lg.setLevel(level)
-        else:
-            lg.disabled = False
+    with kept_logging():
+        yield
 
 
 @pytest.fixture

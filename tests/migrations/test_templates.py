@@ -5,16 +5,15 @@ nothing left to do. Plus the scaffold command line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from alembic import command
 
-from pgqrs_sqla import pgqrs_models
+from pgqrs_sqla import alembic_support, pgqrs_models
 from pgqrs_sqla.alembic_support import scaffold, version_location
 from pgqrs_sqla.errors import ConfigurationError
+from tests._cli import Done, run_main
 from tests.migrations.hostapp import PGQRS, HostApp, models_source
 
 
@@ -80,15 +79,10 @@ def test_scaffold_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         scaffold(tmp_path / "alembic", template="sync")
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pgqrs_sqla.alembic_support", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+def run(*args: str, cwd: Path) -> Done:
+    """``python -m pgqrs_sqla.alembic_support``, in this process (docs/existing-app.md's
+    console block runs the real ``python -m``: tests/acceptance/test_docs_existing_app.py)."""
+    return run_main("pgqrs_sqla.alembic_support", alembic_support.main, *args, cwd=cwd)
 
 
 def test_command_line(tmp_path: Path) -> None:

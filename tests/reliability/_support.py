@@ -6,18 +6,16 @@ import asyncio
 import json
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import func, select
 
 import pgqrs_sqla as pgqrs
+from tests._wait import eventually
 
-PROC = Path(__file__).with_name("proc_worker.py")
-T = TypeVar("T")
+PROC = Path(__file__).parents[1] / "worker_proc.py"
 
 
 @dataclass
@@ -76,7 +74,7 @@ class Procs:
             async def is_ready(name: str = name) -> bool:
                 return self.ready(name) or self.live[name].returncode is not None
 
-            await until(is_ready, timeout=timeout, interval=0.05, what=f"{name} ready")
+            await eventually(is_ready, timeout=timeout, interval=0.05, what=f"{name} ready")
         for proc in self.live.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -110,20 +108,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line]
-
-
-async def until(
-    probe: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.1, what: str = ""
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
-        await asyncio.sleep(interval)
 
 
 async def table_counts(store: pgqrs.Store) -> dict[str, int]:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import pgqrs_sqla as pgqrs
+from tests._wait import eventually
 
-from ._support import Procs, report, until
+from ._support import Procs, report
 
 pytestmark = pytest.mark.reliability
 
@@ -40,7 +41,7 @@ async def test_contention(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
         return stats.archived == TOTAL
 
     try:
-        await until(drained, timeout=100, interval=0.2, what=f"{TOTAL} messages acknowledged")
+        await eventually(drained, timeout=100, interval=0.2, what=f"{TOTAL} messages acknowledged")
         elapsed = time.monotonic() - started
     except BaseException:
         print(procs.log_tail())

@@ -22,8 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 import pgqrs_sqla as pgqrs
+from tests._wait import eventually
 
-from ._support import report, run_statuses, table_counts, until
+from ._support import report, run_statuses, table_counts
 
 pytestmark = pytest.mark.reliability
 
@@ -116,7 +117,9 @@ async def test_workers_reconnect_and_triggers_fail_cleanly_during_an_outage(
         for _ in range(ROUNDS):
             await asyncio.sleep(0.5)
             terminated.append(await terminate_all(admin, database))
-        await until(lambda: done(TOTAL), timeout=60, what="every run SUCCESS after terminations")
+        await eventually(
+            lambda: done(TOTAL), timeout=60, what="every run SUCCESS after terminations"
+        )
         drained = time.monotonic() - started
 
         # 2. An outage: the database refuses new connections. Triggers fail cleanly.
@@ -154,7 +157,9 @@ async def test_workers_reconnect_and_triggers_fail_cleanly_during_an_outage(
         recovered_from = time.monotonic()
         for i in range(20):
             await pgqrs.workflow("restart").trigger({"i": TOTAL + i}).execute(store)
-        await until(lambda: done(TOTAL + 20), timeout=30, what="runs triggered after the outage")
+        await eventually(
+            lambda: done(TOTAL + 20), timeout=30, what="runs triggered after the outage"
+        )
         recovery = time.monotonic() - recovered_from
     finally:
         for worker in workers:

@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla.dialects import aware
+from tests._wait import eventually
 
-from ._support import Procs, report, run_statuses, until
+from ._support import Procs, report, run_statuses
 
 pytestmark = pytest.mark.reliability
 
@@ -59,7 +60,7 @@ async def test_kill_storm(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
             incarnation[slot] += 1
             await procs.start(f"w{slot}-{incarnation[slot]}")
         storm = time.monotonic() - started
-        await until(finished, timeout=DRAIN_SECONDS, interval=0.2, what="every run SUCCESS")
+        await eventually(finished, timeout=DRAIN_SECONDS, interval=0.2, what="every run SUCCESS")
         drained = time.monotonic() - started
     except BaseException:
         print(procs.log_tail())

@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import select
 
 import pgqrs_sqla as pgqrs
+from tests._wait import eventually
 
-from ._support import Procs, report, until
+from ._support import Procs, report
 
 pytestmark = pytest.mark.reliability
 
-VT = 1.0  # the lease; proc_worker.py's `long` mode uses the same
+VT = 1.0  # the lease; tests/worker_proc.py's `long` mode uses the same
 
 
 async def deliveries(store: pgqrs.Store, run_id: int) -> int:
@@ -106,7 +107,9 @@ async def test_a_long_step_is_taken_over_promptly_after_its_worker_is_killed(
         async def victim_started() -> bool:
             return any(e["run"] == run_id for e in procs.journal_lines())
 
-        await until(victim_started, timeout=30, interval=0.05, what="the victim starts the step")
+        await eventually(
+            victim_started, timeout=30, interval=0.05, what="the victim starts the step"
+        )
         async with rescuer:
             # The victim's step runs past three leases; its heartbeat keeps the run.
             await asyncio.sleep(3 * VT)

@@ -216,7 +216,10 @@ async def test_a_busy_sqlite_file_is_ridden_out(
 
     holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
     try:
-        worker = await start_worker(app)
+        # On this engine, whose connections wait 100 ms: a pool of the worker's own would
+        # have the store's 30 s busy timeout, and the test would wait that out.
+        worker = await start_worker(app, own_pool=False)
+        assert worker.store.engine is engine
         await drains(app, worker, wait_until, "before")
         holder.execute("BEGIN EXCLUSIVE")
         try:

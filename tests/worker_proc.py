@@ -1,25 +1,32 @@
-"""A worker *process* for the reliability suite (run by the tests, killed by the tests).
+"""The worker *process* of the crash and reliability tests (run by the tests, killed by them).
 
-    python proc_worker.py storm URL NAME JOURNAL STATS   # drain the 5-step 'storm' workflow
-    python proc_worker.py plain URL NAME JOURNAL STATS   # 4 tasks on the plain queue 'contend'
-    python proc_worker.py long  URL NAME JOURNAL STATS   # the 'long' workflow, one endless step
+    python worker_proc.py storm URL NAME JOURNAL STATS   # drain the 5-step 'storm' workflow
+    python worker_proc.py plain URL NAME JOURNAL STATS   # 4 tasks on the plain queue 'contend'
+    python worker_proc.py long  URL NAME JOURNAL STATS   # the 'long' workflow, one endless step
+    python worker_proc.py pipeline URL NAME JOURNAL STATS --run-id ID
+        [--crash-after STEP] [--crash-inside transform_data|save_results] [--vt SECONDS]
 
-The process runs until SIGTERM (graceful: it stops its workers and appends one JSON line of
-counters to STATS) or SIGKILL (the point of the suite: then nothing is written). JOURNAL gets
-one JSON line per step body / message handling, with the pid and the wall-clock time, written
-with a single ``write(2)`` on an ``O_APPEND`` descriptor: atomic between processes, and in the
-page cache (so it survives a SIGKILL) before the next statement runs.
+``storm``, ``plain`` and ``long`` run until SIGTERM (graceful: they stop their workers and
+append one JSON line of counters to STATS) or SIGKILL (the point of the suite: then nothing
+is written). ``pipeline`` runs the 3-step ``pipeline`` workflow until run ID ends;
+``--crash-after STEP`` SIGKILLs the process right after STEP is recorded, ``--crash-inside
+save_results`` inside that transactional step, after its writes but before its commit, and
+``--crash-inside transform_data`` inside that plain step's body, after its journal line.
+
+JOURNAL gets one JSON line per step body / message handling, with the pid and the wall-clock
+time, written with a single ``write(2)`` on an ``O_APPEND`` descriptor: atomic between
+processes, and in the page cache (so it survives a SIGKILL) before the next statement runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import json
 import os
 import random
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -182,8 +189,84 @@ async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, A
     return stats
 
 
+def pipeline_handler(
+    journal: Journal, args: argparse.Namespace
+) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:
+    """fetch_data, transform_data, save_results (transactional: a row in the app table
+    ``ledger``); each body journals its step, and the process dies where ``args`` say."""
+
+    def crash_point(step: str) -> None:
+        if args.crash_after == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def handler(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[str, Any]:
+        async def fetch() -> list[int]:
+            journal.write(run=ctx.run_id, step="fetch_data")
+            return list(range(params["n"]))
+
+        data = await ctx.step("fetch_data", fetch)
+        crash_point("fetch_data")
+
+        async def transform() -> list[int]:
+            journal.write(run=ctx.run_id, step="transform_data")
+            if args.crash_inside == "transform_data":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return [x * 10 for x in data]
+
+        transformed = await ctx.step("transform_data", transform)
+        crash_point("transform_data")
+
+        async def save(session: AsyncSession) -> int:
+            await session.execute(
+                text("INSERT INTO ledger (run_id, total) VALUES (:r, :t)"),
+                {"r": ctx.run_id, "t": sum(transformed)},
+            )
+            journal.write(run=ctx.run_id, step="save_results")
+            if args.crash_inside == "save_results":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return len(transformed)
+
+        saved = await ctx.step("save_results", save, transactional=True)
+        crash_point("save_results")
+        return {"processed_count": saved}
+
+    return handler
+
+
+async def pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the ``pipeline`` workflow until run ``args.run_id`` ends; return the counters."""
+    store = await pgqrs.connect(args.url)
+    try:
+        worker = await (
+            pgqrs.consumer(args.name, None, "pipeline")
+            .handler(pipeline_handler(Journal(args.journal), args))
+            .create(store, visibility_timeout=args.vt, poll_interval=0.05)
+        )
+        async with worker:
+            await store.wait_for_status(
+                args.run_id, pgqrs.RunStatus.SUCCESS, pgqrs.RunStatus.ERROR, timeout=60
+            )
+        s = worker.stats
+        return {"name": args.name, "pid": os.getpid(), "claimed": s.claimed}
+    finally:
+        await store.close()
+
+
 if __name__ == "__main__":
-    mode, url, name, journal_path, stats_path = sys.argv[1:6]
-    stats = asyncio.run(main(mode, url, name, journal_path))
-    with open(stats_path, "a") as f:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["storm", "plain", "long", "pipeline"])
+    for name in ("url", "name", "journal", "stats"):
+        parser.add_argument(name)
+    parser.add_argument("--run-id", type=int, help="pipeline: the run to see to its end")
+    parser.add_argument("--crash-after", help="pipeline: SIGKILL right after this step")
+    parser.add_argument(
+        "--crash-inside", help="pipeline: SIGKILL inside transform_data or save_results"
+    )
+    parser.add_argument("--vt", type=float, default=1.0, help="pipeline: the lease, seconds")
+    args = parser.parse_args()
+    if args.mode == "pipeline":
+        stats = asyncio.run(pipeline(args))
+    else:
+        stats = asyncio.run(main(args.mode, args.url, args.name, args.journal))
+    with open(args.stats, "a") as f:
         f.write(json.dumps(stats) + "\n")
