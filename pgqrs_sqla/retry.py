@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 
 from .errors import ValidationError, duration_seconds
 
@@ -18,8 +19,10 @@ class RetryPolicy:
     """
 
     max_attempts: int = 5
-    base: float = 1.0
-    cap: float = 300.0
+    #: seconds (a ``timedelta`` is accepted and stored as its seconds)
+    base: float | timedelta = 1.0
+    #: seconds (a ``timedelta`` is accepted and stored as its seconds)
+    cap: float | timedelta = 300.0
     jitter: bool = True
 
     def __post_init__(self) -> None:
@@ -33,9 +36,19 @@ class RetryPolicy:
                 option="max_attempts",
                 value=self.max_attempts,
             )
-        duration_seconds(self.base, "RetryPolicy base")
-        duration_seconds(self.cap, "RetryPolicy cap")
+        # Stored as seconds, whatever the caller passed (frozen: set through object).
+        object.__setattr__(self, "base", duration_seconds(self.base, "RetryPolicy base"))
+        object.__setattr__(self, "cap", duration_seconds(self.cap, "RetryPolicy cap"))
 
     def delay(self, attempt: int) -> float:
-        raw: float = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        """Seconds to wait before attempt ``attempt`` + 1, after ``attempt`` failed."""
+        base, cap = _seconds(self.base), _seconds(self.cap)
+        # Past 2**64 the doubling has long passed any cap (at most ten years): stop there
+        # rather than overflow a float.
+        raw = min(cap, base * 2.0 ** min(64, max(0, attempt - 1)))
         return raw * random.uniform(0.5, 1.0) if self.jitter else raw
+
+
+def _seconds(value: float | timedelta) -> float:
+    """A policy's duration in seconds (``__post_init__`` already stored seconds)."""
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
