@@ -144,7 +144,7 @@ async def end_to_end(b: Backend, c: Counts, concurrency: int) -> dict[str, float
     async with b.fresh_store() as store:
         await store.create_workflow("three")
         for s in range(0, c.e2e, 200):
-            async with store.begin() as conn:
+            async with store._begin() as conn:
                 for _ in range(min(200, c.e2e - s)):
                     await pgqrs.workflow("three").trigger().execute(conn)
         worker = (

@@ -242,7 +242,7 @@ class Pooling(StoreCore):
         if self._pooled is None:
             driver = self.engine.dialect.driver
             try:
-                async with self.begin() as conn:  # one transaction: one server connection
+                async with self._begin() as conn:  # one transaction: one server connection
                     pooled = await self.dialect.behind_pooler(conn)
                     raw = await conn.get_raw_connection()
                     unsafe = pooler_unsafe_settings(driver, raw.dbapi_connection) if pooled else []

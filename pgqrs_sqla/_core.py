@@ -108,13 +108,13 @@ class StoreCore:
     # ------------------------------------------------------------ transactions
 
     @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction of the store's own (committed on success)."""
         with translated():
-            async with self.writer(), self.engine.begin() as conn:
+            async with self._writer(), self.engine.begin() as conn:
                 yield conn
 
-    def writer(self) -> contextlib.AbstractAsyncContextManager[None]:
+    def _writer(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Around a write transaction of ours: on SQLite, wait for this process's other
         writers in the event loop rather than in SQLite's sleeping busy handler
         (:func:`~pgqrs_sqla.dialects.sqlite.sqlite_writer`); nothing on PostgreSQL."""
@@ -127,7 +127,7 @@ class StoreCore:
         return bool(self._pooled) and self.engine.dialect.driver == "asyncpg"
 
     @contextlib.asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection for single-statement writes: autocommit on PostgreSQL (no BEGIN and
         COMMIT round trips); a short ``BEGIN IMMEDIATE`` transaction on SQLite."""
         with translated():
@@ -136,11 +136,11 @@ class StoreCore:
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     yield conn
             else:
-                async with self.writer(), self.engine.begin() as conn:
+                async with self._writer(), self.engine.begin() as conn:
                     yield conn
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads: autocommit on PostgreSQL; on SQLite a deferred transaction
         (a snapshot, without the write lock other transactions take)."""
         with translated():
@@ -153,7 +153,7 @@ class StoreCore:
                     async with conn.begin():
                         yield conn
 
-    async def run(
+    async def _in_transaction(
         self,
         fn: Callable[[Connection], T],
         target: AsyncTarget | None = None,
@@ -168,17 +168,17 @@ class StoreCore:
         if target is not None:
             return await run_async(target, fn)
         if single_statement and self.dialect.autocommit_writes:
-            async with self.autocommit() as conn:
+            async with self._autocommit() as conn:
                 return await conn.run_sync(fn)
-        async with self.begin() as conn:
+        async with self._begin() as conn:
             return await conn.run_sync(fn)
 
-    def run_sync(self, target: SyncTarget, fn: Callable[[Connection], T]) -> T:
+    def _in_transaction_sync(self, target: SyncTarget, fn: Callable[[Connection], T]) -> T:
         """Run sync statement logic ``fn`` in ``target``'s transaction (target first, as
         :func:`~pgqrs_sqla._db.run_sync`)."""
         return run_sync(target, fn)
 
-    def wake(self, channel: str, target: Any = None) -> None:
+    def _wake(self, channel: str, target: Any = None) -> None:
         """Wake in-process workers on ``channel`` now, or after ``target`` commits."""
         if target is None:
             HUB.notify(self.db_key, channel)

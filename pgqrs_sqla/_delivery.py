@@ -118,7 +118,7 @@ class Delivery:
         """Claim by hand (``Worker.dequeue``): the live messages claimed, each leased for
         ``vt`` seconds and remembered as a lease of ours; dead letters are buried first."""
         while True:
-            async with self.store.autocommit() as conn:
+            async with self.store._autocommit() as conn:
                 claimed = await self.claim(conn, binding, batch, vt)
             if not claimed:
                 return []
@@ -147,7 +147,7 @@ class Delivery:
             batch = min(free, batch_size)
             started: list[_StartedRun] | None = None
             with translated("claim"):
-                async with self.store.autocommit() as conn:
+                async with self.store._autocommit() as conn:
                     # Again here, with the connection in hand: taking it may have waited
                     # (a pool checkout, SQLite's write lock), and a stop() that began
                     # meanwhile must not claim what was triggered after it.
@@ -221,7 +221,7 @@ class Delivery:
         if not suspects:
             return messages
         t = self.store.tables
-        async with self.store.read() as conn:
+        async with self.store._read() as conn:
             max_deliveries = (
                 await conn.execute(
                     select(t.queues.c.max_deliveries).where(t.queues.c.id == binding.queue_id)
@@ -233,7 +233,7 @@ class Delivery:
         if not dead:
             return messages
         buried: list[tuple[q.Message, str]] = []
-        async with self.store.begin() as conn:
+        async with self.store._begin() as conn:
             for msg in dead:
                 reason = q.dead_reason(msg.failed_ct, max_deliveries)
                 archive = q.archive_stmt(t, msg, self.registration.id, ArchiveReason.DEAD, reason)
@@ -250,7 +250,7 @@ class Delivery:
                 "message %s dead-lettered: %s", msg.id, reason, extra={"queue": binding.queue}
             )
         if buried and binding.workflow is not None:
-            self.store.wake(RUN_DONE_CHANNEL)
+            self.store._wake(RUN_DONE_CHANNEL)
         gone = {msg.id for msg in dead}
         return [msg for msg in messages if msg.id not in gone]
 
@@ -261,7 +261,7 @@ class Delivery:
         t = self.store.tables
         first = [row.id for row in started or () if row.message_id in _first_of(messages)]
         with translated("handing back a claim"):
-            async with self.store.begin() as conn:  # lock order: message, then run
+            async with self.store._begin() as conn:  # lock order: message, then run
                 await conn.execute(
                     q.unclaim_many_stmt(t),
                     {
@@ -287,7 +287,7 @@ class Delivery:
         # first deliveries there is nothing to execute here, and no connection to check out.
         # (SQLite's start rows do not say; there the query is a local call.)
         if rows is None or any(row.has_steps for row in rows):
-            async with self.store.autocommit() as conn:
+            async with self.store._autocommit() as conn:
                 if rows is None:
                     ids = [m.id for m in messages]
                     rows = list((await conn.execute(start_stmt(t), {"p_ids": ids})).all())
@@ -386,7 +386,7 @@ class Delivery:
         if not done:
             return
         try:
-            async with self.store.autocommit() as conn:
+            async with self.store._autocommit() as conn:
                 acked = await q.archive_many(conn, self.store.tables, done, self.registration.id)
         except asyncio.CancelledError:
             for msg in done:
@@ -439,7 +439,7 @@ class Delivery:
         finally:
             await x.release_connection()
         if ended:
-            self.store.wake(RUN_DONE_CHANNEL)
+            self.store._wake(RUN_DONE_CHANNEL)
 
     async def _outcome(self, binding: _Binding, x: Execution) -> Outcome:
         """Run the handler for one delivery and record its output: how the delivery ended."""
@@ -544,7 +544,7 @@ class Delivery:
                 0.0,
             )
         if await x.park(RunStatus.PAUSED, pause.seconds, write):
-            self.store.wake(RUN_DONE_CHANNEL)
+            self.store._wake(RUN_DONE_CHANNEL)
             log.info("run %s paused at step %s for %.0fs", x.run_id, pause.step, pause.seconds)
         elif await x.park(RunStatus.RUNNING, 0.0):
             # The pause was refused with the lease still ours: update_step recorded the
@@ -562,7 +562,7 @@ class Delivery:
         text = storable_text(f"{record['type']}: {record['message']}")[:2000]
         delay = (binding.retry or x.policy).delay(x.message.failed_ct + 1)
         try:
-            async with self.store.begin() as conn:
+            async with self.store._begin() as conn:
                 row = (
                     await conn.execute(q.fail_stmt(t, x.message, self.registration.id, delay, text))
                 ).first()

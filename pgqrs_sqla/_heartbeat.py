@@ -197,7 +197,7 @@ class Heartbeat:
             await asyncio.sleep(self.interval)
             inflight = self.inflight()
             try:
-                async with self.store.autocommit() as conn:
+                async with self.store._autocommit() as conn:
                     if not await self.registration.beat(conn):
                         self.lost(inflight)
                         return

@@ -45,7 +45,7 @@ class Leases:
     ) -> Row[Any]:
         """Run a lease-fenced statement; ``ends``: on success the lease is no longer ours."""
         try:
-            async with self.store.autocommit() as conn:
+            async with self.store._autocommit() as conn:
                 row = await q.fenced(conn, stmt, msg, action)
         except LeaseLost:
             self.forget(msg)

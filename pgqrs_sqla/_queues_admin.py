@@ -63,7 +63,7 @@ class QueuesAdmin(StoreCore):
                 option="max_deliveries",
                 value=max_deliveries,
             )
-        return await self.run(lambda c: self._create_queue(c, name, max_deliveries))
+        return await self._in_transaction(lambda c: self._create_queue(c, name, max_deliveries))
 
     def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:
         t = self.tables.queues
@@ -82,7 +82,7 @@ class QueuesAdmin(StoreCore):
     async def get_queue(self, name: str) -> QueueInfo:
         q.validate_name(name)
         t = self.tables.queues
-        async with self.read() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t).where(t.c.queue_name == name))).first()
         if row is None:
             raise QueueNotFound(
@@ -93,14 +93,14 @@ class QueuesAdmin(StoreCore):
         m = row._mapping
         return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
 
-    async def queue_id(self, name: str) -> int:
+    async def _queue_id(self, name: str) -> int:
         if name not in self._queue_ids:
             self._queue_ids[name] = (await self.get_queue(name)).id
         return self._queue_ids[name]
 
     async def list_queues(self) -> list[QueueInfo]:
         t = self.tables.queues
-        async with self.read() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(select(t).order_by(t.c.queue_name))).all()
         return [
             QueueInfo(r.id, r.queue_name, r.max_deliveries, aware(r.created_at))  # type: ignore[arg-type]
@@ -142,14 +142,14 @@ class QueuesAdmin(StoreCore):
             conn.execute(q.delete_messages_stmt(self.tables, info.id))
             conn.execute(queue_delete_stmt(self.tables, info.id))
 
-        await self.run(work)
+        await self._in_transaction(work)
         self._queue_ids.pop(name, None)
 
     async def purge_queue(self, name: str) -> int:
         """Delete every message of the queue that is not leased; return how many."""
         info = await self.get_queue(name)
         stmt = q.delete_messages_stmt(self.tables, info.id, leased=False)
-        async with self.begin() as conn:
+        async with self._begin() as conn:
             return (await conn.execute(stmt)).rowcount
 
     async def queue_stats(self, name: str | None = None) -> list[QueueStats]:
@@ -185,7 +185,7 @@ class QueuesAdmin(StoreCore):
         )
         if name is not None:
             stmt = stmt.where(t.c.queue_name == q.validate_name(name))
-        async with self.read() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
             ages = {
                 r[0]: (aware(r[2]) - aware(r[1])).total_seconds()  # type: ignore[operator]
@@ -212,7 +212,7 @@ class QueuesAdmin(StoreCore):
             .order_by(m.c.id)
             .limit(limit)
         )
-        async with self.read() as conn:
+        async with self._read() as conn:
             return [q.Message.from_row(r) for r in (await conn.execute(stmt)).all()]
 
     async def replay_dead_letters(
@@ -242,7 +242,7 @@ class QueuesAdmin(StoreCore):
                 conn.execute(requeue_dead_runs_stmt(self.tables, ids))
             return ids
 
-        ids = await self.run(work)
+        ids = await self._in_transaction(work)
         if ids:
-            self.wake(name)
+            self._wake(name)
         return ids

@@ -90,7 +90,7 @@ class WorkersAdmin(StoreCore):
             .distinct()
             .order_by(t.c.queue_name)
         )
-        async with self.read() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
             holding: dict[int, list[str]] = {}
             for worker_id, queue_name in (await conn.execute(held)).all():
@@ -163,12 +163,12 @@ class WorkersAdmin(StoreCore):
             .limit(limit)
         )
         if dry_run:
-            async with self.read() as conn:
+            async with self._read() as conn:
                 counted = select(func.count()).select_from(prunable.subquery())
                 return int((await conn.execute(counted)).scalar_one())
         # DELETE has no LIMIT on PostgreSQL: bound it by the ids the subquery picks.
         stmt = delete(w).where(w.c.id.in_(prunable.scalar_subquery()))
-        async with self.begin() as conn:
+        async with self._begin() as conn:
             deleted = int((await conn.execute(stmt)).rowcount)
         if deleted:
             log.info("pruned %d stopped worker row(s)", deleted)
@@ -185,7 +185,7 @@ class WorkersAdmin(StoreCore):
 
     async def active_worker_count(self) -> int:
         w = self.tables.workers
-        async with self.read() as conn:
+        async with self._read() as conn:
             return int(
                 (
                     await conn.execute(
@@ -364,7 +364,7 @@ class Registration:
             conn.execute(q.release_dead_worker_stmt(self.store.tables, row.id))
             return int(row.id)
 
-        self.id = await self.store.run(work)
+        self.id = await self.store._in_transaction(work)
         _LIVE[self.store.db_key, self.id] = self
         await self.store._prune_workers_quietly(self.name)  # rows stopped over a week ago
         log.info("worker %s registered (id %s) for %s", self.name, self.id, self.queues)
@@ -430,7 +430,7 @@ class Registration:
                 values["stopped_at"] = utcnow()
             row = None
             if self.holds_row():
-                async with self.store.autocommit() as conn:
+                async with self.store._autocommit() as conn:
                     row = (
                         await conn.execute(
                             update(w).where(self.row_fence()).values(**values).returning(w.c.id)
@@ -455,7 +455,7 @@ class Registration:
             try:
                 if leases:
                     # Fenced by token: a retry after a release that went through is a no-op.
-                    async with self.store.autocommit() as conn:
+                    async with self.store._autocommit() as conn:
                         await conn.execute(
                             q.release_many_stmt(self.store.tables),
                             {"p_leases": list(leases.items()), "p_worker_id": self.id},

@@ -200,7 +200,7 @@ class Wakeups:
 
     async def _notify(self, channel: str, payload: str) -> None:
         """NOTIFY from a connection other than the listener's (its test notification)."""
-        async with self.store.autocommit() as conn:
+        async with self.store._autocommit() as conn:
             notify = self.store.dialect.notify(channel, payload)
             if notify is not None:
                 await conn.execute(select(notify))

@@ -97,7 +97,7 @@ async def bind(
         except PgqrsError as error:
             if not isinstance(error, QueueNotFound | WorkflowNotFound):
                 raise
-            binding.queue_id = await store.queue_id(name)
+            binding.queue_id = await store._queue_id(name)
         bindings.append(binding)
     return bindings
 

@@ -147,12 +147,12 @@ class Execution:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
-        """The connection for one single-statement write (see ``Store.autocommit``): the
+        """The connection for one single-statement write (see ``StoreCore._autocommit``): the
         delivery's held one when it has one and it is free (steps of a run may run
         concurrently), else one from the pool. A held connection that saw an error is
         dropped, so the next write starts on a clean one."""
         if not self.hold_connection or self._conn_busy:
-            async with self.store.autocommit() as conn:
+            async with self.store._autocommit() as conn:
                 yield conn
             return
         self._conn_busy = True
@@ -315,7 +315,7 @@ class Execution:
             async with self.connection() as conn:
                 row = (await conn.execute(finish_stmt(self.tables, new), params)).first()
                 return row is not None
-        async with self.store.begin() as conn:
+        async with self.store._begin() as conn:
             if (
                 await conn.execute(
                     run_update_stmt(self.tables, new, True, self.store.dialect), params
@@ -331,7 +331,7 @@ class Execution:
         lease was lost, or the step's state forbids it), the transaction rolls back and this
         returns False. Used for pauses and transient retries."""
         try:
-            async with self.store.begin() as conn:
+            async with self.store._begin() as conn:
                 if step_write is not None and (await conn.execute(*step_write)).first() is None:
                     raise _Refused
                 if (
@@ -505,7 +505,7 @@ class RunContext:
         await x.release_connection()  # the session takes its own: never hold two per run
         sent = time.monotonic()  # before the transaction begins, so before its now()
         async with (
-            x.store.writer(),
+            x.store._writer(),
             AsyncSession(x.store.engine, expire_on_commit=False) as session,
         ):
             with translated(f"transactional step {name!r}"):

@@ -177,7 +177,7 @@ def _with_notify(
     return select(inserted.c.id).select_from(inserted.join(notified, true()))
 
 
-def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str, Any]) -> list[int]:
+def enqueue_rows(conn: Connection, queue_name: str, stmt: Any, params: dict[str, Any]) -> list[int]:
     """Run an enqueue statement on ``conn``; on PostgreSQL in the same statement as the
     NOTIFY that wakes listening workers when the transaction commits."""
     stmt = _with_notify(stmt, dialect_for(conn))

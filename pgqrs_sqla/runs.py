@@ -334,14 +334,14 @@ class RunControl(StoreCore):
                 conn.execute(queue_max_deliveries_stmt(self.tables, name, deliveries))
             return self._workflow(conn, name)
 
-        return await self.run(work)
+        return await self._in_transaction(work)
 
     async def _mark_served(self, names: list[str]) -> None:
         """Record that a worker registered for the workflows ``names`` (the first time only)."""
         if not names:
             return
         stmt = mark_served_stmt(self.tables, names)
-        await self.run(lambda c: c.execute(stmt), single_statement=True)
+        await self._in_transaction(lambda c: c.execute(stmt), single_statement=True)
 
     async def unserved_workflows(self) -> dict[str, int]:
         """Workflows with QUEUED runs that no worker has ever registered for, with how many
@@ -355,7 +355,7 @@ class RunControl(StoreCore):
             .group_by(w.c.workflow_name)
             .order_by(w.c.workflow_name)
         )
-        async with self.read() as conn:
+        async with self._read() as conn:
             return {name: int(count) for name, count in (await conn.execute(stmt)).all()}
 
     def _workflow(self, conn: Connection, name: str) -> WorkflowInfo:
@@ -376,12 +376,12 @@ class RunControl(StoreCore):
 
     async def get_workflow(self, name: str) -> WorkflowInfo:
         validate_name(name, "workflow")
-        async with self.read() as conn:
+        async with self._read() as conn:
             return await conn.run_sync(lambda c: self._workflow(c, name))
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         w = self.tables.workflows
-        async with self.read() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(select(w).order_by(w.c.workflow_name))).all()
         return [
             WorkflowInfo(
@@ -396,8 +396,8 @@ class RunControl(StoreCore):
     async def get_run(self, run_id: int, *, target: AsyncTarget | None = None) -> RunInfo:
         """A run with its status, input, output, error, timestamps and steps."""
         if target is not None:
-            return await self.run(lambda c: load_run(c, self.tables, run_id), target)
-        async with self.read() as conn:
+            return await self._in_transaction(lambda c: load_run(c, self.tables, run_id), target)
+        async with self._read() as conn:
             return await conn.run_sync(lambda c: load_run(c, self.tables, run_id))
 
     async def list_runs(
@@ -420,7 +420,7 @@ class RunControl(StoreCore):
                 raise ValidationError(
                     f"unknown run status {status!r}; one of {[s.value for s in RunStatus]}"
                 ) from None
-        async with self.read() as conn:
+        async with self._read() as conn:
             return [_run_info(r, []) for r in (await conn.execute(stmt)).all()]
 
     async def wait_for_run(self, run_id: int, *, timeout: float | None = None) -> Any:
@@ -493,9 +493,9 @@ class RunControl(StoreCore):
                 conn.execute(cancel_now_stmt(self.tables, run_id))
             return load_run(conn, self.tables, run_id)
 
-        info = await self.run(work)
+        info = await self._in_transaction(work)
         if info.status is RunStatus.CANCELLED:
-            self.wake(RUN_DONE_CHANNEL)
+            self._wake(RUN_DONE_CHANNEL)
         else:
             HUB.notify(self.db_key, CANCEL_CHANNEL, str(run_id))
         return info
@@ -514,8 +514,8 @@ class RunControl(StoreCore):
             conn.execute(reset_failed_steps_stmt(self.tables, run_id))
             return load_run(conn, self.tables, run_id)
 
-        info = await self.run(work)
-        self.wake(info.workflow)
+        info = await self._in_transaction(work)
+        self._wake(info.workflow)
         return info
 
     # ------------------------------------------------------------ external events
@@ -534,7 +534,7 @@ class RunControl(StoreCore):
         parsed, value = _check_step_args(
             run_id, step_name, status, value, self.max_payload_bytes, self.json_default
         )
-        await self.run(
+        await self._in_transaction(
             lambda c: update_step_logic(c, self.tables, run_id, step_name, parsed, value), target
         )
 
@@ -558,10 +558,10 @@ class RunControl(StoreCore):
     async def resume_run(self, run_id: int, *, target: AsyncTarget | None = None) -> None:
         """Make a paused run's message visible now, so a worker picks it up and replays up to
         the paused step (whose value ``update_step`` recorded) and continues."""
-        queue = await self.run(lambda c: resume_logic(c, self.tables, run_id), target)
-        self.wake(queue, target)
+        queue = await self._in_transaction(lambda c: resume_logic(c, self.tables, run_id), target)
+        self._wake(queue, target)
 
     def resume_run_sync(self, run_id: int, *, target: SyncTarget) -> None:
         """:meth:`resume_run` in a sync ``Session``/``Connection``'s transaction."""
         queue = run_sync(target, lambda c: resume_logic(c, self.tables, run_id))
-        self.wake(queue, target)
+        self._wake(queue, target)

@@ -95,7 +95,7 @@ async def connect(
             await _make_pooler_safe(store, parsed, engine_options)
         if not store.dialect.has_schemas:
             # Said now, not at the first statement that names a table.
-            async with store.read() as conn:
+            async with store._read() as conn:
                 await conn.run_sync(store._require_sqlite_schemas)
     except BaseException:
         await store.close()
@@ -159,7 +159,7 @@ class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
             self.models.metadata.create_all(conn, tables=tables, checkfirst=True)
             self._add_new_columns(conn, tables)
 
-        async with self.begin() as conn:
+        async with self._begin() as conn:
             serialise = self.dialect.serialise_installers()
             if serialise is not None:
                 # Serialise concurrent installers; CREATE TABLE IF NOT EXISTS still races.
@@ -203,7 +203,7 @@ class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
                         problems.append(f"column {table.fullname}.{col.name} is missing")
             return problems
 
-        async with self.read() as conn:
+        async with self._read() as conn:
             return await conn.run_sync(missing)
 
     async def require_schema(self) -> None:
@@ -274,12 +274,12 @@ class Queue:
         prepared = self._stmt(
             payloads, {"delay": delay, "available_at": available_at, "priority": priority}
         )
-        ids = await self.store.run(
-            lambda c: q.enqueue_sync(c, self.name, *prepared),
+        ids = await self.store._in_transaction(
+            lambda c: q.enqueue_rows(c, self.name, *prepared),
             target,
             single_statement=True,
         )
-        self.store.wake(self.name, target)
+        self.store._wake(self.name, target)
         return ids
 
     def enqueue_sync(
@@ -310,6 +310,6 @@ class Queue:
         prepared = self._stmt(
             payloads, {"delay": delay, "available_at": available_at, "priority": priority}
         )
-        ids = run_sync(target, lambda c: q.enqueue_sync(c, self.name, *prepared))
-        self.store.wake(self.name, target)
+        ids = run_sync(target, lambda c: q.enqueue_rows(c, self.name, *prepared))
+        self.store._wake(self.name, target)
         return ids

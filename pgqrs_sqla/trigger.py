@@ -351,8 +351,8 @@ class Trigger:
             ready = self._encoded(target)
             # Our own statement in autocommit: each sees every committed run, unguarded.
             logic = ready._logic(target.tables, guarded=False)
-            run_id: int = await target.run(logic, single_statement=True)
-            target.wake(self.workflow.name)
+            run_id: int = await target._in_transaction(logic, single_statement=True)
+            target._wake(self.workflow.name)
             return run_id
         ready = self._encoded(None)
         run_id = await run_async(target, ready._logic(self.workflow.tables()))

@@ -113,7 +113,7 @@ async def contend(
         if msg.payload["slow"] and msg.read_ct == 1:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # until the lease has been taken over
-                async with store.read() as conn:
+                async with store._read() as conn:
                     token = (
                         await conn.execute(select(m.c.read_ct).where(m.c.id == msg.id))
                     ).scalar_one()

@@ -73,7 +73,7 @@ async def _load_app_store(target: str, models: Any, *, create: bool) -> Store:
         _require_sqlite_file(obj if isinstance(obj, URL | str) else obj.url)
     if isinstance(obj, AsyncEngine):
         store = Store(obj, models=models)
-        async with store.read():  # reachable? said now, as connect() would
+        async with store._read():  # reachable? said now, as connect() would
             pass
         return store
     if isinstance(obj, Engine):

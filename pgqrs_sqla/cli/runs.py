@@ -22,7 +22,7 @@ async def _with_steps(store: Store, runs: list[RunInfo]) -> list[RunInfo]:
         return runs
     s = store.tables.steps
     stmt = select(s).where(s.c.run_id.in_([r.id for r in runs])).order_by(s.c.id)
-    async with store.read() as conn:
+    async with store._read() as conn:
         rows = (await conn.execute(stmt)).all()
     steps: dict[int, list[StepInfo]] = {}
     for row in rows:

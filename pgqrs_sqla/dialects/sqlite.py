@@ -59,7 +59,7 @@ def setup_sqlite_engine(sync_engine: Engine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Readers (Store.read()) take no write lock: a deferred BEGIN reads a snapshot.
+        # Readers (Store._read()) take no write lock: a deferred BEGIN reads a snapshot.
         readonly = conn.get_execution_options().get(READONLY_OPTION)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 

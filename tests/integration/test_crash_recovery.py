@@ -35,7 +35,7 @@ def executed(journal: Path) -> list[str]:
 @pytest.fixture
 async def pipeline(store: pgqrs.Store) -> pgqrs.Store:
     await store.create_workflow("pipeline")
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(
             text("CREATE TABLE ledger (run_id BIGINT NOT NULL, total BIGINT NOT NULL)")
         )
@@ -43,7 +43,7 @@ async def pipeline(store: pgqrs.Store) -> pgqrs.Store:
 
 
 async def ledger(store: pgqrs.Store) -> list[tuple[int, int]]:
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         return [
             tuple(r) for r in (await conn.execute(text("SELECT run_id, total FROM ledger"))).all()
         ]  # type: ignore[misc]
@@ -133,7 +133,7 @@ async def test_a_step_killed_mid_body_counts_both_attempts(
 
 async def failed_ct(store: pgqrs.Store, message_id: int | None) -> int:
     m = store.tables.messages
-    async with store.read() as conn:
+    async with store._read() as conn:
         return int(
             (await conn.execute(select(m.c.failed_ct).where(m.c.id == message_id))).scalar_one()
         )

@@ -18,7 +18,7 @@ from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
 
 async def message_of(store: pgqrs.Store, run_id: int) -> Any:
     m, r = store.tables.messages, store.tables.runs
-    async with store.read() as conn:
+    async with store._read() as conn:
         return (
             await conn.execute(select(m).join(r, r.c.message_id == m.c.id).where(r.c.id == run_id))
         ).one()
@@ -286,7 +286,7 @@ async def test_a_long_delivery_refreshes_its_lease_and_goes_on(
         message = await message_of(store, run_id)
 
         async def expired() -> bool:
-            async with store.read() as conn:
+            async with store._read() as conn:
                 now = (await conn.execute(select(pgqrs.dialects.utcnow()))).scalar_one()
             return bool(pgqrs.dialects.aware(now) > pgqrs.dialects.aware(message.vt))  # type: ignore[operator]
 
@@ -306,7 +306,7 @@ async def test_a_long_delivery_refreshes_its_lease_and_goes_on(
 async def test_a_transactional_lambda_returning_a_coroutine_is_a_handler_error(
     store: pgqrs.Store, run_worker: Any
 ) -> None:
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(text("CREATE TABLE app_rows (id INTEGER PRIMARY KEY)"))
 
     async def save(session: Any) -> str:  # what the README's example used to call
@@ -327,7 +327,7 @@ async def test_a_transactional_lambda_returning_a_coroutine_is_a_handler_error(
     assert run.error["type"] == "pgqrs_sqla.errors.HandlerError"
     assert "async def" in run.error["message"] and "AsyncSession" in run.error["message"]
     assert run.error["step"] == "save"
-    async with store.read() as conn:
+    async with store._read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM app_rows"))).scalar_one() == 0
 
 

@@ -18,7 +18,7 @@ import pgqrs_sqla as pgqrs
 async def test_missing_workflow_queue_and_run_say_how_to_create_or_find_them(
     store: pgqrs.Store,
 ) -> None:
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(text("CREATE TABLE ledger (note VARCHAR(50) NOT NULL)"))
     # A trigger defines a missing workflow (see test_trigger_defines_workflow.py); a read of
     # one that does not exist says how to create it, and the caller's transaction goes on.
@@ -29,7 +29,7 @@ async def test_missing_workflow_queue_and_run_say_how_to_create_or_find_them(
         await session.execute(text("INSERT INTO ledger VALUES ('after')"))
     assert wf.value.workflow == "nightly"
     assert "create it with `await store.create_workflow('nightly')`" in str(wf.value)
-    async with store.read() as conn:
+    async with store._read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM ledger"))).scalar_one() == 2
     with pytest.raises(pgqrs.QueueNotFound) as queue:
         await store.queue("mail").enqueue({"to": "ada"})

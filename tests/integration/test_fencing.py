@@ -32,7 +32,7 @@ Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
 
 async def steps_of(store: pgqrs.Store, run_id: int) -> dict[str, Any]:
     s = store.tables.steps
-    async with store.read() as conn:
+    async with store._read() as conn:
         rows = (
             await conn.execute(
                 select(s.c.step_name, s.c.status, s.c.output).where(s.c.run_id == run_id)
@@ -61,7 +61,7 @@ async def until_a_session_waits_on_a_lock(store: pgqrs.Store, timeout: float = 3
     )
 
     async def waiting() -> int:
-        async with store.read() as conn:
+        async with store._read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
     await eventually(waiting, timeout=timeout, interval=0.01, what="a session blocked on a lock")
@@ -179,7 +179,7 @@ async def test_a_transactional_step_recorded_meanwhile_rolls_back_its_writes(
             "SQLite has one writer: update_step waits until the step's transaction commits, "
             "so the step's own result is recorded first and update_step is refused"
         )
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(text("CREATE TABLE effects (id INTEGER PRIMARY KEY, note TEXT)"))
     running, finish_body = asyncio.Event(), asyncio.Event()
 
@@ -198,7 +198,7 @@ async def test_a_transactional_step_recorded_meanwhile_rolls_back_its_writes(
     await store.update_step(run_id, "write", StepStatus.SUCCESS, "from the webhook")
     finish_body.set()
     assert await store.wait_for_run(run_id, timeout=10) == "from the webhook"
-    async with store.read() as conn:
+    async with store._read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM effects"))).scalar_one() == 0
 
 

@@ -22,14 +22,14 @@ LEVELS = ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
 async def _runs_with_key(store: pgqrs.Store, key: str) -> list[int]:
     r = store.tables.runs
-    async with store.read() as conn:
+    async with store._read() as conn:
         return list(
             (await conn.execute(select(r.c.id).where(r.c.idempotency_key == key))).scalars()
         )
 
 
 async def _ledger(store: pgqrs.Store) -> int:
-    async with store.read() as conn:
+    async with store._read() as conn:
         return int((await conn.execute(text("SELECT count(*) FROM ledger"))).scalar_one())
 
 
@@ -76,7 +76,7 @@ async def test_one_key_two_concurrent_transactions(
     if backend == "sqlite" and level != "READ COMMITTED":
         pytest.skip("SQLite has one behaviour: BEGIN IMMEDIATE serialises the transactions")
     await store.create_workflow("wf")
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(text("CREATE TABLE ledger (note VARCHAR(50) NOT NULL)"))
     engine = (
         store.engine.execution_options(isolation_level=level) if store.postgres else store.engine
@@ -111,7 +111,7 @@ async def test_one_key_two_concurrent_transactions(
         if store.postgres:
 
             async def waiting_on_a_lock() -> bool:
-                async with store.read() as conn:
+                async with store._read() as conn:
                     count = await conn.execute(
                         select(func.count())
                         .select_from(text("pg_stat_activity"))

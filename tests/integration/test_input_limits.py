@@ -25,7 +25,7 @@ async def _noop(message: pgqrs.Message) -> None: ...
 
 
 async def _worker_rows(store: pgqrs.Store) -> int:
-    async with store.read() as conn:
+    async with store._read() as conn:
         w = store.tables.workers
         return int((await conn.execute(select(func.count()).select_from(w))).scalar_one())
 
@@ -225,7 +225,7 @@ async def test_a_failed_delivery_s_error_text_is_stored_escaped(store: pgqrs.Sto
     await store.queue("q").enqueue("m")
     [msg] = await worker.dequeue()
     assert await worker.fail(msg, "boom\x00 and \ud83d") is False
-    async with store.read() as conn:
+    async with store._read() as conn:
         stored = (
             await conn.execute(
                 text("SELECT last_error FROM pgqrs_messages WHERE id = :id"), {"id": msg.id}

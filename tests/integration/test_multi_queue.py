@@ -19,7 +19,7 @@ async def test_a_busy_workflow_does_not_starve_another_on_the_same_worker(
 
     for name in ("busy", "quiet"):
         await store.create_workflow(name)
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         for _ in range(40):
             await pgqrs.workflow("busy").trigger().execute(conn)
         await pgqrs.workflow("quiet").trigger().execute(conn)

@@ -28,7 +28,7 @@ async def make_worker(store: pgqrs.Store, name: str, *queues: str) -> pgqrs.Work
 async def age_stopped_rows(store: pgqrs.Store, days: float) -> None:
     """Make every stopped worker row look stopped ``days`` ago (the database's clock)."""
     w = store.tables.workers
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         stopped = await conn.execute(
             select(w.c.id, w.c.stopped_at).where(w.c.stopped_at.is_not(None))
         )
@@ -66,7 +66,7 @@ async def test_list_workers_on_a_row_without_its_queues_adds_those_of_held_messa
     """A row written before pgqrs 0003 records only its first queue (``queues`` NULL)."""
     worker = await make_worker(store, "old", "flaky", "emails")
     w = store.tables.workers
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(update(w).where(w.c.id == worker.id).values(queues=None))
     [info] = await store.list_workers()
     assert (info.queue, info.queues) == ("flaky", ["flaky"])
@@ -95,7 +95,7 @@ async def test_prune_workers_deletes_only_old_stopped_rows_holding_nothing(
     for w in (old, holder):
         await w.stop(grace=5)  # the holder stops with its message still leased to it...
     m = store.tables.messages
-    async with store.begin() as conn:  # ...as after a crash: the row still points at it
+    async with store._begin() as conn:  # ...as after a crash: the row still points at it
         await conn.execute(update(m).where(m.c.id == held_id).values(consumer_worker_id=holder.id))
     await age_stopped_rows(store, days=30)
     await recent.stop(grace=5)  # stopped just now
@@ -104,7 +104,7 @@ async def test_prune_workers_deletes_only_old_stopped_rows_holding_nothing(
     assert await names(store) == ["holder", "old", "recent", "running"]
     assert await store.prune_workers(older_than=timedelta(days=7)) == 1
     assert await names(store) == ["holder", "recent", "running"]
-    async with store.read() as conn:
+    async with store._read() as conn:
         consumer = (
             await conn.execute(select(m.c.consumer_worker_id).where(m.c.id == done_id))
         ).scalar_one()
@@ -146,7 +146,7 @@ async def test_replaying_an_id_that_is_not_a_dead_letter_is_an_error(
     assert [d.id for d in await store.dead_letters("emails")] == [dead_id]
     assert await store.replay_dead_letters("emails", [dead_id]) == [dead_id]
     m = store.tables.messages
-    async with store.read() as conn:
+    async with store._read() as conn:
         live = await conn.execute(select(func.count()).where(m.c.archived_at.is_(None)))
         assert live.scalar_one() == 1
     await worker.stop(grace=5)

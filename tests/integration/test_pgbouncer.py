@@ -158,7 +158,7 @@ async def test_workflows_through_pgbouncer(bouncer_store: pgqrs.Store) -> None:
             await session.rollback()
         assert await store.wait_for_run(run_id, timeout=30) == 42
         assert [r.id for r in await store.list_runs(workflow="wf")] == [run_id]
-        async with store.read() as conn:
+        async with store._read() as conn:
             assert (await conn.execute(select(func.count()).select_from(notes))).scalar() == 1
 
         running = await pgqrs.workflow("slow").trigger().execute(store)

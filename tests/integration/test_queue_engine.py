@@ -34,7 +34,7 @@ async def consumer(store: pgqrs.Store, name: str, queue: str = "q", **options: A
 
 
 async def rows(store: pgqrs.Store) -> int:
-    async with store.read() as conn:
+    async with store._read() as conn:
         return int(
             (
                 await conn.execute(select(func.count()).select_from(store.tables.messages))
@@ -579,7 +579,7 @@ async def test_a_short_heartbeat_interval_cannot_take_a_live_workers_name(
     with pytest.raises(pgqrs.WorkerNameInUse, match="every 30s"):
         await consumer(store, "w", hostname="host-b", heartbeat_interval=0.1)  # 0.3 s < 0.5 s
     assert (await worker_row(store, "w")).heartbeat_interval == 30
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         w = store.tables.workers
         await conn.execute(update(w).where(w.c.id == live.id).values(heartbeat_interval=None))
     taker = await consumer(store, "w", hostname="host-b", heartbeat_interval=0.1)
@@ -654,7 +654,7 @@ async def test_our_own_pid_without_a_worker_of_this_process_is_an_earlier_life(
     with pytest.raises(pgqrs.WorkerNameInUse):
         await consumer(store, "worker-1")
     w = store.tables.workers
-    async with store.begin() as conn:  # the row a previous life of this pid left, fresh
+    async with store._begin() as conn:  # the row a previous life of this pid left, fresh
         await conn.execute(
             w.insert().values(
                 worker_name="worker-2",
@@ -835,12 +835,12 @@ async def test_delete_queue_refuses_a_claim_that_commits_while_it_runs(
         # A claim under way: it has leased the message and not committed yet.
         await claimer.begin()
         [claimed] = await pgqrs_queue.claim(
-            claimer, store.tables, await store.queue_id("q"), worker.id, batch=1, vt_seconds=300
+            claimer, store.tables, await store._queue_id("q"), worker.id, batch=1, vt_seconds=300
         )
         deleting = asyncio.create_task(store.delete_queue("q"))
 
         async def waiting_for_the_claim() -> bool:
-            async with store.read() as conn:
+            async with store._read() as conn:
                 waits = await conn.execute(
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = "

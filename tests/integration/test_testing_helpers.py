@@ -44,7 +44,7 @@ async def test_temp_store_on_postgresql_is_a_schema_of_its_own(backend: str, db_
     url = db_url if backend == "postgresql" else None
     async with temp_store(url) as store, temp_store(url) as other:
         await store.create_workflow("greet")
-        async with store.begin() as conn:  # the app's own table, on the store's engine
+        async with store._begin() as conn:  # the app's own table, on the store's engine
             await conn.execute(text("CREATE TABLE orders (id INTEGER PRIMARY KEY)"))
             await conn.execute(text("INSERT INTO orders (id) VALUES (1)"))
         run_id = await pgqrs.workflow("greet").trigger({"name": "ada"}).execute(store)
@@ -55,13 +55,13 @@ async def test_temp_store_on_postgresql_is_a_schema_of_its_own(backend: str, db_
         assert await other.list_workflows() == []  # a place of its own
         assert await triggered(other) == []
         if backend == "postgresql":
-            async with store.read() as conn:
+            async with store._read() as conn:
                 schema = (await conn.execute(text("SELECT current_schema()"))).scalar_one()
             assert schema.startswith("pgqrs_test_")
     if backend == "postgresql":
         async with await pgqrs.connect(db_url) as public:
             assert await public.list_workflows() == []  # the database's own tables: untouched
-            async with public.read() as conn:
+            async with public._read() as conn:
                 left = await conn.execute(
                     text(
                         "SELECT count(*) FROM information_schema.schemata "

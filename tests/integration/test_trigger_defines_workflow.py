@@ -19,7 +19,7 @@ from tests.acceptance.test_cli import cli, cli_json
 
 
 async def _count(store: pgqrs.Store, table: Any) -> int:
-    async with store.read() as conn:
+    async with store._read() as conn:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
@@ -103,7 +103,7 @@ async def test_concurrent_first_triggers_define_it_once(
         if store.postgres:
 
             async def waiting_on_a_lock() -> bool:
-                async with store.read() as conn:
+                async with store._read() as conn:
                     count = await conn.execute(
                         select(func.count())
                         .select_from(text("pg_stat_activity"))
@@ -141,7 +141,7 @@ async def test_a_definition_newer_than_the_snapshot_is_a_typed_conflict(
         assert "retry it" in str(info.value)
         await session.execute(text("SELECT 1"))  # the transaction is still usable
     runs = store.tables.runs
-    async with store.read() as conn:
+    async with store._read() as conn:
         ids = list((await conn.execute(select(runs.c.id))).scalars())
     assert ids == [other]
     assert (await _count(store, t.workflows), await _count(store, t.queues)) == (1, 1)

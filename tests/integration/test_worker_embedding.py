@@ -167,7 +167,7 @@ async def test_stop_after_grace_releases_the_run_for_another_worker_at_once(
     await asyncio.wait_for(started.wait(), 10)
     await first.stop(grace=0.05)
     m, r = store.tables.messages, store.tables.runs
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         msg = (
             await conn.execute(select(m).join(r, r.c.message_id == m.c.id).where(r.c.id == run_id))
         ).one()

@@ -22,14 +22,14 @@ Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
 
 async def message_of(store: pgqrs.Store, run_id: int) -> Any:
     m, r = store.tables.messages, store.tables.runs
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         return (
             await conn.execute(select(m).join(r, r.c.message_id == m.c.id).where(r.c.id == run_id))
         ).first()
 
 
 async def count(store: pgqrs.Store, table: Any) -> int:
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         return int((await conn.execute(select(text("count(*)")).select_from(table))).scalar_one())
 
 
@@ -43,7 +43,7 @@ async def test_trigger_in_async_session_commits_with_the_app_writes(
         return params["x"] * 2
 
     await run_worker("double", handler)
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(text("CREATE TABLE app_rows (id INTEGER PRIMARY KEY, run_id BIGINT)"))
     sessions = async_sessionmaker(store.engine)
     async with sessions() as session, session.begin():
@@ -265,7 +265,7 @@ async def test_transient_error_honours_retry_after(store: pgqrs.Store, run_worke
         return msg if msg.consumer_worker_id is None and attempts else None
 
     msg = await eventually(waiting, what="the run's message released for its retry")
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         now = (await conn.execute(select(pgqrs.dialects.utcnow()))).scalar_one()
     delay = (pgqrs.dialects.aware(msg.vt) - pgqrs.dialects.aware(now)).total_seconds()  # type: ignore[operator]
     assert 25 < delay <= 30.5
@@ -331,7 +331,7 @@ async def test_backoff_without_retry_after_follows_the_step_then_the_workflow_po
             return msg if done and (await store.get_run(run_id)).steps else None
 
         msg = await eventually(released, what=f"{step_policy}: the message released")
-        async with store.begin() as conn:
+        async with store._begin() as conn:
             now = (await conn.execute(select(pgqrs.dialects.utcnow()))).scalar_one()
         waited = (pgqrs.dialects.aware(msg.vt) - pgqrs.dialects.aware(now)).total_seconds()  # type: ignore[operator]
         assert delay - 5 < waited <= delay + 0.5, (step_policy, waited)
@@ -369,7 +369,7 @@ async def test_pause_then_update_step_and_resume_in_the_webhooks_transaction(
     assert msg.consumer_worker_id is None and msg.archived_at is None  # worker released it
 
     sessions = async_sessionmaker(store.engine)
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(text("CREATE TABLE approvals (run_id BIGINT)"))
     async with sessions() as session, session.begin():  # a webhook that rolls back records nothing
         await store.update_step(

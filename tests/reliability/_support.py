@@ -114,7 +114,7 @@ async def table_counts(store: pgqrs.Store) -> dict[str, int]:
     """Row counts of all six pgqrs tables."""
     t = store.tables
     counts = {}
-    async with store.read() as conn:
+    async with store._read() as conn:
         for table in (t.queues, t.messages, t.workers, t.workflows, t.runs, t.steps):
             counts[table.name] = (
                 await conn.execute(select(func.count()).select_from(table))
@@ -130,7 +130,7 @@ async def run_statuses(store: pgqrs.Store, workflow: str) -> dict[str, int]:
         .where(w.c.workflow_name == workflow)
         .group_by(r.c.status)
     )
-    async with store.read() as conn:
+    async with store._read() as conn:
         return {status: n for status, n in (await conn.execute(stmt)).all()}
 
 

@@ -408,7 +408,7 @@ async def test_bad_input_sweep(db_url: str, backend: str) -> None:
     try:
         await store.create_workflow("wf")
         await store.create_queue("q")
-        async with store.begin() as conn:
+        async with store._begin() as conn:
             await conn.execute(text("CREATE TABLE ledger (note VARCHAR(200) NOT NULL)"))
         DONE = await pgqrs.workflow("wf").trigger({"n": 1}).execute(store)
 
@@ -448,7 +448,7 @@ async def test_bad_input_sweep(db_url: str, backend: str) -> None:
             if problem:
                 failures.append(f"{label}: expected {expected.__name__}, {problem}")
         after = await table_counts(store)
-        async with store.read() as conn:
+        async with store._read() as conn:
             ledger = (await conn.execute(text("SELECT count(*) FROM ledger"))).scalar_one()
     finally:
         await store.close()
@@ -472,7 +472,7 @@ async def test_bad_step_results_names_and_outputs_inside_runs(db_url: str, backe
     transactional step's own writes roll back). Left uncaught, the run ends ERROR naming it."""
     store = await pgqrs.connect(db_url, max_payload_bytes=LIMIT)
     try:
-        async with store.begin() as conn:
+        async with store._begin() as conn:
             await conn.execute(text("CREATE TABLE ledger (note VARCHAR(200) NOT NULL)"))
 
         async def bad_tx(session: AsyncSession) -> Any:
@@ -523,7 +523,7 @@ async def test_bad_step_results_names_and_outputs_inside_runs(db_url: str, backe
         probe_run = await store.get_run(runs["probe"])
         reuse_run = await store.get_run(runs["reuse"])
         bad_run = await store.get_run(runs["badout"])
-        async with store.read() as conn:
+        async with store._read() as conn:
             ledger = (await conn.execute(text("SELECT count(*) FROM ledger"))).scalar_one()
         stats = {s.name: s for s in await store.queue_stats()}
     finally:
@@ -626,7 +626,7 @@ async def test_bad_input_in_a_sync_session(db_url: str, backend: str) -> None:
     try:
         await store.create_workflow("wf")
         await store.create_queue("q")
-        async with store.begin() as conn:
+        async with store._begin() as conn:
             await conn.execute(text("CREATE TABLE ledger (note VARCHAR(200) NOT NULL)"))
         RUN = await pgqrs.workflow("wf").trigger({"n": 2}).execute(store)
         before = await table_counts(store)

@@ -34,7 +34,7 @@ async def test_kill_storm(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
     # Many kills may hit the same run: its deliveries must not run out (that would be a
     # dead letter, which is the right outcome for a poison message, not for this test).
     await store.create_workflow("storm", max_deliveries=1000)
-    async with store.begin() as conn:
+    async with store._begin() as conn:
         await conn.execute(
             text("CREATE TABLE effects (run_id BIGINT NOT NULL, step VARCHAR(16) NOT NULL)")
         )
@@ -70,7 +70,7 @@ async def test_kill_storm(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
 
     t = store.tables
     statuses = await run_statuses(store, "storm")
-    async with store.read() as conn:
+    async with store._read() as conn:
         steps = (
             await conn.execute(
                 select(

@@ -24,7 +24,7 @@ VT = 1.0  # the lease; tests/worker_proc.py's `long` mode uses the same
 
 async def deliveries(store: pgqrs.Store, run_id: int) -> int:
     t = store.tables
-    async with store.read() as conn:
+    async with store._read() as conn:
         return int(
             (
                 await conn.execute(

@@ -270,7 +270,7 @@ async def leaseholder(store: pgqrs.Store) -> tuple[pgqrs.Worker, pgqrs.Message]:
 
 async def lease_and_row(store: pgqrs.Store, worker: pgqrs.Worker, msg: pgqrs.Message) -> Any:
     m, w = store.tables.messages, store.tables.workers
-    async with store.read() as conn:
+    async with store._read() as conn:
         owner = (
             await conn.execute(select(m.c.consumer_worker_id).where(m.c.id == msg.id))
         ).scalar_one()
