@@ -69,6 +69,7 @@ log = get_logger("pgqrs_sqla.workflow")
 @dataclass
 class StepRecord:
     """What this delivery knows of one step of its run: its recorded status, output and attempts."""
+
     status: StepStatus
     output: Any
     attempts: int

@@ -388,6 +388,7 @@ class PgqrsModels:
     @property
     def tables(self) -> Tables:
         """The six tables as :class:`~sqlalchemy.Table` objects, for Core statements."""
+
         def t(cls: type[Any]) -> Table:
             table: Table = cls.__table__
             return table

@@ -57,6 +57,7 @@ def sqlstate(error: BaseException) -> str | None:
 
 class PostgreSQLDialect(Dialect):
     """PostgreSQL: row locks, ``SKIP LOCKED`` claims, ``NOTIFY`` wake-ups, schemas, autocommit writes."""
+
     name = "postgresql"
     supports_listen = True
     skip_locked = True

@@ -70,6 +70,7 @@ def setup_sqlite_engine(sync_engine: Engine) -> None:
 
 class SQLiteDialect(Dialect):
     """SQLite: one writer at a time, no row locks, no ``LISTEN``, no schemas (attached databases)."""
+
     name = "sqlite"
     supports_listen = False
     skip_locked = False  # the single writer never meets a locked row
