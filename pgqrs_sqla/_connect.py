@@ -39,7 +39,7 @@ def _redacted(url: str | URL) -> str:
 
 
 def normalise_url(url: str | URL) -> URL:
-    """Pick the async driver for the user: asyncpg for ``postgresql://``, aiosqlite for ``sqlite://``.
+    """Pick the async driver: asyncpg for ``postgresql://``, aiosqlite for ``sqlite://``.
 
     ``postgresql+psycopg://`` is accepted as is.
 
@@ -180,7 +180,7 @@ def _pool_like(pool: Pool, size: int) -> Pool:
 
 
 class Pooling(StoreCore):
-    """The Store's pools: a worker's own pool made from the app's, and whether a pooler is in the way.
+    """The Store's pools: a worker's own, made from the app's; and whether a pooler is in the way.
 
     That is, whether the engine reaches PostgreSQL through a connection pooler.
     """

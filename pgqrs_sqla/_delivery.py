@@ -116,7 +116,7 @@ class Delivery:
         )
 
     async def dequeue(self, binding: _Binding, batch: int, vt: float) -> list[q.Message]:
-        """Claim by hand (``Worker.dequeue``): the live messages claimed, each leased for ``vt`` seconds.
+        """Claim by hand (``Worker.dequeue``): the live messages claimed, leased for ``vt`` seconds.
 
         Each is remembered as a lease of ours; dead letters are buried first.
         """
@@ -132,11 +132,14 @@ class Delivery:
             # Every one was dead-lettered: claim again, since more may be ready.
 
     def _may_claim_again(self) -> bool:
-        """A claim's second try (see :func:`~pgqrs_sqla.queue.claim_rows`): not once stop() has begun."""
+        """Whether a claim may try a second time (:func:`~pgqrs_sqla.queue.claim_rows`).
+
+        Not once stop() has begun.
+        """
         return not self.stopping.is_set()
 
     async def claim_round(self, bindings: list[_Binding], free: int, batch_size: int) -> int:
-        """Claim up to ``free`` messages from ``bindings``' queues and set them running; returns how many.
+        """Claim up to ``free`` messages from ``bindings``' queues and run them; returns how many.
 
         They are claimed ``batch_size`` at a time.
         """
@@ -262,9 +265,9 @@ class Delivery:
     async def hand_back(self, messages: list[q.Message], started: list[Any] | None) -> None:
         """Undo a claim that came back after stop() began.
 
-        The messages are visible again with their delivery uncounted, and the runs this claim started
-        on their first delivery QUEUED again (a redelivered run stays RUNNING, as after a shutdown's
-        release).
+        The messages are visible again with their delivery uncounted, and the runs this claim
+        started on their first delivery QUEUED again (a redelivered run stays RUNNING, as after a
+        shutdown's release).
         """
         t = self.store.tables
         first = [row.id for row in started or () if row.message_id in _first_of(messages)]
@@ -566,11 +569,11 @@ class Delivery:
             log.info("run %s: step %s was recorded meanwhile", x.run_id, pause.step)
 
     async def _fail_delivery(self, binding: _Binding, x: Execution, error: Exception) -> bool:
-        """Count a failed delivery of run ``x`` (released after the retry backoff); True if the run ended.
+        """Count a failed delivery of run ``x``, released after the backoff; True if the run ended.
 
         If that reaches ``max_deliveries`` the message is dead-lettered and the run ends ``ERROR``.
-        If even this write fails, the lease expires, which the next claim counts as a failed delivery
-        all the same.
+        If even this write fails, the lease expires, which the next claim counts as a failed
+        delivery all the same.
         """
         t = self.store.tables
         record = error_record(error)

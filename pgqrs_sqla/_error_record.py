@@ -12,7 +12,7 @@ from .errors import TransientError
 
 
 def storable_text(text: str) -> str:
-    """``text`` made storable on every backend, NUL and lone surrogates written as backslash escapes.
+    """``text`` made storable on every backend: NUL and lone surrogates as backslash escapes.
 
     PostgreSQL's text and JSONB refuse NUL; lone surrogates are not encodable as UTF-8.
     """

@@ -62,7 +62,7 @@ class WorkerHealth:
 
 
 class _Episode:
-    """A run of failures of one background duty (claiming, heartbeating), logged when it begins and ends.
+    """A run of failures of one background duty (claiming, heartbeating), logged at each end.
 
     Logged once at WARNING when it begins, with the cause, and at INFO when the duty works again;
     the backoff between tries doubles, with jitter, up to ``cap`` seconds.
@@ -117,7 +117,7 @@ def _cannot_heal(error: BaseException) -> bool:
 
 
 class ClaimFaults:
-    """The poll loop's claims failing: an episode ridden out with backoff, or an error that ends the worker.
+    """The poll loop's claims failing: ridden out with backoff, or an error that ends the worker.
 
     The error is kept as ``error``.
     """
@@ -130,7 +130,7 @@ class ClaimFaults:
         self.error: BaseException | None = None
 
     def failed(self, error: Exception) -> float | None:
-        """A claim (or the status write before it) failed: how long to back off, or None if the loop must end.
+        """A claim (or the status write before it) failed: seconds to back off, or None to end.
 
         A fault that may heal (timeouts, cancellations, lock waits, a read-only database,
         SQLite busy, a pooler's lost state, the server gone) is waited out with backoff; an

@@ -129,7 +129,7 @@ class Listener:
         raise NotImplementedError
 
     async def echo(self, notify: Callable[[str, str], Any]) -> bool:
-        """Whether a NOTIFY sent by ``notify(channel, payload)`` (on another connection) reaches this one.
+        """Whether a NOTIFY sent by ``notify(channel, payload)`` reaches this connection.
 
         Within :data:`ECHO_TIMEOUT`.
         """

@@ -38,7 +38,7 @@ class QueueInfo:
 
 @dataclass(frozen=True)
 class QueueStats:
-    """Message counts of one queue (:meth:`Store.queue_stats`), and the age of its oldest ready message.
+    """Message counts of one queue (:meth:`Store.queue_stats`) and its oldest ready message's age.
 
     ``ready`` to be claimed, ``leased`` to a worker now, ``delayed`` (not visible yet),
     ``archived`` (done), ``dead`` (dead letters), and ``oldest_ready_age``: the age in seconds of

@@ -131,9 +131,9 @@ class WorkersAdmin(StoreCore):
         dry_run: bool = False,
         limit: int = 1000,
     ) -> int:
-        """Delete the rows of workers stopped longer than ``older_than`` (a timedelta or seconds) ago.
+        """Delete the rows of workers stopped longer than ``older_than`` ago; returns how many.
 
-        Returns how many were deleted (``dry_run``: how many would go, deleting nothing).
+        With ``dry_run``: how many would go, deleting nothing.
 
         One statement deletes at most ``limit`` rows. A row a live or unfinished message
         still points at (a lease not yet given back) is never deleted, nor a worker that
@@ -179,10 +179,10 @@ class WorkersAdmin(StoreCore):
         return deleted
 
     async def _prune_workers_quietly(self, worker: str) -> None:
-        """A worker's housekeeping after it registers: drop rows of workers stopped past the retention.
+        """A worker's housekeeping once registered: drop rows of long-stopped workers.
 
-        The default retention applies (a ``host-pid`` name adds one row per restart), a bounded batch
-        at a time. A failure is logged, never raised: it must not stop the worker starting.
+        The default retention applies (a ``host-pid`` name adds one row per restart), a bounded
+        batch at a time. A failure is logged, never raised: it must not stop the worker starting.
         """
         try:
             await self.prune_workers(limit=100)
@@ -436,8 +436,8 @@ class Registration:
     async def set_status(self, status: WorkerStatus | Callable[[], WorkerStatus | None]) -> None:
         """Write the row's status: ``status``, or what the callable says (None: write nothing).
 
-        The callable is called under the lock that orders status writes. Raises ``WorkerNameInUse`` if
-        another registration took the row.
+        The callable is called under the lock that orders status writes. Raises ``WorkerNameInUse``
+        if another registration took the row.
         """
         w = self.store.tables.workers
         async with self._status_lock:
@@ -467,9 +467,9 @@ class Registration:
     async def deregister(self, leases: dict[int, int], released: Callable[[], None]) -> None:
         """Give back ``leases`` (then call ``released``) and mark the row stopped.
 
-        A fault that may heal (SQLite busy under load, a cancelled statement) is retried a few times,
-        within ``_DEREGISTER_BUDGET`` seconds. What still fails is logged, never raised: the leases
-        then expire and the row goes stale on their own.
+        A fault that may heal (SQLite busy under load, a cancelled statement) is retried a few
+        times, within ``_DEREGISTER_BUDGET`` seconds. What still fails is logged, never raised: the
+        leases then expire and the row goes stale on their own.
         """
         first_failure: float | None = None
         for attempt in itertools.count():

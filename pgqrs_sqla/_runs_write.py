@@ -122,7 +122,7 @@ def finish_stmt(t: Tables, new: RunStatus) -> ReturningUpdate[Any]:
 
 
 def hand_back_runs_stmt(t: Tables, run_ids: Sequence[int]) -> Update:
-    """Runs a claim started on their first delivery, QUEUED again (a claim undone after stop() began).
+    """Runs a claim started on their first delivery, QUEUED again (a claim undone at stop).
 
     A redelivered run stays RUNNING, as after a shutdown's release.
     """

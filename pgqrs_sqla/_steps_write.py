@@ -1,4 +1,4 @@
-"""The one module that writes ``pgqrs_workflow_steps``: checkpoints, ``update_step`` and retry resets.
+"""The one module that writes ``pgqrs_workflow_steps``: checkpoints, outside records, resets.
 
 A delivery's fenced checkpoint upsert, an outside ``update_step``, and the reset of failed
 steps on a retry — each status write checked against the state machine
@@ -87,7 +87,7 @@ def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> ReturningIn
 def external_step_upsert(
     t: Tables, dialect: str, run_id: int, step_name: str, status: StepStatus, value: Any
 ) -> ReturningInsert[tuple[int]]:
-    """Record a step's outcome from outside the worker (``update_step``), if the state machine allows it.
+    """Record a step's outcome from outside the worker (``update_step``) if the states allow it.
 
     Returns the row id, or nothing if it refused.
     """

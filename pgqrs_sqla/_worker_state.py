@@ -122,7 +122,7 @@ def check_options(
     poll_interval: object,
     heartbeat_interval: object | None,
 ) -> Timing:
-    """``consumer(...).create()``'s options checked (``ValidationError`` naming the one that is wrong).
+    """``consumer(...).create()``'s options checked; ``ValidationError`` names a wrong one.
 
     The heartbeat interval defaults to a third of the lease, at most 5 s.
     """

@@ -62,10 +62,10 @@ def exclude_pgqrs_tables(
 ) -> IncludeObject:
     """An ``include_object`` hook that keeps autogenerate away from the pgqrs tables.
 
-    For a host that takes the shipped branch: autogenerate then neither creates nor drops the pgqrs tables (nor their indexes and
-    constraints), whether they are in the host's metadata or only in the database. ``also``
-    chains the host's own hook. (``include_name`` alone is not enough: it never sees the
-    metadata's tables.)
+    For a host that takes the shipped branch: autogenerate then neither creates nor drops the pgqrs
+    tables (nor their indexes and constraints), whether they are in the host's metadata or only in
+    the database. ``also`` chains the host's own hook. (``include_name`` alone is not enough: it
+    never sees the metadata's tables.)
 
     The same as ``models.include_object``, plus chaining, and usable without ``models``
     (tables are recognised by ``prefix``).
@@ -220,7 +220,7 @@ def templates_directory() -> Path:
 def scaffold(
     directory: str | Path, *, template: str = "async", config_path: str | Path | None = None
 ) -> Path:
-    """Create an app's Alembic environment in ``directory`` from a pgqrs template; returns the ini path.
+    """Create an app's Alembic environment from a pgqrs template; returns the ini path.
 
     The template is ``async`` or ``sync``; ``alembic.ini`` goes to ``config_path`` (default: beside
     ``directory``).

@@ -128,7 +128,7 @@ def _refuse(what: str, where: _Where, reason: str, detail: str) -> PayloadError:
 
 
 def _walk(value: Any, what: str, where: _Where, depth: int, default: JsonDefault | None) -> bool:
-    """Check ``value`` for what JSON would lose or a backend refuse; True if it decodes back exactly.
+    """Check ``value`` for what JSON would lose or a backend refuse; True if it round-trips exactly.
 
     It does not when a tuple, a subclass or a ``default``-encoded value is inside.
     """

@@ -235,7 +235,7 @@ class Execution:
         attempts: int,
         duration: float,
     ) -> tuple[Any, dict[str, Any]]:
-        """The fenced step upsert and its parameters for this delivery: ``await conn.execute(*write)``.
+        """The fenced step upsert and its parameters: ``await conn.execute(*write)``.
 
         See :func:`step_upsert_stmt`.
         """
@@ -288,9 +288,10 @@ class Execution:
         )
 
     async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> Any:
-        """Record the step's success; returns the step's value (the recorded one, if ``update_step`` won).
+        """Record the step's success; returns its value (the recorded one, if ``update_step`` won).
 
-        The write returns the lease's expiry, which moves this delivery's lease deadline on for free.
+        The write returns the lease's expiry, which moves this delivery's lease deadline on for
+        free.
         """
         async with self.connection() as conn:
             write = self.step_upsert(
@@ -340,7 +341,7 @@ class Execution:
         return True
 
     async def park(self, new: RunStatus, delay: float, step_write: Any = None) -> bool:
-        """Record the step and run status, then release the message for ``delay`` seconds; all or nothing.
+        """Record the step and run status, release the message for ``delay`` s; all or nothing.
 
         The release is not a failed delivery. If any fenced write is refused (the lease was lost,
         or the step's state forbids it), the transaction rolls back and this returns False. Used

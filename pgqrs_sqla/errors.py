@@ -248,7 +248,7 @@ class PayloadError(ValidationError):
 
 
 class DurationError(ValidationError):
-    """A duration (delay, timeout, interval, pause...) is not finite seconds within the allowed range.
+    """A duration (delay, timeout, interval, pause...) is not finite or out of range.
 
     ``option`` names it, ``limit`` is the cap in seconds.
     """
@@ -548,7 +548,7 @@ class WaitTimeout(PgqrsError):
 
 
 def duration_seconds(value: object, what: str, *, positive: bool = False) -> float:
-    """``value`` (a ``timedelta`` or a number of seconds) as finite seconds, within the allowed range.
+    """``value`` (a ``timedelta`` or a number of seconds) as finite seconds within range.
 
     The seconds must be >= 0 (> 0 with ``positive``) and at most :data:`MAX_DURATION_SECONDS` (ten
     years); anything else is a :class:`DurationError` naming ``what``.

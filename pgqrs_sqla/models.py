@@ -405,8 +405,9 @@ class PgqrsModels:
     def run_fk(self, name: str | None = None, *, ondelete: str | None = "SET NULL") -> ForeignKey:
         """A ``ForeignKey`` to the run table's ``id`` that always has a name, for a column of yours.
 
-        Use it as ``mapped_column(models.run_fk(), nullable=True)``, ``Column(..., models.run_fk())``
-        or, in SQLModel, ``Field(default=None, sa_column_args=[models.run_fk()])``.
+        Use it as ``mapped_column(models.run_fk(), nullable=True)``,
+        ``Column(..., models.run_fk())`` or, in SQLModel,
+        ``Field(default=None, sa_column_args=[models.run_fk()])``.
 
         Alembic cannot add an unnamed foreign key to an existing SQLite table (batch mode
         fails with ``ValueError: Constraint must have a name``, after the revision's earlier
@@ -463,7 +464,7 @@ def _fk_name(table: str, column: str, referred: str) -> str:
 
 
 def _name_fk_on_table_attach(referred: str) -> Any:
-    """Name ``fk``'s constraint once its column joins a table whose MetaData has no ``fk`` convention.
+    """Name ``fk``'s constraint once its column joins a table, where no convention names it.
 
     The ForeignKey makes its constraint in its own listener on the same event, registered
     before this one (when the ForeignKey attached to the column). Both listeners propagate, so

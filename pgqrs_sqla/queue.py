@@ -91,7 +91,7 @@ def _enqueue_source(t: Tables, payload: Any, vt: Any) -> Select[Any]:
 
 @functools.cache
 def enqueue_one_stmt(t: Tables, absolute: bool) -> ReturningInsert[Any]:
-    """Enqueue one payload (``p_payload``), visible after ``p_delay`` seconds or at ``p_available_at``.
+    """Enqueue one payload (``p_payload``), visible after ``p_delay`` s or at ``p_available_at``.
 
     Built once per set of tables.
     """
@@ -203,7 +203,7 @@ def enqueue_sync(conn: Connection, queue_name: str, stmt: Any, params: dict[str,
 
 @functools.cache
 def claim_stmt(t: Tables, dialect: Dialect, across_priorities: bool = False) -> Update:
-    """Claim up to ``p_batch`` ready messages of ``p_queue_id``, leased to ``p_worker_id``, in one statement.
+    """Claim up to ``p_batch`` ready messages of ``p_queue_id`` for ``p_worker_id`` at once.
 
     The lease lasts ``p_vt`` seconds; bind the parameters with :func:`claim_params`.
 
@@ -326,7 +326,7 @@ def archive_delivery_stmt(t: Tables) -> ReturningUpdate[Any]:
 
 
 def extend_stmt(t: Tables, msg: Message, worker_id: int, vt_seconds: float) -> Update:
-    """Extend ``msg``'s lease to ``now + vt_seconds``, fenced by owner and token; returns the new ``vt``."""
+    """Extend ``msg``'s lease to ``now + vt_seconds``, fenced; returns the new ``vt``."""
     m = t.messages
     return (
         update(m)
@@ -421,7 +421,7 @@ async def archive_many(
 
 @functools.cache
 def archive_many_stmt(t: Tables) -> Update:
-    """Archive the bound leases (``p_leases``, ``p_worker_id``) as done; returns the ids archived."""
+    """Archive the bound leases (``p_leases``, ``p_worker_id``) as done; returns their ids."""
     m = t.messages
     return (
         update(m)
@@ -509,7 +509,7 @@ def requeued() -> dict[str, Any]:
 
 
 def replay_dead_stmt(t: Tables, queue_id: int, message_ids: Sequence[int] | None) -> Update:
-    """Put the dead letters of queue ``queue_id`` back on it (all, or ``message_ids``); returns their ids."""
+    """Put queue ``queue_id``'s dead letters (all, or ``message_ids``) back; returns their ids."""
     m = t.messages
     cond = [m.c.queue_id == queue_id, m.c.archive_reason == ArchiveReason.DEAD.value]
     if message_ids is not None:
@@ -518,7 +518,7 @@ def replay_dead_stmt(t: Tables, queue_id: int, message_ids: Sequence[int] | None
 
 
 def delete_messages_stmt(t: Tables, queue_id: int, *, leased: bool | None = None) -> Delete:
-    """Delete queue ``queue_id``'s messages: all (``leased=None``), or only those not leased now (``False``)."""
+    """Delete queue ``queue_id``'s messages: all, or (``leased=False``) those not leased now."""
     m = t.messages
     stmt = delete(m).where(m.c.queue_id == queue_id)
     if leased is False:
@@ -591,7 +591,7 @@ def requeue_stmt(t: Tables, message_id: int) -> Update:
 
 
 def workflow_message_source(t: Tables) -> Select[Any]:
-    """The message row of a trigger for workflow ``p_wf``, on its queue; nothing for an unknown workflow.
+    """The message row of a trigger for workflow ``p_wf``; nothing for an unknown workflow.
 
     The payload is NULL (the run holds the input); it is visible after ``p_delay`` seconds, at
     priority ``p_priority``.

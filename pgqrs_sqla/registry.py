@@ -60,10 +60,10 @@ class WorkflowRegistry:
         return lambda handler: self._add(name, handler, retry, False)
 
     def add_workflow(self, name: str, handler: H, *, retry: RetryPolicy | None = None) -> H:
-        """Register ``handler`` (``async def handler(ctx, params)``) for workflow ``name``; returns it.
+        """Register ``handler`` for workflow ``name``, like the :meth:`workflow` decorator.
 
-        The same as the :meth:`workflow` decorator, as a call. A name registered twice is a
-        :class:`~pgqrs_sqla.errors.ConfigurationError`.
+        ``handler`` is ``async def handler(ctx, params)``; it is returned. A name registered twice
+        is a :class:`~pgqrs_sqla.errors.ConfigurationError`.
         """
         return self._add(name, handler, retry, True)
 

@@ -1,4 +1,4 @@
-"""Retry policies: how long a step that raised ``TransientError`` waits, and how many attempts it gets."""
+"""Retry policies: how long a step that raised ``TransientError`` waits, and how often."""
 
 from __future__ import annotations
 
@@ -36,6 +36,6 @@ class RetryPolicy:
         duration_seconds(self.cap, "RetryPolicy cap")
 
     def delay(self, attempt: int) -> float:
-        """The delay in seconds for attempt ``attempt`` (1-based), as the class describes (jitter included)."""
+        """The delay in seconds for attempt ``attempt`` (1-based), jitter included."""
         raw: float = min(self.cap, self.base * 2 ** max(0, attempt - 1))
         return raw * random.uniform(0.5, 1.0) if self.jitter else raw

@@ -67,7 +67,7 @@ class WorkflowInfo:
 
 @dataclass(frozen=True)
 class StepInfo:
-    """A step of a run as recorded: ``name``, ``status``, ``output``, ``error``, ``attempts`` and times.
+    """A step of a run as recorded: its status, output or error, attempts and times.
 
     The times are ``started_at`` and ``finished_at``.
 
@@ -98,7 +98,7 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """A workflow run as recorded: its ``status``, ``input``, ``output`` or ``error``, and its ``steps``.
+    """A workflow run as recorded: its status, input, output or error, and its steps.
 
     Also its ``idempotency_key``, whether a cancel was requested (``cancel_requested``: a RUNNING
     run stops at its next step boundary), the ``message_id`` of the queue message carrying it and
@@ -130,7 +130,7 @@ def _policy(row: Any) -> RetryPolicy:
 
 
 def _error_line(error: Any) -> str:
-    """A run's recorded error as one readable line: ``type: message`` (the step, and what it came through).
+    """A run's recorded error as one readable line: ``type: message`` (and where it came from).
 
     The traceback is left out.
     """
@@ -204,7 +204,7 @@ def check_run_id(run_id: object) -> int:
 
 
 def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
-    """The run ``run_id`` with its steps, read on ``conn``; :class:`RunNotFound` if there is none."""
+    """The run ``run_id`` with its steps, read on ``conn``; :class:`RunNotFound` if none."""
     check_run_id(run_id)
     row = conn.execute(_run_select(t).where(t.runs.c.id == run_id)).first()
     if row is None:
@@ -357,7 +357,7 @@ class RunControl(StoreCore):
         await self.run(lambda c: c.execute(stmt), single_statement=True)
 
     async def unserved_workflows(self) -> dict[str, int]:
-        """Workflows with QUEUED runs that no worker has ever registered for, with their waiting runs' count.
+        """Workflows with QUEUED runs that no worker ever registered for, and their runs' count.
 
         A worker not deployed yet, or a misspelt name in a trigger (which creates the workflow it
         names).
@@ -491,7 +491,7 @@ class RunControl(StoreCore):
                 interval = min(interval * 2, 0.5)
 
     async def cancel_run(self, run_id: int) -> RunInfo:
-        """Cancel a run: a QUEUED or PAUSED run ends ``CANCELLED`` now, a RUNNING one at its next step boundary."""
+        """Cancel a run: QUEUED or PAUSED ends ``CANCELLED`` now, RUNNING at its next step."""
 
         def work(conn: Connection) -> RunInfo:
             run = load_run(conn, self.tables, run_id)
@@ -552,9 +552,9 @@ class RunControl(StoreCore):
         *,
         target: AsyncTarget | None = None,
     ) -> None:
-        """Record step ``step_name`` of ``run_id`` as ``status`` (SUCCESS, or ERROR) with ``value`` as its result.
+        """Record step ``step_name`` of ``run_id`` as ``status`` with ``value`` as its result.
 
-        With ``target`` it is written in the caller's transaction.
+        ``status`` is SUCCESS, or ERROR. With ``target`` it is written in the caller's transaction.
         """
         parsed, value = _check_step_args(
             run_id, step_name, status, value, self.max_payload_bytes, self.json_default
@@ -583,7 +583,8 @@ class RunControl(StoreCore):
     async def resume_run(self, run_id: int, *, target: AsyncTarget | None = None) -> None:
         """Make a paused run's message visible now, so a worker picks the run up.
 
-        The worker replays up to the paused step (whose value ``update_step`` recorded) and continues.
+        The worker replays up to the paused step (whose value ``update_step`` recorded) and
+        continues.
         """
         queue = await self.run(lambda c: resume_logic(c, self.tables, run_id), target)
         self.wake(queue, target)

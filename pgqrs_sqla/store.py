@@ -172,9 +172,9 @@ class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
     def _add_new_columns(self, conn: Connection, tables: list[Table]) -> None:
         """Add the columns a later pgqrs version gave a table an earlier ``install()`` made.
 
-        Such as ``pgqrs_workers.pid``: what the shipped Alembic revisions do, for databases installed
-        without Alembic. Such columns are nullable, so ``ADD COLUMN`` is plain DDL on both backends;
-        a missing NOT NULL column is left for :meth:`check` to report.
+        Such as ``pgqrs_workers.pid``: what the shipped Alembic revisions do, for databases
+        installed without Alembic. Such columns are nullable, so ``ADD COLUMN`` is plain DDL on both
+        backends; a missing NOT NULL column is left for :meth:`check` to report.
         """
         inspector = inspect(conn)
         quote = conn.dialect.identifier_preparer.quote
@@ -212,7 +212,7 @@ class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
             return await conn.run_sync(missing)
 
     async def require_schema(self) -> None:
-        """Raise :class:`SchemaMissing`, listing what :meth:`check` found missing, unless nothing is."""
+        """Raise :class:`SchemaMissing`, listing what :meth:`check` found, if it found anything."""
         problems = await self.check()
         if problems:
             raise SchemaMissing(f"{SchemaMissing.__doc__} ({'; '.join(problems)})")
@@ -311,7 +311,7 @@ class Queue:
         available_at: datetime | None = None,
         priority: int = 0,
     ) -> list[int]:
-        """Enqueue many payloads in a sync ``Session``/``Connection``'s transaction; returns their ids."""
+        """Enqueue many in a sync ``Session``/``Connection``'s transaction; returns their ids."""
         if not payloads:
             return []
         prepared = self._stmt(

@@ -90,7 +90,7 @@ async def temp_store(
 
 
 def _search_path(engine: AsyncEngine, schema: str) -> None:
-    """Every new connection of ``engine`` looks up (and creates) unqualified tables in ``schema`` alone.
+    """Every new connection of ``engine`` finds (and creates) unqualified tables in ``schema``.
 
     So tables of the same name elsewhere (``public``) are neither seen nor touched (SQLAlchemy's
     documented recipe for a search path set on connect).
@@ -115,7 +115,7 @@ async def drain(
     name: str = "pgqrs-testing-worker",
     **options: Any,
 ) -> None:
-    """Run a worker over ``handlers`` ({workflow or queue name: handler}) until nothing is left to do.
+    """Run a worker over ``handlers`` ({name: handler}) until nothing is left to do.
 
     That is, until nothing is ready and nothing is in flight. Delayed or paused work is left for
     later.

@@ -117,7 +117,7 @@ def pg_trigger_stmt(t: Tables, dialect: Dialect) -> Select[Any]:
 
 @functools.cache
 def run_insert_stmt(t: Tables, dialect: str) -> ReturningInsert[Any]:
-    """The run row's INSERT, its message id bound as ``p_message_id`` (the two-statement trigger)."""
+    """The run row's INSERT, its message id bound as ``p_message_id`` (two-statement trigger)."""
     return _run_insert(t, dialect, _run_values(t, bindparam("p_message_id", type_=BigInteger)))
 
 
@@ -272,7 +272,7 @@ def _trigger(
 
 
 def _define(conn: Connection, t: Tables, name: str) -> None:
-    """Create workflow ``name`` and its queue with the default options, in the trigger's transaction.
+    """Create workflow ``name`` and its queue with default options, in the trigger's transaction.
 
     So a rollback takes them back too; a worker's ``create_workflow`` later sets its options, and
     its registration marks the workflow served.
@@ -319,7 +319,7 @@ class Trigger:
     unencoded: PayloadError | None = None
 
     def _encoded(self, store: Store | None) -> Trigger:
-        """This trigger with its params encoded by ``store``'s ``json_default``, or the error that refused them.
+        """This trigger with its params encoded by ``store``'s ``json_default``, or the refusal.
 
         A session target has no store to ask.
         """
@@ -385,7 +385,7 @@ class WorkflowRef:
     json_default: JsonDefault | None = None
 
     def tables(self) -> Tables:
-        """The tables this workflow's runs are written to: ``models``', else the library's own (``pgqrs_``)."""
+        """The tables this workflow's runs are written to: ``models``', else the default ones."""
         if self.models is not None:
             return self.models.tables
         from ._core import _default
@@ -400,7 +400,7 @@ class WorkflowRef:
         delay: float | timedelta | None = None,
         priority: int = 0,
     ) -> Trigger:
-        """Prepare a run with ``params`` (JSON) as its input; every argument is checked here, before any write.
+        """Prepare a run with ``params`` (JSON) as its input; every argument is checked here.
 
         A value only a Store's ``json_default`` can encode is checked at ``execute``.
         """

@@ -162,7 +162,7 @@ def consumer(name: str, port: int | None, *queues: str) -> ConsumerBuilder:
 
 
 class Worker:
-    """A registered worker: run it, or drive it by hand with :meth:`dequeue` and the lease operations.
+    """A registered worker: run it, or drive it by hand with :meth:`dequeue` and the leases.
 
     Run it with :meth:`poll_forever`, :meth:`start` / :meth:`stop`, or :meth:`run_until_idle`.
     """
@@ -397,9 +397,9 @@ class Worker:
         await self._run(until_idle=False)
 
     async def run_until_idle(self, *, timeout: float | None = None) -> None:
-        """Process until nothing is ready and nothing is in flight, then return (for tests and scripts).
+        """Process until nothing is ready and nothing is in flight, then return.
 
-        Delayed or paused messages are not waited for.
+        For tests and scripts. Delayed or paused messages are not waited for.
         """
         if timeout is not None:
             timeout = duration_seconds(timeout, "timeout", positive=True)
@@ -548,9 +548,9 @@ class Worker:
             )
 
     async def _claims_failed(self, error: Exception) -> bool:
-        """A claim (or the status write before it) failed: True if the loop must end, else back off first.
+        """A claim (or the status write before it) failed: True if the loop must end.
 
-        See :meth:`~pgqrs_sqla._heartbeat.ClaimFaults.failed`.
+        Else it backs off first. See :meth:`~pgqrs_sqla._heartbeat.ClaimFaults.failed`.
         """
         delay = self._claim_faults.failed(error)
         if delay is None:
@@ -603,11 +603,11 @@ class Worker:
             self._waiter.wake()
 
     def _lost_registration(self, inflight: list[_InFlight]) -> None:
-        """Another worker registered this name after judging this one dead, and gave back its leases.
+        """Another worker took this one's name after judging it dead, and gave back its leases.
 
         It judged so when this one's heartbeat had stalled past three intervals, and gave back every
-        lease of the row: stop claiming, tell the in-flight runs their leases are gone, and leave the
-        row alone.
+        lease of the row: stop claiming, tell the in-flight runs their leases are gone, and leave
+        the row alone.
         """
         log.error(
             "worker %s (id %s): another worker registered this name after judging this one "

@@ -14,7 +14,7 @@ from typing import Any
 
 
 def _say(text: str) -> None:
-    """Write a line to stderr, which may be gone (a closed pipe): a log line must never stop the command.
+    """Write a line to stderr, which may be gone (a closed pipe): never stop the command.
 
     After one failed write, stderr goes to /dev/null, so the interpreter's final flush cannot fail
     either.

@@ -18,7 +18,7 @@ async def cmd_install(store: Store, args: argparse.Namespace, out: Output) -> in
 
 
 async def cmd_check(store: Store, args: argparse.Namespace, out: Output) -> int:
-    """``pgqrs-sqla check``: what is missing from the database; a database exit code if anything is."""
+    """``pgqrs-sqla check``: what is missing from the database (exit code 3 if anything)."""
     problems = await store.check()
     if out.as_json:
         out.data({"ok": not problems, "problems": problems})

@@ -1,4 +1,4 @@
-"""Run a worker for the lifetime of an ASGI app — FastAPI, Starlette, Litestar — importing none of them.
+"""Run a worker for an ASGI app's lifetime — FastAPI, Starlette, Litestar — without importing them.
 
 With a ``lifespan=`` parameter (Starlette, FastAPI)::
 
@@ -73,7 +73,7 @@ def worker_lifespan(
 
 
 class WorkerMiddleware:
-    """ASGI middleware that starts the worker on ``lifespan.startup`` and stops it on ``lifespan.shutdown``.
+    """ASGI middleware that runs the worker from ``lifespan.startup`` to ``lifespan.shutdown``.
 
     Every other scope passes straight through.
     """
@@ -86,7 +86,7 @@ class WorkerMiddleware:
         self._stack: contextlib.AsyncExitStack[bool | None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI scope: the lifespan's start and stop run the worker; the rest goes to the app."""
+        """Handle one ASGI scope: the lifespan runs the worker; the rest goes to the app."""
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return

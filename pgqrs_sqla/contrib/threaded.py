@@ -86,8 +86,9 @@ class ThreadedWorker:
         return self.worker.health()
 
     def stop(self, grace: float = 30.0, timeout: float | None = None) -> None:
-        """Stop claiming, let in-flight runs finish within ``grace``, release the rest; wait for the thread.
+        """Stop the worker gracefully (like :meth:`Worker.stop`) and wait for the thread to end.
 
+        In-flight runs get ``grace`` seconds to finish; the rest are released for other workers.
         Re-raises the error that ended the worker, if one did (``SchemaMissing``,
         ``AuthenticationFailed``...).
         """

@@ -78,7 +78,7 @@ class Dialect(abc.ABC):
         return stmt
 
     def lock_fence(self, stmt: S, *, held: bool = False) -> S:
-        """A lease fence's read of the message row, locked so a takeover committed while the write waits is seen.
+        """A lease fence's read of the message row, locked so that a concurrent takeover is seen.
 
         ``FOR SHARE`` for one-statement writes; with ``held`` (a transactional step holds it to
         commit) ``FOR KEY SHARE``, which the worker's own heartbeat (an UPDATE of ``vt``) still gets
@@ -110,7 +110,7 @@ class Dialect(abc.ABC):
         """Per-connection setup the backend needs (idempotent per engine)."""
 
     def writer(self, db_key: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """Around one of our write transactions: queue this process's writers where the backend has one.
+        """Around one of our write transactions: queue this process's writers, if need be.
 
         Where the backend has a single writer, queue this process's writers in the event loop;
         elsewhere nothing.

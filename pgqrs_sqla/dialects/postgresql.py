@@ -56,7 +56,7 @@ def sqlstate(error: BaseException) -> str | None:
 
 
 class PostgreSQLDialect(Dialect):
-    """PostgreSQL: row locks, ``SKIP LOCKED`` claims, ``NOTIFY`` wake-ups, schemas, autocommit writes."""
+    """PostgreSQL: row locks, ``SKIP LOCKED``, ``NOTIFY``, schemas, autocommit writes."""
 
     name = "postgresql"
     supports_listen = True
@@ -106,7 +106,7 @@ class PostgreSQLDialect(Dialect):
         return await _listen.open_listener(engine, channels, on_notification, **options)
 
     def translate_code(self, error: BaseException, said: str, suffix: str) -> DatabaseError | None:
-        """The error the SQLSTATE of ``error`` names (missing table, lock conflict, timeout...), or None."""
+        """The error the SQLSTATE of ``error`` names (missing table, timeout...), or None."""
         state = sqlstate(error)
         if state is None:
             return None

@@ -69,7 +69,7 @@ def setup_sqlite_engine(sync_engine: Engine) -> None:
 
 
 class SQLiteDialect(Dialect):
-    """SQLite: one writer at a time, no row locks, no ``LISTEN``, no schemas (attached databases)."""
+    """SQLite: one writer at a time, no row locks, no ``LISTEN``, no schemas."""
 
     name = "sqlite"
     supports_listen = False
@@ -93,7 +93,7 @@ class SQLiteDialect(Dialect):
         setup_sqlite_engine(sync_engine)
 
     def writer(self, db_key: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """This process's writers of database ``db_key`` queued in the event loop (:func:`sqlite_writer`)."""
+        """Queue this process's writers of database ``db_key`` (:func:`sqlite_writer`)."""
         return sqlite_writer(db_key, SQLITE_BUSY_TIMEOUT_MS / 1000)
 
     def translate_code(self, error: BaseException, said: str, suffix: str) -> DatabaseError | None:
