@@ -178,7 +178,7 @@ class PoolerError(DatabaseError):
 
 
 class SchemaMissing(DatabaseError):
-    """The pgqrs tables are missing: run `await store.install()`, `pgqrs-sqla install` or `alembic upgrade heads`."""
+    """The pgqrs tables are missing: run `await store.install()`, `pgqrs-sqla install`, or `alembic upgrade heads`."""
 
 
 class ValidationError(PgqrsError):
