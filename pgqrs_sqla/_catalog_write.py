@@ -1,7 +1,9 @@
-"""The one module that writes ``pgqrs_queues`` and ``pgqrs_workflows``: queues and workflow
-definitions are created, updated and deleted by the statements built here. Builders are
-pure; callers execute them (``define_workflow`` runs its two inserts on a sync connection,
-inside the caller's transaction)."""
+"""The one module that writes ``pgqrs_queues`` and ``pgqrs_workflows``.
+
+Queues and workflow definitions are created, updated and deleted by the statements built
+here. Builders are pure; callers execute them (``define_workflow`` runs its two inserts on a
+sync connection, inside the caller's transaction).
+"""
 
 from __future__ import annotations
 
@@ -61,9 +63,10 @@ def mark_served_stmt(t: Tables, names: Sequence[str]) -> Update:
 def define_workflow(
     conn: Connection, t: Tables, name: str, max_deliveries: int, policy: RetryPolicy
 ) -> None:
-    """Insert the workflow's queue and definition rows unless they exist (ON CONFLICT DO
-    NOTHING: a concurrent definer's rows stand, and no unique violation aborts the
-    transaction)."""
+    """Insert the workflow's queue and definition rows unless they exist (ON CONFLICT DO NOTHING).
+
+    A concurrent definer's rows stand, and no unique violation aborts the transaction.
+    """
     w, qt = t.workflows, t.queues
     dialect = conn.dialect.name
     conn.execute(

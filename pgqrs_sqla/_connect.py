@@ -1,6 +1,8 @@
-"""Reaching the database: URLs normalised to an async driver, SQLite files, and the
-connection-pooler setup (PgBouncer in transaction mode) of a Store's engines, its own or a
-worker's pool made from the app's."""
+"""Reaching the database: URLs normalised to an async driver, SQLite files, and pooler setup.
+
+The connection-pooler setup (PgBouncer in transaction mode) is that of a Store's engines, its
+own or a worker's pool made from the app's.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +39,9 @@ def _redacted(url: str | URL) -> str:
 
 
 def normalise_url(url: str | URL) -> URL:
-    """Pick the async driver for the user: asyncpg for ``postgresql://``, aiosqlite for
-    ``sqlite://``. ``postgresql+psycopg://`` is accepted as is.
+    """Pick the async driver: asyncpg for ``postgresql://``, aiosqlite for ``sqlite://``.
+
+    ``postgresql+psycopg://`` is accepted as is.
 
     A named synchronous PostgreSQL driver (``postgresql+psycopg2://``) is refused rather
     than swapped: the URL asked for that driver, and its libpq-style query options
@@ -114,8 +117,10 @@ _ALWAYS_ASYNCPG = ("statement_cache_size", "prepared_statement_name_func")
 
 
 def _driver_defaults(url: URL, engine_options: dict[str, Any], keys: Sequence[str]) -> list[str]:
-    """Add the ``POOLER_CONNECT_ARGS`` named by ``keys`` to ``engine_options``'
-    ``connect_args``, except those the caller chose (there or in the URL); return the added."""
+    """Add the ``POOLER_CONNECT_ARGS`` named by ``keys`` to ``engine_options``' ``connect_args``.
+
+    Those the caller chose (there or in the URL) are left alone; returns the keys added.
+    """
     wanted = POOLER_CONNECT_ARGS.get(url.get_driver_name(), {})
     given = engine_options.get("connect_args", {})
     added = {k: wanted[k] for k in keys if k in wanted and k not in given and k not in url.query}
@@ -125,9 +130,12 @@ def _driver_defaults(url: URL, engine_options: dict[str, Any], keys: Sequence[st
 
 
 async def _make_pooler_safe(store: StoreCore, url: URL, engine_options: dict[str, Any]) -> None:
-    """``store``'s engine reaches PostgreSQL through a connection pooler: remake it with the
-    driver options transaction pooling needs (:data:`~pgqrs_sqla._listen.POOLER_CONNECT_ARGS`)
-    the caller did not choose, and say so in one WARNING."""
+    """``store``'s engine reaches PostgreSQL through a connection pooler: remake it to suit.
+
+    It is remade with the driver options transaction pooling needs
+    (:data:`~pgqrs_sqla._listen.POOLER_CONNECT_ARGS`) the caller did not choose, and says so in
+    one WARNING.
+    """
     driver_options = POOLER_CONNECT_ARGS.get(url.get_driver_name(), {})
     if _driver_defaults(url, engine_options, list(driver_options)):
         old, store.engine = store.engine, create_async_engine(url, **engine_options)
@@ -151,7 +159,8 @@ def _pool_like(pool: Pool, size: int) -> Pool:
     ``Pool.recreate()`` copies the creator (which holds the engine's ``connect_args``),
     the pool's events and options; for a ``QueuePool`` the same constructor call is made
     with the worker's size instead of the app's (``QueuePool.recreate`` has no size
-    argument). Other pools (``NullPool``, ``StaticPool``...) are recreated as they are."""
+    argument). Other pools (``NullPool``, ``StaticPool``...) are recreated as they are.
+    """
     if not isinstance(pool, QueuePool):
         return pool.recreate()
     return type(pool)(
@@ -171,13 +180,18 @@ def _pool_like(pool: Pool, size: int) -> Pool:
 
 
 class Pooling(StoreCore):
-    """The Store's pools: a worker's own pool made from the app's, and whether the engine
-    reaches PostgreSQL through a connection pooler."""
+    """The Store's pools: a worker's own, made from the app's; and whether a pooler is in the way.
+
+    That is, whether the engine reaches PostgreSQL through a connection pooler.
+    """
 
     def _pool_shareable_only(self) -> str | None:
-        """Why this store's pool cannot be duplicated (``None`` when it can): a pool that
-        holds its one connection (``StaticPool``, ``SingletonThreadPool``, ``AssertionPool``),
-        or an in-memory SQLite database, which a new connection would open empty."""
+        """Why this store's pool cannot be duplicated (``None`` when it can).
+
+        A pool that holds its one connection (``StaticPool``, ``SingletonThreadPool``,
+        ``AssertionPool``), or an in-memory SQLite database, which a new connection would open
+        empty.
+        """
         pool = self.engine.sync_engine.pool
         if isinstance(pool, StaticPool | SingletonThreadPool | AssertionPool):
             return f"its engine's {type(pool).__name__} holds a single connection"
@@ -186,8 +200,9 @@ class Pooling(StoreCore):
         return None
 
     def with_own_pool(self, size: int) -> Self:
-        """A Store on the same database with its own small connection pool (for a worker,
-        so jobs cannot starve the app's request handlers of connections).
+        """A Store on the same database with its own small connection pool (for a worker).
+
+        So jobs cannot starve the app's request handlers of connections.
 
         Raises :class:`ConfigurationError` for an engine whose pool cannot be duplicated:
         a ``StaticPool`` (or another single-connection pool) or an in-memory SQLite database,

@@ -40,8 +40,11 @@ def _default() -> PgqrsModels:
 
 
 class StoreCore:
-    """The engine and the pgqrs tables. Make one with :func:`connect`, or wrap an
-    ``AsyncEngine`` the app already has with ``Store(engine)`` (never disposed by us)."""
+    """The engine and the pgqrs tables.
+
+    Make one with :func:`connect`, or wrap an ``AsyncEngine`` the app already has with
+    ``Store(engine)`` (never disposed by us).
+    """
 
     def __init__(
         self,
@@ -115,21 +118,29 @@ class StoreCore:
                 yield conn
 
     def _writer(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Around a write transaction of ours: on SQLite, wait for this process's other
-        writers in the event loop rather than in SQLite's sleeping busy handler
-        (:func:`~pgqrs_sqla.dialects.sqlite.sqlite_writer`); nothing on PostgreSQL."""
+        """Around a write transaction of ours: on SQLite, wait for this process's other writers.
+
+        They are waited for in the event loop rather than in SQLite's sleeping busy handler
+        (:func:`~pgqrs_sqla.dialects.sqlite.sqlite_writer`); nothing on PostgreSQL.
+        """
         return self.dialect.writer(self.db_key)
 
     def _transactions_only(self) -> bool:
-        """asyncpg behind a transaction pooler: SQLAlchemy prepares each statement in a round
-        trip of its own, and outside a transaction the pooler may run the next one on another
-        server connection, where that statement does not exist. So no autocommit there."""
+        """Whether writes must run in transactions: asyncpg behind a transaction pooler.
+
+        SQLAlchemy prepares each statement in a round trip of its own, and outside a transaction the
+        pooler may run the next one on another server connection, where that statement does not
+        exist. So no autocommit there.
+        """
         return bool(self._pooled) and self.engine.dialect.driver == "asyncpg"
 
     @contextlib.asynccontextmanager
     async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for single-statement writes: autocommit on PostgreSQL (no BEGIN and
-        COMMIT round trips); a short ``BEGIN IMMEDIATE`` transaction on SQLite."""
+        """A connection for single-statement writes.
+
+        Autocommit on PostgreSQL (no BEGIN and COMMIT round trips); a short ``BEGIN IMMEDIATE``
+        transaction on SQLite.
+        """
         with translated():
             if self.dialect.autocommit_writes and not self._transactions_only():
                 async with self.engine.connect() as conn:
@@ -141,8 +152,11 @@ class StoreCore:
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads: autocommit on PostgreSQL; on SQLite a deferred transaction
-        (a snapshot, without the write lock other transactions take)."""
+        """A connection for reads: autocommit on PostgreSQL; on SQLite a deferred transaction.
+
+        SQLite's deferred transaction reads a snapshot, without the write lock other transactions
+        take.
+        """
         with translated():
             async with self.engine.connect() as conn:
                 if self.dialect.autocommit_writes and not self._transactions_only():
@@ -174,8 +188,10 @@ class StoreCore:
             return await conn.run_sync(fn)
 
     def _in_transaction_sync(self, target: SyncTarget, fn: Callable[[Connection], T]) -> T:
-        """Run sync statement logic ``fn`` in ``target``'s transaction (target first, as
-        :func:`~pgqrs_sqla._db.run_sync`)."""
+        """Run sync statement logic ``fn`` in ``target``'s transaction.
+
+        Target first, as :func:`~pgqrs_sqla._db.run_sync`.
+        """
         return run_sync(target, fn)
 
     def _wake(self, channel: str, target: Any = None) -> None:

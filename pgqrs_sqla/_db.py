@@ -1,6 +1,6 @@
-"""Plumbing shared by every layer: driver-error translation, transaction targets, wake-ups.
+r"""Plumbing shared by every layer: driver-error translation, transaction targets, wake-ups.
 
-* :func:`translated` is the one boundary where driver errors become ``PgqrsError``\\ s.
+* :func:`translated` is the one boundary where driver errors become ``PgqrsError``\ s.
 * :func:`run_async` / :func:`run_sync` run one piece of *sync* logic (written once over a
   ``Connection``) in a caller's ``AsyncSession`` / ``AsyncConnection`` / ``Session`` /
   ``Connection``, so sync and async entry points share the same statements.
@@ -78,9 +78,11 @@ def _unavailable(error: BaseException, text: str) -> bool:
 
 
 def translate(error: BaseException, where: str = "") -> BaseException:
-    """Map a driver / SQLAlchemy error to a :class:`~pgqrs_sqla.errors.DatabaseError`
-    (by each dialect's table: SQLSTATE, SQLite result code), or return it unchanged (a
-    ``PgqrsError`` already, or no database error at all)."""
+    """Map a driver / SQLAlchemy error to a :class:`~pgqrs_sqla.errors.DatabaseError`, or return it.
+
+    Mapped by each dialect's table (SQLSTATE, SQLite result code); returned unchanged when it is
+    a ``PgqrsError`` already, or no database error at all.
+    """
     if isinstance(error, PgqrsError):
         return error
     if not isinstance(error, exc.SQLAlchemyError | OSError | ConnectionError | TimeoutError):
@@ -238,8 +240,9 @@ def wake_after_commit(target: Any, db: str, channel: str) -> None:
 
 
 def _pending_on(conn: Connection) -> set[tuple[str, str]]:
-    """The connection's pending wake-ups; the first call attaches one pair of listeners
-    that lives as long as the connection, however many transactions it runs.
+    """The connection's pending wake-ups, with one pair of listeners attached at the first call.
+
+    The listeners live as long as the connection, however many transactions it runs.
 
     Core has no after-commit event: ``commit`` fires just before the COMMIT is sent. A
     worker woken that early still finds the message. On SQLite its claim, a write, waits

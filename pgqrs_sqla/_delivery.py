@@ -1,5 +1,6 @@
-"""Run delivery: a claimed batch's runs started, each run's handler called, and how the
-delivery ended decided in one place (:class:`Outcome`) and recorded.
+"""Run delivery: a claimed batch's runs started, each handler called, and the outcome recorded.
+
+How the delivery ended is decided in one place (:class:`Outcome`) and recorded.
 
 :class:`Delivery` is handed the worker's store, registration, leases and stats; the
 worker's poll loop claims through it and it spawns a task per run (per batch of plain
@@ -115,8 +116,10 @@ class Delivery:
         )
 
     async def dequeue(self, binding: _Binding, batch: int, vt: float) -> list[q.Message]:
-        """Claim by hand (``Worker.dequeue``): the live messages claimed, each leased for
-        ``vt`` seconds and remembered as a lease of ours; dead letters are buried first."""
+        """Claim by hand (``Worker.dequeue``): the live messages claimed, leased for ``vt`` seconds.
+
+        Each is remembered as a lease of ours; dead letters are buried first.
+        """
         while True:
             async with self.store._autocommit() as conn:
                 claimed = await self.claim(conn, binding, batch, vt)
@@ -129,13 +132,17 @@ class Delivery:
             # Every one was dead-lettered: claim again, since more may be ready.
 
     def _may_claim_again(self) -> bool:
-        """A claim's second try (see :func:`~pgqrs_sqla.queue.claim_rows`): not once stop()
-        has begun."""
+        """Whether a claim may try a second time (:func:`~pgqrs_sqla.queue.claim_rows`).
+
+        Not once stop() has begun.
+        """
         return not self.stopping.is_set()
 
     async def claim_round(self, bindings: list[_Binding], free: int, batch_size: int) -> int:
-        """Claim up to ``free`` messages from ``bindings``' queues, ``batch_size`` at a time,
-        and set them running; returns how many were claimed."""
+        """Claim up to ``free`` messages from ``bindings``' queues and run them; returns how many.
+
+        They are claimed ``batch_size`` at a time.
+        """
         claimed = 0
         # Each round starts at the next queue, so one busy queue cannot take every free slot
         # round after round while another waits.
@@ -209,9 +216,10 @@ class Delivery:
     # ------------------------------------------------------------ what a claim brought
 
     async def bury_exhausted(self, binding: _Binding, messages: list[q.Message]) -> list[q.Message]:
-        """Dead-letter the claimed ``messages`` whose failed deliveries reached the queue's
-        ``max_deliveries`` (a workflow run ends ``ERROR`` with its message); return the
-        others, still leased to this worker.
+        """Dead-letter the claimed ``messages`` whose failed deliveries reached ``max_deliveries``.
+
+        A workflow run ends ``ERROR`` with its message. Returns the others, still leased to this
+        worker.
 
         An expired lease is counted as a failed delivery by the claim that follows it, so
         exhaustion shows at a claim, and every way of claiming must look. It costs nothing
@@ -255,9 +263,12 @@ class Delivery:
         return [msg for msg in messages if msg.id not in gone]
 
     async def hand_back(self, messages: list[q.Message], started: list[Any] | None) -> None:
-        """Undo a claim that came back after stop() began: the messages visible again with
-        their delivery uncounted, and the runs this claim started on their first delivery
-        QUEUED again (a redelivered run stays RUNNING, as after a shutdown's release)."""
+        """Undo a claim that came back after stop() began.
+
+        The messages are visible again with their delivery uncounted, and the runs this claim
+        started on their first delivery QUEUED again (a redelivered run stays RUNNING, as after a
+        shutdown's release).
+        """
         t = self.store.tables
         first = [row.id for row in started or () if row.message_id in _first_of(messages)]
         with translated("handing back a claim"):
@@ -276,8 +287,10 @@ class Delivery:
     async def start_runs(
         self, binding: _Binding, messages: list[q.Message], rows: list[Any] | None = None
     ) -> None:
-        """Mark claimed runs RUNNING (unless the claim already did) and load the steps that
-        earlier deliveries recorded."""
+        """Mark claimed runs RUNNING (unless the claim already did) and load their recorded steps.
+
+        The steps are those earlier deliveries recorded.
+        """
         t = self.store.tables
         s = t.steps
         by_id = {m.id: m for m in messages}
@@ -342,9 +355,11 @@ class Delivery:
                     await self.leases.archive(msg)
 
     def holds_connections(self) -> bool:
-        """Whether each in-flight run may hold one connection for its whole delivery: on
-        PostgreSQL, when the worker has a pool of its own (nothing else checks out of it)
-        with a connection per run and one to spare for claims and heartbeats."""
+        """Whether each in-flight run may hold one connection for its whole delivery.
+
+        On PostgreSQL, when the worker has a pool of its own (nothing else checks out of it) with a
+        connection per run and one to spare for claims and heartbeats.
+        """
         if not (self.store.dialect.autocommit_writes and self.own_pool) or (
             self.store._transactions_only()
         ):
@@ -362,8 +377,10 @@ class Delivery:
         task.add_done_callback(lambda _t: self.done(msg.id))
 
     def spawn_batch(self, binding: _Binding, messages: list[q.Message]) -> None:
-        """One task for a claimed batch of plain messages: handlers run concurrently, and the
-        successes are acknowledged together, in one statement."""
+        """One task for a claimed batch of plain messages: handlers run concurrently.
+
+        The successes are acknowledged together, in one statement.
+        """
         first = messages[0]
         task = asyncio.create_task(
             self._process_messages(binding, messages), name=f"pgqrs-{binding.queue}-{first.id}"
@@ -552,10 +569,12 @@ class Delivery:
             log.info("run %s: step %s was recorded meanwhile", x.run_id, pause.step)
 
     async def _fail_delivery(self, binding: _Binding, x: Execution, error: Exception) -> bool:
-        """Count a failed delivery of run ``x`` (released after the retry backoff); if that
-        reaches ``max_deliveries`` the message is dead-lettered and the run ends ``ERROR``.
-        True if the run ended. If even this write fails, the lease expires, which the next
-        claim counts as a failed delivery all the same."""
+        """Count a failed delivery of run ``x``, released after the backoff; True if the run ended.
+
+        If that reaches ``max_deliveries`` the message is dead-lettered and the run ends ``ERROR``.
+        If even this write fails, the lease expires, which the next claim counts as a failed
+        delivery all the same.
+        """
         t = self.store.tables
         record = error_record(error)
         record.pop("traceback", None)

@@ -1,5 +1,7 @@
-"""What is stored about an error (a run's or a step's ``error``, a message's
-``last_error``): always storable text, whatever the exception."""
+"""What is stored about an error: always storable text, whatever the exception.
+
+That is a run's or a step's ``error``, a message's ``last_error``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from .errors import TransientError
 
 
 def storable_text(text: str) -> str:
-    """``text`` made storable on every backend: NUL (refused by PostgreSQL's text and JSONB)
-    and lone surrogates (not encodable as UTF-8) are written as backslash escapes."""
+    """``text`` made storable on every backend: NUL and lone surrogates as backslash escapes.
+
+    PostgreSQL's text and JSONB refuse NUL; lone surrogates are not encodable as UTF-8.
+    """
     if "\x00" in text:
         text = text.replace("\x00", "\\x00")
     try:

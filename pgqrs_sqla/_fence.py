@@ -1,7 +1,9 @@
-"""The lease fence: the one predicate that says a worker still holds a delivery of a
-message — ``(consumer_worker_id, read_ct)``, the owner and its lease token, on a live
-message. Every fenced write of a message (:mod:`pgqrs_sqla.queue`), and every lease check of
-another table's write (runs, steps), is built from :func:`_fence`."""
+"""The lease fence: the one predicate that says a worker still holds a delivery of a message.
+
+That is ``(consumer_worker_id, read_ct)``, the owner and its lease token, on a live message.
+Every fenced write of a message (:mod:`pgqrs_sqla.queue`), and every lease check of another
+table's write (runs, steps), is built from :func:`_fence`.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ def _fence(
     lease: ColumnElement[bool],
     worker_id: ColumnElement[int] | int,
 ) -> ColumnElement[bool]:
-    """The one lease-fence predicate: ``lease`` (which deliveries: message id and token)
-    is owned by ``worker_id`` and not archived. Every fenced write of a message, and every
-    lease check of another table's write, is built from it."""
+    """The one lease-fence predicate: ``lease`` is owned by ``worker_id`` and not archived.
+
+    ``lease`` says which deliveries (message id and token). Every fenced write of a message, and
+    every lease check of another table's write, is built from it.
+    """
     m = t.messages
     return and_(lease, m.c.consumer_worker_id == worker_id, m.c.archived_at.is_(None))
 
@@ -43,8 +47,10 @@ def held(t: Tables, message_id: int, worker_id: int, token: int) -> ColumnElemen
 
 
 def held_bound(t: Tables) -> ColumnElement[bool]:
-    """:func:`held` for the delivery bound as ``p_msg_id``/``p_worker_id``/``p_token`` (the
-    run context's statements, built once and bound per call)."""
+    """:func:`held` for the delivery bound as ``p_msg_id``/``p_worker_id``/``p_token``.
+
+    For the run context's statements, built once and bound per call.
+    """
     m = t.messages
     return _fence(
         t,
@@ -57,8 +63,9 @@ def held_bound(t: Tables) -> ColumnElement[bool]:
 
 
 def lease_fence(t: Tables, dialect: Dialect | None = None) -> ColumnElement[bool]:
-    """EXISTS: the delivery bound as in :func:`held_bound` holds its lease — for a write of
-    another table (a step, a run) that must land only while the lease is held.
+    """EXISTS: the delivery bound as in :func:`held_bound` holds its lease.
+
+    For a write of another table (a step, a run) that must land only while the lease is held.
 
     With ``dialect`` the fence locks the message row as that backend does
     (:meth:`~pgqrs_sqla.dialects.base.Dialect.lock_fence`: ``FOR SHARE`` on PostgreSQL). A
@@ -72,8 +79,7 @@ def lease_fence(t: Tables, dialect: Dialect | None = None) -> ColumnElement[bool
 
 
 def lease_vt(t: Tables) -> Label[datetime]:
-    """The current ``vt`` of the bound delivery's message (a scalar subquery, for
-    RETURNING)."""
+    """The current ``vt`` of the bound delivery's message (a scalar subquery, for RETURNING)."""
     m = t.messages
     return (
         select(m.c.vt)

@@ -1,5 +1,6 @@
-"""A worker's background duty: heartbeat its row, extend the leases it holds, notice
-cancellations and its queues' lag — and ride out the database faults it meets.
+"""A worker's background duty: heartbeat its row, extend its leases, notice cancellations and lag.
+
+The lag is its queues'; and it rides out the database faults it meets.
 
 :class:`Heartbeat` runs in a task of its own, so it keeps going while handlers (and
 threads) run. :class:`_Episode` is one run of failures of a duty (claims, heartbeats),
@@ -61,9 +62,11 @@ class WorkerHealth:
 
 
 class _Episode:
-    """A run of failures of one background duty (claiming, heartbeating): logged once at
-    WARNING when it begins, with the cause, and at INFO when the duty works again; the
-    backoff between tries doubles, with jitter, up to ``cap`` seconds."""
+    """A run of failures of one background duty (claiming, heartbeating), logged at each end.
+
+    Logged once at WARNING when it begins, with the cause, and at INFO when the duty works again;
+    the backoff between tries doubles, with jitter, up to ``cap`` seconds.
+    """
 
     def __init__(self, worker: str, duty: str, cap: float = 5.0) -> None:
         self.worker, self.duty, self.cap = worker, duty, cap
@@ -103,16 +106,21 @@ class _Episode:
 
 
 def _cannot_heal(error: BaseException) -> bool:
-    """An error the worker cannot ride out by retrying: the tables are missing, the
-    credentials were refused, or it is no database error at all (a bug)."""
+    """An error the worker cannot ride out by retrying.
+
+    The tables are missing, the credentials were refused, or it is no database error at all (a
+    bug).
+    """
     return isinstance(error, SchemaMissing | AuthenticationFailed) or not isinstance(
         error, PgqrsError
     )
 
 
 class ClaimFaults:
-    """The poll loop's claims failing: an episode ridden out with backoff, or an error that
-    ends the worker (``error``)."""
+    """The poll loop's claims failing: ridden out with backoff, or an error that ends the worker.
+
+    The error is kept as ``error``.
+    """
 
     def __init__(self, worker: str, stats: _Stats) -> None:
         self.worker = worker
@@ -122,8 +130,7 @@ class ClaimFaults:
         self.error: BaseException | None = None
 
     def failed(self, error: Exception) -> float | None:
-        """A claim (or the status write before it) failed: how long to back off, or None
-        if the loop must end.
+        """A claim (or the status write before it) failed: seconds to back off, or None to end.
 
         A fault that may heal (timeouts, cancellations, lock waits, a read-only database,
         SQLite busy, a pooler's lost state, the server gone) is waited out with backoff; an
@@ -161,10 +168,13 @@ def cancel_requested_stmt(t: Tables, run_ids: Sequence[int]) -> Select[int]:
 
 
 class Heartbeat:
-    """Every ``interval`` seconds: heartbeat the row of ``registration``, extend the leases
-    of what ``inflight()`` returns by ``visibility_timeout``, flag in-flight runs whose
-    lease was lost or whose cancellation was asked, and measure the lag of ``queue_ids``
-    (into ``stats``). When another registration took the row it calls ``lost`` and ends."""
+    """Every ``interval`` seconds: heartbeat the worker's row and extend the leases it holds.
+
+    It heartbeats the row of ``registration``, extends the leases of what ``inflight()`` returns
+    by ``visibility_timeout``, flags in-flight runs whose lease was lost or whose cancellation was
+    asked, and measures the lag of ``queue_ids`` (into ``stats``). When another registration took
+    the row it calls ``lost`` and ends.
+    """
 
     def __init__(
         self,

@@ -78,7 +78,9 @@ class Leases:
         return bool(row.archive_reason == ArchiveReason.DEAD.value)
 
     async def release_quietly(self, msg: q.Message) -> None:
-        """Give ``msg`` back, shielded from a cancellation under way; failures are ignored
-        (the lease then expires)."""
+        """Give ``msg`` back, shielded from a cancellation under way; failures are ignored.
+
+        The lease then expires.
+        """
         with contextlib.suppress(Exception):
             await asyncio.shield(self.release(msg))

@@ -1,5 +1,6 @@
-"""Wake-ups from PostgreSQL: ``LISTEN`` on a dedicated connection, a connector per driver, and
-connection-pooler detection.
+r"""Wake-ups from PostgreSQL (``LISTEN`` on a dedicated connection) and connection-pooler detection.
+
+A connector per driver:
 
 * :func:`behind_pooler` tells a connection that reaches PostgreSQL through a pooler
   (PgBouncer, pgcat, RDS Proxy...): the backend pid the driver was handed when it connected
@@ -9,7 +10,7 @@ connection-pooler detection.
   :func:`pooler_unsafe_settings` names those an existing engine lacks.
 * :func:`open_listener` opens a :class:`Listener` with asyncpg or psycopg 3. Behind a
   pooler it first checks that a notification reaches the listening connection at all
-  (transaction pooling hands the ``LISTEN``\\ ing server connection to other clients and
+  (transaction pooling hands the ``LISTEN``\ ing server connection to other clients and
   drops what arrives for it), and raises :class:`ListenUnavailable` if not.
 """
 
@@ -57,8 +58,10 @@ POOLER_FIX: dict[str, str] = {
 
 
 class ListenUnavailable(Exception):
-    """Internal: LISTEN cannot work on this database connection (a permanent condition:
-    the worker polls). The message says why."""
+    """Internal: LISTEN cannot work on this database connection; the message says why.
+
+    A permanent condition: the worker polls.
+    """
 
 
 def driver_pid(driver_connection: Any) -> int | None:
@@ -126,13 +129,17 @@ class Listener:
         raise NotImplementedError
 
     async def echo(self, notify: Callable[[str, str], Any]) -> bool:
-        """Whether a NOTIFY sent by ``notify(channel, payload)`` (on another connection)
-        reaches this one, within :data:`ECHO_TIMEOUT`."""
+        """Whether a NOTIFY sent by ``notify(channel, payload)`` reaches this connection.
+
+        Within :data:`ECHO_TIMEOUT`.
+        """
         raise NotImplementedError
 
     async def close(self) -> None:
-        """Close the connection for good (invalidated: a LISTENing session is never handed
-        back to the pool)."""
+        """Close the connection for good.
+
+        It is invalidated: a LISTENing session is never handed back to the pool.
+        """
         self._mark_lost()
         with contextlib.suppress(Exception):
             await self.conn.invalidate()
@@ -174,8 +181,10 @@ class _AsyncpgListener(Listener):
 
 
 class _PsycopgListener(Listener):
-    """psycopg 3: LISTEN in autocommit, then a task reading ``notifies()``; the generator
-    holds the connection's lock, so every LISTEN is sent before it starts."""
+    """psycopg 3: LISTEN in autocommit, then a task reading ``notifies()``.
+
+    The generator holds the connection's lock, so every LISTEN is sent before it starts.
+    """
 
     driver = "psycopg"
 

@@ -1,6 +1,8 @@
-"""Logging with the run in every record: ``run_id``, ``workflow`` and ``step`` come from
-context variables set by the worker, so every record our loggers emit while a run executes
-carries them (``%(run_id)s`` in a format string, or ``record.run_id``)."""
+"""Logging with the run in every record: ``run_id``, ``workflow`` and ``step``.
+
+They come from context variables set by the worker, so every record our loggers emit while a
+run executes carries them (``%(run_id)s`` in a format string, or ``record.run_id``).
+"""
 
 from __future__ import annotations
 
@@ -67,8 +69,10 @@ class RunFormatter(logging.Formatter):
 
 
 def configure_cli_logging(*, debug: bool = False) -> logging.Handler:
-    """The CLI worker's logging: every record (ours and the app's) on stderr through
-    :class:`RunFormatter`, with the run context; INFO and up, or DEBUG with tracebacks."""
+    """The CLI worker's logging: every record (ours and the app's) on stderr, with the run context.
+
+    Through :class:`RunFormatter`; INFO and up, or DEBUG with tracebacks.
+    """
     handler = logging.StreamHandler()
     handler.addFilter(_FILTER)  # records of the app's own loggers get the run context too
     handler.setFormatter(RunFormatter(tracebacks=debug))

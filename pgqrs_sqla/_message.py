@@ -1,6 +1,8 @@
-"""Messages as a worker sees them, and the checks of what goes into a message operation:
-names, priorities, delays and lease lengths. Values only; :mod:`pgqrs_sqla.queue` builds
-the statements."""
+"""Messages as a worker sees them, and the checks of what goes into a message operation.
+
+The checks cover names, priorities, delays and lease lengths. Values only;
+:mod:`pgqrs_sqla.queue` builds the statements.
+"""
 
 from __future__ import annotations
 

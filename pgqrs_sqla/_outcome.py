@@ -85,8 +85,11 @@ _RAISED: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Outc
 
 
 def outcome_of(error: BaseException) -> Outcome | None:
-    """The outcome a delivery whose handler raised ``error`` came to; None for what is no
-    concern of the delivery's (``KeyboardInterrupt``, ``SystemExit``...): it propagates."""
+    """The outcome a delivery whose handler raised ``error`` came to, or None.
+
+    None for what is no concern of the delivery's (``KeyboardInterrupt``, ``SystemExit``...): it
+    propagates.
+    """
     for kinds, kind in _RAISED:
         if isinstance(error, kinds):
             return Outcome(kind, error)
@@ -94,8 +97,10 @@ def outcome_of(error: BaseException) -> Outcome | None:
 
 
 def unrecorded(error: Exception) -> Outcome:
-    """Recording an outcome raised ``error``: the database went away (abandon the delivery)
-    or refused the write (count a failed delivery)."""
+    """Recording an outcome raised ``error``: abandon the delivery, or count a failed one.
+
+    Abandoned when the database went away; counted when it refused the write.
+    """
     if isinstance(error, DatabaseUnavailable):
         return Outcome(OutcomeKind.DB_UNAVAILABLE, error)
     return Outcome(OutcomeKind.UNRECORDABLE, error)

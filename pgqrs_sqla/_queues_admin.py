@@ -1,7 +1,9 @@
-"""Queue administration, mixed into the Store: create, look up, list, delete and purge
-queues, their message counts, and dead letters (listed and replayed). The queue rows are
+"""Queue administration, mixed into the Store: create, look up, list, delete and purge queues.
+
+Also their message counts, and dead letters (listed and replayed). The queue rows are
 written through :mod:`pgqrs_sqla._catalog_write`, the messages through
-:mod:`pgqrs_sqla.queue`."""
+:mod:`pgqrs_sqla.queue`.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from .models import ArchiveReason
 
 @dataclass(frozen=True)
 class QueueInfo:
-    """A queue: its ``name`` and ``max_deliveries`` (deliveries a message gets before it
-    becomes a dead letter)."""
+    """A queue: its ``id``, ``name``, ``max_deliveries`` and ``created_at``.
+
+    ``max_deliveries`` is how many deliveries a message gets before it becomes a dead letter.
+    """
 
     id: int
     name: str
@@ -34,9 +38,12 @@ class QueueInfo:
 
 @dataclass(frozen=True)
 class QueueStats:
-    """Message counts of one queue (:meth:`Store.queue_stats`): ``ready`` to be claimed,
-    ``leased`` to a worker now, ``delayed`` (not visible yet), ``archived`` (done), ``dead``
-    (dead letters), and the age in seconds of the oldest ready message (None if none)."""
+    """Message counts of one queue (:meth:`Store.queue_stats`) and its oldest ready message's age.
+
+    ``ready`` to be claimed, ``leased`` to a worker now, ``delayed`` (not visible yet),
+    ``archived`` (done), ``dead`` (dead letters), and ``oldest_ready_age``: the age in seconds of
+    the oldest ready message (None if none).
+    """
 
     name: str
     ready: int

@@ -46,8 +46,11 @@ _NAME_WAIT_MARGIN = 1.0
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """A worker row. ``queue`` is the first queue the worker serves; ``queues`` every
-    queue it serves, as its row records them (see the attribute for older rows)."""
+    """A worker row: its name, host, status, the queues it serves and its heartbeat.
+
+    ``queue`` is the first queue the worker serves; ``queues`` every queue it serves, as its row
+    records them (see the attribute for older rows).
+    """
 
     id: int
     name: str
@@ -128,8 +131,9 @@ class WorkersAdmin(StoreCore):
         dry_run: bool = False,
         limit: int = 1000,
     ) -> int:
-        """Delete the rows of workers stopped longer than ``older_than`` (a timedelta or
-        seconds) ago; return how many (``dry_run``: how many would go, deleting nothing).
+        """Delete the rows of workers stopped longer than ``older_than`` ago; returns how many.
+
+        With ``dry_run``: how many would go, deleting nothing.
 
         One statement deletes at most ``limit`` rows. A row a live or unfinished message
         still points at (a lease not yet given back) is never deleted, nor a worker that
@@ -175,9 +179,11 @@ class WorkersAdmin(StoreCore):
         return deleted
 
     async def _prune_workers_quietly(self, worker: str) -> None:
-        """A worker's housekeeping after it registers: drop rows of workers stopped over the
-        default retention ago (a ``host-pid`` name adds one per restart), a bounded batch at
-        a time. A failure is logged, never raised: it must not stop the worker starting."""
+        """A worker's housekeeping once registered: drop rows of long-stopped workers.
+
+        The default retention applies (a ``host-pid`` name adds one row per restart), a bounded
+        batch at a time. A failure is logged, never raised: it must not stop the worker starting.
+        """
         try:
             await self.prune_workers(limit=100)
         except Exception as error:
@@ -220,8 +226,10 @@ def _pid_running(pid: int) -> bool:
 
 
 def _is_zombie(pid: int) -> bool:
-    """Linux: the process has exited and only its entry is left (``/proc/PID/stat`` state
-    ``Z``, or ``X`` while it is being reaped). False where there is no procfs."""
+    """Linux: the process has exited and only its entry is left; False where there is no procfs.
+
+    ``/proc/PID/stat`` shows state ``Z``, or ``X`` while it is being reaped.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -235,10 +243,12 @@ def _is_zombie(pid: int) -> bool:
 
 
 async def _when_name_free(make: Callable[[], Awaitable[T]]) -> T:
-    """``await make()`` (which registers a worker); while its name is held by a worker that
-    may be dead — its heartbeat window has not passed yet — wait and try again, at most
-    until that window (as first seen) has passed, and log that it waits. A live holder
-    keeps heartbeating, so it still wins: the ``WorkerNameInUse`` is raised after the wait.
+    """``await make()`` (which registers a worker), waiting while its name's holder may be dead.
+
+    While the name is held by a worker that may be dead — its heartbeat window has not passed
+    yet — wait and try again, at most until that window (as first seen) has passed, and log that
+    it waits. A live holder keeps heartbeating, so it still wins: the ``WorkerNameInUse`` is
+    raised after the wait.
 
     For the embedded runners and the CLI, where a restart after a crash must not abort
     because the crashed process's row looks alive for a few more seconds.
@@ -301,8 +311,10 @@ class Registration:
         self._status_lock = asyncio.Lock()
 
     async def register(self) -> None:
-        """Insert the row, or take over the row of this name if its holder is provably
-        dead (see :meth:`live_holder`); ``WorkerNameInUse`` if it is not."""
+        """Insert the row, or take over the row of this name if its holder is provably dead.
+
+        See :meth:`live_holder`; ``WorkerNameInUse`` if the holder is not dead.
+        """
         w = self.store.tables.workers
 
         def work(conn: Connection) -> int:
@@ -398,14 +410,19 @@ class Registration:
         )
 
     def row_fence(self) -> ColumnElement[bool]:
-        """The worker row as this Worker registered it: a later registration of the same
-        name (another process, after judging this one dead) no longer matches."""
+        """The worker row as this Worker registered it.
+
+        A later registration of the same name (another process, after judging this one dead) no
+        longer matches.
+        """
         w = self.store.tables.workers
         return and_(w.c.id == self.id, w.c.pid == self.pid, w.c.hostname == self.hostname)
 
     def holds_row(self) -> bool:
-        """No other Worker of this process registered our row since (the fence's pid and
-        hostname cannot tell two Workers of one process apart)."""
+        """No other Worker of this process registered our row since.
+
+        The fence's pid and hostname cannot tell two Workers of one process apart.
+        """
         return _LIVE.get((self.store.db_key, self.id)) is self
 
     async def beat(self, conn: AsyncConnection) -> bool:
@@ -417,9 +434,11 @@ class Registration:
         return (await conn.execute(stmt)).first() is not None
 
     async def set_status(self, status: WorkerStatus | Callable[[], WorkerStatus | None]) -> None:
-        """Write the row's status: ``status``, or what the callable says under the lock that
-        orders status writes (None: write nothing). Raises ``WorkerNameInUse`` if another
-        registration took the row."""
+        """Write the row's status: ``status``, or what the callable says (None: write nothing).
+
+        The callable is called under the lock that orders status writes. Raises ``WorkerNameInUse``
+        if another registration took the row.
+        """
         w = self.store.tables.workers
         async with self._status_lock:
             chosen = status() if callable(status) else status
@@ -446,10 +465,12 @@ class Registration:
             self.status = chosen
 
     async def deregister(self, leases: dict[int, int], released: Callable[[], None]) -> None:
-        """Give back ``leases`` (then call ``released``) and mark the row stopped; a fault
-        that may heal (SQLite busy under load, a cancelled statement) is retried a few times,
-        within ``_DEREGISTER_BUDGET`` seconds. What still fails is logged, never raised: the
-        leases then expire and the row goes stale on their own."""
+        """Give back ``leases`` (then call ``released``) and mark the row stopped.
+
+        A fault that may heal (SQLite busy under load, a cancelled statement) is retried a few
+        times, within ``_DEREGISTER_BUDGET`` seconds. What still fails is logged, never raised: the
+        leases then expire and the row goes stale on their own.
+        """
         first_failure: float | None = None
         for attempt in itertools.count():
             try:

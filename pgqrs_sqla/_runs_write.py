@@ -1,8 +1,10 @@
-"""The one module that writes ``pgqrs_workflow_runs``: every status change of a run, built
-beside the state machine (:mod:`pgqrs_sqla.states`). Each status write puts ``status IN
-(allowed predecessors)`` in its WHERE clause, so an illegal transition changes no row;
-writes a delivery makes are fenced by its lease as well
-(:func:`pgqrs_sqla.queue.lease_fence`). Builders are pure; callers execute them."""
+"""The one module that writes ``pgqrs_workflow_runs``: every status change of a run.
+
+They are built beside the state machine (:mod:`pgqrs_sqla.states`). Each status write puts
+``status IN (allowed predecessors)`` in its WHERE clause, so an illegal transition changes no
+row; writes a delivery makes are fenced by its lease as well
+(:func:`pgqrs_sqla.queue.lease_fence`). Builders are pure; callers execute them.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +58,10 @@ def start_stmt(t: Tables) -> ReturningUpdate[Any]:
 def dead_run_stmt(
     t: Tables, message_id: int, reason: str, last_error: dict[str, Any] | None = None
 ) -> Update:
-    """End the run of a dead-lettered message ``ERROR`` (unless it already ended); the
-    error names the dead letter, with ``last_error``, what the last failed delivery said."""
+    """End the run of a dead-lettered message ``ERROR`` (unless it already ended).
+
+    The error names the dead letter, with ``last_error``, what the last failed delivery said.
+    """
     r = t.runs
     error: dict[str, Any] = {"type": "pgqrs_sqla.DeadLetter", "message": reason}
     if last_error is not None:
@@ -81,8 +85,10 @@ def dead_run_stmt(
 def run_update_stmt(
     t: Tables, new: RunStatus, with_result: bool, dialect: Dialect | None = None
 ) -> ReturningUpdate[Any]:
-    """Move the run to ``new`` if the state machine allows it and the lease is held (the
-    fence locked as ``dialect`` locks it; unlocked without one)."""
+    """Move the run to ``new`` if the state machine allows it and the lease is held.
+
+    The fence is locked as ``dialect`` locks it; unlocked without one.
+    """
     r = t.runs
     values: dict[str, Any] = {"status": new.value, "updated_at": utcnow()}
     if new.terminal:
@@ -104,17 +110,22 @@ def run_update_stmt(
 
 @functools.cache
 def finish_stmt(t: Tables, new: RunStatus) -> ReturningUpdate[Any]:
-    """PostgreSQL: archive the message and end the run in one statement. The archive is the
-    fence that counts: it updates (so locks) the message row and re-checks the token after any
-    concurrent claim. The run update's own fence reads the pre-statement snapshot, where the
-    message is still live; it must not lock a row this very statement changes."""
+    """PostgreSQL: archive the message and end the run in one statement.
+
+    The archive is the fence that counts: it updates (so locks) the message row and re-checks the
+    token after any concurrent claim. The run update's own fence reads the pre-statement
+    snapshot, where the message is still live; it must not lock a row this very statement
+    changes.
+    """
     archived = archive_delivery_stmt(t).cte("archived")
     return run_update_stmt(t, new, True).where(exists(select(archived.c.id)))
 
 
 def hand_back_runs_stmt(t: Tables, run_ids: Sequence[int]) -> Update:
-    """Runs a claim started on their first delivery, QUEUED again (a claim undone after
-    stop() began; a redelivered run stays RUNNING, as after a shutdown's release)."""
+    """Runs a claim started on their first delivery, QUEUED again (a claim undone at stop).
+
+    A redelivered run stays RUNNING, as after a shutdown's release.
+    """
     r = t.runs
     return (
         update(r)

@@ -1,6 +1,6 @@
-"""Control-flow signals: how a handler's delivery is unwound, in one place.
+r"""Control-flow signals: how a handler's delivery is unwound, in one place.
 
-They are ``BaseException``\\ s, so a user's ``except Exception:`` cannot swallow them. The
+They are ``BaseException``\ s, so a user's ``except Exception:`` cannot swallow them. The
 public one is :class:`Pause` (made with ``Step.pause(...)``); the rest are internal, raised
 inside the run context and read by the worker's delivery path
 (:func:`pgqrs_sqla._delivery.outcome_of`), which maps each to one outcome.
@@ -44,14 +44,18 @@ class _LeaseLostSignal(BaseException):
 
 
 class _TransitionRefusedSignal(BaseException):
-    """Internal: the lease is still held, but the state machine refused a write of this
-    delivery (the run or step is in a state that write may not leave); unwinds the handler
-    without writing more. Not a lost lease: logged and counted apart from one."""
+    """Internal: the lease is still held, but the state machine refused a write of this delivery.
+
+    The run or step is in a state that write may not leave; unwinds the handler without writing
+    more. Not a lost lease: logged and counted apart from one.
+    """
 
 
 class _ConnectionLostSignal(BaseException):
-    """Internal: the database went away mid-run; the delivery is abandoned, not failed (its
-    lease expires and the run is redelivered)."""
+    """Internal: the database went away mid-run; the delivery is abandoned, not failed.
+
+    Its lease expires and the run is redelivered.
+    """
 
 
 class _RetryLater(BaseException):

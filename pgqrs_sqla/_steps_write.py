@@ -1,6 +1,9 @@
-"""The one module that writes ``pgqrs_workflow_steps``: a delivery's fenced checkpoint
-upsert, an outside ``update_step``, and the reset of failed steps on a retry — each
-status write checked against the state machine (:mod:`pgqrs_sqla.states`)."""
+"""The one module that writes ``pgqrs_workflow_steps``: checkpoints, outside records, resets.
+
+A delivery's fenced checkpoint upsert, an outside ``update_step``, and the reset of failed
+steps on a retry — each status write checked against the state machine
+(:mod:`pgqrs_sqla.states`).
+"""
 
 from __future__ import annotations
 
@@ -44,9 +47,11 @@ _STEP_COLS = [
 
 @functools.cache
 def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> ReturningInsert[Any]:
-    """One INSERT ... ON CONFLICT DO UPDATE, fenced by the lease (and, for a success, by the
-    run not being cancelled); returns the row id with the lease's ``vt`` and the database
-    clock (see :meth:`Execution.note_lease`), or nothing if the fence failed."""
+    """One INSERT ... ON CONFLICT DO UPDATE, fenced by the lease (and, for a success, by the run).
+
+    A success also needs the run not to be cancelled. Returns the row id with the lease's ``vt``
+    and the database clock (see :meth:`Execution.note_lease`), or nothing if the fence failed.
+    """
     s, r = t.steps, t.runs
     where = lease_fence(t, dialect_for(dialect))
     if status is StepStatus.SUCCESS:
@@ -82,8 +87,10 @@ def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> ReturningIn
 def external_step_upsert(
     t: Tables, dialect: str, run_id: int, step_name: str, status: StepStatus, value: Any
 ) -> ReturningInsert[tuple[int]]:
-    """Record a step's outcome from outside the worker (``update_step``), if the state
-    machine allows it; returns the row id, or nothing if it refused."""
+    """Record a step's outcome from outside the worker (``update_step``) if the states allow it.
+
+    Returns the row id, or nothing if it refused.
+    """
     s = t.steps
     output, error = (value, None) if status is StepStatus.SUCCESS else (None, value)
     stmt = insert_for(dialect, s).values(

@@ -25,15 +25,19 @@ log = get_logger("pgqrs_sqla.worker")
 
 
 def _listen_backoff(failures: int) -> float:
-    """Seconds before the listener's next attempt: exponential up to 30 s, with jitter so that
-    many workers do not reconnect in step."""
+    """Seconds before the listener's next attempt: exponential up to 30 s, with jitter.
+
+    The jitter keeps many workers from reconnecting in step.
+    """
     return min(30.0, 0.25 * 2.0 ** (failures - 1)) * random.uniform(0.5, 1.5)
 
 
 class Wakeups:
-    """How the worker ``name`` serving ``queues`` hears of new work: LISTEN when ``listen``
-    and the backend has it, polling every ``poll_interval`` seconds otherwise (and always as
-    the fallback). It stops when ``stopping`` is set."""
+    """How the worker ``name`` serving ``queues`` hears of new work: LISTEN, or polling.
+
+    LISTEN when ``listen`` and the backend has it, polling every ``poll_interval`` seconds
+    otherwise (and always as the fallback). It stops when ``stopping`` is set.
+    """
 
     def __init__(
         self,
@@ -109,10 +113,13 @@ class Wakeups:
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
     async def _loop(self, first: asyncio.Future[None]) -> None:
-        """Keep a LISTEN connection up: on a failure or a lost connection, WARNING once per
-        episode, poll meanwhile, reconnect with jittered exponential backoff, INFO when it is
-        back (and claim at once: what was notified meanwhile went unheard). Ends, leaving the
-        worker to poll, when LISTEN cannot work here (a transaction pooler)."""
+        """Keep a LISTEN connection up, polling meanwhile when it is down.
+
+        On a failure or a lost connection: WARNING once per episode, poll meanwhile, reconnect with
+        jittered exponential backoff, INFO when it is back (and claim at once: what was notified
+        meanwhile went unheard). Ends, leaving the worker to poll, when LISTEN cannot work here (a
+        transaction pooler).
+        """
         failures = 0
         listener: Listener | None = None
         try:

@@ -1,5 +1,8 @@
-"""What a worker's pieces share: the handler bound to each queue it serves (resolved
-against the store when the worker is created), the deliveries in flight, and its counters, and the gate that claims pass."""
+"""What a worker's pieces share: the handler bound to each queue it serves, and its state.
+
+The handlers are resolved against the store when the worker is created; the state is the
+deliveries in flight, its counters, and the gate that claims pass.
+"""
 
 from __future__ import annotations
 
@@ -54,8 +57,10 @@ class _Stats:
 
 
 class ClaimGate:
-    """Claims under way (``dequeue()``'s and the poll loop's), which ``suspend()`` waits
-    for, and whether claiming is suspended."""
+    """Claims under way (``dequeue()``'s and the poll loop's), and whether claiming is suspended.
+
+    ``suspend()`` waits for the claims under way.
+    """
 
     def __init__(self) -> None:
         self.suspended = False
@@ -117,8 +122,10 @@ def check_options(
     poll_interval: object,
     heartbeat_interval: object | None,
 ) -> Timing:
-    """``consumer(...).create()``'s options checked (``ValidationError`` naming the one that
-    is wrong); the heartbeat interval defaults to a third of the lease, at most 5 s."""
+    """``consumer(...).create()``'s options checked; ``ValidationError`` names a wrong one.
+
+    The heartbeat interval defaults to a third of the lease, at most 5 s.
+    """
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise ValidationError(
             f"concurrency must be an int >= 1, got {concurrency!r}",

@@ -1,6 +1,7 @@
-"""Alembic support: the shipped branch's location, ``include_object`` helpers, a ``render_item``
-hook, the options the templates' ``env.py`` passes to ``context.configure``, and scaffolding a
-new app's ``alembic/`` from the templates.
+"""Alembic support: the shipped branch's location, ``include_object`` helpers and templates.
+
+Also a ``render_item`` hook, the options the templates' ``env.py`` passes to
+``context.configure``, and scaffolding a new app's ``alembic/`` from the templates.
 
 Scaffold (the templates mirror Alembic's own, with pgqrs wired in)::
 
@@ -59,10 +60,12 @@ def exclude_pgqrs_tables(
     prefix: str = DEFAULT_PREFIX,
     also: IncludeObject | None = None,
 ) -> IncludeObject:
-    """An ``include_object`` hook for a host that takes the shipped branch: autogenerate then
-    neither creates nor drops the pgqrs tables (nor their indexes and constraints), whether
-    they are in the host's metadata or only in the database. ``also`` chains the host's own
-    hook. (``include_name`` alone is not enough: it never sees the metadata's tables.)
+    """An ``include_object`` hook that keeps autogenerate away from the pgqrs tables.
+
+    For a host that takes the shipped branch: autogenerate then neither creates nor drops the pgqrs
+    tables (nor their indexes and constraints), whether they are in the host's metadata or only in
+    the database. ``also`` chains the host's own hook. (``include_name`` alone is not enough: it
+    never sees the metadata's tables.)
 
     The same as ``models.include_object``, plus chaining, and usable without ``models``
     (tables are recognised by ``prefix``).
@@ -81,8 +84,9 @@ def exclude_pgqrs_tables(
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
-    """Alembic ``render_item`` hook: writes PostgreSQL ``JSON``/``JSONB`` types (such as the
-    PostgreSQL variant of pgqrs's JSON columns) as importable code on every backend.
+    """Alembic ``render_item`` hook: writes PostgreSQL ``JSON``/``JSONB`` types as importable code.
+
+    Such as the PostgreSQL variant of pgqrs's JSON columns, on every backend.
 
     Autogenerating against SQLite, Alembic renders ``postgresql.JSONB(astext_type=Text())``,
     a name the generated migration never imports. Pass this hook to ``context.configure`` in
@@ -169,9 +173,11 @@ def load_metadata(target: str) -> MetaData:
 
 
 def context_options(config: Any) -> dict[str, Any]:
-    """What the templates' ``env.py`` passes to ``context.configure``: ``target_metadata``
-    (your models, or pgqrs's own), ``render_item``, and, with ``pgqrs_tables = exclude``, the
-    hook that keeps autogenerate away from the tables the shipped branch manages.
+    """What the templates' ``env.py`` passes to ``context.configure``.
+
+    That is ``target_metadata`` (your models, or pgqrs's own), ``render_item``, and, with
+    ``pgqrs_tables = exclude``, the hook that keeps autogenerate away from the tables the
+    shipped branch manages.
 
     ``target_metadata`` is a single ``MetaData``: the shipped revisions name keys with its
     naming convention (Alembic applies no convention when given a list).
@@ -196,8 +202,11 @@ def context_options(config: Any) -> dict[str, Any]:
 
 
 def templates_directory() -> Path:
-    """Where the Alembic templates are: inside the installed package (wheel), or the
-    repository's ``alembic_templates/`` in a source checkout."""
+    """Where the Alembic templates are.
+
+    Inside the installed package (wheel), or the repository's ``alembic_templates/`` in a source
+    checkout.
+    """
     here = Path(__file__).resolve().parent
     for candidate in (here / "alembic_templates", here.parent / "alembic_templates"):
         if all((candidate / name / "env.py").is_file() for name in TEMPLATES):
@@ -211,8 +220,10 @@ def templates_directory() -> Path:
 def scaffold(
     directory: str | Path, *, template: str = "async", config_path: str | Path | None = None
 ) -> Path:
-    """Create an app's Alembic environment in ``directory`` from a pgqrs template (``async``
-    or ``sync``) and its ``alembic.ini`` (default: beside ``directory``). Returns the ini path.
+    """Create an app's Alembic environment from a pgqrs template; returns the ini path.
+
+    The template is ``async`` or ``sync``; ``alembic.ini`` goes to ``config_path`` (default: beside
+    ``directory``).
 
     This is Alembic's own ``init`` command, pointed at our templates: ``directory`` must not
     exist or be empty, and an existing ``alembic.ini`` is left as it is.
@@ -241,8 +252,11 @@ def scaffold(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pgqrs_sqla.alembic_support``: ``init DIR [--template sync|async]
-    [--config INI]`` and ``version-location``."""
+    """``python -m pgqrs_sqla.alembic_support``: the ``init`` and ``version-location`` commands.
+
+    ``init DIR [--template sync|async] [--config INI]`` and ``version-location``; returns the
+    exit status (1 when ``init`` is refused).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m pgqrs_sqla.alembic_support",
         description="Alembic with the pgqrs branch wired in.",

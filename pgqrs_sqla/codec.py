@@ -76,8 +76,10 @@ def bad_text(text: str) -> str | None:
 
 
 def check_text(value: Any, *, what: str, max_len: int = 255, option: str | None = None) -> str:
-    """``value`` if it is a non-empty ``str`` of at most ``max_len`` characters that can be
-    stored (no NUL, no lone surrogate); otherwise a :class:`ValidationError` naming ``what``."""
+    """``value`` if it is a storable non-empty ``str`` of at most ``max_len`` characters.
+
+    Storable: no NUL, no lone surrogate. Otherwise a :class:`ValidationError` naming ``what``.
+    """
     if not isinstance(value, str) or not 0 < len(value) <= max_len:
         raise ValidationError(
             f"{what} must be a non-empty str of at most {max_len} characters, got {value!r}",
@@ -126,8 +128,10 @@ def _refuse(what: str, where: _Where, reason: str, detail: str) -> PayloadError:
 
 
 def _walk(value: Any, what: str, where: _Where, depth: int, default: JsonDefault | None) -> bool:
-    """Check ``value`` for what JSON would lose or a backend refuse; True if it decodes back
-    exactly as it is (no tuple, subclass or ``default``-encoded value inside)."""
+    """Check ``value`` for what JSON would lose or a backend refuse; True if it round-trips exactly.
+
+    It does not when a tuple, a subclass or a ``default``-encoded value is inside.
+    """
     kind = type(value)
     if kind is str:
         if _BAD_CHARS.search(value) is not None:

@@ -1,5 +1,6 @@
-"""The run context handed to a workflow handler (``ctx.step``), and the writes that move a
-run through its life: checkpoint a step, finish, pause, retry later.
+"""The run context handed to a workflow handler (``ctx.step``), and the writes that move a run on.
+
+The writes: checkpoint a step, finish, pause, retry later.
 
 Every write here is fenced by the run's lease (the message's owner and delivery count), so
 a worker that lost its lease changes nothing.
@@ -67,6 +68,8 @@ log = get_logger("pgqrs_sqla.workflow")
 
 @dataclass
 class StepRecord:
+    """What this delivery knows of one step of its run: its recorded status, output and attempts."""
+
     status: StepStatus
     output: Any
     attempts: int
@@ -105,11 +108,13 @@ class Execution:
 
     @property
     def tables(self) -> Tables:
+        """The store's tables."""
         return self.store.tables
 
     def note_lease(self, sent: float, vt: datetime | None, now: datetime | None) -> None:
-        """Learn the lease's expiry from a statement sent at monotonic time ``sent`` that
-        returned the lease's ``vt`` and the database clock ``now``.
+        """Learn the lease's expiry from a statement sent at monotonic time ``sent``.
+
+        That statement returned the lease's ``vt`` and the database clock ``now``.
 
         Until the database clock passes ``vt`` no claim can take the message, and that
         statement's ``now`` was read no earlier than ``sent``: so until ``sent + (vt - now)``
@@ -147,10 +152,12 @@ class Execution:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
-        """The connection for one single-statement write (see ``StoreCore._autocommit``): the
-        delivery's held one when it has one and it is free (steps of a run may run
+        """The connection for one single-statement write (see ``StoreCore._autocommit``).
+
+        The delivery's held one when it has one and it is free (steps of a run may run
         concurrently), else one from the pool. A held connection that saw an error is
-        dropped, so the next write starts on a clean one."""
+        dropped, so the next write starts on a clean one.
+        """
         if not self.hold_connection or self._conn_busy:
             async with self.store._autocommit() as conn:
                 yield conn
@@ -189,6 +196,7 @@ class Execution:
         }
 
     def fence(self) -> ColumnElement[bool]:
+        """The lease fence of this delivery's statements (its parameters bound per call)."""
         return lease_fence(self.tables, self.store.dialect)
 
     def attempts_of(self, name: str) -> int:
@@ -227,8 +235,10 @@ class Execution:
         attempts: int,
         duration: float,
     ) -> tuple[Any, dict[str, Any]]:
-        """The fenced step upsert and its parameters for this delivery (see
-        :func:`step_upsert_stmt`): ``await conn.execute(*write)``."""
+        """The fenced step upsert and its parameters: ``await conn.execute(*write)``.
+
+        See :func:`step_upsert_stmt`.
+        """
         return step_upsert_stmt(self.tables, dialect, status), (
             self.bind(
                 p_step_name=name,
@@ -242,9 +252,11 @@ class Execution:
     async def diagnose(
         self, conn: AsyncConnection | AsyncSession, step: str | None = None
     ) -> BaseException | StepRecord:
-        """A fenced write changed nothing: say why — the lease is gone, the run was cancelled,
-        or (for ``step``) the step already has a recorded success, which wins: ``update_step``
-        recorded it from outside while the body ran. That record is returned."""
+        """A fenced write changed nothing: say why — the lease is gone, or the run was cancelled.
+
+        Or (for ``step``) the step already has a recorded success, which wins: ``update_step``
+        recorded it from outside while the body ran. That record is returned.
+        """
         t = self.tables
         still_held = (await conn.execute(select(self.fence()), self.bind())).scalar()
         if not still_held:
@@ -276,9 +288,11 @@ class Execution:
         )
 
     async def checkpoint(self, name: str, output: Any, attempts: int, duration: float) -> Any:
-        """Record the step's success; returns the step's value (the recorded one, if
-        ``update_step`` got there first). The write returns the lease's expiry, which
-        moves this delivery's lease deadline on for free."""
+        """Record the step's success; returns its value (the recorded one, if ``update_step`` won).
+
+        The write returns the lease's expiry, which moves this delivery's lease deadline on for
+        free.
+        """
         async with self.connection() as conn:
             write = self.step_upsert(
                 conn.dialect.name, name, StepStatus.SUCCESS, output, None, attempts, duration
@@ -298,6 +312,7 @@ class Execution:
     async def record_error(
         self, name: str, error: dict[str, Any], attempts: int, duration: float
     ) -> None:
+        """Record the step's error (its ``attempts`` so far); the upsert is fenced by the lease."""
         async with self.connection() as conn:
             write = self.step_upsert(
                 conn.dialect.name, name, StepStatus.ERROR, None, error, attempts, duration
@@ -326,10 +341,12 @@ class Execution:
         return True
 
     async def park(self, new: RunStatus, delay: float, step_write: Any = None) -> bool:
-        """Release the message for ``delay`` seconds (not a failed delivery), after recording
-        the step and the run status — all or nothing: if any fenced write is refused (the
-        lease was lost, or the step's state forbids it), the transaction rolls back and this
-        returns False. Used for pauses and transient retries."""
+        """Record the step and run status, release the message for ``delay`` s; all or nothing.
+
+        The release is not a failed delivery. If any fenced write is refused (the lease was lost,
+        or the step's state forbids it), the transaction rolls back and this returns False. Used
+        for pauses and transient retries.
+        """
         try:
             async with self.store._begin() as conn:
                 if step_write is not None and (await conn.execute(*step_write)).first() is None:
@@ -373,10 +390,12 @@ class RunContext:
 
     @property
     def run_id(self) -> int:
+        """The id of the run being executed."""
         return self._x.run_id
 
     @property
     def workflow(self) -> str:
+        """The name of the run's workflow."""
         return self._x.workflow
 
     @property

@@ -131,15 +131,13 @@ class DatabaseUnavailable(DatabaseError):
 
 
 class AuthenticationFailed(DatabaseUnavailable):
-    """The database server refused the credentials (28P01, 28000): fix the user, password
-    or ``pg_hba.conf`` entry."""
+    """The server refused the credentials (28P01, 28000): fix the user, password or ``pg_hba.conf`` entry."""
 
     transient = False
 
 
 class QueryCancelled(DatabaseError):
-    """The server cancelled the statement (57014: ``pg_cancel_backend``, a shutdown);
-    nothing it did was kept."""
+    """The server cancelled the statement (57014: ``pg_cancel_backend``, a shutdown); nothing was kept."""
 
     transient = True
 
@@ -155,30 +153,32 @@ class LockTimeout(DatabaseError):
 
 
 class ReadOnlyDatabase(DatabaseError):
-    """The database accepts no writes now (25006: a standby, or
-    ``default_transaction_read_only``; SQLite: a read-only file)."""
+    """The database accepts no writes now (25006: a standby, or ``default_transaction_read_only``).
+
+    SQLite: the database file is read-only.
+    """
 
     transient = True
 
 
 class DatabaseBusy(DatabaseError):
-    """SQLite: another connection held the write lock past the busy timeout
-    (SQLITE_BUSY / SQLITE_LOCKED)."""
+    """SQLite: another connection held the write lock past the busy timeout (SQLITE_BUSY / SQLITE_LOCKED)."""
 
     transient = True
 
 
 class PoolerError(DatabaseError):
-    """A connection pooler (PgBouncer in transaction mode) lost the session's state, e.g. a
-    prepared statement (26000) or the protocol (08P01); for asyncpg behind PgBouncer pass
-    ``connect_args={"statement_cache_size": 0}``."""
+    """A connection pooler (PgBouncer in transaction mode) lost the session's state.
+
+    E.g. a prepared statement (26000) or the protocol (08P01); for asyncpg behind PgBouncer pass
+    ``connect_args={"statement_cache_size": 0}``.
+    """
 
     transient = True
 
 
 class SchemaMissing(DatabaseError):
-    """The pgqrs tables are missing: run `await store.install()`, `pgqrs-sqla install`,
-    or `alembic upgrade heads` with the pgqrs branch."""
+    """The pgqrs tables are missing: run `await store.install()`, `pgqrs-sqla install`, or `alembic upgrade heads`."""
 
 
 class ValidationError(PgqrsError):
@@ -248,8 +248,10 @@ class PayloadError(ValidationError):
 
 
 class DurationError(ValidationError):
-    """A duration (delay, timeout, interval, pause...) is not a finite number of seconds
-    within the allowed range; ``option`` names it, ``limit`` is the cap in seconds."""
+    """A duration (delay, timeout, interval, pause...) is not finite or out of range.
+
+    ``option`` names it, ``limit`` is the cap in seconds.
+    """
 
     #: the longest duration accepted, in seconds
     limit: float
@@ -356,9 +358,12 @@ class QueueBusy(Conflict):
 
 
 class IdempotencyKeyNotVisible(Conflict):
-    """A run with this idempotency key was committed after the caller's REPEATABLE READ or
-    SERIALIZABLE snapshot, so it cannot be returned; nothing was written and the caller's
-    transaction is still usable: retry the transaction, or trigger at READ COMMITTED."""
+    """A run with this idempotency key was committed after the caller's snapshot began.
+
+    The caller runs at REPEATABLE READ or SERIALIZABLE, so the run cannot be returned; nothing was
+    written and the caller's transaction is still usable: retry the transaction, or trigger at READ
+    COMMITTED.
+    """
 
     workflow: str
     idempotency_key: str
@@ -385,9 +390,11 @@ class IdempotencyKeyNotVisible(Conflict):
 
 
 class WorkflowNotVisible(Conflict):
-    """The workflow was created by another transaction after the caller's REPEATABLE READ
-    or SERIALIZABLE snapshot, so the trigger cannot use it; nothing was written and the
-    caller's transaction is still usable: retry it."""
+    """The workflow was created by another transaction after the caller's snapshot began.
+
+    The caller runs at REPEATABLE READ or SERIALIZABLE, so the trigger cannot use it; nothing was
+    written and the caller's transaction is still usable: retry it.
+    """
 
     workflow: str
 
@@ -397,8 +404,10 @@ class WorkflowNotVisible(Conflict):
 
 
 class LockConflict(Conflict, DatabaseError):
-    """The database aborted the statement to resolve a lock conflict (40P01 deadlock,
-    40001 serialization failure); nothing was written and it is safe to retry."""
+    """The database aborted the statement to resolve a lock conflict; it is safe to retry.
+
+    40P01 is a deadlock, 40001 a serialization failure; nothing was written.
+    """
 
     transient = True
 
@@ -431,8 +440,7 @@ class IllegalTransition(Conflict):
 
 
 class LeaseLost(PgqrsError):
-    """The lease on this message is no longer held by the caller (it expired and another
-    worker claimed the message, or it was released); nothing was changed."""
+    """The lease is lost: another worker claimed this message, or it was released; nothing was changed."""
 
     message_id: int | None
     #: the lease token the caller held (the message's ``read_ct`` when it claimed it)
@@ -540,9 +548,11 @@ class WaitTimeout(PgqrsError):
 
 
 def duration_seconds(value: object, what: str, *, positive: bool = False) -> float:
-    """``value`` (a ``timedelta`` or a number of seconds) as finite seconds, >= 0 (> 0 with
-    ``positive``) and at most :data:`MAX_DURATION_SECONDS` (ten years); anything else is a
-    :class:`DurationError` naming ``what``."""
+    """``value`` (a ``timedelta`` or a number of seconds) as finite seconds within range.
+
+    The seconds must be >= 0 (> 0 with ``positive``) and at most :data:`MAX_DURATION_SECONDS` (ten
+    years); anything else is a :class:`DurationError` naming ``what``.
+    """
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):

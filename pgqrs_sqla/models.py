@@ -80,6 +80,7 @@ class RunStatus(enum.StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """True for the statuses a run ends in: SUCCESS, ERROR and CANCELLED."""
         return self in (RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELLED)
 
 
@@ -162,6 +163,7 @@ class MessageMixin(_PgqrsTable):
     @declared_attr
     @classmethod
     def queue_id(cls) -> Mapped[int]:
+        """The message's queue (deleting the queue deletes its messages)."""
         return mapped_column(BigIntKey, ForeignKey(cls._ref("queues"), ondelete="CASCADE"))
 
     payload: Mapped[Any] = mapped_column(JSONType, nullable=True)
@@ -177,6 +179,7 @@ class MessageMixin(_PgqrsTable):
     @declared_attr
     @classmethod
     def consumer_worker_id(cls) -> Mapped[int | None]:
+        """The worker that claimed the message; cleared when the message is given back."""
         return mapped_column(
             BigIntKey, ForeignKey(cls._ref("workers"), ondelete="SET NULL"), nullable=True
         )
@@ -224,6 +227,7 @@ class WorkerMixin(_PgqrsTable):
     @declared_attr
     @classmethod
     def queue_id(cls) -> Mapped[int | None]:
+        """The queue the worker serves (NULL if that queue was deleted)."""
         return mapped_column(
             BigIntKey, ForeignKey(cls._ref("queues"), ondelete="SET NULL"), nullable=True
         )
@@ -261,6 +265,7 @@ class WorkflowMixin(_PgqrsTable):
     @declared_attr
     @classmethod
     def queue_id(cls) -> Mapped[int]:
+        """The queue the workflow's runs travel on (deleting the queue deletes the workflow)."""
         return mapped_column(BigIntKey, ForeignKey(cls._ref("queues"), ondelete="CASCADE"))
 
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
@@ -284,11 +289,13 @@ class WorkflowRunMixin(_PgqrsTable):
     @declared_attr
     @classmethod
     def workflow_id(cls) -> Mapped[int]:
+        """The run's workflow (deleting the workflow deletes its runs)."""
         return mapped_column(BigIntKey, ForeignKey(cls._ref("workflows"), ondelete="CASCADE"))
 
     @declared_attr
     @classmethod
     def message_id(cls) -> Mapped[int | None]:
+        """The queue message carrying the run, one per run (NULL once the message is gone)."""
         return mapped_column(
             BigIntKey,
             ForeignKey(cls._ref("messages"), ondelete="SET NULL"),
@@ -327,6 +334,7 @@ class WorkflowStepMixin(_PgqrsTable):
     @declared_attr
     @classmethod
     def run_id(cls) -> Mapped[int]:
+        """The step's run (deleting the run deletes its steps)."""
         return mapped_column(BigIntKey, ForeignKey(cls._ref("workflow_runs"), ondelete="CASCADE"))
 
     step_name: Mapped[str] = mapped_column(String(255))
@@ -379,6 +387,8 @@ class PgqrsModels:
 
     @property
     def tables(self) -> Tables:
+        """The six tables as :class:`~sqlalchemy.Table` objects, for Core statements."""
+
         def t(cls: type[Any]) -> Table:
             table: Table = cls.__table__
             return table
@@ -393,9 +403,11 @@ class PgqrsModels:
         )
 
     def run_fk(self, name: str | None = None, *, ondelete: str | None = "SET NULL") -> ForeignKey:
-        """A ``ForeignKey`` to the run table's ``id`` that always has a name, for a column of
-        yours: ``mapped_column(models.run_fk(), nullable=True)``, ``Column(..., models.run_fk())``
-        or, in SQLModel, ``Field(default=None, sa_column_args=[models.run_fk()])``.
+        """A ``ForeignKey`` to the run table's ``id`` that always has a name, for a column of yours.
+
+        Use it as ``mapped_column(models.run_fk(), nullable=True)``,
+        ``Column(..., models.run_fk())`` or, in SQLModel,
+        ``Field(default=None, sa_column_args=[models.run_fk()])``.
 
         Alembic cannot add an unnamed foreign key to an existing SQLite table (batch mode
         fails with ``ValueError: Constraint must have a name``, after the revision's earlier
@@ -452,10 +464,12 @@ def _fk_name(table: str, column: str, referred: str) -> str:
 
 
 def _name_fk_on_table_attach(referred: str) -> Any:
-    """Name ``fk``'s constraint once its column joins a table whose MetaData has no ``fk``
-    naming convention. The ForeignKey makes its constraint in its own listener on the same
-    event, registered before this one (when the ForeignKey attached to the column). Both
-    listeners propagate, so the copies declarative makes of a mixin's column are named too."""
+    """Name ``fk``'s constraint once its column joins a table, where no convention names it.
+
+    The ForeignKey makes its constraint in its own listener on the same event, registered
+    before this one (when the ForeignKey attached to the column). Both listeners propagate, so
+    the copies declarative makes of a mixin's column are named too.
+    """
 
     def on_column(foreign_key: ForeignKey, column: Column[Any]) -> None:
         def on_table(column: Column[Any], table: Table) -> None:
@@ -477,7 +491,8 @@ def _host_base(base: Any) -> type[DeclarativeBase]:
     A SQLAlchemy declarative base is used as it is. A SQLModel base (``SQLModel`` itself, or
     a subclass that is not a table) is not one pydantic lets us put ``Mapped[...]`` columns
     on: our classes get a plain ``DeclarativeBase`` sharing its ``MetaData`` and registry, so
-    Alembic sees one metadata and relationships resolve by class or table name."""
+    Alembic sees one metadata and relationships resolve by class or table name.
+    """
     if (
         isinstance(base, type)
         and isinstance(getattr(base, "registry", None), registry)

@@ -91,8 +91,10 @@ def _enqueue_source(t: Tables, payload: Any, vt: Any) -> Select[Any]:
 
 @functools.cache
 def enqueue_one_stmt(t: Tables, absolute: bool) -> ReturningInsert[Any]:
-    """Enqueue one payload (``p_payload``), visible after ``p_delay`` seconds or at
-    ``p_available_at``; built once per set of tables."""
+    """Enqueue one payload (``p_payload``), visible after ``p_delay`` s or at ``p_available_at``.
+
+    Built once per set of tables.
+    """
     vt = (
         bindparam("p_available_at", type_=DateTime(timezone=True))
         if absolute
@@ -113,9 +115,11 @@ def enqueue_stmt(
     max_bytes: int,
     json_default: JsonDefault | None = None,
 ) -> tuple[ReturningInsert[Any], dict[str, Any]]:
-    """One INSERT ... SELECT for any number of payloads, and its parameters. No row comes back
-    for an unknown queue, so nothing is written and the caller's transaction stays usable.
-    Every argument is checked here, before any statement is sent."""
+    """One INSERT ... SELECT for any number of payloads, and its parameters.
+
+    No row comes back for an unknown queue, so nothing is written and the caller's transaction stays
+    usable. Every argument is checked here, before any statement is sent.
+    """
     validate_name(queue_name)
     check_priority(priority)
     payloads = [
@@ -178,8 +182,11 @@ def _with_notify(
 
 
 def enqueue_rows(conn: Connection, queue_name: str, stmt: Any, params: dict[str, Any]) -> list[int]:
-    """Run an enqueue statement on ``conn``; on PostgreSQL in the same statement as the
-    NOTIFY that wakes listening workers when the transaction commits."""
+    """Run an enqueue statement on ``conn``; returns the new message ids.
+
+    On PostgreSQL the same statement sends the NOTIFY that wakes listening workers when the
+    transaction commits.
+    """
     stmt = _with_notify(stmt, dialect_for(conn))
     ids = sorted(conn.execute(stmt, params).scalars().all())
     if not ids:
@@ -196,8 +203,9 @@ def enqueue_rows(conn: Connection, queue_name: str, stmt: Any, params: dict[str,
 
 @functools.cache
 def claim_stmt(t: Tables, dialect: Dialect, across_priorities: bool = False) -> Update:
-    """Claim up to ``p_batch`` ready messages of ``p_queue_id`` in one statement and lease them
-    to ``p_worker_id`` for ``p_vt`` seconds (bind them with :func:`claim_params`).
+    """Claim up to ``p_batch`` ready messages of ``p_queue_id`` for ``p_worker_id`` at once.
+
+    The lease lasts ``p_vt`` seconds; bind the parameters with :func:`claim_params`.
 
     A message is ready when it is not archived and ``vt <= now`` — which includes messages
     whose lease expired: no reaper needed. A claimed message that still had an owner had an
@@ -244,6 +252,7 @@ def claim_stmt(t: Tables, dialect: Dialect, across_priorities: bool = False) -> 
 
 
 def claim_params(queue_id: int, worker_id: int, *, batch: int, vt_seconds: float) -> dict[str, Any]:
+    """The bind parameters of :func:`claim_stmt`: claim ``batch`` messages for ``vt_seconds``."""
     return {"p_queue_id": queue_id, "p_worker_id": worker_id, "p_batch": batch, "p_vt": vt_seconds}
 
 
@@ -253,10 +262,13 @@ async def claim_rows(
     params: dict[str, Any],
     second_try: Callable[[], bool],
 ) -> list[Row[Any]]:
-    """Run a claim statement, ``build(False)``; on PostgreSQL, when it finds nothing, once
-    more across priorities, ``build(True)`` (the top priority's ready messages may all be
-    locked by other claims in flight) — unless ``second_try()`` says no (a worker that began
-    stopping claims nothing new). SQLite's single writer never skips a locked row."""
+    """Run a claim statement, ``build(False)``; returns the rows claimed.
+
+    On PostgreSQL, when it finds nothing, once more across priorities, ``build(True)`` (the top
+    priority's ready messages may all be locked by other claims in flight) — unless
+    ``second_try()`` says no (a worker that began stopping claims nothing new). SQLite's single
+    writer never skips a locked row.
+    """
     rows = list((await conn.execute(build(False), params)).all())
     if not rows and dialect_for(conn).skip_locked and second_try():
         rows = list((await conn.execute(build(True), params)).all())
@@ -287,8 +299,10 @@ async def claim(
 
 @functools.cache
 def refresh_lease_stmt(t: Tables) -> ReturningUpdate[Any]:
-    """Extend the bound delivery's lease to at least ``now + p_vt``, fenced by owner and
-    token; returns the new ``vt`` and the database clock, or nothing if the lease is gone."""
+    """Extend the bound delivery's lease to at least ``now + p_vt``, fenced by owner and token.
+
+    Returns the new ``vt`` and the database clock, or nothing if the lease is gone.
+    """
     m = t.messages
     extended = utcnow_plus(bindparam("p_vt", type_=Float))
     return (
@@ -312,6 +326,7 @@ def archive_delivery_stmt(t: Tables) -> ReturningUpdate[Any]:
 
 
 def extend_stmt(t: Tables, msg: Message, worker_id: int, vt_seconds: float) -> Update:
+    """Extend ``msg``'s lease to ``now + vt_seconds``, fenced; returns the new ``vt``."""
     m = t.messages
     return (
         update(m)
@@ -323,10 +338,12 @@ def extend_stmt(t: Tables, msg: Message, worker_id: int, vt_seconds: float) -> U
 
 @functools.cache
 def extend_many_stmt(t: Tables) -> Update:
-    """Extend many leases to ``now + p_vt`` in one statement (the heartbeat's), each fenced by
-    its owner *and* token (``p_leases``: ``(id, read_ct)`` pairs): a delivery this worker no
-    longer holds is left alone, even one a worker sharing its id holds now. Returns the
-    ``(id, read_ct)`` of the leases extended."""
+    """Extend many leases to ``now + p_vt`` in one statement (the heartbeat's).
+
+    Each is fenced by its owner *and* token (``p_leases``: ``(id, read_ct)`` pairs): a delivery
+    this worker no longer holds is left alone, even one a worker sharing its id holds now. Returns
+    the ``(id, read_ct)`` of the leases extended.
+    """
     m = t.messages
     return (
         update(m)
@@ -338,8 +355,10 @@ def extend_many_stmt(t: Tables) -> Update:
 
 @functools.cache
 def release_many_stmt(t: Tables) -> Update:
-    """Give back many leases, visible now and not counted as failures, each fenced by owner
-    and token like :func:`extend_many_stmt` (a worker shutting down)."""
+    """Give back many leases, visible now and not counted as failures (a worker shutting down).
+
+    Each is fenced by owner and token like :func:`extend_many_stmt`.
+    """
     m = t.messages
     return (
         update(m)
@@ -350,9 +369,11 @@ def release_many_stmt(t: Tables) -> Update:
 
 
 def unclaim_many_stmt(t: Tables) -> Update:
-    """Undo claims (``p_leases``): visible now, owner cleared and the delivery count taken
-    back, as if the claim had never run (a worker that began stopping while its claim was in
-    flight hands back what it got)."""
+    """Undo claims (``p_leases``): visible now, owner cleared and the delivery count taken back.
+
+    As if the claim had never run: a worker that began stopping while its claim was in flight
+    hands back what it got.
+    """
     m = t.messages
     return (
         update(m)
@@ -374,6 +395,10 @@ def archive_stmt(
     reason: ArchiveReason = ArchiveReason.DONE,
     error: str | None = None,
 ) -> Update:
+    """Archive ``msg`` (``reason``, ``error`` kept as its last error), fenced by owner and token.
+
+    Returns the message id, or nothing if the lease is gone.
+    """
     m = t.messages
     values_: dict[str, Any] = {"archived_at": utcnow(), "archive_reason": reason.value}
     if error is not None:
@@ -386,14 +411,17 @@ def archive_stmt(
 async def archive_many(
     conn: AsyncConnection, t: Tables, messages: Sequence[Message], worker_id: int
 ) -> list[int]:
-    """Acknowledge many messages in one statement; returns the ids this worker still held
-    (the others' leases were lost, and they are left alone)."""
+    """Acknowledge many messages in one statement; returns the ids this worker still held.
+
+    The others' leases were lost, and they are left alone.
+    """
     params = {"p_leases": [(msg.id, msg.read_ct) for msg in messages], "p_worker_id": worker_id}
     return list((await conn.execute(archive_many_stmt(t), params)).scalars())
 
 
 @functools.cache
 def archive_many_stmt(t: Tables) -> Update:
+    """Archive the bound leases (``p_leases``, ``p_worker_id``) as done; returns their ids."""
     m = t.messages
     return (
         update(m)
@@ -412,9 +440,11 @@ def release_stmt(
     failed: bool = False,
     error: str | None = None,
 ) -> Update:
-    """Give the message back. ``failed`` counts a failed delivery; a deliberate delayed
-    release (backoff, pause) does not. The owner is cleared so the next claim does not
-    mistake it for an expired lease."""
+    """Give the message back, visible after ``delay``.
+
+    ``failed`` counts a failed delivery; a deliberate delayed release (backoff, pause) does not.
+    The owner is cleared so the next claim does not mistake it for an expired lease.
+    """
     m = t.messages
     values_: dict[str, Any] = {
         "vt": utcnow_plus(delay) if delay else utcnow(),
@@ -433,8 +463,10 @@ def release_stmt(
 
 
 def fail_stmt(t: Tables, msg: Message, worker_id: int, delay: float, error: str | None) -> Update:
-    """An explicit failure: count it; dead-letter when the queue's max_deliveries is reached,
-    otherwise release after ``delay``."""
+    """An explicit failure: count it, then dead-letter the message or release it after ``delay``.
+
+    It is dead-lettered when the queue's max_deliveries is reached.
+    """
     m, q = t.messages, t.queues
     max_deliveries = select(q.c.max_deliveries).where(q.c.id == m.c.queue_id).scalar_subquery()
     exhausted = m.c.failed_ct + 1 >= max_deliveries
@@ -477,6 +509,7 @@ def requeued() -> dict[str, Any]:
 
 
 def replay_dead_stmt(t: Tables, queue_id: int, message_ids: Sequence[int] | None) -> Update:
+    """Put queue ``queue_id``'s dead letters (all, or ``message_ids``) back; returns their ids."""
     m = t.messages
     cond = [m.c.queue_id == queue_id, m.c.archive_reason == ArchiveReason.DEAD.value]
     if message_ids is not None:
@@ -485,8 +518,7 @@ def replay_dead_stmt(t: Tables, queue_id: int, message_ids: Sequence[int] | None
 
 
 def delete_messages_stmt(t: Tables, queue_id: int, *, leased: bool | None = None) -> Delete:
-    """Delete queue ``queue_id``'s messages: all (``leased=None``), or only those not
-    leased now (``leased=False``)."""
+    """Delete queue ``queue_id``'s messages: all, or (``leased=False``) those not leased now."""
     m = t.messages
     stmt = delete(m).where(m.c.queue_id == queue_id)
     if leased is False:
@@ -507,8 +539,10 @@ def delete_message_stmt(t: Tables, message_id: int) -> Delete:
 
 
 def release_dead_worker_stmt(t: Tables, worker_id: int) -> Update:
-    """Give back every live lease of a worker row judged dead (its name registered anew):
-    visible now, each counted as a failed delivery."""
+    """Give back every live lease of a worker row judged dead (its name registered anew).
+
+    Each message is visible now, and its delivery counted as a failed one.
+    """
     m = t.messages
     return (
         update(m)
@@ -518,8 +552,10 @@ def release_dead_worker_stmt(t: Tables, worker_id: int) -> Update:
 
 
 def wake_unleased_stmt(t: Tables, message_id: int) -> Update:
-    """Make a message visible now if nobody holds it (a live lease is left alone: the owner
-    is working on it) — ``resume_run``."""
+    """Make a message visible now if nobody holds it — ``resume_run``.
+
+    A live lease is left alone: the owner is working on it.
+    """
     m = t.messages
     return (
         update(m)
@@ -529,8 +565,10 @@ def wake_unleased_stmt(t: Tables, message_id: int) -> Update:
 
 
 def archive_idle_stmt(t: Tables, message_id: int) -> ReturningUpdate[tuple[int]]:
-    """Archive (done) a message no live worker holds — not leased, or its lease expired —
-    (``cancel_run``); returns its id if it was archived."""
+    """Archive (done) a message no live worker holds (``cancel_run``); returns its id if archived.
+
+    That is, one not leased, or whose lease expired.
+    """
     m = t.messages
     return (
         update(m)
@@ -553,9 +591,11 @@ def requeue_stmt(t: Tables, message_id: int) -> Update:
 
 
 def workflow_message_source(t: Tables) -> Select[Any]:
-    """The message row of a trigger for workflow ``p_wf`` (on its queue; NULL payload, the
-    run holds the input), visible after ``p_delay`` seconds at priority ``p_priority``;
-    nothing for an unknown workflow."""
+    """The message row of a trigger for workflow ``p_wf``; nothing for an unknown workflow.
+
+    The payload is NULL (the run holds the input); it is visible after ``p_delay`` seconds, at
+    priority ``p_priority``.
+    """
     w = t.workflows
     return select(
         w.c.queue_id,

@@ -60,10 +60,16 @@ class WorkflowRegistry:
         return lambda handler: self._add(name, handler, retry, False)
 
     def add_workflow(self, name: str, handler: H, *, retry: RetryPolicy | None = None) -> H:
+        """Register ``handler`` for workflow ``name``, like the :meth:`workflow` decorator.
+
+        ``handler`` is ``async def handler(ctx, params)``; it is returned. A name registered twice
+        is a :class:`~pgqrs_sqla.errors.ConfigurationError`.
+        """
         return self._add(name, handler, retry, True)
 
     @property
     def names(self) -> list[str]:
+        """The registered workflow and queue names, in the order they were registered."""
         return list(self._entries)
 
     async def setup(self, store: Store, names: Iterable[str] | None = None) -> None:
@@ -85,7 +91,9 @@ class WorkflowRegistry:
         **options: Any,
     ) -> Worker:
         """Set up and register a worker serving ``queues`` (default: everything registered).
-        ``options`` go to :meth:`ConsumerBuilder.create` (concurrency, visibility_timeout...)."""
+
+        ``options`` go to :meth:`ConsumerBuilder.create` (concurrency, visibility_timeout...).
+        """
         chosen = list(queues) if queues is not None else self.names
         unknown = [n for n in chosen if n not in self._entries]
         if unknown or not chosen:

@@ -1,5 +1,4 @@
-"""Retry policies: how long a step that raised ``TransientError`` waits before its next
-attempt, and how many attempts it gets."""
+"""Retry policies: how long a step that raised ``TransientError`` waits, and how often."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Workflow definitions and run control: create_workflow, get/list/wait/cancel/retry runs,
-and the external-event API (``update_step`` + ``resume_run``) with sync twins.
+"""Workflow definitions and run control: create_workflow, get/list/wait/cancel/retry runs.
+
+Also the external-event API (``update_step`` + ``resume_run``) with its sync twins.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ CANCEL_CHANNEL = "pgqrs_cancel"
 
 @dataclass(frozen=True)
 class WorkflowInfo:
-    """A registered workflow: its ``name``, the ``queue_id`` of the queue its runs travel
-    on, and its default ``retry`` policy (see :meth:`Store.create_workflow`)."""
+    """A registered workflow: its ``id``, ``name``, queue and default retry policy.
+
+    ``queue_id`` is the queue its runs travel on, ``retry`` its default retry policy for
+    transient step errors (see :meth:`Store.create_workflow`).
+    """
 
     id: int
     name: str
@@ -63,8 +67,9 @@ class WorkflowInfo:
 
 @dataclass(frozen=True)
 class StepInfo:
-    """A step of a run as recorded: ``name``, ``status``, ``output``, ``error``,
-    ``attempts``, ``started_at``, ``finished_at``.
+    """A step of a run as recorded: its status, output or error, attempts and times.
+
+    The times are ``started_at`` and ``finished_at``.
 
     ``attempts`` counts the deliveries of the run that ran the step's body, including the
     recorded one: each transient error or pause it recorded, each body cut short by its
@@ -93,11 +98,13 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """A workflow run as recorded: ``status``, its ``input`` params, the handler's
-    ``output`` or ``error``, its ``idempotency_key``, whether a cancel was requested
-    (``cancel_requested``: a RUNNING run stops at its next step boundary), the
-    ``message_id`` of the queue message carrying it, timestamps, and its ``steps`` (from
-    :meth:`Store.get_run`; :meth:`Store.list_runs` leaves them empty)."""
+    """A workflow run as recorded: its status, input, output or error, and its steps.
+
+    Also its ``idempotency_key``, whether a cancel was requested (``cancel_requested``: a RUNNING
+    run stops at its next step boundary), the ``message_id`` of the queue message carrying it and
+    its timestamps. ``steps`` are filled in by :meth:`Store.get_run`; :meth:`Store.list_runs`
+    leaves them empty.
+    """
 
     id: int
     workflow: str
@@ -123,8 +130,10 @@ def _policy(row: Any) -> RetryPolicy:
 
 
 def _error_line(error: Any) -> str:
-    """A run's recorded error as one readable line: ``type: message`` (the step, and what it
-    came through); the traceback is left out."""
+    """A run's recorded error as one readable line: ``type: message`` (and where it came from).
+
+    The traceback is left out.
+    """
     if not isinstance(error, dict):
         return " ".join(str(error).split())
     line = f"{error.get('type', 'error')}: {error.get('message', '')}"
@@ -160,6 +169,7 @@ def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
 
 
 def step_info(row: Any) -> StepInfo:
+    """The :class:`StepInfo` of a step row."""
     m = row._mapping
     return StepInfo(
         name=m["step_name"],
@@ -178,8 +188,10 @@ def _run_select(t: Tables) -> Select[Any]:
 
 
 def check_run_id(run_id: object) -> int:
-    """``run_id`` if it is an int a run id column can hold (a 64-bit key); else a
-    ValidationError, before any statement (PostgreSQL refuses a bigint overflow raw)."""
+    """``run_id`` if it is an int a run id column can hold (a 64-bit key); else a ValidationError.
+
+    Checked before any statement: PostgreSQL refuses a bigint overflow raw.
+    """
     if not isinstance(run_id, int) or isinstance(run_id, bool):
         raise ValidationError(f"a run id is an int, got {run_id!r}", option="run_id", value=run_id)
     if not -(2**63) <= run_id < 2**63:
@@ -192,6 +204,7 @@ def check_run_id(run_id: object) -> int:
 
 
 def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
+    """The run ``run_id`` with its steps, read on ``conn``; :class:`RunNotFound` if none."""
     check_run_id(run_id)
     row = conn.execute(_run_select(t).where(t.runs.c.id == run_id)).first()
     if row is None:
@@ -344,9 +357,11 @@ class RunControl(StoreCore):
         await self._in_transaction(lambda c: c.execute(stmt), single_statement=True)
 
     async def unserved_workflows(self) -> dict[str, int]:
-        """Workflows with QUEUED runs that no worker has ever registered for, with how many
-        runs each has waiting: a worker not deployed yet, or a misspelt name in a trigger
-        (which creates the workflow it names)."""
+        """Workflows with QUEUED runs that no worker ever registered for, and their runs' count.
+
+        A worker not deployed yet, or a misspelt name in a trigger (which creates the workflow it
+        names).
+        """
         w, r = self.tables.workflows, self.tables.runs
         stmt = (
             select(w.c.workflow_name, func.count(r.c.id))
@@ -375,11 +390,13 @@ class RunControl(StoreCore):
         )
 
     async def get_workflow(self, name: str) -> WorkflowInfo:
+        """The workflow ``name``; :class:`WorkflowNotFound` if there is none."""
         validate_name(name, "workflow")
         async with self._read() as conn:
             return await conn.run_sync(lambda c: self._workflow(c, name))
 
     async def list_workflows(self) -> list[WorkflowInfo]:
+        """Every workflow, ordered by name."""
         w = self.tables.workflows
         async with self._read() as conn:
             rows = (await conn.execute(select(w).order_by(w.c.workflow_name))).all()
@@ -424,8 +441,10 @@ class RunControl(StoreCore):
             return [_run_info(r, []) for r in (await conn.execute(stmt)).all()]
 
     async def wait_for_run(self, run_id: int, *, timeout: float | None = None) -> Any:
-        """Wait until the run ends; return its output, or raise ``RunFailed`` /
-        ``RunCancelled`` (``WaitTimeout`` after ``timeout`` seconds)."""
+        """Wait until the run ends; return its output, or raise ``RunFailed`` / ``RunCancelled``.
+
+        ``WaitTimeout`` is raised after ``timeout`` seconds.
+        """
         run = await self.wait_for_status(
             run_id, RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELLED, timeout=timeout
         )
@@ -443,8 +462,11 @@ class RunControl(StoreCore):
     async def wait_for_status(
         self, run_id: int, *statuses: RunStatus, timeout: float | None = None
     ) -> RunInfo:
-        """Wait until the run is in one of ``statuses``; returns it. In-process workers
-        wake the waiter as soon as they change a run; otherwise it polls (up to 0.5 s)."""
+        """Wait until the run is in one of ``statuses``; returns it.
+
+        In-process workers wake the waiter as soon as they change a run; otherwise it polls (up to
+        0.5 s).
+        """
         if timeout is not None:
             timeout = duration_seconds(timeout, "timeout")
         waiter = HUB.subscribe(self.db_key, RUN_DONE_CHANNEL)
@@ -469,8 +491,7 @@ class RunControl(StoreCore):
                 interval = min(interval * 2, 0.5)
 
     async def cancel_run(self, run_id: int) -> RunInfo:
-        """Cancel a run. A QUEUED or PAUSED run ends ``CANCELLED`` now; a RUNNING one at its
-        next step boundary."""
+        """Cancel a run: QUEUED or PAUSED ends ``CANCELLED`` now, RUNNING at its next step."""
 
         def work(conn: Connection) -> RunInfo:
             run = load_run(conn, self.tables, run_id)
@@ -501,8 +522,10 @@ class RunControl(StoreCore):
         return info
 
     async def retry_run(self, run_id: int) -> RunInfo:
-        """Put an ``ERROR`` or ``CANCELLED`` run back on its queue; recorded successful steps
-        are replayed, failed ones run again."""
+        """Put an ``ERROR`` or ``CANCELLED`` run back on its queue.
+
+        Recorded successful steps are replayed, failed ones run again.
+        """
 
         def work(conn: Connection) -> RunInfo:
             run = load_run(conn, self.tables, run_id)
@@ -529,8 +552,10 @@ class RunControl(StoreCore):
         *,
         target: AsyncTarget | None = None,
     ) -> None:
-        """Record step ``step_name`` of ``run_id`` as ``status`` (SUCCESS, or ERROR) with
-        ``value`` as its result. With ``target`` it is written in the caller's transaction."""
+        """Record step ``step_name`` of ``run_id`` as ``status`` with ``value`` as its result.
+
+        ``status`` is SUCCESS, or ERROR. With ``target`` it is written in the caller's transaction.
+        """
         parsed, value = _check_step_args(
             run_id, step_name, status, value, self.max_payload_bytes, self.json_default
         )
@@ -556,8 +581,11 @@ class RunControl(StoreCore):
         )
 
     async def resume_run(self, run_id: int, *, target: AsyncTarget | None = None) -> None:
-        """Make a paused run's message visible now, so a worker picks it up and replays up to
-        the paused step (whose value ``update_step`` recorded) and continues."""
+        """Make a paused run's message visible now, so a worker picks the run up.
+
+        The worker replays up to the paused step (whose value ``update_step`` recorded) and
+        continues.
+        """
         queue = await self._in_transaction(lambda c: resume_logic(c, self.tables, run_id), target)
         self._wake(queue, target)
 

@@ -39,15 +39,19 @@ NON_TERMINAL_RUN = frozenset({R.QUEUED, R.RUNNING, R.PAUSED})
 
 
 def run_may_become(new: RunStatus) -> list[str]:
+    """The statuses (their values, sorted) a run may move to ``new`` from."""
     return sorted(s.value for s in RUN_FROM[new])
 
 
 def step_may_become(new: StepStatus) -> list[str]:
+    """The statuses (their values, sorted) a step may move to ``new`` from."""
     return sorted(s.value for s in STEP_FROM[new])
 
 
 def status_in(column: ColumnElement[str], allowed: list[str]) -> ColumnElement[bool]:
-    """``column IN (allowed...)`` as one bound parameter per status. A plain ``in_(list)``
-    is an *expanding* parameter, whose SQL is re-rendered on every execution (about 40 µs
-    of CPU per statement, as much as a tenth of a hot-path write)."""
+    """``column IN (allowed...)`` as one bound parameter per status.
+
+    A plain ``in_(list)`` is an *expanding* parameter, whose SQL is re-rendered on every execution
+    (about 40 µs of CPU per statement, as much as a tenth of a hot-path write).
+    """
     return column.in_([literal(value, column.type) for value in allowed])

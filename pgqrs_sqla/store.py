@@ -106,8 +106,11 @@ async def connect(
 #: invalid_sql_statement_name, duplicate_prepared_statement: prepared statements that did not
 #: stay on the connection, or met another client's (transaction pooling)
 class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
-    """The engine and the pgqrs tables. Make one with :func:`connect`, or wrap an
-    ``AsyncEngine`` the app already has with ``Store(engine)`` (never disposed by us)."""
+    """The engine and the pgqrs tables: queues, workflows, runs and workers, administered.
+
+    Make one with :func:`connect`, or wrap an ``AsyncEngine`` the app already has with
+    ``Store(engine)`` (never disposed by us).
+    """
 
     # ------------------------------------------------------------ schema
 
@@ -167,10 +170,12 @@ class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
             await conn.run_sync(create)
 
     def _add_new_columns(self, conn: Connection, tables: list[Table]) -> None:
-        """Add the columns a later pgqrs version gave a table an earlier ``install()`` made
-        (such as ``pgqrs_workers.pid``): what the shipped Alembic revisions do, for databases
-        installed without Alembic. Such columns are nullable, so ``ADD COLUMN`` is plain DDL on
-        both backends; a missing NOT NULL column is left for :meth:`check` to report."""
+        """Add the columns a later pgqrs version gave a table an earlier ``install()`` made.
+
+        Such as ``pgqrs_workers.pid``: what the shipped Alembic revisions do, for databases
+        installed without Alembic. Such columns are nullable, so ``ADD COLUMN`` is plain DDL on both
+        backends; a missing NOT NULL column is left for :meth:`check` to report.
+        """
         inspector = inspect(conn)
         quote = conn.dialect.identifier_preparer.quote
         for table in tables:
@@ -207,6 +212,7 @@ class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
             return await conn.run_sync(missing)
 
     async def require_schema(self) -> None:
+        """Raise :class:`SchemaMissing`, listing what :meth:`check` found, if it found anything."""
         problems = await self.check()
         if problems:
             raise SchemaMissing(f"{SchemaMissing.__doc__} ({'; '.join(problems)})")
@@ -305,6 +311,7 @@ class Queue:
         available_at: datetime | None = None,
         priority: int = 0,
     ) -> list[int]:
+        """Enqueue many in a sync ``Session``/``Connection``'s transaction; returns their ids."""
         if not payloads:
             return []
         prepared = self._stmt(

@@ -90,9 +90,11 @@ async def temp_store(
 
 
 def _search_path(engine: AsyncEngine, schema: str) -> None:
-    """Every new connection of ``engine`` looks up (and creates) unqualified tables in
-    ``schema`` alone, so tables of the same name elsewhere (``public``) are neither seen
-    nor touched (SQLAlchemy's documented recipe for a search path set on connect)."""
+    """Every new connection of ``engine`` finds (and creates) unqualified tables in ``schema``.
+
+    So tables of the same name elsewhere (``public``) are neither seen nor touched (SQLAlchemy's
+    documented recipe for a search path set on connect).
+    """
     quoted = engine.dialect.identifier_preparer.quote_identifier(schema)
 
     @event.listens_for(engine.sync_engine, "connect", insert=True)
@@ -113,8 +115,11 @@ async def drain(
     name: str = "pgqrs-testing-worker",
     **options: Any,
 ) -> None:
-    """Run a worker over ``handlers`` ({workflow or queue name: handler}) until nothing is
-    ready and nothing is in flight. Delayed or paused work is left for later."""
+    """Run a worker over ``handlers`` ({name: handler}) until nothing is left to do.
+
+    That is, until nothing is ready and nothing is in flight. Delayed or paused work is left for
+    later.
+    """
     builder = consumer(name, None, *handlers)
     for queue, handler in handlers.items():
         builder.handler(handler, queue=queue)

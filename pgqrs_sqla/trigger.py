@@ -1,5 +1,6 @@
-"""``workflow(name).trigger(params).execute(target)``: start a run, in the caller's
-transaction when ``target`` is the app's session or connection.
+"""``workflow(name).trigger(params).execute(target)``: start a run, in the caller's transaction.
+
+That is, when ``target`` is the app's session or connection.
 
 The run row and its queue message are written together: on PostgreSQL in one statement
 (a data-modifying CTE that also issues ``NOTIFY``), on SQLite as two statements in the same
@@ -101,8 +102,10 @@ def _run_insert(t: Tables, dialect: str, source: Select[Any]) -> ReturningInsert
 
 @functools.cache
 def pg_trigger_stmt(t: Tables, dialect: Dialect) -> Select[Any]:
-    """Message, run and NOTIFY in one statement (a backend with data-modifying CTEs and
-    NOTIFY: PostgreSQL); no row for an unknown workflow."""
+    """Message, run and NOTIFY in one statement; no row for an unknown workflow.
+
+    For a backend with data-modifying CTEs and NOTIFY: PostgreSQL.
+    """
     m = t.messages
     msg = workflow_message_insert_stmt(t).returning(m.c.queue_id).cte("m")
     source = _run_values(t, msg.c.id).where(t.workflows.c.queue_id == msg.c.queue_id)
@@ -114,6 +117,7 @@ def pg_trigger_stmt(t: Tables, dialect: Dialect) -> Select[Any]:
 
 @functools.cache
 def run_insert_stmt(t: Tables, dialect: str) -> ReturningInsert[Any]:
+    """The run row's INSERT, its message id bound as ``p_message_id`` (two-statement trigger)."""
     return _run_insert(t, dialect, _run_values(t, bindparam("p_message_id", type_=BigInteger)))
 
 
@@ -179,9 +183,11 @@ def trigger_logic(
 
 
 def _snapshot_may_hide_runs(conn: Connection) -> bool:
-    """Whether ``conn``'s transaction keeps one snapshot (REPEATABLE READ, SERIALIZABLE), by
-    the level SQLAlchemy set on it (``isolation_level=`` on the engine, connection or
-    session's bind), or else the database's default, read when the connection was made."""
+    """Whether ``conn``'s transaction keeps one snapshot (REPEATABLE READ, SERIALIZABLE).
+
+    Judged by the level SQLAlchemy set on it (``isolation_level=`` on the engine, connection or
+    session's bind), or else the database's default, read when the connection was made.
+    """
     level = conn.get_execution_options().get("isolation_level") or conn.default_isolation_level
     return str(level).upper() not in ("READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT")
 
@@ -266,9 +272,10 @@ def _trigger(
 
 
 def _define(conn: Connection, t: Tables, name: str) -> None:
-    """Create workflow ``name`` and its queue with the default options, in the trigger's
-    transaction (so a rollback takes them back too); a worker's ``create_workflow`` later sets
-    its options, and its registration marks the workflow served.
+    """Create workflow ``name`` and its queue with default options, in the trigger's transaction.
+
+    So a rollback takes them back too; a worker's ``create_workflow`` later sets its options, and
+    its registration marks the workflow served.
 
     On PostgreSQL in a savepoint: at REPEATABLE READ or SERIALIZABLE a definition another
     transaction committed after this one's snapshot refuses the insert with a serialization
@@ -312,8 +319,10 @@ class Trigger:
     unencoded: PayloadError | None = None
 
     def _encoded(self, store: Store | None) -> Trigger:
-        """This trigger with its params encoded by ``store``'s ``json_default``, or the
-        error that refused them (a session target has no store to ask)."""
+        """This trigger with its params encoded by ``store``'s ``json_default``, or the refusal.
+
+        A session target has no store to ask.
+        """
         if self.unencoded is None:
             return self
         if store is None or store.json_default is None:
@@ -376,6 +385,7 @@ class WorkflowRef:
     json_default: JsonDefault | None = None
 
     def tables(self) -> Tables:
+        """The tables this workflow's runs are written to: ``models``', else the default ones."""
         if self.models is not None:
             return self.models.tables
         from ._core import _default
@@ -390,8 +400,9 @@ class WorkflowRef:
         delay: float | timedelta | None = None,
         priority: int = 0,
     ) -> Trigger:
-        """Prepare a run with ``params`` (JSON) as its input; every argument is checked here,
-        before any write (a value only a Store's ``json_default`` can encode: at ``execute``).
+        """Prepare a run with ``params`` (JSON) as its input; every argument is checked here.
+
+        A value only a Store's ``json_default`` can encode is checked at ``execute``.
         """
         unencoded: PayloadError | None = None
         try:

@@ -162,9 +162,10 @@ def consumer(name: str, port: int | None, *queues: str) -> ConsumerBuilder:
 
 
 class Worker:
-    """A registered worker. Run it with :meth:`poll_forever`, :meth:`start` / :meth:`stop`,
-    or :meth:`run_until_idle`; or drive it by hand with :meth:`dequeue` and the lease
-    operations."""
+    """A registered worker: run it, or drive it by hand with :meth:`dequeue` and the leases.
+
+    Run it with :meth:`poll_forever`, :meth:`start` / :meth:`stop`, or :meth:`run_until_idle`.
+    """
 
     def __init__(
         self,
@@ -262,6 +263,7 @@ class Worker:
 
     @property
     def queues(self) -> list[str]:
+        """The names of the queues this worker serves, in the order they were bound."""
         return [b.queue for b in self.bindings]
 
     @property
@@ -287,8 +289,10 @@ class Worker:
     # ------------------------------------------------------------ status
 
     def _current_status(self) -> WorkerStatus | None:
-        """What the worker is now: suspended, polling or ready (None: a stopped row stays
-        stopped; start() writes the status then)."""
+        """What the worker is now: suspended, polling or ready.
+
+        None: a stopped row stays stopped; start() writes the status then.
+        """
         if not self._running and self.status is WorkerStatus.STOPPED:
             return None
         if self._gate.suspended:
@@ -296,8 +300,10 @@ class Worker:
         return WorkerStatus.POLLING if self._running else WorkerStatus.READY
 
     async def _set_status(self) -> None:
-        """Write what the worker is now on its row. Raises ``WorkerNameInUse`` if another
-        registration took the row."""
+        """Write what the worker is now on its row.
+
+        Raises ``WorkerNameInUse`` if another registration took the row.
+        """
         await self._registration.set_status(self._current_status)
 
     async def suspend(self) -> None:
@@ -373,6 +379,7 @@ class Worker:
         await self._leases.archive(msg)
 
     async def delete(self, msg: q.Message) -> None:
+        """Delete the message outright (not archived); ``LeaseLost`` if no longer ours."""
         await self._leases.delete(msg)
 
     async def release(self, msg: q.Message, *, delay: float = 0.0) -> None:
@@ -390,8 +397,10 @@ class Worker:
         await self._run(until_idle=False)
 
     async def run_until_idle(self, *, timeout: float | None = None) -> None:
-        """Process until nothing is ready and nothing is in flight, then return (for tests
-        and scripts). Delayed or paused messages are not waited for."""
+        """Process until nothing is ready and nothing is in flight, then return.
+
+        For tests and scripts. Delayed or paused messages are not waited for.
+        """
         if timeout is not None:
             timeout = duration_seconds(timeout, "timeout", positive=True)
         async with asyncio.timeout(timeout):
@@ -405,8 +414,9 @@ class Worker:
         return self._task
 
     async def stop(self, grace: float = 30.0) -> None:
-        """Stop claiming; let in-flight runs finish within ``grace`` seconds, then release the
-        rest so other workers take them at once.
+        """Stop claiming; let in-flight runs finish within ``grace`` seconds, then release the rest.
+
+        Released messages are taken by other workers at once.
 
         A worker driven by hand (never started) is closed the same way: its leases given
         back, its row marked stopped, its own pool disposed.
@@ -440,9 +450,11 @@ class Worker:
         await self.stop()
 
     def health(self) -> WorkerHealth:
-        """What a readiness probe wants to know: ``healthy`` is False while a database
-        fault is being ridden out (``fault`` says which) and after the worker stopped on an
-        error it cannot heal (``error`` says which)."""
+        """What a readiness probe wants to know: whether the worker is healthy, and if not, why.
+
+        ``healthy`` is False while a database fault is being ridden out (``fault`` says which) and
+        after the worker stopped on an error it cannot heal (``error`` says which).
+        """
         now = time.monotonic()
         faults = [e.cause for e in (self._claim_faults.episode, self._heartbeat.episode) if e.cause]
         return WorkerHealth(
@@ -536,8 +548,10 @@ class Worker:
             )
 
     async def _claims_failed(self, error: Exception) -> bool:
-        """A claim (or the status write before it) failed: True if the loop must end (see
-        :meth:`~pgqrs_sqla._heartbeat.ClaimFaults.failed`); else back off first."""
+        """A claim (or the status write before it) failed: True if the loop must end.
+
+        Else it backs off first. See :meth:`~pgqrs_sqla._heartbeat.ClaimFaults.failed`.
+        """
         delay = self._claim_faults.failed(error)
         if delay is None:
             return True
@@ -570,8 +584,10 @@ class Worker:
             await asyncio.wait_for(self._waiter.event.wait(), self.poll_interval)
 
     async def _wait_while_suspended(self) -> None:
-        """Until resume() or stop(), or an in-flight handler ends (which may leave
-        run_until_idle done): each sets the waiter's event."""
+        """Until resume() or stop(), or an in-flight handler ends: each sets the waiter's event.
+
+        An in-flight handler's end may leave run_until_idle done.
+        """
         assert self._waiter is not None
         self._waiter.event.clear()
         if self._gate.suspended and not self._stopping.is_set():
@@ -587,9 +603,12 @@ class Worker:
             self._waiter.wake()
 
     def _lost_registration(self, inflight: list[_InFlight]) -> None:
-        """Another worker registered this name after judging this one dead (its heartbeat
-        had stalled past three intervals), and gave back every lease of the row: stop
-        claiming, tell the in-flight runs their leases are gone, and leave the row alone."""
+        """Another worker took this one's name after judging it dead, and gave back its leases.
+
+        It judged so when this one's heartbeat had stalled past three intervals, and gave back every
+        lease of the row: stop claiming, tell the in-flight runs their leases are gone, and leave
+        the row alone.
+        """
         log.error(
             "worker %s (id %s): another worker registered this name after judging this one "
             "dead; stopping (its leases were given back)",

@@ -81,6 +81,11 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``pgqrs-sqla`` command: run the command ``argv`` names; returns the exit code.
+
+    Errors are one line on stderr (a traceback with ``--debug``); the exit code says what failed:
+    usage, the database, the command, or the user's code.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Output(args.json)

@@ -1,5 +1,7 @@
-"""The command line: exit codes, argument parsing, and finding the database — a URL, or the
-app's own object named by ``--app MODULE:ATTR``."""
+"""The command line: exit codes, argument parsing, and finding the database.
+
+The database is named by a URL, or by the app's own object, ``--app MODULE:ATTR``.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +37,10 @@ class UserCodeError(Exception):
 
 
 def _missing_module(error: ImportError, module_name: str) -> bool:
-    """Whether ``error`` says ``module_name`` itself (or a parent package) does not exist,
-    as opposed to an import failing inside the user's module."""
+    """Whether ``error`` says ``module_name`` itself (or a parent package) does not exist.
+
+    As opposed to an import failing inside the user's module.
+    """
     missing = error.name
     return (
         isinstance(error, ModuleNotFoundError)
@@ -63,9 +67,12 @@ _APP_TYPES = (Store, AsyncEngine, Engine, URL, str)
 
 
 async def _load_app_store(target: str, models: Any, *, create: bool) -> Store:
-    """The store ``--app MODULE:ATTR`` names: a Store as is; an AsyncEngine wrapped (never
-    disposed by us); a sync Engine's URL, or a URL, connected with the async driver. Unless
-    ``create``, a SQLite file that does not exist is refused before anything connects."""
+    """The store ``--app MODULE:ATTR`` names.
+
+    A Store as is; an AsyncEngine wrapped (never disposed by us); a sync Engine's URL, or a URL,
+    connected with the async driver. Unless ``create``, a SQLite file that does not exist is
+    refused before anything connects.
+    """
     obj = await _load(target, _APP_TYPES)
     if isinstance(obj, Store):
         return obj
@@ -87,8 +94,10 @@ async def _load_app_store(target: str, models: Any, *, create: bool) -> Store:
 
 
 async def _load(target: str, accepted: type | tuple[type, ...]) -> Any:
-    """The object ``MODULE:ATTR`` names; a callable that is not ``accepted`` is called (and
-    awaited if it returns an awaitable)."""
+    """The object ``MODULE:ATTR`` names; a callable that is not ``accepted`` is called.
+
+    Its result is awaited if it is an awaitable.
+    """
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise UsageError(f"expected MODULE:ATTR, got {target!r}")
@@ -119,8 +128,10 @@ async def _load(target: str, accepted: type | tuple[type, ...]) -> Any:
 
 
 def _database(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """``(url, app)``, exactly one set: a flag wins over the environment, and naming both
-    ``--database-url`` and ``--app`` is a usage error."""
+    """``(url, app)``, exactly one set: a flag wins over the environment.
+
+    Naming both ``--database-url`` and ``--app`` is a usage error.
+    """
     if args.database_url and args.app:
         raise UsageError("--database-url and --app both name the database: pass one")
     if args.database_url or args.app:
@@ -137,8 +148,10 @@ def _database(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def _require_sqlite_file(url: str | URL) -> None:
-    """Refuse a SQLite URL whose file does not exist: only ``install`` may create one (a
-    read-only command used to leave an empty database file behind)."""
+    """Refuse a SQLite URL whose file does not exist: only ``install`` may create one.
+
+    A read-only command used to leave an empty database file behind.
+    """
     parsed = normalise_url(url)
     if not parsed.drivername.startswith("sqlite"):
         return

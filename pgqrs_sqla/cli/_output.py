@@ -1,5 +1,4 @@
-"""Output of the ``pgqrs-sqla`` commands: tables or JSON on stdout, one-line messages on
-stderr."""
+"""Output of the ``pgqrs-sqla`` commands: tables or JSON on stdout, one-line messages on stderr."""
 
 from __future__ import annotations
 
@@ -15,9 +14,11 @@ from typing import Any
 
 
 def _say(text: str) -> None:
-    """Write a line to stderr, which may be gone (a closed pipe): a log line must never stop
-    the command. After one failed write, stderr goes to /dev/null, so the interpreter's
-    final flush cannot fail either."""
+    """Write a line to stderr, which may be gone (a closed pipe): never stop the command.
+
+    After one failed write, stderr goes to /dev/null, so the interpreter's final flush cannot fail
+    either.
+    """
     try:
         sys.stderr.write(text + "\n")
         sys.stderr.flush()

@@ -20,6 +20,7 @@ def _warn_unserved(unserved: dict[str, int]) -> None:
 
 
 async def cmd_queues(store: Store, args: argparse.Namespace, out: Output) -> int:
+    """``pgqrs-sqla queues``: every queue's message counts, warning of unserved workflows."""
     stats = await store.queue_stats()
     unserved = await store.unserved_workflows()
     _warn_unserved(unserved)
@@ -38,6 +39,7 @@ async def cmd_queues(store: Store, args: argparse.Namespace, out: Output) -> int
 
 
 async def cmd_dead_letters(store: Store, args: argparse.Namespace, out: Output) -> int:
+    """``pgqrs-sqla dead-letters list|replay``: a queue's dead letters, listed or put back on it."""
     if args.dl_command == "list":
         dead = await store.dead_letters(args.queue, limit=args.limit)
         if out.as_json:

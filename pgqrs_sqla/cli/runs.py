@@ -31,6 +31,7 @@ async def _with_steps(store: Store, runs: list[RunInfo]) -> list[RunInfo]:
 
 
 async def cmd_runs(store: Store, args: argparse.Namespace, out: Output) -> int:
+    """``pgqrs-sqla runs ...``: list runs, show one with its steps, or resume, cancel, retry it."""
     action = args.runs_command
     if action == "list":
         runs = await store.list_runs(workflow=args.workflow, status=args.status, limit=args.limit)

@@ -11,12 +11,14 @@ from ._output import Output
 
 
 async def cmd_install(store: Store, args: argparse.Namespace, out: Output) -> int:
+    """``pgqrs-sqla install``: create the pgqrs tables (idempotent)."""
     await store.install()
     out.message(f"pgqrs tables installed in {store}")
     return EXIT_OK
 
 
 async def cmd_check(store: Store, args: argparse.Namespace, out: Output) -> int:
+    """``pgqrs-sqla check``: what is missing from the database (exit code 3 if anything)."""
     problems = await store.check()
     if out.as_json:
         out.data({"ok": not problems, "problems": problems})
@@ -28,6 +30,7 @@ async def cmd_check(store: Store, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_alembic_init(args: argparse.Namespace, out: Output) -> int:
+    """``pgqrs-sqla alembic-init``: scaffold an Alembic environment from a pgqrs template."""
     from ..alembic_support import scaffold
 
     ini = scaffold(args.directory, template=args.template)

@@ -16,6 +16,7 @@ from ._output import Output, _say
 
 
 async def cmd_worker(store: Store, args: argparse.Namespace, out: Output) -> int:
+    """``pgqrs-sqla worker``: run the registry's worker until SIGTERM or SIGINT."""
     configure_cli_logging(debug=args.debug)
     registry = await _load_registry(args.target)
     queues = [q for q in args.queues.split(",") if q] if args.queues is not None else None

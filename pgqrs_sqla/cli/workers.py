@@ -10,6 +10,7 @@ from ._output import Output
 
 
 async def cmd_workers(store: Store, args: argparse.Namespace, out: Output) -> int:
+    """``pgqrs-sqla workers [prune]``: list the worker rows, or prune the long-stopped ones."""
     if getattr(args, "workers_command", None) == "prune":
         count = await store.prune_workers(older_than=args.older_than, dry_run=args.dry_run)
         verb = "would prune" if args.dry_run else "pruned"

@@ -16,9 +16,10 @@ WorkerFactory = Callable[[], Awaitable[Worker] | contextlib.AbstractAsyncContext
 async def enter_worker(
     factory: WorkerFactory, stack: contextlib.AsyncExitStack[bool | None]
 ) -> tuple[Worker, bool]:
-    """Call ``factory``; a context manager is entered on ``stack``, so whatever it opened is
-    closed when the stack unwinds (after the worker has stopped). Returns the worker and
-    whether the factory was a context manager.
+    """Call ``factory``; returns the worker and whether the factory was a context manager.
+
+    A context manager is entered on ``stack``, so whatever it opened is closed when the stack
+    unwinds (after the worker has stopped).
 
     A name still held by a worker that may have died (an app restarted right after a
     crash) is waited for, bounded by that worker's heartbeat window, and the factory called

@@ -1,5 +1,4 @@
-"""Run a worker for the lifetime of an ASGI app — FastAPI, Starlette, Litestar — without
-importing any of them.
+"""Run a worker for an ASGI app's lifetime — FastAPI, Starlette, Litestar — without importing them.
 
 With a ``lifespan=`` parameter (Starlette, FastAPI)::
 
@@ -44,8 +43,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 @contextlib.asynccontextmanager
 async def running_worker(factory: WorkerFactory, *, grace: float = 30.0) -> AsyncIterator[Worker]:
-    """Create the worker, run it as a task in this loop, and stop it gracefully on exit
-    (then exit the factory's context manager, if it returned one)."""
+    """Create the worker, run it as a task in this loop, and stop it gracefully on exit.
+
+    Then the factory's context manager is exited, if it returned one.
+    """
     async with contextlib.AsyncExitStack() as stack:
         worker, _ = await enter_worker(factory, stack)
         worker.start()
@@ -58,8 +59,10 @@ async def running_worker(factory: WorkerFactory, *, grace: float = 30.0) -> Asyn
 def worker_lifespan(
     factory: WorkerFactory, *, grace: float = 30.0, state_key: str = "pgqrs_worker"
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[dict[str, Worker]]]:
-    """A ``lifespan`` for Starlette / FastAPI: the worker runs while the app serves, and is
-    available to handlers as ``request.state.<state_key>`` (e.g. for a health endpoint)."""
+    """A ``lifespan`` for Starlette / FastAPI: the worker runs while the app serves.
+
+    It is available to handlers as ``request.state.<state_key>`` (e.g. for a health endpoint).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Worker]]:
@@ -70,8 +73,10 @@ def worker_lifespan(
 
 
 class WorkerMiddleware:
-    """ASGI middleware that starts the worker on ``lifespan.startup`` and stops it on
-    ``lifespan.shutdown``; every other scope passes straight through."""
+    """ASGI middleware that runs the worker from ``lifespan.startup`` to ``lifespan.shutdown``.
+
+    Every other scope passes straight through.
+    """
 
     def __init__(self, app: ASGIApp, factory: WorkerFactory, *, grace: float = 30.0) -> None:
         self.app = app
@@ -81,6 +86,7 @@ class WorkerMiddleware:
         self._stack: contextlib.AsyncExitStack[bool | None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI scope: the lifespan runs the worker; the rest goes to the app."""
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return

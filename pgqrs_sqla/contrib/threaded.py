@@ -77,16 +77,21 @@ class ThreadedWorker:
                     await worker.given_store.close()
 
     def health(self) -> WorkerHealth:
-        """The worker's :meth:`~pgqrs_sqla.Worker.health` (for the app's readiness probe):
-        ``error`` says why, if the worker stopped on an error it cannot heal."""
+        """The worker's :meth:`~pgqrs_sqla.Worker.health`, for the app's readiness probe.
+
+        ``error`` says why, if the worker stopped on an error it cannot heal.
+        """
         if self.worker is None:
             raise RuntimeError("this ThreadedWorker has not started")
         return self.worker.health()
 
     def stop(self, grace: float = 30.0, timeout: float | None = None) -> None:
-        """Stop claiming, let in-flight runs finish within ``grace``, release the rest, and
-        wait for the thread to end. Re-raises the error that ended the worker, if one did
-        (``SchemaMissing``, ``AuthenticationFailed``...)."""
+        """Stop the worker gracefully (like :meth:`Worker.stop`) and wait for the thread to end.
+
+        In-flight runs get ``grace`` seconds to finish; the rest are released for other workers.
+        Re-raises the error that ended the worker, if one did (``SchemaMissing``,
+        ``AuthenticationFailed``...).
+        """
         loop = self._loop
         if loop is not None and self.worker is not None and not loop.is_closed():
             future = asyncio.run_coroutine_threadsafe(self.worker.stop(grace=grace), loop)

@@ -40,8 +40,10 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (POSTGRESQL, SQLITE)}
 
 
 def dialect_for(engine_or_name: Any) -> Dialect:
-    """The :class:`Dialect` of an engine, connection, SQLAlchemy dialect, or dialect name;
-    ``KeyError`` for an unsupported backend (the Store turns it into a clear error)."""
+    """The :class:`Dialect` of an engine, connection, SQLAlchemy dialect, or dialect name.
+
+    ``KeyError`` for an unsupported backend (the Store turns it into a clear error).
+    """
     name = engine_or_name
     if not isinstance(name, str):
         dialect = getattr(engine_or_name, "dialect", engine_or_name)
@@ -50,6 +52,7 @@ def dialect_for(engine_or_name: Any) -> Dialect:
 
 
 def is_postgres(dialect_name: str) -> bool:
+    """Whether ``dialect_name`` is SQLAlchemy's name for PostgreSQL."""
     return dialect_name == POSTGRESQL.name
 
 

@@ -29,9 +29,11 @@ Upsert = postgresql.Insert | sqlite.Insert
 
 
 class Dialect(abc.ABC):
-    """What differs between backends, and only that. One instance per backend
-    (:func:`~pgqrs_sqla.dialects.dialect_for`); instances are hashable, so statement
-    builders cached per ``(tables, dialect)`` stay cached."""
+    """What differs between backends, and only that.
+
+    One instance per backend (:func:`~pgqrs_sqla.dialects.dialect_for`); instances are hashable,
+    so statement builders cached per ``(tables, dialect)`` stay cached.
+    """
 
     #: SQLAlchemy's dialect name (``engine.dialect.name``)
     name: ClassVar[str]
@@ -62,25 +64,33 @@ class Dialect(abc.ABC):
         """The backend's INSERT construct, which knows ``ON CONFLICT`` (upserts)."""
 
     def lock_for_update(self, stmt: S) -> S:
-        """``stmt`` taking an exclusive row lock (``FOR UPDATE``) where the backend has row
-        locks; a backend whose write transaction serialises everything returns it as is."""
+        """``stmt`` taking an exclusive row lock (``FOR UPDATE``) where the backend has row locks.
+
+        A backend whose write transaction serialises everything returns it as is.
+        """
         return stmt
 
     def lock_claim(self, stmt: S) -> S:
-        """A claim's candidate rows: locked, skipping rows other claims hold, where the
-        backend can (``FOR UPDATE SKIP LOCKED``)."""
+        """A claim's candidate rows: locked, skipping rows other claims hold, where the backend can.
+
+        That is ``FOR UPDATE SKIP LOCKED``.
+        """
         return stmt
 
     def lock_fence(self, stmt: S, *, held: bool = False) -> S:
-        """A lease fence's read of the message row, locked so a takeover committed while
-        the write waits is seen: ``FOR SHARE`` for one-statement writes; with ``held``
-        (a transactional step holds it to commit) ``FOR KEY SHARE``, which the worker's own
-        heartbeat (an UPDATE of ``vt``) still gets through."""
+        """A lease fence's read of the message row, locked so that a concurrent takeover is seen.
+
+        ``FOR SHARE`` for one-statement writes; with ``held`` (a transactional step holds it to
+        commit) ``FOR KEY SHARE``, which the worker's own heartbeat (an UPDATE of ``vt``) still gets
+        through.
+        """
         return stmt
 
     def notify(self, channel: str | ColumnElement[str], payload: Any) -> ColumnElement[Any] | None:
-        """An expression that notifies ``channel`` when the transaction commits (for a
-        SELECT list or a CTE), or None where other processes cannot be notified."""
+        """An expression that notifies ``channel`` when the transaction commits, or None.
+
+        For a SELECT list or a CTE; None where other processes cannot be notified.
+        """
         return None
 
     def serialise_installers(self) -> ColumnElement[Any] | None:
@@ -90,16 +100,21 @@ class Dialect(abc.ABC):
     # ------------------------------------------------------------ engine and connections
 
     def in_memory(self, url: URL) -> bool:
-        """Whether ``url`` names a database that lives in its connection (a new connection
-        would open an empty one)."""
+        """Whether ``url`` names a database that lives in its connection.
+
+        A new connection would open an empty one.
+        """
         return False
 
     def setup_engine(self, sync_engine: Engine) -> None:  # noqa: B027 - optional hook
         """Per-connection setup the backend needs (idempotent per engine)."""
 
     def writer(self, db_key: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """Around one of our write transactions: where the backend has a single writer,
-        queue this process's writers in the event loop; elsewhere nothing."""
+        """Around one of our write transactions: queue this process's writers, if need be.
+
+        Where the backend has a single writer, queue this process's writers in the event loop;
+        elsewhere nothing.
+        """
         return contextlib.nullcontext()
 
     async def behind_pooler(self, conn: AsyncConnection) -> bool:
@@ -120,8 +135,10 @@ class Dialect(abc.ABC):
 
     @abc.abstractmethod
     def translate_code(self, error: BaseException, said: str, suffix: str) -> DatabaseError | None:
-        """The :class:`~pgqrs_sqla.errors.DatabaseError` this backend's error code (or, where
-        the backend has none, its message) names, or None."""
+        """The :class:`~pgqrs_sqla.errors.DatabaseError` this backend's error code names, or None.
+
+        Where the backend has no code for it, its message is read instead.
+        """
 
     def unavailable(self, error: BaseException) -> bool:
         """Whether ``error`` says the server cannot be reached (this backend's codes)."""

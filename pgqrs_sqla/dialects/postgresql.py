@@ -1,5 +1,8 @@
-"""PostgreSQL: row locks with ``SKIP LOCKED``, ``NOTIFY``/``LISTEN`` wake-ups, autocommit
-single-statement writes, data-modifying CTEs, and the SQLSTATE table of error translation."""
+"""PostgreSQL: ``SKIP LOCKED`` row locks, ``NOTIFY``/``LISTEN`` wake-ups, autocommit writes.
+
+Also data-modifying CTEs, single-statement writes on autocommit connections, and the SQLSTATE
+table of error translation.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +56,8 @@ def sqlstate(error: BaseException) -> str | None:
 
 
 class PostgreSQLDialect(Dialect):
+    """PostgreSQL: row locks, ``SKIP LOCKED``, ``NOTIFY``, schemas, autocommit writes."""
+
     name = "postgresql"
     supports_listen = True
     skip_locked = True
@@ -63,24 +68,31 @@ class PostgreSQLDialect(Dialect):
     snapshot_conflicts = True
 
     def insert(self, table: Table) -> Upsert:
+        """PostgreSQL's INSERT (``ON CONFLICT`` upserts)."""
         return pg_insert(table)
 
     def lock_for_update(self, stmt: S) -> S:
+        """``stmt`` with ``FOR UPDATE``."""
         return stmt.with_for_update()
 
     def lock_claim(self, stmt: S) -> S:
+        """``stmt`` with ``FOR UPDATE SKIP LOCKED``."""
         return stmt.with_for_update(skip_locked=True)
 
     def lock_fence(self, stmt: S, *, held: bool = False) -> S:
+        """``stmt`` with ``FOR SHARE``, or ``FOR KEY SHARE`` with ``held``."""
         return stmt.with_for_update(read=True, key_share=held)
 
     def notify(self, channel: str | ColumnElement[str], payload: Any) -> ColumnElement[Any]:
+        """``pg_notify(channel, payload)``: sent when the transaction commits."""
         return func.pg_notify(channel, payload)
 
     def serialise_installers(self) -> ColumnElement[Any]:
+        """A transaction-scoped advisory lock, the same for every ``install()``."""
         return func.pg_advisory_xact_lock(_INSTALL_LOCK)
 
     async def behind_pooler(self, conn: AsyncConnection) -> bool:
+        """Whether ``conn`` reaches the server through a connection pooler (PgBouncer...)."""
         return await _listen.behind_pooler(conn)
 
     async def open_listener(
@@ -90,9 +102,11 @@ class PostgreSQLDialect(Dialect):
         on_notification: Callable[[str, str], None],
         **options: Any,
     ) -> _listen.Listener:
+        """A LISTEN connection on ``channels``, calling ``on_notification(channel, payload)``."""
         return await _listen.open_listener(engine, channels, on_notification, **options)
 
     def translate_code(self, error: BaseException, said: str, suffix: str) -> DatabaseError | None:
+        """The error the SQLSTATE of ``error`` names (missing table, timeout...), or None."""
         state = sqlstate(error)
         if state is None:
             return None
@@ -148,6 +162,7 @@ class PostgreSQLDialect(Dialect):
         return None
 
     def unavailable(self, error: BaseException) -> bool:
+        """Whether the SQLSTATE says the server cannot be reached (or refused the connection)."""
         state = sqlstate(error)
         if state is None:
             return False

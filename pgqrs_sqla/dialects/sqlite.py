@@ -1,6 +1,8 @@
-"""SQLite: one writer at a time (queued in-process before ``BEGIN IMMEDIATE``), WAL, no row
-locks and no ``LISTEN`` (in-process wake-ups only), and SQLite's result-code table of error
-translation."""
+"""SQLite: one writer at a time (queued in-process before ``BEGIN IMMEDIATE``), WAL, no row locks.
+
+No ``LISTEN`` either (in-process wake-ups only); and SQLite's result-code table of error
+translation.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ _SQLITE_READONLY = 8
 
 
 def sqlite_code(error: BaseException) -> int | None:
-    """SQLite's extended result code, read from the sqlite3 exception (Python 3.11+;
-    aiosqlite passes sqlite3's exceptions through)."""
+    """SQLite's extended result code, read from the sqlite3 exception.
+
+    Python 3.11+; aiosqlite passes sqlite3's exceptions through.
+    """
     code = getattr(getattr(error, "orig", error), "sqlite_errorcode", None)
     return code if isinstance(code, int) and not isinstance(code, bool) else None
 
@@ -65,6 +69,8 @@ def setup_sqlite_engine(sync_engine: Engine) -> None:
 
 
 class SQLiteDialect(Dialect):
+    """SQLite: one writer at a time, no row locks, no ``LISTEN``, no schemas."""
+
     name = "sqlite"
     supports_listen = False
     skip_locked = False  # the single writer never meets a locked row
@@ -75,18 +81,26 @@ class SQLiteDialect(Dialect):
     snapshot_conflicts = False  # one writer at a time: BEGIN IMMEDIATE serialises
 
     def insert(self, table: Table) -> Upsert:
+        """SQLite's INSERT (``ON CONFLICT`` upserts)."""
         return sqlite_insert(table)
 
     def in_memory(self, url: URL) -> bool:
+        """True for ``:memory:``, an empty database name or ``mode=memory``."""
         return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
     def setup_engine(self, sync_engine: Engine) -> None:
+        """The engine's per-connection setup (see :func:`setup_sqlite_engine`)."""
         setup_sqlite_engine(sync_engine)
 
     def writer(self, db_key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Queue this process's writers of database ``db_key`` (:func:`sqlite_writer`)."""
         return sqlite_writer(db_key, SQLITE_BUSY_TIMEOUT_MS / 1000)
 
     def translate_code(self, error: BaseException, said: str, suffix: str) -> DatabaseError | None:
+        """The error SQLite's result code names (missing table, read-only, busy), or None.
+
+        "no such table" comes with the generic SQLITE_ERROR code: its message is read for it.
+        """
         code = sqlite_code(error)
         primary = None if code is None else code & 0xFF
         text = str(getattr(error, "orig", error))
@@ -112,6 +126,7 @@ class SQLiteDialect(Dialect):
         return None
 
     def unavailable(self, error: BaseException) -> bool:
+        """Whether SQLite could not open the database file."""
         from sqlalchemy import exc
 
         text = str(getattr(error, "orig", error))

@@ -1,7 +1,8 @@
-"""The column types and SQL functions whose rendering differs per backend, compiled by
-SQLAlchemy for the dialect at hand: the database clock (``now()`` vs. ``strftime`` with
-milliseconds), "now plus N seconds", JSON (JSONB on PostgreSQL) and big-integer keys
-(INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements).
+"""The column types and SQL functions whose rendering differs per backend.
+
+SQLAlchemy compiles them for the dialect at hand: the database clock (``now()`` vs.
+``strftime`` with milliseconds), "now plus N seconds", JSON (JSONB on PostgreSQL) and
+big-integer keys (INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements).
 
 A new backend adds its ``@compiles`` variants here; everything else it needs is a
 :class:`~pgqrs_sqla.dialects.base.Dialect`.
