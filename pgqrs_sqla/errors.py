@@ -78,7 +78,8 @@ class PgqrsError(Exception):
     message: str
 
     def __init__(self, message: str | None = None) -> None:
-        self.message = message or (type(self).__doc__ or type(self).__name__).strip()
+        # A class's docstring is its default message, said on one line (errors are one line).
+        self.message = message or " ".join((type(self).__doc__ or type(self).__name__).split())
         super().__init__(self.message)
 
 

@@ -217,3 +217,12 @@ def test_an_error_survives_pickling(error: pgqrs.PgqrsError) -> None:
     assert type(copy) is type(error)
     assert vars(copy) == vars(error)
     assert str(copy) == str(error)
+
+
+def test_a_default_message_is_one_line_even_from_a_docstring_of_paragraphs() -> None:
+    """Errors are one line: a class whose docstring has several paragraphs still says its
+    default message on one line, every word kept."""
+    for cls in (pgqrs.ReadOnlyDatabase, pgqrs.PoolerError, pgqrs.LockConflict, pgqrs.DurationError):
+        message = str(cls())
+        assert "\n" not in message and "  " not in message
+        assert message.split() == (cls.__doc__ or "").split()
