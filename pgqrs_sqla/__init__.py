@@ -18,6 +18,7 @@ Quick tour::
 
 from ._signals import Pause as Pause, Step as Step
 from .codec import json_default as json_default
+from .consumer import ConsumerBuilder as ConsumerBuilder, consumer as consumer
 from .context import RunContext as RunContext
 from .errors import (
     AuthenticationFailed as AuthenticationFailed,
@@ -82,12 +83,7 @@ from .store import (
     connect as connect,
 )
 from .trigger import Trigger as Trigger, WorkflowRef as WorkflowRef, workflow as workflow
-from .worker import (
-    ConsumerBuilder as ConsumerBuilder,
-    Worker as Worker,
-    WorkerHealth as WorkerHealth,
-    consumer as consumer,
-)
+from .worker import Worker as Worker, WorkerHealth as WorkerHealth
 
 __version__ = "0.1.0"
 

@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .consumer import consumer
 from .errors import ConfigurationError
 from .queue import validate_name
 from .runs import RetryPolicy
 from .store import Store
-from .worker import Worker, consumer
+from .worker import Worker
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 

@@ -29,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateSchema, DropSchema
 
+from .consumer import consumer
 from .errors import ConfigurationError
 from .models import RunStatus
 from .runs import RunInfo
 from .store import Store, connect, normalise_url
-from .worker import consumer
 
 
 @contextlib.asynccontextmanager

@@ -40,7 +40,15 @@ LAYERS: dict[str, list[str]] = {
         "trigger",
         "store",
     ],
-    "worker": ["worker", "_delivery", "_heartbeat", "_wakeups", "_leases", "_worker_state"],
+    "worker": [
+        "consumer",
+        "worker",
+        "_delivery",
+        "_heartbeat",
+        "_wakeups",
+        "_leases",
+        "_worker_state",
+    ],
     "entry": [
         "",  # the facade, pgqrs_sqla/__init__.py
         "__main__",
