@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pytest
+
 if TYPE_CHECKING:
     import pgqrs_sqla as pgqrs
 
@@ -88,3 +90,12 @@ async def until_a_session_waits_on_a_lock(store: pgqrs.Store, timeout: float = T
             return int((await conn.execute(query)).scalar_one())
 
     await eventually(waiting, timeout=timeout, interval=0.01, what="a session blocked on a lock")
+
+
+async def failed_run(store: pgqrs.Store, run_id: int, timeout: float = TIMEOUT) -> pgqrs.RunInfo:
+    """Wait for run ``run_id`` to end failed (``wait_for_run`` raises ``RunFailed``); the run."""
+    import pgqrs_sqla as pgqrs
+
+    with pytest.raises(pgqrs.RunFailed):
+        await store.wait_for_run(run_id, timeout=timeout)
+    return await store.get_run(run_id)
