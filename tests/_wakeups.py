@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -44,10 +45,10 @@ async def enqueue_elsewhere(url: str) -> None:
 
 
 async def woken_consumer(
-    store: pgqrs.Store, *, poll_interval: float
+    store: pgqrs.Store, *, poll_interval: float, **options: Any
 ) -> tuple[pgqrs.Worker, asyncio.Event]:
-    """Create queue "q" and a consumer of it (not started) whose handler sets the event
-    returned with it."""
+    """Create queue "q" and a consumer of it (not started, made with ``options``) whose
+    handler sets the event returned with it."""
     await store.create_queue("q")
     woke = asyncio.Event()
 
@@ -57,6 +58,6 @@ async def woken_consumer(
     worker = (
         await pgqrs.consumer("w", None, "q")
         .handler(handler)
-        .create(store, poll_interval=poll_interval)
+        .create(store, poll_interval=poll_interval, **options)
     )
     return worker, woke

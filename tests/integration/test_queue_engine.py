@@ -405,17 +405,7 @@ async def test_a_rolled_back_enqueue_on_a_connection_leaves_no_wake_up_behind(
 
 
 async def test_polling_fallback_without_listen(store: pgqrs.Store, wait_until: Any) -> None:
-    await store.create_queue("q")
-    done = asyncio.Event()
-
-    async def handler(message: pgqrs.Message) -> None:
-        done.set()
-
-    worker = (
-        await pgqrs.consumer("w", None, "q")
-        .handler(handler)
-        .create(store, poll_interval=0.1, listen=False, own_pool=True)
-    )
+    worker, done = await woken_consumer(store, poll_interval=0.1, listen=False, own_pool=True)
     async with worker:
         await wait_until(lambda: went_idle(worker))
         async with store.engine.begin() as conn:  # another "process": no in-process wake-up
