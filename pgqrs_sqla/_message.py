@@ -87,6 +87,24 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+def check_max_deliveries(max_deliveries: object) -> int:
+    """``max_deliveries`` (of a queue or a workflow) if it is an int from 1 to 2**31 - 1.
+
+    Else a ValidationError: the column is a 32-bit integer on both backends.
+    """
+    if (
+        not isinstance(max_deliveries, int)
+        or isinstance(max_deliveries, bool)
+        or not 1 <= max_deliveries <= 2**31 - 1
+    ):
+        raise ValidationError(
+            f"max_deliveries must be a positive int of at most 32 bits, got {max_deliveries!r}",
+            option="max_deliveries",
+            value=max_deliveries,
+        )
+    return max_deliveries
+
+
 def seconds(value: float | timedelta | None, what: str = "delay") -> float:
     """A delay: ``None`` is none; otherwise finite seconds >= 0, at most the duration cap."""
     return 0.0 if value is None else duration_seconds(value, what)

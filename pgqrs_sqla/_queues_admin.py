@@ -17,9 +17,10 @@ from sqlalchemy.engine import Connection
 from . import queue as q
 from ._catalog_write import queue_delete_stmt, queue_insert_stmt
 from ._core import StoreCore
+from ._message import check_max_deliveries
 from ._runs_write import requeue_dead_runs_stmt
 from .dialects import aware, utcnow
-from .errors import DeadLetterNotFound, QueueBusy, QueueNotFound, ValidationError
+from .errors import DeadLetterNotFound, QueueBusy, QueueNotFound
 from .models import ArchiveReason
 
 
@@ -60,16 +61,7 @@ class QueuesAdmin(StoreCore):
     async def create_queue(self, name: str, *, max_deliveries: int = 5) -> QueueInfo:
         """Create a queue (idempotent: an existing queue is returned unchanged)."""
         q.validate_name(name)
-        if (
-            not isinstance(max_deliveries, int)
-            or isinstance(max_deliveries, bool)
-            or not 1 <= max_deliveries <= 2**31 - 1
-        ):
-            raise ValidationError(
-                f"max_deliveries must be a positive int of at most 32 bits, got {max_deliveries!r}",
-                option="max_deliveries",
-                value=max_deliveries,
-            )
+        check_max_deliveries(max_deliveries)
         return await self._in_transaction(lambda c: self._create_queue(c, name, max_deliveries))
 
     def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:

@@ -445,6 +445,20 @@ class RunContext:
         finally:
             step_var.reset(token)
 
+    def _step_value(self, name: str, result: Any) -> Any:
+        """Step ``name``'s return value as a replay reads it back, so the live call returns that.
+
+        It is JSON-checked; a :class:`Pause` the body returned is raised.
+        """
+        if isinstance(result, Pause):
+            raise result
+        return check_json(
+            result,
+            what=f"result of step {name!r}",
+            max_bytes=self._x.store.max_payload_bytes,
+            default=self._x.store.json_default,
+        )
+
     async def _execute(
         self,
         name: str,
@@ -463,16 +477,7 @@ class RunContext:
             # A transactional body runs under its own lock on the message row; a plain one
             # must know first that no other worker can have taken the run over.
             await x.ensure_lease()
-            result = await _call(fn)
-            if isinstance(result, Pause):
-                raise result
-            # The value a replay reads back, so the live call returns exactly that.
-            result = check_json(
-                result,
-                what=f"result of step {name!r}",
-                max_bytes=x.store.max_payload_bytes,
-                default=x.store.json_default,
-            )
+            result = self._step_value(name, await _call(fn))
         except Pause as pause:
             raise _StepPaused(name, pause.seconds, attempts) from None
         except TransientError as error:
@@ -559,14 +564,7 @@ class RunContext:
                                 run_id=x.run_id,
                                 step_name=name,
                             )
-                    if isinstance(result, Pause):
-                        raise result
-                    result = check_json(
-                        result,
-                        what=f"result of step {name!r}",
-                        max_bytes=x.store.max_payload_bytes,
-                        default=x.store.json_default,
-                    )
+                    result = self._step_value(name, result)
                     write = x.step_upsert(
                         x.store.engine.dialect.name,
                         name,

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    ColumnElement,
     DateTime,
     Delete,
     Float,
@@ -316,10 +317,15 @@ def refresh_lease_stmt(t: Tables) -> ReturningUpdate[Any]:
 @functools.cache
 def archive_delivery_stmt(t: Tables) -> ReturningUpdate[Any]:
     """Archive (done) the bound delivery's message, fenced by owner and token."""
+    return _archive_done(t, held_bound(t))
+
+
+def _archive_done(t: Tables, held: ColumnElement[bool]) -> ReturningUpdate[Any]:
+    """Archive as done the messages ``held`` selects; returns their ids."""
     m = t.messages
     return (
         update(m)
-        .where(held_bound(t))
+        .where(held)
         .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
         .returning(m.c.id)
     )
@@ -422,13 +428,7 @@ async def archive_many(
 @functools.cache
 def archive_many_stmt(t: Tables) -> Update:
     """Archive the bound leases (``p_leases``, ``p_worker_id``) as done; returns their ids."""
-    m = t.messages
-    return (
-        update(m)
-        .where(_held_many(t))
-        .values(archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value)
-        .returning(m.c.id)
-    )
+    return _archive_done(t, _held_many(t))
 
 
 def release_stmt(

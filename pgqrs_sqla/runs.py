@@ -22,6 +22,7 @@ from ._catalog_write import (
 )
 from ._core import StoreCore
 from ._db import HUB, AsyncTarget, SyncTarget, run_sync
+from ._message import check_max_deliveries
 from ._runs_write import cancel_now_stmt, request_cancel_stmt, retry_run_stmt
 from ._steps_write import external_step_upsert, reset_failed_steps_stmt
 from .codec import JsonDefault, check_json, check_text
@@ -326,16 +327,8 @@ class RunControl(StoreCore):
         given updates it, and one left out is kept.
         """
         validate_name(name, "workflow")
-        if max_deliveries is not None and (
-            not isinstance(max_deliveries, int)
-            or isinstance(max_deliveries, bool)
-            or not 1 <= max_deliveries <= 2**31 - 1
-        ):
-            raise ValidationError(
-                f"max_deliveries must be a positive int, got {max_deliveries!r}",
-                option="max_deliveries",
-                value=max_deliveries,
-            )
+        if max_deliveries is not None:
+            check_max_deliveries(max_deliveries)
         policy = retry or RetryPolicy()
         deliveries = WORKFLOW_MAX_DELIVERIES if max_deliveries is None else max_deliveries
 

@@ -8,7 +8,7 @@ pools and the pooler (:mod:`pgqrs_sqla._connect`), and workflow run control
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -246,6 +246,17 @@ class Queue:
             **options,
         )
 
+    def _writer(
+        self, payloads: Sequence[Any], options: dict[str, Any]
+    ) -> Callable[[Connection], list[int]]:
+        """The enqueue both entry points run, written once over a sync ``Connection``.
+
+        The statement is built (and the payloads checked) now, before any transaction is
+        touched.
+        """
+        prepared = self._stmt(payloads, options)
+        return lambda conn: q.enqueue_rows(conn, self.name, *prepared)
+
     async def enqueue(
         self,
         payload: Any,
@@ -277,14 +288,10 @@ class Queue:
         """Enqueue many payloads in one statement; returns their ids in order."""
         if not payloads:
             return []
-        prepared = self._stmt(
+        write = self._writer(
             payloads, {"delay": delay, "available_at": available_at, "priority": priority}
         )
-        ids = await self.store._in_transaction(
-            lambda c: q.enqueue_rows(c, self.name, *prepared),
-            target,
-            single_statement=True,
-        )
+        ids = await self.store._in_transaction(write, target, single_statement=True)
         self.store._wake(self.name, target)
         return ids
 
@@ -314,9 +321,9 @@ class Queue:
         """Enqueue many in a sync ``Session``/``Connection``'s transaction; returns their ids."""
         if not payloads:
             return []
-        prepared = self._stmt(
+        write = self._writer(
             payloads, {"delay": delay, "available_at": available_at, "priority": priority}
         )
-        ids = run_sync(target, lambda c: q.enqueue_rows(c, self.name, *prepared))
+        ids = run_sync(target, write)
         self.store._wake(self.name, target)
         return ids

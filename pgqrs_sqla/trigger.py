@@ -9,11 +9,12 @@ transaction. Either both appear when the transaction commits, or neither does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -58,6 +59,8 @@ from .runs import WORKFLOW_MAX_DELIVERIES
 
 if TYPE_CHECKING:
     from .store import Store
+
+T = TypeVar("T")
 
 _RUN_COLS = [
     "workflow_id",
@@ -166,20 +169,36 @@ def trigger_logic(
             raise _not_visible(
                 name, key, "REPEATABLE READ or SERIALIZABLE", aborted=True
             ) from error
+
+    def not_visible() -> IdempotencyKeyNotVisible:
+        level = str(conn.exec_driver_sql("SHOW transaction_isolation").scalar()).upper()
+        return _not_visible(name, key, level, aborted=False)
+
+    with _savepoint(conn, not_visible):
+        run_id = _trigger(conn, t, name, params, key, delay, priority)
+    return run_id
+
+
+@contextlib.contextmanager
+def _savepoint(conn: Connection, refusal: Callable[[], Exception]) -> Iterator[None]:
+    """Run the block in a savepoint of ``conn``'s transaction, released if it succeeds.
+
+    Anything it raises rolls the savepoint back, so the caller's transaction stays usable;
+    a serialization failure (a row committed after this transaction's snapshot) is raised as
+    ``refusal()``, made after the rollback, from it.
+    """
     savepoint = conn.begin_nested()
     try:
-        run_id = _trigger(conn, t, name, params, key, delay, priority)
+        yield
     except exc.DBAPIError as error:
         savepoint.rollback()
         if sqlstate(error) != SERIALIZATION_FAILURE:
             raise
-        level = str(conn.exec_driver_sql("SHOW transaction_isolation").scalar()).upper()
-        raise _not_visible(name, key, level, aborted=False) from error
+        raise refusal() from error
     except BaseException:
         savepoint.rollback()
         raise
     savepoint.commit()
-    return run_id
 
 
 def _snapshot_may_hide_runs(conn: Connection) -> bool:
@@ -230,34 +249,14 @@ def _trigger(
         "p_key": key,
     }
     if (d := dialect_for(dialect)).writable_ctes:
-        row = conn.execute(pg_trigger_stmt(t, d), params).first()
-        if row is None:  # no definition row yet: make it with the defaults, then again
-            _define(conn, t, name)
-            row = conn.execute(pg_trigger_stmt(t, d), params).first()
-        if row is None:
-            raise WorkflowNotFound(
-                f"no workflow named {name!r}: create it with "
-                f"`await store.create_workflow({name!r})` (a worker made with "
-                "WorkflowRegistry.create_worker creates its workflows); if it exists, check the "
-                "name, and that workflow() has the models= (prefix, schema) of the store",
-                workflow=name,
-            )
+        row = _defining(conn, t, name, lambda: conn.execute(pg_trigger_stmt(t, d), params).first())
         message_id, run_id = row[0], row[1]
     else:
         if key is not None and (found := _existing(conn, t, name, key)) is not None:
             return found
-        message_id = conn.execute(workflow_message_insert_stmt(t), params).scalar()
-        if message_id is None:  # no definition row yet: make it with the defaults, then again
-            _define(conn, t, name)
-            message_id = conn.execute(workflow_message_insert_stmt(t), params).scalar()
-        if message_id is None:
-            raise WorkflowNotFound(
-                f"no workflow named {name!r}: create it with "
-                f"`await store.create_workflow({name!r})` (a worker made with "
-                "WorkflowRegistry.create_worker creates its workflows); if it exists, check the "
-                "name, and that workflow() has the models= (prefix, schema) of the store",
-                workflow=name,
-            )
+        message_id = _defining(
+            conn, t, name, lambda: conn.execute(workflow_message_insert_stmt(t), params).scalar()
+        )
         run_id = conn.execute(
             run_insert_stmt(t, dialect), {**params, "p_message_id": message_id}
         ).scalar()
@@ -269,6 +268,26 @@ def _trigger(
         assert found is not None
         return found
     return int(run_id)
+
+
+def _defining(conn: Connection, t: Tables, name: str, write: Callable[[], T | None]) -> T:
+    """``write()``'s row, defining workflow ``name`` first where it has no definition row yet.
+
+    Where ``write()`` writes nothing, :func:`_define` makes the definition and it runs again.
+    """
+    row = write()
+    if row is None:  # no definition row yet: make it with the defaults, then again
+        _define(conn, t, name)
+        row = write()
+    if row is None:
+        raise WorkflowNotFound(
+            f"no workflow named {name!r}: create it with "
+            f"`await store.create_workflow({name!r})` (a worker made with "
+            "WorkflowRegistry.create_worker creates its workflows); if it exists, check the "
+            "name, and that workflow() has the models= (prefix, schema) of the store",
+            workflow=name,
+        )
+    return row
 
 
 def _define(conn: Connection, t: Tables, name: str) -> None:
@@ -287,23 +306,15 @@ def _define(conn: Connection, t: Tables, name: str) -> None:
         # caller's transaction to keep usable, and no transaction a savepoint could live in.)
         define_workflow(conn, t, name, WORKFLOW_MAX_DELIVERIES, RetryPolicy())
         return
-    savepoint = conn.begin_nested()
-    try:
+    refusal = functools.partial(
+        WorkflowNotVisible,
+        f"workflow {name!r} was created by another transaction after this transaction "
+        "took its snapshot (REPEATABLE READ or SERIALIZABLE), so this one cannot use it; "
+        "nothing was written and your transaction is still usable: retry it",
+        workflow=name,
+    )
+    with _savepoint(conn, refusal):
         define_workflow(conn, t, name, WORKFLOW_MAX_DELIVERIES, RetryPolicy())
-    except exc.DBAPIError as error:
-        savepoint.rollback()
-        if sqlstate(error) != SERIALIZATION_FAILURE:
-            raise
-        raise WorkflowNotVisible(
-            f"workflow {name!r} was created by another transaction after this transaction "
-            "took its snapshot (REPEATABLE READ or SERIALIZABLE), so this one cannot use it; "
-            "nothing was written and your transaction is still usable: retry it",
-            workflow=name,
-        ) from error
-    except BaseException:
-        savepoint.rollback()
-        raise
-    savepoint.commit()
 
 
 @dataclass(frozen=True)

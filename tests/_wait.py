@@ -10,7 +10,12 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    import pgqrs_sqla as pgqrs
 
 T = TypeVar("T")
 
@@ -69,3 +74,28 @@ def alive(proc: Any) -> None:
     code = proc.poll() if hasattr(proc, "poll") else proc.returncode
     if code is not None:
         raise AssertionError(f"the process exited (status {code}) while we waited on it")
+
+
+async def until_a_session_waits_on_a_lock(store: pgqrs.Store, timeout: float = TIMEOUT) -> None:
+    """PostgreSQL: return once some session of this database is blocked on a lock."""
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+
+    async def waiting() -> int:
+        async with store._read() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    await eventually(waiting, timeout=timeout, interval=0.01, what="a session blocked on a lock")
+
+
+async def failed_run(store: pgqrs.Store, run_id: int, timeout: float = TIMEOUT) -> pgqrs.RunInfo:
+    """Wait for run ``run_id`` to end failed (``wait_for_run`` raises ``RunFailed``); the run."""
+    import pgqrs_sqla as pgqrs
+
+    with pytest.raises(pgqrs.RunFailed):
+        await store.wait_for_run(run_id, timeout=timeout)
+    return await store.get_run(run_id)

@@ -33,17 +33,20 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import pgqrs_sqla as pgqrs
 
 BACKENDS = ("sqlite", "postgresql")
 
 
+def _required(variable: str) -> bool:
+    """Whether a missing server fails the run (on CI, or with ``variable=1``), not skips."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get(variable) == "1"
+
+
 def _require_postgres() -> bool:
-    return (
-        os.environ.get("CI", "").lower() == "true"
-        or os.environ.get("PGQRS_REQUIRE_POSTGRES") == "1"
-    )
+    return _required("PGQRS_REQUIRE_POSTGRES")
 
 
 @dataclass
@@ -387,23 +390,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The one loud line, last in the output: PostgreSQL tests were skipped, why, and how
     to run them. (Written after pytest's own summary, which would push it out of sight.)"""
-    found = config.stash.get(_NO_POSTGRES, None)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if found is not None and reporter is not None:
-        reporter.write_sep(
-            "!",
-            f"PostgreSQL tests SKIPPED - no server found ({found}). To run them: {HOW_TO_ENABLE}",
-            red=True,
-            bold=True,
-        )
-    no_bouncer = config.stash.get(_NO_PGBOUNCER, None)
-    if no_bouncer is not None and reporter is not None:
-        reporter.write_sep(
-            "!",
-            f"PgBouncer tests SKIPPED - {no_bouncer}. To run them: {HOW_TO_ENABLE_PGBOUNCER}",
-            red=True,
-            bold=True,
-        )
+    found = config.stash.get(_NO_POSTGRES, None)
+    skipped = (
+        ("PostgreSQL", None if found is None else f"no server found ({found})", HOW_TO_ENABLE),
+        ("PgBouncer", config.stash.get(_NO_PGBOUNCER, None), HOW_TO_ENABLE_PGBOUNCER),
+    )
+    for what, why, how in skipped:
+        if why is not None and reporter is not None:
+            reporter.write_sep(
+                "!", f"{what} tests SKIPPED - {why}. To run them: {how}", red=True, bold=True
+            )
 
 
 # ---------------------------------------------------------------- PgBouncer
@@ -414,10 +411,7 @@ HOW_TO_ENABLE_PGBOUNCER = "install PgBouncer (apt-get install pgbouncer) so `pgb
 
 
 def _require_pgbouncer() -> bool:
-    return (
-        os.environ.get("CI", "").lower() == "true"
-        or os.environ.get("PGQRS_REQUIRE_PGBOUNCER") == "1"
-    )
+    return _required("PGQRS_REQUIRE_PGBOUNCER")
 
 
 @dataclass
@@ -610,3 +604,41 @@ async def run_worker(store: pgqrs.Store) -> AsyncIterator[Callable[..., Awaitabl
     yield start
     for worker in workers:
         await worker.stop(grace=5)
+
+
+@dataclass
+class TaggedEngine:
+    """An app's engine whose every connection carries the tag ``orders-web`` (from its
+    ``connect_args`` on PostgreSQL, a ``connect`` event on SQLite), and the query reading it."""
+
+    engine: AsyncEngine
+    probe: str
+
+
+@pytest.fixture
+async def tagged_app_engine(db_url: str, backend: str) -> AsyncIterator[TaggedEngine]:
+    """A :class:`TaggedEngine` on the test database, disposed at teardown: a pool built
+    from the app engine's URL alone would not carry the tag."""
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from pgqrs_sqla.store import normalise_url
+
+    url = normalise_url(db_url)
+    if backend == "postgresql":
+        engine = create_async_engine(
+            url, connect_args={"server_settings": {"application_name": "orders-web"}}
+        )
+        probe = "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    else:
+        engine = create_async_engine(url)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def tag(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.create_function("app_tag", 0, lambda: "orders-web")
+
+        probe = "SELECT app_tag()"
+    try:
+        yield TaggedEngine(engine, probe)
+    finally:
+        await engine.dispose()

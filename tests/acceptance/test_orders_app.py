@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests._wait import alive, eventually_sync
+from tests.conftest import _free_port as free_port
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "orders_app"
 
@@ -38,12 +39,6 @@ def sql(url: str, statement: str) -> list[Any]:
             return list(result.all()) if result.returns_rows else []
     finally:
         engine.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:

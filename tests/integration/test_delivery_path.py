@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
+from tests._wait import failed_run
 
 
 async def message_of(store: pgqrs.Store, run_id: int) -> Any:
@@ -52,9 +53,7 @@ async def test_an_unprintable_exception_is_recorded_with_its_type_and_a_placehol
 
     await run_worker("unprintable", handler)
     run_id = await pgqrs.workflow("unprintable").trigger().execute(store)
-    with pytest.raises(pgqrs.RunFailed):
-        await store.wait_for_run(run_id, timeout=30)
-    run = await store.get_run(run_id)
+    run = await failed_run(store, run_id)
     assert run.error["type"].endswith("Unprintable")
     assert "unprintable Unprintable" in run.error["message"]
     assert deliveries == [1]
@@ -78,9 +77,7 @@ async def test_error_text_with_nul_or_lone_surrogates_is_stored_escaped(
 
     await run_worker("nul", handler)
     run_id = await pgqrs.workflow("nul").trigger().execute(store)
-    with pytest.raises(pgqrs.RunFailed):
-        await store.wait_for_run(run_id, timeout=30)
-    run = await store.get_run(run_id)
+    run = await failed_run(store, run_id)
     assert run.error["type"] == "builtins.ValueError"
     assert "\x00" not in run.error["message"]
     assert "\\x00" in run.error["message"] or "\\ud800" in run.error["message"]
@@ -321,9 +318,7 @@ async def test_a_transactional_lambda_returning_a_coroutine_is_a_handler_error(
 
     await run_worker("trap", handler)
     run_id = await pgqrs.workflow("trap").trigger().execute(store)
-    with pytest.raises(pgqrs.RunFailed):
-        await store.wait_for_run(run_id, timeout=30)
-    run = await store.get_run(run_id)
+    run = await failed_run(store, run_id)
     assert run.error["type"] == "pgqrs_sqla.errors.HandlerError"
     assert "async def" in run.error["message"] and "AsyncSession" in run.error["message"]
     assert run.error["step"] == "save"

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
-from tests._wait import eventually
+from tests._wait import until_a_session_waits_on_a_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
@@ -51,20 +51,6 @@ def take_over(store: pgqrs.Store, message_id: int) -> Any:
     m = store.tables.messages
     locked = select(m.c.id).where(m.c.id == message_id).with_for_update()
     return update(m).where(m.c.id.in_(locked.scalar_subquery())).values(read_ct=m.c.read_ct + 1)
-
-
-async def until_a_session_waits_on_a_lock(store: pgqrs.Store, timeout: float = 30.0) -> None:
-    """PostgreSQL: return once some session of this database is blocked on a lock."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-
-    async def waiting() -> int:
-        async with store._read() as conn:
-            return int((await conn.execute(query)).scalar_one())
-
-    await eventually(waiting, timeout=timeout, interval=0.01, what="a session blocked on a lock")
 
 
 # ---------------------------------------------------------------- a former holder is fenced

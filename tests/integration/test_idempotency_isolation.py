@@ -12,10 +12,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 import pgqrs_sqla as pgqrs
+from tests._wait import until_a_session_waits_on_a_lock
 
 LEVELS = ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
@@ -71,7 +72,7 @@ def _expect(outcome: Any, level: str, first: int, backend: str) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("level", LEVELS)
 async def test_one_key_two_concurrent_transactions(
-    store: pgqrs.Store, backend: str, level: str, wait_until: Any
+    store: pgqrs.Store, backend: str, level: str
 ) -> None:
     if backend == "sqlite" and level != "READ COMMITTED":
         pytest.skip("SQLite has one behaviour: BEGIN IMMEDIATE serialises the transactions")
@@ -109,17 +110,7 @@ async def test_one_key_two_concurrent_transactions(
         first = await pgqrs.workflow("wf").trigger({}, idempotency_key="k2").execute(first_session)
         task = asyncio.create_task(_second(engine, "k2", snapshot_first=False))
         if store.postgres:
-
-            async def waiting_on_a_lock() -> bool:
-                async with store._read() as conn:
-                    count = await conn.execute(
-                        select(func.count())
-                        .select_from(text("pg_stat_activity"))
-                        .where(text("wait_event_type = 'Lock' AND datname = current_database()"))
-                    )
-                    return bool(count.scalar_one())
-
-            await wait_until(waiting_on_a_lock, timeout=60)
+            await until_a_session_waits_on_a_lock(store, timeout=60)
     outcome = await task
     _expect(outcome, level, first, backend)
     assert await _runs_with_key(store, "k2") == [first]

@@ -7,39 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla._listen import POOLER_CONNECT_ARGS
 from tests._wait import eventually
-
-DRIVERS = ("asyncpg", "psycopg")
-
-ENQUEUE_ELSEWHERE = """
-import asyncio, sys
-import pgqrs_sqla as pgqrs
-
-async def main():
-    store = await pgqrs.connect(sys.argv[1])
-    try:
-        await store.queue("q").enqueue("from another process")
-    finally:
-        await store.close()
-
-asyncio.run(main())
-"""
-
-
-def with_driver(url: str, driver: str) -> str:
-    return (
-        make_url(url).set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
-    )
+from tests._wakeups import DRIVERS, enqueue_elsewhere, with_driver, woken_consumer
 
 
 def warnings_with(caplog: pytest.LogCaptureFixture, part: str) -> list[str]:
@@ -94,13 +71,7 @@ async def test_wake_ups_through_pgbouncer_fall_back_to_polling(
     """LISTEN through transaction pooling is accepted and then never hears a thing: the
     worker finds out, says so once, and its poll picks up another process's message."""
     store = bouncer_store
-    await store.create_queue("q")
-    woke = asyncio.Event()
-
-    async def handler(message: pgqrs.Message) -> None:
-        woke.set()
-
-    worker = await pgqrs.consumer("w", None, "q").handler(handler).create(store, poll_interval=0.2)
+    worker, woke = await woken_consumer(store, poll_interval=0.2)
     async with worker:
         await eventually(
             lambda: worker._wakeups.task is not None and worker._wakeups.task.done(),
@@ -109,10 +80,7 @@ async def test_wake_ups_through_pgbouncer_fall_back_to_polling(
         [said] = warnings_with(caplog, "LISTEN cannot work here")
         assert "polling every 0.2s" in said and "transaction pooling" in said
         assert worker._wakeups.conn is None
-        producer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", ENQUEUE_ELSEWHERE, bouncer_db
-        )
-        assert await producer.wait() == 0
+        await enqueue_elsewhere(bouncer_db)
         await asyncio.wait_for(woke.wait(), 30)  # by its poll
 
 

@@ -22,6 +22,7 @@ import pgqrs_sqla as pgqrs
 from pgqrs_sqla import queue as pgqrs_queue
 from pgqrs_sqla._db import HUB
 from pgqrs_sqla.dialects import utcnow
+from tests._wakeups import enqueue_elsewhere, woken_consumer
 
 
 async def noop(message: pgqrs.Message) -> None:
@@ -357,13 +358,7 @@ async def test_commit_wakes_a_waiting_worker_long_before_its_poll(
 ) -> None:
     """The in-process hub after commit (and on PostgreSQL NOTIFY as well: see
     test_notify_from_another_process_wakes_a_waiting_worker for NOTIFY alone)."""
-    await store.create_queue("q")
-    done = asyncio.Event()
-
-    async def handler(message: pgqrs.Message) -> None:
-        done.set()
-
-    worker = await pgqrs.consumer("w", None, "q").handler(handler).create(store, poll_interval=30)
+    worker, done = await woken_consumer(store, poll_interval=30)
     async with worker:
         await wait_until(lambda: went_idle(worker))  # waiting, with 30 s to its next poll
         sessions = async_sessionmaker(store.engine)
@@ -372,40 +367,15 @@ async def test_commit_wakes_a_waiting_worker_long_before_its_poll(
         await asyncio.wait_for(done.wait(), 5)  # far sooner than the 30 s poll
 
 
-#: Enqueue one message from a process of its own: only NOTIFY can tell a worker here.
-ENQUEUE_ELSEWHERE = """
-import asyncio, sys
-import pgqrs_sqla as pgqrs
-
-async def main():
-    store = await pgqrs.connect(sys.argv[1])
-    try:
-        await store.queue("q").enqueue("from another process")
-    finally:
-        await store.close()
-
-asyncio.run(main())
-"""
-
-
 async def test_notify_from_another_process_wakes_a_waiting_worker(
     store: pgqrs.Store, backend: str, db_url: str, wait_until: Any
 ) -> None:
     if backend != "postgresql":
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite workers in other processes poll")
-    await store.create_queue("q")
-    woke = asyncio.Event()
-
-    async def handler(message: pgqrs.Message) -> None:
-        woke.set()
-
-    worker = await pgqrs.consumer("w", None, "q").handler(handler).create(store, poll_interval=60)
+    worker, woke = await woken_consumer(store, poll_interval=60)
     async with worker:
         await wait_until(lambda: went_idle(worker))  # 60 s to its next poll
-        producer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", ENQUEUE_ELSEWHERE, db_url
-        )
-        assert await producer.wait() == 0  # committed
+        await enqueue_elsewhere(db_url)
         await asyncio.wait_for(woke.wait(), 10)  # far sooner than the 60 s poll
 
 
@@ -435,17 +405,7 @@ async def test_a_rolled_back_enqueue_on_a_connection_leaves_no_wake_up_behind(
 
 
 async def test_polling_fallback_without_listen(store: pgqrs.Store, wait_until: Any) -> None:
-    await store.create_queue("q")
-    done = asyncio.Event()
-
-    async def handler(message: pgqrs.Message) -> None:
-        done.set()
-
-    worker = (
-        await pgqrs.consumer("w", None, "q")
-        .handler(handler)
-        .create(store, poll_interval=0.1, listen=False, own_pool=True)
-    )
+    worker, done = await woken_consumer(store, poll_interval=0.1, listen=False, own_pool=True)
     async with worker:
         await wait_until(lambda: went_idle(worker))
         async with store.engine.begin() as conn:  # another "process": no in-process wake-up

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import runs as pgqrs_runs
+from tests._wait import until_a_session_waits_on_a_lock
 from tests.acceptance.test_cli import cli, cli_json
 
 
@@ -84,9 +85,7 @@ def _sync_engine(store: pgqrs.Store, db_url: str) -> Any:
 
 
 @pytest.mark.timeout(120)
-async def test_concurrent_first_triggers_define_it_once(
-    store: pgqrs.Store, wait_until: Any
-) -> None:
+async def test_concurrent_first_triggers_define_it_once(store: pgqrs.Store) -> None:
     """Two transactions trigger a workflow nobody defined: the second waits for the first's
     definition and uses it; no unique violation reaches (and aborts) either transaction."""
     t = store.tables
@@ -101,17 +100,7 @@ async def test_concurrent_first_triggers_define_it_once(
 
         task = asyncio.create_task(second())
         if store.postgres:
-
-            async def waiting_on_a_lock() -> bool:
-                async with store._read() as conn:
-                    count = await conn.execute(
-                        select(func.count())
-                        .select_from(text("pg_stat_activity"))
-                        .where(text("wait_event_type = 'Lock' AND datname = current_database()"))
-                    )
-                    return bool(count.scalar_one())
-
-            await wait_until(waiting_on_a_lock, timeout=60)
+            await until_a_session_waits_on_a_lock(store, timeout=60)
     two = await task
     assert one != two
     assert (await _count(store, t.workflows), await _count(store, t.queues)) == (1, 1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Any
 
 import pytest
@@ -14,34 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import pgqrs_sqla as pgqrs
-
-DRIVERS = ("asyncpg", "psycopg")
-
-#: Enqueue one message from a process of its own: only NOTIFY can tell a worker here.
-ENQUEUE_ELSEWHERE = """
-import asyncio, sys
-import pgqrs_sqla as pgqrs
-
-async def main():
-    store = await pgqrs.connect(sys.argv[1])
-    try:
-        await store.queue("q").enqueue("from another process")
-    finally:
-        await store.close()
-
-asyncio.run(main())
-"""
-
-
-def with_driver(url: str, driver: str) -> str:
-    return (
-        make_url(url).set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
-    )
-
-
-async def enqueue_elsewhere(url: str) -> None:
-    producer = await asyncio.create_subprocess_exec(sys.executable, "-c", ENQUEUE_ELSEWHERE, url)
-    assert await producer.wait() == 0  # committed
+from tests._wakeups import DRIVERS, enqueue_elsewhere, with_driver, woken_consumer
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int, part: str) -> list[str]:
@@ -59,15 +31,7 @@ async def test_notify_from_another_process_wakes_a_worker_on_either_driver(
     url = with_driver(db_url, driver)
     store = await pgqrs.connect(url)
     try:
-        await store.create_queue("q")
-        woke = asyncio.Event()
-
-        async def handler(message: pgqrs.Message) -> None:
-            woke.set()
-
-        worker = (
-            await pgqrs.consumer("w", None, "q").handler(handler).create(store, poll_interval=30)
-        )
+        worker, woke = await woken_consumer(store, poll_interval=30)
         async with worker:
             await wait_until(lambda: asyncio.sleep(0, worker.stats.idle_waits > 0))
             assert messages(caplog, logging.INFO, f"wake-ups: LISTEN via {driver}")
@@ -115,15 +79,7 @@ async def test_the_listener_outlives_losing_its_connection(
     )
     store = await pgqrs.connect(url)
     try:
-        await store.create_queue("q")
-        woke = asyncio.Event()
-
-        async def handler(message: pgqrs.Message) -> None:
-            woke.set()
-
-        worker = (
-            await pgqrs.consumer("w", None, "q").handler(handler).create(store, poll_interval=30)
-        )
+        worker, woke = await woken_consumer(store, poll_interval=30)
         async with worker:
             await wait_until(lambda: asyncio.sleep(0, worker._wakeups.conn is not None))
             first = worker._wakeups.conn

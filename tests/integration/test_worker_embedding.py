@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import await_only
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus
+from tests.conftest import TaggedEngine
 
 
 async def test_worker_has_its_own_pool_and_leaves_the_apps_alone(store: pgqrs.Store) -> None:
@@ -34,25 +35,12 @@ async def test_worker_has_its_own_pool_and_leaves_the_apps_alone(store: pgqrs.St
 
 
 async def test_the_workers_own_pool_connects_as_the_apps_engine_does(
-    store: pgqrs.Store, backend: str
+    store: pgqrs.Store, tagged_app_engine: TaggedEngine
 ) -> None:
     """``connect_args``, pool events and execution options survive into the worker's own
     pool, and the worker's connections never come from the app's pool."""
-    url = store.engine.url
-    if backend == "postgresql":
-        app_engine = create_async_engine(
-            url, connect_args={"server_settings": {"application_name": "orders-web"}}
-        )
-        probe = "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-    else:
-        app_engine = create_async_engine(url)
-
-        @event.listens_for(app_engine.sync_engine, "connect")
-        def tag(dbapi_connection: Any, record: Any) -> None:
-            dbapi_connection.create_function("app_tag", 0, lambda: "orders-web")
-
-        probe = "SELECT app_tag()"
-    app_engine = app_engine.execution_options(app_option="kept")
+    probe = tagged_app_engine.probe
+    app_engine = tagged_app_engine.engine.execution_options(app_option="kept")
     app_store = pgqrs.Store(app_engine)
 
     async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
@@ -66,24 +54,21 @@ async def test_the_workers_own_pool_connects_as_the_apps_engine_does(
 
         return await ctx.step("look", look, transactional=True)
 
-    try:
-        await app_store.create_workflow("probe")
-        worker = (
-            await pgqrs.consumer("w", None, "probe")
-            .handler(handler)
-            .create(app_store, own_pool=True, pool_size=2, poll_interval=0.05)
-        )
-        assert worker.store.engine.sync_engine.pool is not app_engine.sync_engine.pool
-        assert worker.store.engine.sync_engine.pool.size() == 2
-        async with worker:
-            run_id = await pgqrs.workflow("probe").trigger().execute(store)
-            assert await store.wait_for_run(run_id, timeout=10) == {
-                "tag": "orders-web",
-                "option": "kept",
-                "app_checked_out": 0,
-            }
-    finally:
-        await app_engine.dispose()
+    await app_store.create_workflow("probe")
+    worker = (
+        await pgqrs.consumer("w", None, "probe")
+        .handler(handler)
+        .create(app_store, own_pool=True, pool_size=2, poll_interval=0.05)
+    )
+    assert worker.store.engine.sync_engine.pool is not app_engine.sync_engine.pool
+    assert worker.store.engine.sync_engine.pool.size() == 2
+    async with worker:
+        run_id = await pgqrs.workflow("probe").trigger().execute(store)
+        assert await store.wait_for_run(run_id, timeout=10) == {
+            "tag": "orders-web",
+            "option": "kept",
+            "app_checked_out": 0,
+        }
 
 
 async def test_concurrency_runs_handlers_at_once_and_one_worker_serves_several_workflows(

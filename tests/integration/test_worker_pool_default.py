@@ -8,31 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla.store import normalise_url
+from tests.conftest import TaggedEngine
 
 
 async def test_a_worker_on_the_apps_engine_gets_its_own_pool_by_default(
-    db_url: str, backend: str
+    tagged_app_engine: TaggedEngine,
 ) -> None:
-    url = normalise_url(db_url)
-    if backend == "postgresql":
-        app_engine = create_async_engine(
-            url, connect_args={"server_settings": {"application_name": "orders-web"}}
-        )
-        probe = "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-    else:
-        app_engine = create_async_engine(url)
-
-        @event.listens_for(app_engine.sync_engine, "connect")
-        def tag(dbapi_connection: Any, record: Any) -> None:
-            dbapi_connection.create_function("app_tag", 0, lambda: "orders-web")
-
-        probe = "SELECT app_tag()"
+    app_engine, probe = tagged_app_engine.engine, tagged_app_engine.probe
     app_store = pgqrs.Store(app_engine)
     app_pool = app_engine.sync_engine.pool
 
@@ -47,30 +35,27 @@ async def test_a_worker_on_the_apps_engine_gets_its_own_pool_by_default(
         second = await ctx.step("second", look, transactional=True)
         return [first, second]
 
-    try:
-        await app_store.create_workflow("probe")
-        worker = (
-            await pgqrs.consumer("w", None, "probe")
-            .handler(handler)
-            .create(app_store, concurrency=2, poll_interval=0.05)  # no own_pool=: the default
-        )
-        assert worker.store is not app_store
-        own = worker.store.engine.sync_engine
-        assert own.pool is not app_pool
-        assert own.pool.size() == 4  # type: ignore[attr-defined]  # concurrency + 2
-        assert own.url == app_engine.url
-        run_id = await pgqrs.workflow("probe").trigger().execute(app_store)
-        assert app_pool.checkedout() == 0  # type: ignore[attr-defined]
-        await worker.run_until_idle(timeout=60)
-        # Every step ran on the worker's connections, none of the app's was held meanwhile,
-        # and those connections were made with the app's connect_args / connect events.
-        run = await app_store.get_run(run_id)
-        assert run.output == [{"tag": "orders-web", "app_checked_out": 0}] * 2
-        assert worker.given_store is app_store
-        async with app_engine.connect() as conn:  # the worker closed its pool, not the app's
-            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
-    finally:
-        await app_engine.dispose()
+    await app_store.create_workflow("probe")
+    worker = (
+        await pgqrs.consumer("w", None, "probe")
+        .handler(handler)
+        .create(app_store, concurrency=2, poll_interval=0.05)  # no own_pool=: the default
+    )
+    assert worker.store is not app_store
+    own = worker.store.engine.sync_engine
+    assert own.pool is not app_pool
+    assert own.pool.size() == 4  # type: ignore[attr-defined]  # concurrency + 2
+    assert own.url == app_engine.url
+    run_id = await pgqrs.workflow("probe").trigger().execute(app_store)
+    assert app_pool.checkedout() == 0  # type: ignore[attr-defined]
+    await worker.run_until_idle(timeout=60)
+    # Every step ran on the worker's connections, none of the app's was held meanwhile,
+    # and those connections were made with the app's connect_args / connect events.
+    run = await app_store.get_run(run_id)
+    assert run.output == [{"tag": "orders-web", "app_checked_out": 0}] * 2
+    assert worker.given_store is app_store
+    async with app_engine.connect() as conn:  # the worker closed its pool, not the app's
+        assert (await conn.execute(text("SELECT 1"))).scalar() == 1
 
 
 async def test_a_pool_that_cannot_be_duplicated_is_shared_and_own_pool_is_refused(

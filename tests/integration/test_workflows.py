@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
-from tests._wait import eventually
+from tests._wait import eventually, failed_run
 
 Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
 
@@ -230,9 +230,7 @@ async def test_permanent_error_records_type_message_and_traceback(
 
     await run_worker("perm", handler)
     run_id = await pgqrs.workflow("perm").trigger().execute(store)
-    with pytest.raises(pgqrs.RunFailed):
-        await store.wait_for_run(run_id, timeout=10)
-    run = await store.get_run(run_id)
+    run = await failed_run(store, run_id)
     assert run.status is RunStatus.ERROR and run.finished_at is not None
     assert run.error["type"] == "builtins.KeyError"
     assert "missing-key" in run.error["message"]
@@ -296,9 +294,7 @@ async def test_transient_backoff_and_exhaustion(store: pgqrs.Store, run_worker: 
         "exhaust", handler, retry=pgqrs.RetryPolicy(max_attempts=3, base=0.01, cap=0.05)
     )
     run_id = await pgqrs.workflow("exhaust").trigger().execute(store)
-    with pytest.raises(pgqrs.RunFailed):
-        await store.wait_for_run(run_id, timeout=10)
-    run = await store.get_run(run_id)
+    run = await failed_run(store, run_id)
     assert calls == 3
     assert run.error["type"] == "pgqrs_sqla.errors.TransientError" and run.error["attempts"] == 3
     assert [(s.status, s.attempts) for s in run.steps] == [(StepStatus.ERROR, 3)]

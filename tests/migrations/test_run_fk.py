@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine, inspect
 
 from tests.acceptance.docs_blocks import DOCS
@@ -56,13 +57,19 @@ def run_fks(url: str) -> list[tuple[str | None, list[str], str | None]]:
         engine.dispose()
 
 
-def test_the_pages_walkthrough_on_an_app_without_naming_convention(app: HostApp) -> None:
+def orders_only(app: HostApp) -> tuple[Config, set[str]]:
+    """The app before pgqrs (its ``orders`` table, batch mode on), migrated to head: its
+    Alembic config and the revisions in its database."""
     app.write_models(BEFORE)
     app.stock_env(batch=True)
     cfg = app.config(branch=False)
     app.autogenerate(cfg, "orders")
     command.upgrade(cfg, "head")
-    before = app.versions_in_db()
+    return cfg, app.versions_in_db()
+
+
+def test_the_pages_walkthrough_on_an_app_without_naming_convention(app: HostApp) -> None:
+    cfg, before = orders_only(app)
 
     steps = [
         line.split("#")[0].split()
@@ -103,12 +110,7 @@ def test_the_pages_walkthrough_on_an_app_without_naming_convention(app: HostApp)
 def test_an_unnamed_foreign_key_stops_sqlites_batch_rebuild_half_way(app: HostApp) -> None:
     """What the page warns of, so the warning goes when Alembic changes: without a name the
     upgrade fails after creating the pgqrs tables, and alembic_version does not move."""
-    app.write_models(BEFORE)
-    app.stock_env(batch=True)
-    cfg = app.config(branch=False)
-    app.autogenerate(cfg, "orders")
-    command.upgrade(cfg, "head")
-    before = app.versions_in_db()
+    cfg, before = orders_only(app)
     unnamed = page_block("hostapp: no-convention", "python").replace(
         "mapped_column(models.run_fk())", 'mapped_column(ForeignKey("pgqrs_workflow_runs.id"))'
     )

@@ -10,7 +10,6 @@ import functools
 import gc
 import logging
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 import pgqrs_sqla as pgqrs
 from tests._wait import eventually
+from tests.conftest import _free_port as free_port
 
 from ._support import report, run_statuses, table_counts
 
@@ -75,12 +75,6 @@ async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
     for i in range(3):
         total += await ctx.step(f"s{i}", functools.partial(work, i))
     return total
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.timeout(120)

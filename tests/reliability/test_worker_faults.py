@@ -199,46 +199,50 @@ async def test_a_read_only_database_is_ridden_out(
 
 
 async def test_a_busy_sqlite_file_is_ridden_out(
-    db_url: str, backend: str, wait_until: Wait, caplog: pytest.LogCaptureFixture
+    busy_sqlite: tuple[pgqrs.Store, sqlite3.Connection],
+    wait_until: Wait,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Another connection holds ``BEGIN EXCLUSIVE`` longer than the worker's busy timeout."""
+    caplog.set_level(logging.INFO, logger="pgqrs_sqla")
+    app, holder = busy_sqlite
+    # On this engine, whose connections wait 100 ms: a pool of the worker's own would
+    # have the store's 30 s busy timeout, and the test would wait that out.
+    worker = await start_worker(app, own_pool=False)
+    assert worker.store.engine is app.engine
+    await drains(app, worker, wait_until, "before")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        await fault_is(worker, "DatabaseBusy", wait_until)
+    finally:
+        holder.execute("ROLLBACK")
+    back = await drains(app, worker, wait_until, "after")
+    report(
+        "worker fault busy SQLite file",
+        backend="sqlite",
+        claim_errors_ridden_out=worker.stats.errors,
+        warnings=len(episodes(caplog, "claims")),
+        back_at_work_s=back,
+    )
+    assert len(episodes(caplog, "claims")) == 1
+    await worker.stop(grace=5)
+
+
+@pytest.fixture
+async def busy_sqlite(
+    db_url: str, backend: str
+) -> AsyncIterator[tuple[pgqrs.Store, sqlite3.Connection]]:
+    """SQLite only: a :func:`short_busy_sqlite` store, and a plain connection to the same
+    file to take its write lock with (``BEGIN EXCLUSIVE``)."""
     if backend != "sqlite":
         pytest.skip("SQLite fault")
-    caplog.set_level(logging.INFO, logger="pgqrs_sqla")
-    engine = create_async_engine(make_url(db_url).set(drivername="sqlite+aiosqlite"))
-    app = pgqrs.Store(engine)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def short_busy_timeout(dbapi_connection: Any, record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 100")  # after the store's own PRAGMAs
-        cursor.close()
-
+    store = short_busy_sqlite(db_url)
     holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
     try:
-        # On this engine, whose connections wait 100 ms: a pool of the worker's own would
-        # have the store's 30 s busy timeout, and the test would wait that out.
-        worker = await start_worker(app, own_pool=False)
-        assert worker.store.engine is engine
-        await drains(app, worker, wait_until, "before")
-        holder.execute("BEGIN EXCLUSIVE")
-        try:
-            await fault_is(worker, "DatabaseBusy", wait_until)
-        finally:
-            holder.execute("ROLLBACK")
-        back = await drains(app, worker, wait_until, "after")
-        report(
-            "worker fault busy SQLite file",
-            backend="sqlite",
-            claim_errors_ridden_out=worker.stats.errors,
-            warnings=len(episodes(caplog, "claims")),
-            back_at_work_s=back,
-        )
-        assert len(episodes(caplog, "claims")) == 1
-        await worker.stop(grace=5)
+        yield store, holder
     finally:
         holder.close()
-        await engine.dispose()
+        await store.engine.dispose()  # ours: Store(engine) never disposes an engine it was given
 
 
 def short_busy_sqlite(db_url: str) -> pgqrs.Store:
@@ -287,71 +291,59 @@ def deregister_warnings(caplog: pytest.LogCaptureFixture, what: str) -> list[str
 
 
 async def test_stopping_while_sqlite_is_busy_retries_until_the_lock_is_released(
-    db_url: str, backend: str, wait_until: Wait, caplog: pytest.LogCaptureFixture
+    busy_sqlite: tuple[pgqrs.Store, sqlite3.Connection],
+    wait_until: Wait,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The file is locked (``BEGIN EXCLUSIVE``) longer than the busy timeout but within the
     deregistering budget: stop() retries, and once the lock goes the lease is given back and
     the row says stopped."""
-    if backend != "sqlite":
-        pytest.skip("SQLite fault")
     caplog.set_level(logging.INFO, logger="pgqrs_sqla")
-    store = short_busy_sqlite(db_url)
-    holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
+    store, holder = busy_sqlite
+    worker, msg = await leaseholder(store)
+    holder.execute("BEGIN EXCLUSIVE")
+    stopping = asyncio.create_task(worker.stop(grace=5))
     try:
-        worker, msg = await leaseholder(store)
-        holder.execute("BEGIN EXCLUSIVE")
-        stopping = asyncio.create_task(worker.stop(grace=5))
-        try:
 
-            async def retried() -> bool:
-                return bool(deregister_warnings(caplog, "deregistering failed (DatabaseBusy"))
+        async def retried() -> bool:
+            return bool(deregister_warnings(caplog, "deregistering failed (DatabaseBusy"))
 
-            await wait_until(retried, timeout=30)
-            assert not stopping.done()
-        finally:
-            holder.execute("ROLLBACK")
-        await asyncio.wait_for(stopping, timeout=60)  # raises nothing
-        assert await lease_and_row(store, worker, msg) == (None, "stopped")
-        assert deregister_warnings(caplog, "could not deregister") == []
-        # Given back, not failed: another worker claims it at once.
-        other = (
-            await pgqrs.consumer("next", None, "q").handler(handler).create(store, own_pool=False)
-        )
-        [again] = await other.dequeue(1)
-        assert (again.id, again.failed_ct) == (msg.id, 0)
-        await other.stop(grace=5)
+        await wait_until(retried, timeout=30)
+        assert not stopping.done()
     finally:
-        holder.close()
-        await store.engine.dispose()  # ours: Store(engine) never disposes an engine it was given
+        holder.execute("ROLLBACK")
+    await asyncio.wait_for(stopping, timeout=60)  # raises nothing
+    assert await lease_and_row(store, worker, msg) == (None, "stopped")
+    assert deregister_warnings(caplog, "could not deregister") == []
+    # Given back, not failed: another worker claims it at once.
+    other = await pgqrs.consumer("next", None, "q").handler(handler).create(store, own_pool=False)
+    [again] = await other.dequeue(1)
+    assert (again.id, again.failed_ct) == (msg.id, 0)
+    await other.stop(grace=5)
 
 
 async def test_stopping_while_sqlite_stays_busy_past_the_budget_logs_and_returns(
-    db_url: str, backend: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    busy_sqlite: tuple[pgqrs.Store, sqlite3.Connection],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The lock outlasts the budget: stop() still returns without raising, says so at
     WARNING, and leaves the lease to expire on its own."""
-    if backend != "sqlite":
-        pytest.skip("SQLite fault")
     from pgqrs_sqla import _registration
 
     monkeypatch.setattr(_registration, "_DEREGISTER_BUDGET", 1.0)
     caplog.set_level(logging.INFO, logger="pgqrs_sqla")
-    store = short_busy_sqlite(db_url)
-    holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
+    store, holder = busy_sqlite
+    worker, msg = await leaseholder(store)
+    holder.execute("BEGIN EXCLUSIVE")
     try:
-        worker, msg = await leaseholder(store)
-        holder.execute("BEGIN EXCLUSIVE")
-        try:
-            await asyncio.wait_for(worker.stop(grace=5), timeout=60)  # raises nothing
-        finally:
-            holder.execute("ROLLBACK")
-        [gave_up] = deregister_warnings(caplog, "could not deregister cleanly")
-        assert "DatabaseBusy" in gave_up and "expire" in gave_up
-        assert deregister_warnings(caplog, "deregistering failed (DatabaseBusy")  # it retried
-        assert await lease_and_row(store, worker, msg) == (worker.id, "ready")
+        await asyncio.wait_for(worker.stop(grace=5), timeout=60)  # raises nothing
     finally:
-        holder.close()
-        await store.engine.dispose()  # ours: Store(engine) never disposes an engine it was given
+        holder.execute("ROLLBACK")
+    [gave_up] = deregister_warnings(caplog, "could not deregister cleanly")
+    assert "DatabaseBusy" in gave_up and "expire" in gave_up
+    assert deregister_warnings(caplog, "deregistering failed (DatabaseBusy")  # it retried
+    assert await lease_and_row(store, worker, msg) == (worker.id, "ready")
 
 
 async def test_dropped_tables_end_the_worker_loudly(

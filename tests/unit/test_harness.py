@@ -21,6 +21,22 @@ import pytest
 from tests.conftest import HOW_TO_ENABLE, _from_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_pytest(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run pytest on ``args`` in a child process (from the repository root, with ``env``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 #: What the stand-in initdb below says on stderr before failing.
 INITDB_ERROR = "initdb: error: stand-in initdb failed on purpose"
 #: What the stand-in pg_ctl below writes to the server log before failing to start.
@@ -88,14 +104,7 @@ def test_the_docker_path_imports_and_builds_its_container_with_warnings_as_error
 
 def test_no_postgres_ends_the_run_with_one_loud_line_saying_how(failing_bindir: str) -> None:
     test = "tests/integration/test_store.py::test_install_is_idempotent_and_check_is_clean"
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider"],
-        cwd=ROOT,
-        env=no_postgres_env(failing_bindir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(test, env=no_postgres_env(failing_bindir))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed, 1 skipped" in done.stdout  # SQLite ran; PostgreSQL was skipped
     lines = [line for line in done.stdout.splitlines() if "PostgreSQL tests SKIPPED" in line]
@@ -110,14 +119,7 @@ def test_no_postgres_ends_the_run_with_one_loud_line_saying_how(failing_bindir: 
 
 def test_no_postgres_under_ci_is_a_failure_that_says_why(failing_bindir: str) -> None:
     test = "tests/integration/test_store.py::test_install_is_idempotent_and_check_is_clean"
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider"],
-        cwd=ROOT,
-        env=no_postgres_env(failing_bindir, CI="true"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(test, env=no_postgres_env(failing_bindir, CI="true"))
     assert done.returncode == 3, done.stdout + done.stderr
     output = done.stdout + done.stderr
     assert "PostgreSQL is required (CI=true or PGQRS_REQUIRE_POSTGRES=1)" in output
@@ -171,14 +173,7 @@ def test_the_run_says_which_postgresql_it_used() -> None:
         "PGQRS_TEST_DATABASE_URL": "postgresql://postgres:s3cret@127.0.0.1:5432/postgres",
     }
     for quiet in ([], ["-q"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider", *quiet],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_pytest(test, *quiet, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
         line = "PostgreSQL: PGQRS_TEST_DATABASE_URL at postgresql://postgres:***@127.0.0.1:5432/postgres"
         assert done.stdout.count(line) == (1 if quiet else 2), done.stdout
@@ -194,14 +189,7 @@ def test_a_cluster_the_harness_starts_is_named_in_the_summary() -> None:
         if k not in ("PGQRS_TEST_DATABASE_URL", "PGQRS_TEST_PG_BINDIR")
     }
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider", "-q"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pytest(test, "-q", env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(
         r"^PostgreSQL: local binaries at postgresql://postgres@127\.0\.0\.1:\d+/postgres$",

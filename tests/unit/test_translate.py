@@ -46,6 +46,15 @@ async def _raised(engine: AsyncEngine, *statements: str) -> pgqrs.PgqrsError:
     return error
 
 
+async def _raised_on(url: str, statement: str, **engine_options: Any) -> pgqrs.PgqrsError:
+    """:func:`_raised` on an engine of its own for ``url``, disposed after."""
+    engine = create_async_engine(url, **engine_options)
+    try:
+        return await _raised(engine, statement)
+    finally:
+        await engine.dispose()
+
+
 def _raise(state: str) -> str:
     return f"DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{state}'; END $$"
 
@@ -126,36 +135,30 @@ def sqlite_file(tmp_path: Any) -> str:
 async def test_sqlite_busy(sqlite_file: str) -> None:
     holder = sqlite3.connect(sqlite_file, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
-    engine = create_async_engine(
-        f"sqlite+aiosqlite:///{sqlite_file}", connect_args={"timeout": 0.05}
-    )
     try:
-        error = await _raised(engine, "INSERT INTO t VALUES (1)")
+        error = await _raised_on(
+            f"sqlite+aiosqlite:///{sqlite_file}",
+            "INSERT INTO t VALUES (1)",
+            connect_args={"timeout": 0.05},
+        )
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-        await engine.dispose()
     assert type(error) is pgqrs.DatabaseBusy
     assert error.sqlite_code is not None and error.sqlite_code & 0xFF == sqlite3.SQLITE_BUSY
     assert (error.sqlstate, error.transient) == (None, True)
 
 
 async def test_sqlite_read_only(sqlite_file: str) -> None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///file:{sqlite_file}?mode=ro&uri=true")
-    try:
-        error = await _raised(engine, "INSERT INTO t VALUES (1)")
-    finally:
-        await engine.dispose()
+    error = await _raised_on(
+        f"sqlite+aiosqlite:///file:{sqlite_file}?mode=ro&uri=true", "INSERT INTO t VALUES (1)"
+    )
     assert type(error) is pgqrs.ReadOnlyDatabase
     assert error.sqlite_code is not None and error.sqlite_code & 0xFF == sqlite3.SQLITE_READONLY
 
 
 async def test_sqlite_missing_table(sqlite_file: str) -> None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{sqlite_file}")
-    try:
-        error = await _raised(engine, "SELECT * FROM pgqrs_nowhere")
-    finally:
-        await engine.dispose()
+    error = await _raised_on(f"sqlite+aiosqlite:///{sqlite_file}", "SELECT * FROM pgqrs_nowhere")
     assert type(error) is pgqrs.SchemaMissing
     assert error.sqlite_code == sqlite3.SQLITE_ERROR
 
