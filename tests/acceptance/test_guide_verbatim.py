@@ -69,6 +69,10 @@ def blocks(db_url: str) -> list[str]:
     return found
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_the_guides_python_examples_run_as_written(
     blocks: list[str], db_url: str, tmp_path: Path
 ) -> None:
@@ -86,6 +90,9 @@ def test_the_guides_python_examples_run_as_written(
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        # Ctrl-C as in a terminal, however this run was started: a shell that starts a job
+        # in the background (`cmd &`) has it ignore SIGINT, and the child would inherit that.
+        preexec_fn=_default_sigint,
     )
     try:
         assert proc.stdout is not None
@@ -107,7 +114,7 @@ def test_the_guides_python_examples_run_as_written(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()  # reaps it and closes its pipes
     assert "[workflow] Starting pipeline for https://example.com/data" in out
     asyncio.run(check_worker_stopped(db_url))
 
