@@ -20,8 +20,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from . import queue as q
+from . import _waits, queue as q
 from ._db import translated
+from ._error_record import error_record, storable_text
+from ._execution import Execution, StepRecord
 from ._leases import Leases
 from ._logging import get_logger, run_id_var, workflow_var
 from ._outcome import Outcome, OutcomeKind, outcome_of, unrecorded
@@ -34,10 +36,12 @@ from ._signals import (
     _RunCancelledSignal,
     _StepExhausted,
     _StepPaused,
+    _Waiting,
 )
+from ._steps_write import recorded_steps_stmt
 from ._worker_state import _Binding, _InFlight, _Stats
 from .codec import check_json
-from .context import Execution, RunContext, StepRecord, error_record, storable_text
+from .context import RunContext
 from .errors import LeaseLost, PgqrsError
 from .models import ArchiveReason, RunStatus, StepStatus
 from .retry import RetryPolicy
@@ -292,7 +296,6 @@ class Delivery:
         The steps are those earlier deliveries recorded.
         """
         t = self.store.tables
-        s = t.steps
         by_id = {m.id: m for m in messages}
         steps: list[Any] = []
         sent = time.monotonic()
@@ -306,20 +309,7 @@ class Delivery:
                     rows = list((await conn.execute(start_stmt(t), {"p_ids": ids})).all())
                 run_ids = [row.id for row in rows if getattr(row, "has_steps", True)]
                 if run_ids:
-                    steps = list(
-                        (
-                            await conn.execute(
-                                select(
-                                    s.c.run_id,
-                                    s.c.step_name,
-                                    s.c.status,
-                                    s.c.output,
-                                    s.c.attempts,
-                                    s.c.next_delivery,
-                                ).where(s.c.run_id.in_(run_ids))
-                            )
-                        ).all()
-                    )
+                    steps = list((await conn.execute(recorded_steps_stmt(t, run_ids))).all())
         hold = self.holds_connections()
         started = set()
         assert binding.workflow is not None
@@ -342,7 +332,12 @@ class Delivery:
             execution.note_lease(getattr(row, "sent", None) or sent, msg.vt, row.db_now)
             execution.steps = {
                 st.step_name: StepRecord(
-                    StepStatus(st.status), st.output, st.attempts, st.next_delivery
+                    StepStatus(st.status),
+                    st.output,
+                    st.attempts,
+                    st.next_delivery,
+                    st.kind,
+                    st.wake_at,
                 )
                 for st in steps
                 if st.run_id == row.id
@@ -516,6 +511,11 @@ class Delivery:
         elif kind is OutcomeKind.STEP_PAUSED:
             assert isinstance(error, _StepPaused)
             await self._park_paused_step(x, error)
+        elif kind is OutcomeKind.WAITING:
+            assert isinstance(error, _Waiting)
+            if await _waits.park(x, error):
+                self.store._wake(RUN_DONE_CHANNEL)
+                log.info("run %s waits at %s (%s)", x.run_id, error.step, error.kind)
         elif kind is OutcomeKind.PAUSED:
             assert isinstance(error, Pause)
             await x.park(RunStatus.PAUSED, error.seconds)

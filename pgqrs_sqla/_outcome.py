@@ -20,6 +20,7 @@ from ._signals import (
     _StepExhausted,
     _StepPaused,
     _TransitionRefusedSignal,
+    _Waiting,
 )
 from .errors import DatabaseUnavailable, LeaseLost
 
@@ -39,6 +40,9 @@ class OutcomeKind(enum.Enum):
     RETRY_LATER = "retry_later"
     #: a step paused (a sleep or a wait): the run PAUSED, the message released meanwhile
     STEP_PAUSED = "step_paused"
+    #: a durable wait (a timer, an event) must wait: recorded, the run PAUSED, the message
+    #: released until its deadline or a wake-up
+    WAITING = "waiting"
     #: the handler raised ``Pause`` outside any step: the run PAUSED
     PAUSED = "paused"
     #: the lease went to another worker: nothing of ours to record
@@ -77,6 +81,7 @@ _RAISED: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Outc
     (_RunCancelledSignal, OutcomeKind.CANCELLED),
     (_RetryLater, OutcomeKind.RETRY_LATER),
     (_StepPaused, OutcomeKind.STEP_PAUSED),
+    (_Waiting, OutcomeKind.WAITING),
     (Pause, OutcomeKind.PAUSED),
     (_StepExhausted, OutcomeKind.EXHAUSTED),
     (asyncio.CancelledError, OutcomeKind.INTERRUPTED),

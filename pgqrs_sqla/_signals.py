@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import duration_seconds
 
 if TYPE_CHECKING:
-    from .context import StepRecord
+    from ._execution import StepRecord
 
 
 class Pause(BaseException):
@@ -72,6 +72,29 @@ class _StepPaused(BaseException):
     def __init__(self, step: str | None, seconds: float, attempts: int = 1):
         super().__init__(step)
         self.step, self.seconds, self.attempts = step, seconds, attempts
+
+
+class _Waiting(BaseException):
+    """Internal: a durable wait (``ctx.sleep``, ``ctx.wait_for_event``) must wait; park the run.
+
+    The wait is recorded under ``step`` (status PAUSED, ``kind``), its ``wake_at`` set
+    ``deadline`` seconds from now unless it has one already (None: no deadline), and the
+    run's message released for ``seconds``. ``wait_for`` names the event a wait for one waits
+    for: the park looks for it once more, so an event sent meanwhile is not missed.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        kind: str,
+        seconds: float,
+        *,
+        deadline: float | None,
+        wait_for: str | None = None,
+    ):
+        super().__init__(step)
+        self.step, self.kind, self.seconds = step, kind, seconds
+        self.deadline, self.wait_for = deadline, wait_for
 
 
 class _StepExhausted(BaseException):

@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     exists,
     false,
+    func,
     literal,
     select,
     update,
@@ -46,11 +47,14 @@ _STEP_COLS = [
 
 
 @functools.cache
-def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> ReturningInsert[Any]:
+def step_upsert_stmt(
+    t: Tables, dialect: str, status: StepStatus, kind: str | None = None
+) -> ReturningInsert[Any]:
     """One INSERT ... ON CONFLICT DO UPDATE, fenced by the lease (and, for a success, by the run).
 
     A success also needs the run not to be cancelled. Returns the row id with the lease's ``vt``
     and the database clock (see :meth:`Execution.note_lease`), or nothing if the fence failed.
+    ``kind`` marks the record as a durable wait's (see :func:`wait_upsert_stmt`).
     """
     s, r = t.steps, t.runs
     where = lease_fence(t, dialect_for(dialect))
@@ -74,14 +78,64 @@ def step_upsert_stmt(t: Tables, dialect: str, status: StepStatus) -> ReturningIn
         # After a success this delivery goes on to the next step; after a pause or an error
         # it ends, and the next one is the first that may (see Execution.attempts_of).
         bindparam("p_token", type_=Integer) + (0 if status is StepStatus.SUCCESS else 1),
+        *([] if kind is None else [literal(kind)]),
     ).where(where)
-    stmt = insert_for(dialect, s).from_select(_STEP_COLS, source)
+    columns = _STEP_COLS if kind is None else [*_STEP_COLS, "kind"]
+    stmt = insert_for(dialect, s).from_select(columns, source)
     excluded = stmt.excluded
     return stmt.on_conflict_do_update(
         index_elements=[s.c.run_id, s.c.step_name],
-        set_={name: excluded[name] for name in _STEP_COLS[2:]},
+        set_={name: excluded[name] for name in columns[2:]},
         where=status_in(s.c.status, step_may_become(status)),
     ).returning(s.c.id, lease_vt(t), utcnow().label("db_now"))
+
+
+@functools.cache
+def wait_upsert_stmt(t: Tables, dialect: str, deadline: bool) -> ReturningInsert[Any]:
+    """Record a durable wait as a PAUSED step of its ``kind``, fenced by the lease.
+
+    Its ``wake_at`` is ``p_deadline`` seconds from now (with ``deadline``; else none), unless
+    the record has one already: a wait re-parked after an early wake-up keeps its deadline.
+    ``wait_for`` is what it waits for (an event's name). Returns the row id, or nothing.
+    """
+    s = t.steps
+    wake = utcnow_plus(bindparam("p_deadline", type_=Float)) if deadline else None
+    source = select(
+        bindparam("p_run_id", type_=BigInteger),
+        bindparam("p_step_name", type_=String),
+        literal(StepStatus.PAUSED.value),
+        bindparam("p_attempts", type_=Integer),
+        utcnow(),
+        bindparam("p_token", type_=Integer) + 1,
+        bindparam("p_kind", type_=String),
+        wake if wake is not None else literal(None, s.c.wake_at.type),
+        bindparam("p_wait_for", type_=String),
+    ).where(lease_fence(t, dialect_for(dialect)))
+    columns = [
+        "run_id",
+        "step_name",
+        "status",
+        "attempts",
+        "started_at",
+        "next_delivery",
+        "kind",
+        "wake_at",
+        "wait_for",
+    ]
+    stmt = insert_for(dialect, s).from_select(columns, source)
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[s.c.run_id, s.c.step_name],
+        set_={
+            "status": excluded.status,
+            "attempts": excluded.attempts,
+            "next_delivery": excluded.next_delivery,
+            "kind": excluded.kind,
+            "wait_for": excluded.wait_for,
+            "wake_at": func.coalesce(s.c.wake_at, excluded.wake_at),
+        },
+        where=status_in(s.c.status, step_may_become(StepStatus.PAUSED)),
+    ).returning(s.c.id)
 
 
 def external_step_upsert(
@@ -124,5 +178,12 @@ def recorded_steps_stmt(t: Tables, run_ids: Sequence[int]) -> Select[Any]:
     """What earlier deliveries recorded of the runs ``run_ids``, to replay."""
     s = t.steps
     return select(
-        s.c.run_id, s.c.step_name, s.c.status, s.c.output, s.c.attempts, s.c.next_delivery
+        s.c.run_id,
+        s.c.step_name,
+        s.c.status,
+        s.c.output,
+        s.c.attempts,
+        s.c.next_delivery,
+        s.c.kind,
+        s.c.wake_at,
     ).where(s.c.run_id.in_(run_ids))

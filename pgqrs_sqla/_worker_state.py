@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import queue as q
-from .context import Execution
+from ._execution import Execution
 from .errors import PgqrsError, QueueNotFound, ValidationError, WorkflowNotFound, duration_seconds
 from .retry import RetryPolicy
 from .runs import WorkflowInfo

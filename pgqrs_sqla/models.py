@@ -52,6 +52,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.schema import Column
 from sqlalchemy.sql.naming import conv
 
+from ._status import (
+    ArchiveReason as ArchiveReason,
+    RunStatus as RunStatus,
+    StepStatus as StepStatus,
+    WorkerStatus as WorkerStatus,
+)
 from .dialects import BigIntKey, JSONType, utcnow
 from .errors import ConfigurationError, ReadOnlyModel
 
@@ -66,47 +72,6 @@ DEFAULT_NAMING_CONVENTION: dict[str, str] = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class RunStatus(enum.StrEnum):
-    """States of a workflow run (see docs/concepts.md)."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"
-    SUCCESS = "SUCCESS"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        """True for the statuses a run ends in: SUCCESS, ERROR and CANCELLED."""
-        return self in (RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELLED)
-
-
-class StepStatus(enum.StrEnum):
-    """States of a workflow step."""
-
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    ERROR = "ERROR"
-    PAUSED = "PAUSED"
-
-
-class WorkerStatus(enum.StrEnum):
-    """States of a registered worker."""
-
-    READY = "ready"
-    POLLING = "polling"
-    SUSPENDED = "suspended"
-    STOPPED = "stopped"
-
-
-class ArchiveReason(enum.StrEnum):
-    """Why a message left the queue."""
-
-    DONE = "done"
-    DEAD = "dead"
 
 
 def _in(column: str, values: type[enum.StrEnum]) -> str:
@@ -349,6 +314,13 @@ class WorkflowStepMixin(_PgqrsTable):
     #: an error. ``attempts`` of later records is counted from it (see ``StepInfo``). NULL:
     #: recorded by ``update_step``, or before pgqrs_0003
     next_delivery: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: what the record is: NULL for a step; ``sleep``, ``event`` or ``run`` for a durable
+    #: wait (its status PAUSED while it waits, SUCCESS once it returned). See ``_waits``.
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: a wait's deadline (the timer's end, or the wait's timeout); NULL: none
+    wake_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: what a waiting record waits for: the event's name (``kind`` ``event``); NULL otherwise
+    wait_for: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     @declared_attr.directive
     @classmethod
@@ -357,6 +329,32 @@ class WorkflowStepMixin(_PgqrsTable):
             UniqueConstraint("run_id", "step_name"),
             CheckConstraint(_in("status", StepStatus), name=cls._name("steps_status_ck")),
         )
+
+
+class WorkflowEventMixin(_PgqrsTable):
+    """An event sent to a run (``send_event``): kept until a ``wait_for_event`` consumes it."""
+
+    __pgqrs_suffix__ = "workflow_events"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+
+    @declared_attr
+    @classmethod
+    def run_id(cls) -> Mapped[int]:
+        """The run the event is for (deleting the run deletes its events)."""
+        return mapped_column(BigIntKey, ForeignKey(cls._ref("workflow_runs"), ondelete="CASCADE"))
+
+    event_name: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    #: when a wait consumed it, and which (the wait's step name); NULL: not consumed yet
+    consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    consumed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return cls._args(Index(cls._name("events_run_name_ix"), "run_id", "event_name", "id"))
 
 
 @dataclass(frozen=True)
@@ -369,6 +367,7 @@ class Tables:
     workflows: Table
     runs: Table
     steps: Table
+    events: Table
 
 
 @dataclass(frozen=True)
@@ -381,13 +380,14 @@ class PgqrsModels:
     Workflow: type[WorkflowMixin]
     WorkflowRun: type[WorkflowRunMixin]
     WorkflowStep: type[WorkflowStepMixin]
+    WorkflowEvent: type[WorkflowEventMixin]
     metadata: MetaData
     prefix: str
     schema: str | None
 
     @property
     def tables(self) -> Tables:
-        """The six tables as :class:`~sqlalchemy.Table` objects, for Core statements."""
+        """The seven tables as :class:`~sqlalchemy.Table` objects, for Core statements."""
 
         def t(cls: type[Any]) -> Table:
             table: Table = cls.__table__
@@ -400,6 +400,7 @@ class PgqrsModels:
             workflows=t(self.Workflow),
             runs=t(self.WorkflowRun),
             steps=t(self.WorkflowStep),
+            events=t(self.WorkflowEvent),
         )
 
     def run_fk(self, name: str | None = None, *, ondelete: str | None = "SET NULL") -> ForeignKey:
@@ -447,6 +448,7 @@ class PgqrsModels:
                 self.Workflow,
                 self.WorkflowRun,
                 self.WorkflowStep,
+                self.WorkflowEvent,
             )
         }
         if type_ == "table":
@@ -584,6 +586,7 @@ def pgqrs_models(
         Workflow=make(WorkflowMixin, f"{tag}PgqrsWorkflow"),
         WorkflowRun=make(WorkflowRunMixin, f"{tag}PgqrsWorkflowRun"),
         WorkflowStep=make(WorkflowStepMixin, f"{tag}PgqrsWorkflowStep"),
+        WorkflowEvent=make(WorkflowEventMixin, f"{tag}PgqrsWorkflowEvent"),
         metadata=base.metadata,
         prefix=prefix,
         schema=schema,

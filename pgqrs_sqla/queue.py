@@ -551,17 +551,24 @@ def release_dead_worker_stmt(t: Tables, worker_id: int) -> Update:
     )
 
 
-def wake_unleased_stmt(t: Tables, message_id: int) -> Update:
-    """Make a message visible now if nobody holds it — ``resume_run``.
+def wake_unleased_stmt(
+    t: Tables, message_id: int, when: ColumnElement[bool] | None = None
+) -> Update:
+    """Make a message visible now if nobody holds it (and ``when`` holds) — ``resume_run``.
 
     A live lease is left alone: the owner is working on it.
     """
     m = t.messages
-    return (
-        update(m)
-        .where(m.c.id == message_id, m.c.archived_at.is_(None), m.c.consumer_worker_id.is_(None))
-        .values(vt=utcnow())
+    stmt = update(m).where(
+        m.c.id == message_id, m.c.archived_at.is_(None), m.c.consumer_worker_id.is_(None)
     )
+    return (stmt if when is None else stmt.where(when)).values(vt=utcnow())
+
+
+def lock_message_stmt(t: Tables, dialect: Dialect, message_id: int) -> Select[Any]:
+    """Lock a message row until the transaction ends (where the backend has row locks)."""
+    m = t.messages
+    return dialect.lock_for_update(select(m.c.id).where(m.c.id == message_id))
 
 
 def archive_idle_stmt(t: Tables, message_id: int) -> ReturningUpdate[tuple[int]]:

@@ -35,6 +35,7 @@ from ._queues_admin import QueueInfo as QueueInfo, QueuesAdmin, QueueStats as Qu
 from ._registration import WorkerInfo as WorkerInfo, WorkersAdmin
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .errors import SchemaMissing
+from .events import Events
 from .models import PgqrsModels
 from .runs import RunControl
 
@@ -105,7 +106,7 @@ async def connect(
 
 #: invalid_sql_statement_name, duplicate_prepared_statement: prepared statements that did not
 #: stay on the connection, or met another client's (transaction pooling)
-class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl):
+class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl, Events):
     """The engine and the pgqrs tables: queues, workflows, runs and workers, administered.
 
     Make one with :func:`connect`, or wrap an ``AsyncEngine`` the app already has with

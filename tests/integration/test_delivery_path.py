@@ -230,7 +230,7 @@ async def _value(value: Any) -> Any:
 @pytest.fixture
 def refreshes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the lease refreshes (the round trip a step body pays when its deadline passed)."""
-    from pgqrs_sqla import context
+    from pgqrs_sqla import _execution as context
 
     calls: list[int] = []
     real = context.refresh_lease_stmt

@@ -18,7 +18,18 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pgqrs_sqla"
 
 #: bottom to top, as docs/design.md draws them
 LAYERS: dict[str, list[str]] = {
-    "rules": ["errors", "_signals", "_outcome", "_error_record", "codec", "retry", "_logging"],
+    "rules": [
+        "errors",
+        "errors._base",
+        "errors._database",
+        "_status",
+        "_signals",
+        "_outcome",
+        "_error_record",
+        "codec",
+        "retry",
+        "_logging",
+    ],
     "backends": [
         "dialects",
         "dialects.base",
@@ -29,14 +40,17 @@ LAYERS: dict[str, list[str]] = {
         "_db",
     ],
     "schema": ["models", "states", "alembic_support", "_message", "_fence", "migrations"],
-    "writes": ["queue", "_runs_write", "_steps_write", "_catalog_write"],
+    "writes": ["queue", "_runs_write", "_steps_write", "_catalog_write", "_events_write"],
     "store": [
         "_core",
         "_connect",
         "_registration",
         "_queues_admin",
         "runs",
+        "_execution",
         "context",
+        "_waits",
+        "events",
         "trigger",
         "store",
     ],

@@ -45,9 +45,13 @@ each ``None`` or empty when it does not apply)::
     │                               (run_id, error, traceback)
     ├── RunCancelled                ``wait_for_run`` on a run that ended CANCELLED (run_id)
     ├── ReadOnlyModel               direct ORM writes to pgqrs rows are refused
-    └── WaitTimeout                 ``wait_for_run`` timed out (run_id, status)
+    ├── WaitTimeout                 ``wait_for_run`` timed out (run_id, status)
+    └── ReplayMismatch              a run's record under a name is not what the code now calls
+                                    there (run_id, step_name, recorded, called)
 
-``TransientError`` is raised *by users* inside a step and is a plain ``Exception``.
+``EventTimeout`` (``ctx.wait_for_event`` gave up; run_id, event_name, timeout) is a plain
+``Exception`` a handler may catch, like ``TransientError`` which users raise in a step.
+
 Control-flow signals (:class:`Pause`, run cancellation, a lost lease inside a handler)
 derive from ``BaseException`` so that a user's ``except Exception:`` cannot swallow them.
 """
@@ -58,29 +62,27 @@ import math
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ._base import PgqrsError as PgqrsError
+from ._database import (
+    AuthenticationFailed as AuthenticationFailed,
+    DatabaseBusy as DatabaseBusy,
+    DatabaseError as DatabaseError,
+    DatabaseUnavailable as DatabaseUnavailable,
+    LockTimeout as LockTimeout,
+    PoolerError as PoolerError,
+    QueryCancelled as QueryCancelled,
+    ReadOnlyDatabase as ReadOnlyDatabase,
+    SchemaMissing as SchemaMissing,
+    StatementTimeout as StatementTimeout,
+)
+
 if TYPE_CHECKING:  # models imports this module
-    from .models import RunStatus
+    from ..models import RunStatus
 
 #: The longest duration any option accepts: ten years (of 365.25 days), in seconds. Far below
 #: what ``now + d`` can be on every backend (PostgreSQL's timestamptz, SQLite's ISO text and
 #: Python's ``datetime`` all stop at the year 9999), so a deadline is always storable.
 MAX_DURATION_SECONDS = 10 * 365.25 * 86400.0
-
-
-# Every keyword has a default: an error pickles as ``cls(message)`` plus its attributes (a
-# multiprocessing pool or a log handler may pickle it), and a caller sets only what applies.
-
-
-class PgqrsError(Exception):
-    """pgqrs_sqla error."""
-
-    #: what went wrong and what to do; the class docstring when none was given
-    message: str
-
-    def __init__(self, message: str | None = None) -> None:
-        # A class's docstring is its default message, said on one line (errors are one line).
-        self.message = message or " ".join((type(self).__doc__ or type(self).__name__).split())
-        super().__init__(self.message)
 
 
 class ConfigurationError(PgqrsError):
@@ -97,89 +99,6 @@ class ConfigurationError(PgqrsError):
         super().__init__(message)
         self.url = url
         self.schema = schema
-
-
-class DatabaseError(PgqrsError):
-    """The database refused or failed the statement.
-
-    Every driver error that reaches a public path is one of these (the driver's exception
-    chained as ``__cause__``). ``sqlstate`` is PostgreSQL's SQLSTATE, ``sqlite_code`` SQLite's
-    (extended) result code, each None when the other backend (or no server) answered.
-    ``transient`` (a class flag) says whether trying again later, with nobody acting, may
-    succeed: a worker backs off and carries on after those, and stops on the others.
-    """
-
-    transient: bool = False
-    sqlstate: str | None
-    sqlite_code: int | None
-
-    def __init__(
-        self,
-        message: str | None = None,
-        *,
-        sqlstate: str | None = None,
-        sqlite_code: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-        self.sqlite_code = sqlite_code
-
-
-class DatabaseUnavailable(DatabaseError):
-    """The database server could not be reached."""
-
-    transient = True
-
-
-class AuthenticationFailed(DatabaseUnavailable):
-    """The server refused the credentials (28P01, 28000): fix the user, password or ``pg_hba.conf`` entry."""
-
-    transient = False
-
-
-class QueryCancelled(DatabaseError):
-    """The server cancelled the statement (57014: ``pg_cancel_backend``, a shutdown); nothing was kept."""
-
-    transient = True
-
-
-class StatementTimeout(QueryCancelled):
-    """The statement ran past the session's ``statement_timeout`` and was cancelled."""
-
-
-class LockTimeout(DatabaseError):
-    """A lock the statement needed was not granted within ``lock_timeout`` (55P03)."""
-
-    transient = True
-
-
-class ReadOnlyDatabase(DatabaseError):
-    """The database accepts no writes now (25006: a standby, or ``default_transaction_read_only``).
-
-    SQLite: the database file is read-only.
-    """
-
-    transient = True
-
-
-class DatabaseBusy(DatabaseError):
-    """SQLite: another connection held the write lock past the busy timeout (SQLITE_BUSY / SQLITE_LOCKED)."""
-
-    transient = True
-
-
-class PoolerError(DatabaseError):
-    """A connection pooler (PgBouncer in transaction mode) lost the session's state.
-
-    E.g. a prepared statement (26000) or the protocol (08P01); for asyncpg behind PgBouncer pass
-    ``connect_args={"statement_cache_size": 0}``.
-    """
-
-    transient = True
-
-
-class SchemaMissing(DatabaseError):
-    """The pgqrs tables are missing: run `await store.install()`, `pgqrs-sqla install`, or `alembic upgrade heads`."""
 
 
 class ValidationError(PgqrsError):
@@ -548,6 +467,64 @@ class WaitTimeout(PgqrsError):
         self.status = status
 
 
+class ReplayMismatch(PgqrsError):
+    """The run's record under this name was written by another primitive than the code now calls.
+
+    A step and a wait (or two kinds of wait) share a name, or a deploy changed the code a run
+    started under: the run fails rather than replay a wrong value.
+    """
+
+    run_id: int | None
+    step_name: str | None
+    #: what the record is (``step``, ``sleep``, ``event``), and what the code called
+    recorded: str | None
+    called: str | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        run_id: int | None = None,
+        step_name: str | None = None,
+        recorded: str | None = None,
+        called: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id, self.step_name = run_id, step_name
+        self.recorded, self.called = recorded, called
+
+
+class EventTimeout(Exception):
+    """``ctx.wait_for_event`` gave up: no event came within its timeout.
+
+    A plain ``Exception``: the handler may catch it. The timeout is recorded, so a replay
+    raises it again at the same point.
+    """
+
+    def __init__(
+        self,
+        message: str = "no event came within the timeout",
+        *,
+        run_id: int | None = None,
+        event_name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id, self.event_name, self.timeout = run_id, event_name, timeout
+
+    def __reduce__(self) -> Any:
+        return (
+            _event_timeout,
+            (str(self), self.run_id, self.event_name, self.timeout),
+        )
+
+
+def _event_timeout(
+    message: str, run_id: int | None, event_name: str | None, timeout: float | None
+) -> EventTimeout:
+    return EventTimeout(message, run_id=run_id, event_name=event_name, timeout=timeout)
+
+
 def duration_seconds(value: object, what: str, *, positive: bool = False) -> float:
     """``value`` (a ``timedelta`` or a number of seconds) as finite seconds within range.
 
@@ -601,3 +578,20 @@ class TransientError(Exception):
         self.retry_after: float | None = (
             None if retry_after is None else duration_seconds(retry_after, "retry_after")
         )
+
+
+# One module for users to name: ``pgqrs_sqla.errors.X`` (also how the classes pickle).
+for _cls in (
+    PgqrsError,
+    DatabaseError,
+    DatabaseUnavailable,
+    AuthenticationFailed,
+    QueryCancelled,
+    StatementTimeout,
+    LockTimeout,
+    ReadOnlyDatabase,
+    DatabaseBusy,
+    PoolerError,
+    SchemaMissing,
+):
+    _cls.__module__ = __name__
