@@ -95,6 +95,10 @@ class StepInfo:
     attempts: int
     started_at: datetime | None
     finished_at: datetime | None
+    #: None for a step; ``sleep`` or ``event`` for a durable wait (PAUSED while it waits)
+    kind: str | None = None
+    #: a wait's deadline (a timer's end, an event wait's timeout); None: none
+    wake_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,8 @@ def step_info(row: Any) -> StepInfo:
         attempts=m["attempts"],
         started_at=aware(m["started_at"]),
         finished_at=aware(m["finished_at"]),
+        kind=m.get("kind"),
+        wake_at=aware(m.get("wake_at")),
     )
 
 

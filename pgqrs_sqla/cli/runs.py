@@ -8,7 +8,7 @@ import sys
 
 from sqlalchemy import select
 
-from ..models import RunStatus
+from ..models import RunStatus, StepStatus
 from ..runs import RunInfo, StepInfo, step_info
 from ..store import Store
 from ._app import EXIT_OK
@@ -69,11 +69,23 @@ async def cmd_runs(store: Store, args: argparse.Namespace, out: Output) -> int:
             sys.stdout.write(f"  error  {run.error.get('type')}: {run.error.get('message')}\n")
         out.table(
             "steps",
-            ["step", "status", "attempts", "started", "finished", "seconds", "output / error"],
+            [
+                "step",
+                "kind",
+                "status",
+                "attempts",
+                "started",
+                "finished",
+                "seconds",
+                "output / error",
+            ],
             [
                 [
                     s.name,
-                    s.status,
+                    s.kind or "step",
+                    s.status
+                    if s.wake_at is None or s.status is not StepStatus.PAUSED
+                    else f"{s.status} until {_cell(s.wake_at)}",
                     s.attempts,
                     s.started_at,
                     s.finished_at,

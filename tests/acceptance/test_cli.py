@@ -683,3 +683,21 @@ async def test_worker_logs_are_one_line_each_with_time_level_and_run(
     else:  # summarised on the line
         assert handler.endswith("handler failed (ConnectionError: smtp down)")
     assert ("Traceback" in text) is debug
+
+
+async def test_runs_show_says_what_a_waiting_run_waits_for(store: pgqrs.Store, db_url: str) -> None:
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.step("first", lambda: 1)
+        await ctx.sleep("cool_down", 3600)
+
+    await store.create_workflow("waiter")
+    run_id = await pgqrs.workflow("waiter").trigger().execute(store)
+    worker = await pgqrs.consumer("w", None, "waiter").handler(handler).create(store)
+    async with worker:
+        await store.wait_for_status(run_id, pgqrs.RunStatus.PAUSED, timeout=10)
+    shown = await asyncio.to_thread(cli_json, db_url, "runs", "show", str(run_id))
+    steps = {s["name"]: (s["kind"], s["status"], s["wake_at"] is not None) for s in shown["steps"]}
+    assert steps == {"first": (None, "SUCCESS", False), "cool_down": ("sleep", "PAUSED", True)}
+    text_view = (await asyncio.to_thread(cli, db_url, "runs", "show", str(run_id))).stdout
+    line = next(row for row in text_view.splitlines() if "cool_down" in row)
+    assert "sleep" in line and "PAUSED until" in line
