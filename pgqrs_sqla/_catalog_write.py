@@ -50,6 +50,12 @@ def workflow_policy_stmt(t: Tables, name: str, policy: RetryPolicy) -> Update:
     return update(w).where(w.c.workflow_name == name).values(**policy_columns(policy))
 
 
+def workflow_timeout_stmt(t: Tables, name: str, timeout: float | None) -> Update:
+    """Set workflow ``name``'s default run time limit (seconds; None: none)."""
+    w = t.workflows
+    return update(w).where(w.c.workflow_name == name).values(timeout=timeout)
+
+
 def mark_served_stmt(t: Tables, names: Sequence[str]) -> Update:
     """The workflows ``names`` are served by a worker now (the first time only)."""
     w = t.workflows

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from . import _waits, queue as q
+from . import _children, _waits, queue as q
 from ._db import translated
 from ._error_record import error_record, storable_text
 from ._execution import Execution, StepRecord
@@ -33,7 +33,6 @@ from ._signals import (
     Pause,
     _LeaseLostSignal,
     _RetryLater,
-    _RunCancelledSignal,
     _StepExhausted,
     _StepPaused,
     _Waiting,
@@ -42,10 +41,11 @@ from ._steps_write import recorded_steps_stmt
 from ._worker_state import _Binding, _InFlight, _Stats
 from .codec import check_json
 from .context import RunContext
+from .dialects import aware
 from .errors import LeaseLost, PgqrsError
 from .models import ArchiveReason, RunStatus, StepStatus
 from .retry import RetryPolicy
-from .runs import RUN_DONE_CHANNEL
+from .runs import RUN_DONE_CHANNEL, wake_waiters
 from .store import Store
 
 log = get_logger("pgqrs_sqla.worker")
@@ -62,6 +62,8 @@ class _StartedRun:
     #: with the message's vt, the lease's deadline (``Execution.note_lease``)
     db_now: Any = None
     sent: float | None = None
+    parent_run_id: int | None = None
+    deadline_at: Any = None
 
 
 def _first_of(messages: list[q.Message]) -> set[int]:
@@ -210,7 +212,15 @@ class Delivery:
         )
         runs = [
             _StartedRun(
-                row.run_id, row.id, row.input, row.cancel_requested, row.has_steps, row.db_now, sent
+                row.run_id,
+                row.id,
+                row.input,
+                row.cancel_requested,
+                row.has_steps,
+                row.db_now,
+                sent,
+                row.parent_run_id,
+                row.deadline_at,
             )
             for row in rows
             if row.run_id is not None
@@ -245,6 +255,7 @@ class Delivery:
         if not dead:
             return messages
         buried: list[tuple[q.Message, str]] = []
+        waiters: list[int | None] = []
         async with self.store._begin() as conn:
             for msg in dead:
                 reason = q.dead_reason(msg.failed_ct, max_deliveries)
@@ -254,7 +265,8 @@ class Delivery:
                 buried.append((msg, reason))
                 if binding.workflow is not None:
                     last = None if msg.last_error is None else {"message": msg.last_error}
-                    await conn.execute(dead_run_stmt(t, msg.id, reason, last))
+                    ended = (await conn.execute(dead_run_stmt(t, msg.id, reason, last))).first()
+                    waiters.append(None if ended is None else ended.awaited_by)
         for msg in dead:
             self.leases.forget(msg)
         for msg, reason in buried:
@@ -263,6 +275,7 @@ class Delivery:
             )
         if buried and binding.workflow is not None:
             self.store._wake(RUN_DONE_CHANNEL)
+            await wake_waiters(self.store, waiters)
         gone = {msg.id for msg in dead}
         return [msg for msg in messages if msg.id not in gone]
 
@@ -325,6 +338,8 @@ class Delivery:
                 params=row.input,
                 policy=binding.retry or binding.workflow.retry,
                 cancel_requested=bool(row.cancel_requested),
+                parent_run_id=row.parent_run_id,
+                deadline_at=aware(row.deadline_at),
                 hold_connection=hold,
                 lease_seconds=self.visibility_timeout,
             )
@@ -452,12 +467,20 @@ class Delivery:
             await x.release_connection()
         if ended:
             self.store._wake(RUN_DONE_CHANNEL)
+            if x.awaited_by is not None:
+                await self._wake_waiter(x.awaited_by)
+
+    async def _wake_waiter(self, waiter: int) -> None:
+        """The run that waits on this one (``ctx.wait_for_run(s)``): wake it if none is left."""
+        try:
+            await wake_waiters(self.store, [waiter])
+        except PgqrsError as error:  # it wakes at its wait's horizon all the same
+            log.warning("could not wake run %s, which waits on this one: %s", waiter, error)
 
     async def _outcome(self, binding: _Binding, x: Execution) -> Outcome:
         """Run the handler for one delivery and record its output: how the delivery ended."""
         try:
-            if x.cancel_requested:
-                raise _RunCancelledSignal()
+            _waits.check_live(x)  # cancelled, or past its deadline, before it ran
             output = await binding.handler(RunContext(x), x.params)
             output = check_json(  # the output as stored: what wait_for_run will return
                 output,
@@ -494,8 +517,8 @@ class Delivery:
             log.warning("run %s: database unavailable (%s); left for redelivery", x.run_id, error)
             await self.leases.release_quietly(x.message)
         elif kind is OutcomeKind.CANCELLED:
-            await x.finish(RunStatus.CANCELLED)
-            log.info("run %s cancelled", x.run_id)
+            await x.finish(RunStatus.CANCELLED, error=x.deadline_error)
+            log.info("run %s cancelled%s", x.run_id, " (deadline)" if x.deadline_error else "")
         elif kind is OutcomeKind.RETRY_LATER:
             assert isinstance(error, _RetryLater)
             write = x.step_upsert(
@@ -513,7 +536,8 @@ class Delivery:
             await self._park_paused_step(x, error)
         elif kind is OutcomeKind.WAITING:
             assert isinstance(error, _Waiting)
-            if await _waits.park(x, error):
+            parked = _children.park if error.kind == _children.RUN else _waits.park
+            if await parked(x, error):
                 self.store._wake(RUN_DONE_CHANNEL)
                 log.info("run %s waits at %s (%s)", x.run_id, error.step, error.kind)
         elif kind is OutcomeKind.PAUSED:
@@ -589,7 +613,8 @@ class Delivery:
                 if dead:
                     failed = x.message.failed_ct + 1
                     reason = f"dead: {failed} failed deliveries, the last: outcome not recorded"
-                    await conn.execute(dead_run_stmt(t, x.message.id, reason, record))
+                    ended = await conn.execute(dead_run_stmt(t, x.message.id, reason, record))
+                    x.awaited_by = getattr(ended.first(), "awaited_by", None)
         except Exception:
             log.exception("run %s: could not count the failed delivery either", x.run_id)
             return False

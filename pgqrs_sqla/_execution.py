@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -78,6 +78,14 @@ class Execution:
     used: set[str] = field(default_factory=set)
     lease_lost: bool = False
     cancel_requested: bool = False
+    #: the run that started this one (``ctx.start_child``), and when this run is cancelled if
+    #: still unfinished (``trigger(timeout=)``)
+    parent_run_id: int | None = None
+    deadline_at: datetime | None = None
+    #: set when the run passed ``deadline_at``: it ends CANCELLED with this as its error
+    deadline_error: dict[str, Any] | None = None
+    #: the run waiting on this one (``ctx.wait_for_run``), as the write that ended it said
+    awaited_by: int | None = None
     #: the step whose body raised ``error`` last (so a failure is charged to the right step)
     failed_step: tuple[str, BaseException] | None = None
     #: Hold one autocommit connection for the whole delivery (PostgreSQL, a worker pool
@@ -217,6 +225,17 @@ class Execution:
                 first = delivery  # so count from here, as pgqrs did then
         return max(1, delivery - first + 1)
 
+    def until_deadline(self) -> float:
+        """Seconds from the database's now to the run's deadline (inf: none)."""
+        if self.deadline_at is None:
+            return float("inf")
+        remaining: float = (self.deadline_at - self.db_now()).total_seconds()
+        return remaining
+
+    def db_now(self) -> datetime:
+        """The database clock now, as this delivery's last fenced write saw it against ours."""
+        return datetime.now(UTC) + timedelta(seconds=self.db_skew)
+
     def remember(self, name: str, status: StepStatus, output: Any, kind: str | None) -> None:
         """Note a record this delivery wrote (``attempts`` 1, this delivery's token)."""
         self.steps[name] = StepRecord(status, output, 1, self.message.read_ct, kind)
@@ -325,15 +344,18 @@ class Execution:
             # One round trip on an autocommit connection: both updates in one statement.
             async with self.connection() as conn:
                 row = (await conn.execute(finish_stmt(self.tables, new), params)).first()
-                return row is not None
-        async with self.store._begin() as conn:
-            if (
-                await conn.execute(
-                    run_update_stmt(self.tables, new, True, self.store.dialect), params
-                )
-            ).first() is None:
-                return False
-            await conn.execute(archive_delivery_stmt(self.tables), params)
+        else:
+            async with self.store._begin() as conn:
+                row = (
+                    await conn.execute(
+                        run_update_stmt(self.tables, new, True, self.store.dialect), params
+                    )
+                ).first()
+                if row is not None:
+                    await conn.execute(archive_delivery_stmt(self.tables), params)
+        if row is None:
+            return False
+        self.awaited_by = row.awaited_by
         return True
 
     async def park(
@@ -341,18 +363,22 @@ class Execution:
         new: RunStatus,
         delay: float | Callable[[AsyncConnection], Awaitable[float]],
         step_write: Any = None,
+        after: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> bool:
         """Record the step and run status, release the message for ``delay`` s; all or nothing.
 
         The release is not a failed delivery. If any fenced write is refused (the lease was lost,
         or the step's state forbids it), the transaction rolls back and this returns False. Used
         for pauses, transient retries and durable waits. ``delay`` may be decided in the
-        transaction, before any write (a function of its connection).
+        transaction, before any write (a function of its connection); ``after`` runs last in
+        the transaction.
         """
         try:
             async with self.store._begin() as conn:
                 if callable(delay):
                     delay = await delay(conn)
+                if self.deadline_at is not None:  # wake at the deadline, to end the run there
+                    delay = max(0.0, min(delay, self.until_deadline()))
                 if step_write is not None and (await conn.execute(*step_write)).first() is None:
                     raise _Refused
                 if (
@@ -371,6 +397,8 @@ class Execution:
                 )
                 if released.first() is None:
                     raise _Refused
+                if after is not None:
+                    await after(conn)
         except _Refused:
             return False
         return True

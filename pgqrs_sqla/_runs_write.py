@@ -29,7 +29,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from .dialects import Dialect, JSONType, utcnow
 from .models import RunStatus, Tables
 from .queue import archive_delivery_stmt, claim_stmt, lease_fence
-from .states import run_may_become, status_in
+from .states import NON_TERMINAL_RUN, run_may_become, status_in
 
 
 def start_update(t: Tables, which: ColumnElement[bool]) -> ReturningUpdate[Any]:
@@ -44,7 +44,13 @@ def start_update(t: Tables, which: ColumnElement[bool]) -> ReturningUpdate[Any]:
             updated_at=utcnow(),
         )
         .returning(
-            r.c.id, r.c.message_id, r.c.input, r.c.cancel_requested, utcnow().label("db_now")
+            r.c.id,
+            r.c.message_id,
+            r.c.input,
+            r.c.cancel_requested,
+            r.c.parent_run_id,
+            r.c.deadline_at,
+            utcnow().label("db_now"),
         )
     )
 
@@ -57,7 +63,7 @@ def start_stmt(t: Tables) -> ReturningUpdate[Any]:
 
 def dead_run_stmt(
     t: Tables, message_id: int, reason: str, last_error: dict[str, Any] | None = None
-) -> Update:
+) -> ReturningUpdate[Any]:
     """End the run of a dead-lettered message ``ERROR`` (unless it already ended).
 
     The error names the dead letter, with ``last_error``, what the last failed delivery said.
@@ -78,6 +84,7 @@ def dead_run_stmt(
             finished_at=utcnow(),
             updated_at=utcnow(),
         )
+        .returning(r.c.id, r.c.awaited_by)
     )
 
 
@@ -104,7 +111,7 @@ def run_update_stmt(
             lease_fence(t, dialect),
         )
         .values(**values)
-        .returning(r.c.id)
+        .returning(r.c.id, r.c.awaited_by)
     )
 
 
@@ -167,13 +174,60 @@ def request_cancel_stmt(t: Tables, run_id: int) -> Update:
     return update(r).where(r.c.id == run_id).values(cancel_requested=True, updated_at=utcnow())
 
 
-def cancel_now_stmt(t: Tables, run_id: int) -> Update:
-    """End the run ``CANCELLED`` now, if the state machine allows it."""
+def cancel_now_stmt(t: Tables, run_id: int, error: Any = None) -> ReturningUpdate[Any]:
+    """End the run ``CANCELLED`` now (with ``error``, the reason), if the state machine allows it.
+
+    Returns the run's waiter (``awaited_by``) to wake.
+    """
     r = t.runs
     return (
         update(r)
         .where(r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.CANCELLED)))
-        .values(status=RunStatus.CANCELLED.value, finished_at=utcnow(), updated_at=utcnow())
+        .values(
+            status=RunStatus.CANCELLED.value,
+            error=error,
+            finished_at=utcnow(),
+            updated_at=utcnow(),
+        )
+        .returning(r.c.id, r.c.awaited_by)
+    )
+
+
+def adopt_child_stmt(t: Tables, child_id: int, parent_id: int) -> Update:
+    """Make ``parent_id`` the parent of run ``child_id`` (``ctx.start_child``), unless it has one."""
+    r = t.runs
+    return (
+        update(r)
+        .where(r.c.id == child_id, r.c.parent_run_id.is_(None))
+        .values(parent_run_id=parent_id)
+    )
+
+
+def await_runs_stmt(t: Tables) -> ReturningUpdate[Any]:
+    """Mark the unfinished runs of ``p_ids`` awaited by run ``p_waiter``; returns those marked.
+
+    A run another waiter already awaits is left to it (that waiter is woken when it ends).
+    """
+    r = t.runs
+    waiter = bindparam("p_waiter", type_=BigInteger)
+    return (
+        update(r)
+        .where(
+            r.c.id.in_(bindparam("p_ids", expanding=True)),
+            status_in(r.c.status, sorted(s.value for s in NON_TERMINAL_RUN)),
+            r.c.awaited_by.is_(None) | (r.c.awaited_by == waiter),
+        )
+        .values(awaited_by=waiter)
+        .returning(r.c.id)
+    )
+
+
+def unfinished_children(t: Tables, parent_id: int) -> Select[Any]:
+    """The unfinished children of run ``parent_id`` (to cancel with it)."""
+    r = t.runs
+    return select(r.c.id).where(
+        r.c.parent_run_id == parent_id,
+        status_in(r.c.status, sorted(s.value for s in NON_TERMINAL_RUN)),
     )
 
 
@@ -193,6 +247,8 @@ def claim_and_start_stmt(
         started.c.id.label("run_id"),
         started.c.input,
         started.c.cancel_requested,
+        started.c.parent_run_id,
+        started.c.deadline_at,
         has_steps.label("has_steps"),
         started.c.db_now,
     ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))

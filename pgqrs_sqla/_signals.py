@@ -80,7 +80,8 @@ class _Waiting(BaseException):
     The wait is recorded under ``step`` (status PAUSED, ``kind``), its ``wake_at`` set
     ``deadline`` seconds from now unless it has one already (None: no deadline), and the
     run's message released for ``seconds``. ``wait_for`` names the event a wait for one waits
-    for: the park looks for it once more, so an event sent meanwhile is not missed.
+    for: the park looks for it once more, so an event sent meanwhile is not missed;
+    ``wait_runs`` lists the runs a wait for runs waits on.
     """
 
     def __init__(
@@ -91,10 +92,13 @@ class _Waiting(BaseException):
         *,
         deadline: float | None,
         wait_for: str | None = None,
+        wait_runs: list[int] | None = None,
     ):
         super().__init__(step)
         self.step, self.kind, self.seconds = step, kind, seconds
         self.deadline, self.wait_for = deadline, wait_for
+        #: the unfinished runs a wait for runs waits on (marked ``awaited_by`` as it parks)
+        self.wait_runs = wait_runs
 
 
 class _StepExhausted(BaseException):

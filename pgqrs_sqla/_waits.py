@@ -15,7 +15,7 @@ time), or the sender sees the parked wait (and makes the message visible).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -39,11 +39,6 @@ if TYPE_CHECKING:
 WAIT_HORIZON = 3600.0
 
 SLEEP, EVENT = "sleep", "event"
-
-
-def db_now(x: Execution) -> datetime:
-    """The database clock now, as this delivery's last fenced write saw it against ours."""
-    return datetime.now(UTC) + timedelta(seconds=x.db_skew)
 
 
 def claim_name(x: Execution, name: str, kind: str | None) -> StepRecord | None:
@@ -75,19 +70,32 @@ def claim_name(x: Execution, name: str, kind: str | None) -> StepRecord | None:
     return recorded
 
 
-def _live(x: Execution) -> None:
+def check_live(x: Execution) -> None:
+    """Before a step body or a wait: the delivery still holds its run, and the run goes on.
+
+    A lost lease unwinds the handler; a cancellation, or the run's deadline passed, ends the
+    run ``CANCELLED`` (the deadline with its reason recorded as the run's error).
+    """
     if x.lease_lost:
         raise _LeaseLostSignal(f"lease on run {x.run_id} lost")
     if x.cancel_requested:
         raise _RunCancelledSignal(f"run {x.run_id} cancelled")
+    if x.deadline_at is not None and x.until_deadline() <= 0:
+        x.deadline_error = {
+            "type": "pgqrs_sqla.DeadlineExceeded",
+            "message": f"run {x.run_id} passed its deadline ({x.deadline_at.isoformat()}) "
+            "unfinished: cancelled",
+            "deadline": x.deadline_at.isoformat(),
+        }
+        raise _RunCancelledSignal(f"run {x.run_id} passed its deadline")
 
 
-def _remaining(x: Execution, recorded: StepRecord | None, first: float) -> float:
+def remaining_of(x: Execution, recorded: StepRecord | None, first: float) -> float:
     """Seconds to the wait's deadline: the recorded one, else ``first`` from now."""
     if recorded is not None and recorded.wake_at is not None:
         wake_at = aware(recorded.wake_at)
         assert wake_at is not None
-        return (wake_at - db_now(x)).total_seconds()
+        return (wake_at - x.db_now()).total_seconds()
     return first
 
 
@@ -96,8 +104,8 @@ async def sleep(x: Execution, name: str, seconds: float) -> None:
     recorded = claim_name(x, name, SLEEP)
     if recorded is not None and recorded.status is StepStatus.SUCCESS:
         return
-    _live(x)
-    remaining = _remaining(x, recorded, seconds)
+    check_live(x)
+    remaining = remaining_of(x, recorded, seconds)
     if remaining <= 0:
         await complete(x, name, SLEEP, None)
         return
@@ -115,7 +123,7 @@ def until_seconds(x: Execution, when: datetime) -> float:
             option="when",
             value=when,
         )
-    seconds = max(0.0, (when - db_now(x)).total_seconds())
+    seconds = max(0.0, (when - x.db_now()).total_seconds())
     return duration_seconds(seconds, "sleep_until's time from now")
 
 
@@ -132,13 +140,13 @@ async def wait_for_event(x: Execution, name: str, timeout: float | None) -> Any:
     recorded = claim_name(x, step, EVENT)
     if recorded is not None and recorded.status is StepStatus.SUCCESS:
         return _replayed_event(x, step, name, recorded.output)
-    _live(x)
+    check_live(x)
     got, payload = await _consume(x, step, name)
     if got:
         return payload
     if timeout is None:
         raise _Waiting(step, EVENT, WAIT_HORIZON, deadline=None, wait_for=name)
-    remaining = _remaining(x, recorded, timeout)
+    remaining = remaining_of(x, recorded, timeout)
     if remaining <= 0:
         await complete(x, step, EVENT, {"timeout": timeout})
         raise _timeout(x, name, timeout)
@@ -180,7 +188,7 @@ async def _consume(x: Execution, step: str, name: str) -> tuple[bool, Any]:
                 return False, None
             output = {"payload": row.payload}
             stmt = step_upsert_stmt(t, conn.dialect.name, StepStatus.SUCCESS, EVENT)
-            params = _success_params(x, step, output)
+            params = success_params(x, step, output)
             if (await conn.execute(stmt, params)).first() is None:
                 raise _Refused
     except _Refused:
@@ -191,7 +199,7 @@ async def _consume(x: Execution, step: str, name: str) -> tuple[bool, Any]:
     return True, row.payload
 
 
-def _success_params(x: Execution, name: str, output: Any) -> dict[str, Any]:
+def success_params(x: Execution, name: str, output: Any) -> dict[str, Any]:
     return x.bind(p_step_name=name, p_output=output, p_error=None, p_attempts=1, p_duration=0.0)
 
 
@@ -199,7 +207,7 @@ async def complete(x: Execution, name: str, kind: str, output: Any) -> None:
     """Record wait ``name`` done with ``output`` (fenced); the run goes on past it."""
     async with x.connection() as conn:
         stmt = step_upsert_stmt(x.tables, conn.dialect.name, StepStatus.SUCCESS, kind)
-        if (await conn.execute(stmt, _success_params(x, name, output))).first() is None:
+        if (await conn.execute(stmt, success_params(x, name, output))).first() is None:
             refused = await x.diagnose(conn)
             raise refused if isinstance(refused, BaseException) else _LeaseLostSignal()
     x.remember(name, StepStatus.SUCCESS, output, kind)
@@ -223,8 +231,13 @@ async def park(x: Execution, wait: _Waiting) -> bool:
         )
         return 0.0 if pending.scalar() else wait.seconds
 
-    write = (
-        wait_upsert_stmt(t, x.store.engine.dialect.name, wait.deadline is not None),
+    return await x.park(RunStatus.PAUSED, delay, wait_write(x, wait))
+
+
+def wait_write(x: Execution, wait: _Waiting) -> tuple[Any, dict[str, Any]]:
+    """The fenced write recording ``wait`` (PAUSED, its kind and deadline): ``execute(*write)``."""
+    return (
+        wait_upsert_stmt(x.tables, x.store.engine.dialect.name, wait.deadline is not None),
         x.bind(
             p_step_name=wait.step,
             p_attempts=1,
@@ -233,4 +246,3 @@ async def park(x: Execution, wait: _Waiting) -> bool:
             p_wait_for=wait.wait_for,
         ),
     )
-    return await x.park(RunStatus.PAUSED, delay, write)

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import _waits
+from . import _children, _waits
 from ._db import translated
 from ._error_record import error_record as error_record, storable_text as storable_text
 from ._execution import Execution as Execution, StepRecord as StepRecord
@@ -97,10 +97,7 @@ class RunContext:
         recorded = _waits.claim_name(x, name, None)
         if recorded is not None and recorded.status is StepStatus.SUCCESS:
             return recorded.output
-        if x.lease_lost:
-            raise _LeaseLostSignal(f"lease on run {x.run_id} lost")
-        if x.cancel_requested:
-            raise _RunCancelledSignal(f"run {x.run_id} cancelled")
+        _waits.check_live(x)
         attempts = x.attempts_of(name)
         token = step_var.set(name)
         try:
@@ -135,6 +132,64 @@ class RunContext:
         """
         seconds = None if timeout is None else duration_seconds(timeout, "timeout")
         return await _waits.wait_for_event(self._x, name, seconds)
+
+    async def start_child(
+        self,
+        name: str,
+        workflow: str,
+        params: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> int:
+        """Start a run of ``workflow`` as this run's child, once; returns the child's run id.
+
+        The child's id is recorded under ``name``: a replay returns it and never starts a second
+        child. Cancelling this run cancels its unfinished children. ``timeout`` is the child's
+        deadline (as ``trigger(timeout=)``).
+        """
+        limit = None if timeout is None else duration_seconds(timeout, "timeout", positive=True)
+        return await _children.start_child(self._x, name, workflow, params, idempotency_key, limit)
+
+    async def wait_for_run(
+        self, name: str, run_id: int, *, timeout: timedelta | float | None = None
+    ) -> Any:
+        """Wait durably until run ``run_id`` ends; returns its output.
+
+        Raises :class:`~pgqrs_sqla.RunFailed` or :class:`~pgqrs_sqla.RunCancelled` with the
+        run's error if it did not succeed, and :class:`~pgqrs_sqla.WaitTimeout` after
+        ``timeout`` (from the first call). The outcome is recorded under ``name``: a replay
+        returns (or raises) it again without waiting. This run releases its worker while it
+        waits, and is woken when the run ends.
+        """
+        (ended,) = await self.wait_for_runs(name, [run_id], timeout=timeout)
+        return _children.result_of(ended)
+
+    async def wait_for_runs(
+        self, name: str, run_ids: list[int], *, timeout: timedelta | float | None = None
+    ) -> list[dict[str, Any]]:
+        """Wait durably until every run of ``run_ids`` ended; what each ended as, in order.
+
+        Each is ``{"id", "status", "output", "error"}``: fan-in, where some may have failed.
+        This run is woken once, when the last of them ends. See :meth:`wait_for_run`.
+        """
+        limit = None if timeout is None else duration_seconds(timeout, "timeout")
+        return await _children.wait_for_runs(self._x, name, list(run_ids), limit)
+
+    async def child(
+        self,
+        name: str,
+        workflow: str,
+        params: Any = None,
+        *,
+        timeout: timedelta | float | None = None,
+    ) -> Any:
+        """Start a child workflow and wait for it (:meth:`start_child`, then :meth:`wait_for_run`).
+
+        Recorded as ``name`` (the start) and ``name + ":result"`` (the wait).
+        """
+        child_id = await self.start_child(name, workflow, params, timeout=timeout)
+        return await self.wait_for_run(f"{name}:result", child_id)
 
     def _step_value(self, name: str, result: Any) -> Any:
         """Step ``name``'s return value as a replay reads it back, so the live call returns that.

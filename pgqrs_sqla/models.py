@@ -242,6 +242,8 @@ class WorkflowMixin(_PgqrsTable):
     #: when a worker first registered for this workflow; NULL: none has yet (a row a trigger
     #: created, or one written before pgqrs_0003) — ``Store.unserved_workflows()`` lists them
     served_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: a run's default time limit in seconds (``create_workflow(timeout=)``); NULL: none
+    timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class WorkflowRunMixin(_PgqrsTable):
@@ -278,12 +280,20 @@ class WorkflowRunMixin(_PgqrsTable):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the run that started this one with ``ctx.start_child``; NULL: a top-level run
+    parent_run_id: Mapped[int | None] = mapped_column(BigIntKey, nullable=True)
+    #: the run parked in ``ctx.wait_for_run(s)`` on this one, to wake when it ends
+    awaited_by: Mapped[int | None] = mapped_column(BigIntKey, nullable=True)
+    #: when the run is cancelled if still unfinished (``trigger(timeout=)``); NULL: never
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     @declared_attr.directive
     @classmethod
     def __table_args__(cls) -> tuple[Any, ...]:
         return cls._args(
             UniqueConstraint("workflow_id", "idempotency_key"),
+            Index(cls._name("runs_parent_ix"), "parent_run_id"),
+            Index(cls._name("runs_awaited_by_ix"), "awaited_by"),
             CheckConstraint(_in("status", RunStatus), name=cls._name("runs_status_ck")),
             Index(cls._name("runs_wf_status_ix"), "workflow_id", "status"),
         )

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -19,18 +18,31 @@ from ._catalog_write import (
     mark_served_stmt,
     queue_max_deliveries_stmt,
     workflow_policy_stmt,
+    workflow_timeout_stmt,
 )
 from ._core import StoreCore
 from ._db import HUB, AsyncTarget, SyncTarget, run_sync
 from ._message import check_max_deliveries
-from ._runs_write import cancel_now_stmt, request_cancel_stmt, retry_run_stmt
+from ._run_info import (
+    RunInfo as RunInfo,
+    StepInfo as StepInfo,
+    WorkflowInfo as WorkflowInfo,
+    _error_line as _error_line,
+    _policy as _policy,
+    _run_info as _run_info,
+    run_result as run_result,
+    step_info as step_info,
+)
+from ._runs_write import (
+    cancel_now_stmt,
+    request_cancel_stmt,
+    retry_run_stmt,
+    unfinished_children,
+)
 from ._steps_write import external_step_upsert, reset_failed_steps_stmt
 from .codec import JsonDefault, check_json, check_text
-from .dialects import aware
 from .errors import (
     IllegalTransition,
-    RunCancelled,
-    RunFailed,
     RunNotFound,
     ValidationError,
     WaitTimeout,
@@ -43,6 +55,7 @@ from .queue import (
     requeue_stmt,
     validate_name,
     wake_unleased_stmt,
+    wake_waiter_stmt,
 )
 from .retry import RetryPolicy as RetryPolicy  # its home before pgqrs_sqla.retry
 from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
@@ -50,143 +63,6 @@ from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
 RUN_DONE_CHANNEL = "pgqrs:run-done"
 #: payload: the run id. Also a PostgreSQL NOTIFY channel, so other processes hear it at once.
 CANCEL_CHANNEL = "pgqrs_cancel"
-
-
-@dataclass(frozen=True)
-class WorkflowInfo:
-    """A registered workflow: its ``id``, ``name``, queue and default retry policy.
-
-    ``queue_id`` is the queue its runs travel on, ``retry`` its default retry policy for
-    transient step errors (see :meth:`Store.create_workflow`).
-    """
-
-    id: int
-    name: str
-    queue_id: int
-    retry: RetryPolicy
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """A step of a run as recorded: its status, output or error, attempts and times.
-
-    The times are ``started_at`` and ``finished_at``.
-
-    ``attempts`` counts the deliveries of the run that ran the step's body, including the
-    recorded one: each transient error or pause it recorded, each body cut short by its
-    worker's death (SIGKILL, a lost lease, a shutdown that cancelled it) and its success. It
-    is the figure ``RetryPolicy.max_attempts`` is compared with. Nothing is written when a
-    body starts: steps of a run run one after another, so every delivery since the step could
-    first be reached is counted for it — since its own last record (an error, a pause), else
-    since the delivery that recorded the step before it (the one after, when that step
-    paused). It is approximate where that does not hold: steps run concurrently
-    (``asyncio.gather`` in one handler) share the deliveries that died before either was
-    recorded, so one may be under-counted; a delivery that ended before the step's body
-    began — it died right after recording the step before it or while replaying earlier
-    steps, or the handler itself raised ``Pause`` or an error between steps — is counted
-    for it. A step recorded by ``update_step`` has ``attempts`` 0 (or what its earlier
-    records said).
-    """
-
-    name: str
-    status: StepStatus
-    output: Any
-    error: Any
-    attempts: int
-    started_at: datetime | None
-    finished_at: datetime | None
-    #: None for a step; ``sleep`` or ``event`` for a durable wait (PAUSED while it waits)
-    kind: str | None = None
-    #: a wait's deadline (a timer's end, an event wait's timeout); None: none
-    wake_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A workflow run as recorded: its status, input, output or error, and its steps.
-
-    Also its ``idempotency_key``, whether a cancel was requested (``cancel_requested``: a RUNNING
-    run stops at its next step boundary), the ``message_id`` of the queue message carrying it and
-    its timestamps. ``steps`` are filled in by :meth:`Store.get_run`; :meth:`Store.list_runs`
-    leaves them empty.
-    """
-
-    id: int
-    workflow: str
-    status: RunStatus
-    input: Any
-    output: Any
-    error: Any
-    idempotency_key: str | None
-    cancel_requested: bool
-    message_id: int | None
-    created_at: datetime
-    started_at: datetime | None
-    updated_at: datetime
-    finished_at: datetime | None
-    steps: list[StepInfo] = field(default_factory=list)
-
-
-def _policy(row: Any) -> RetryPolicy:
-    """A workflow row's retry policy (``backoff_jitter`` NULL: written before it existed)."""
-    return RetryPolicy(
-        row.max_attempts, row.backoff_base, row.backoff_cap, row.backoff_jitter is not False
-    )
-
-
-def _error_line(error: Any) -> str:
-    """A run's recorded error as one readable line: ``type: message`` (and where it came from).
-
-    The traceback is left out.
-    """
-    if not isinstance(error, dict):
-        return " ".join(str(error).split())
-    line = f"{error.get('type', 'error')}: {error.get('message', '')}"
-    if error.get("step") is not None:
-        line += f" (step {error['step']!r})"
-    via = error.get("via")
-    if isinstance(via, dict):
-        line += f" via {via.get('type')}: {via.get('message')}"
-    last = error.get("last_error")
-    if isinstance(last, dict) and last.get("message"):
-        line += f"; last error: {last.get('message')}"
-    return " ".join(line.split())
-
-
-def _run_info(row: Any, steps: list[StepInfo]) -> RunInfo:
-    m = row._mapping
-    return RunInfo(
-        id=m["id"],
-        workflow=m["workflow_name"],
-        status=RunStatus(m["status"]),
-        input=m["input"],
-        output=m["output"],
-        error=m["error"],
-        idempotency_key=m["idempotency_key"],
-        cancel_requested=bool(m["cancel_requested"]),
-        message_id=m["message_id"],
-        created_at=aware(m["created_at"]),  # type: ignore[arg-type]
-        started_at=aware(m["started_at"]),
-        updated_at=aware(m["updated_at"]),  # type: ignore[arg-type]
-        finished_at=aware(m["finished_at"]),
-        steps=steps,
-    )
-
-
-def step_info(row: Any) -> StepInfo:
-    """The :class:`StepInfo` of a step row."""
-    m = row._mapping
-    return StepInfo(
-        name=m["step_name"],
-        status=StepStatus(m["status"]),
-        output=m["output"],
-        error=m["error"],
-        attempts=m["attempts"],
-        started_at=aware(m["started_at"]),
-        finished_at=aware(m["finished_at"]),
-        kind=m.get("kind"),
-        wake_at=aware(m.get("wake_at")),
-    )
 
 
 def _run_select(t: Tables) -> Select[Any]:
@@ -220,12 +96,15 @@ def load_run(conn: Connection, t: Tables, run_id: int) -> RunInfo:
             "a run pruned after it finished is gone)",
             run_id=run_id,
         )
-    s = t.steps
+    s, r = t.steps, t.runs
     steps = [
         step_info(r)
         for r in conn.execute(select(s).where(s.c.run_id == run_id).order_by(s.c.id)).all()
     ]
-    return _run_info(row, steps)
+    children = conn.execute(
+        select(r.c.id).where(r.c.parent_run_id == run_id).order_by(r.c.id)
+    ).scalars()
+    return _run_info(row, steps, list(children))
 
 
 def _illegal_run(conn: Connection, t: Tables, run_id: int, new: RunStatus) -> IllegalTransition:
@@ -281,6 +160,18 @@ def resume_logic(conn: Connection, t: Tables, run_id: int) -> str:
     return run.workflow
 
 
+async def wake_waiters(store: StoreCore, waiters: list[int | None]) -> None:
+    """Wake each run of ``waiters`` (None: no one) once no run it awaits is unfinished.
+
+    Runs after the end of the awaited runs committed: of several awaited runs ending at once,
+    the last to commit then sees every other one ended, and wakes the waiter.
+    """
+    stmt = wake_waiter_stmt(store.tables, sorted(s.value for s in NON_TERMINAL_RUN))
+    for waiter in sorted({w for w in waiters if w is not None}):
+        async with store._autocommit() as conn:
+            await conn.execute(stmt, {"p_waiter": waiter})
+
+
 def _check_step_args(
     run_id: Any, step_name: Any, status: Any, value: Any, limit: int, default: JsonDefault | None
 ) -> tuple[StepStatus, Any]:
@@ -313,7 +204,12 @@ class RunControl(StoreCore):
     """Workflow definitions and run control, mixed into :class:`~pgqrs_sqla.Store`."""
 
     async def create_workflow(
-        self, name: str, *, retry: RetryPolicy | None = None, max_deliveries: int | None = None
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        max_deliveries: int | None = None,
+        timeout: float | timedelta | None = None,
     ) -> WorkflowInfo:
         """Create a workflow and its queue of the same name (idempotent).
 
@@ -329,10 +225,16 @@ class RunControl(StoreCore):
         against how many workers a poison run may take down (lower it). On an existing
         workflow a value given updates it.
 
+        ``timeout`` (seconds or a ``timedelta``) is the default time limit of its runs: a run
+        still unfinished that long after its trigger ends ``CANCELLED`` at its next step or
+        wait, with the reason as its error. ``trigger(timeout=)`` overrides it per run; it
+        applies to runs triggered after it is set.
+
         On an existing workflow (one a trigger created with the defaults, say) each option
         given updates it, and one left out is kept.
         """
         validate_name(name, "workflow")
+        limit = None if timeout is None else duration_seconds(timeout, "timeout", positive=True)
         if max_deliveries is not None:
             check_max_deliveries(max_deliveries)
         policy = retry or RetryPolicy()
@@ -344,6 +246,8 @@ class RunControl(StoreCore):
                 conn.execute(workflow_policy_stmt(self.tables, name, policy))
             if max_deliveries is not None:
                 conn.execute(queue_max_deliveries_stmt(self.tables, name, deliveries))
+            if limit is not None:
+                conn.execute(workflow_timeout_stmt(self.tables, name, limit))
             return self._workflow(conn, name)
 
         return await self._in_transaction(work)
@@ -386,6 +290,7 @@ class RunControl(StoreCore):
             row.workflow_name,
             row.queue_id,
             _policy(row),
+            row.timeout,
         )
 
     async def get_workflow(self, name: str) -> WorkflowInfo:
@@ -447,16 +352,7 @@ class RunControl(StoreCore):
         run = await self.wait_for_status(
             run_id, RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELLED, timeout=timeout
         )
-        if run.status is RunStatus.ERROR:
-            raise RunFailed(
-                f"run {run_id} failed: {_error_line(run.error)}",
-                run_id=run_id,
-                error=run.error,
-                traceback=run.error.get("traceback") if isinstance(run.error, dict) else None,
-            )
-        if run.status is RunStatus.CANCELLED:
-            raise RunCancelled(f"run {run_id} was cancelled", run_id=run_id)
-        return run.output
+        return run_result(run_id, run.status, run.output, run.error)
 
     async def wait_for_status(
         self, run_id: int, *statuses: RunStatus, timeout: float | None = None
@@ -490,35 +386,58 @@ class RunControl(StoreCore):
                 interval = min(interval * 2, 0.5)
 
     async def cancel_run(self, run_id: int) -> RunInfo:
-        """Cancel a run: QUEUED or PAUSED ends ``CANCELLED`` now, RUNNING at its next step."""
+        """Cancel a run: QUEUED or PAUSED ends ``CANCELLED`` now, RUNNING at its next step.
 
-        def work(conn: Connection) -> RunInfo:
+        Its unfinished children (``ctx.start_child``) are cancelled with it, and their
+        children; a run waiting on a cancelled run is woken.
+        """
+
+        def work(conn: Connection) -> tuple[RunInfo, list[int], list[int | None]]:
             run = load_run(conn, self.tables, run_id)
             if run.status not in NON_TERMINAL_RUN:
                 raise _illegal_run(conn, self.tables, run_id, RunStatus.CANCELLED)
-            # Lock order: the message row before the run row, as a claim (and finish) take
-            # them; the other order deadlocks against a claim starting this very run.
-            # Not leased by a live worker: end it here and take its message off the queue.
-            idle = (
-                None
-                if run.message_id is None
-                else conn.execute(archive_idle_stmt(self.tables, run.message_id)).first()
-            )
-            conn.execute(request_cancel_stmt(self.tables, run_id))
-            notify = self.dialect.notify(CANCEL_CHANNEL, str(run_id))
-            if notify is not None:
-                # Workers in other processes LISTEN here: delivered when this commits.
-                conn.execute(select(notify))
-            if idle is not None or run.message_id is None:
-                conn.execute(cancel_now_stmt(self.tables, run_id))
-            return load_run(conn, self.tables, run_id)
+            running: list[int] = []
+            waiters = self._cancel(conn, run_id, run.message_id, running)
+            return load_run(conn, self.tables, run_id), running, waiters
 
-        info = await self._in_transaction(work)
-        if info.status is RunStatus.CANCELLED:
+        info, running, waiters = await self._in_transaction(work)
+        if waiters:  # one entry per run ended now (its waiter, or None)
             self._wake(RUN_DONE_CHANNEL)
-        else:
-            HUB.notify(self.db_key, CANCEL_CHANNEL, str(run_id))
+        for cancelled in running:
+            HUB.notify(self.db_key, CANCEL_CHANNEL, str(cancelled))
+        await wake_waiters(self, waiters)
         return info
+
+    def _cancel(
+        self, conn: Connection, run_id: int, message_id: int | None, running: list[int]
+    ) -> list[int | None]:
+        """Cancel run ``run_id`` and its unfinished children; the waiters to wake (after commit).
+
+        The ids of runs a live worker holds (they stop at their next step) go to ``running``.
+        """
+        t = self.tables
+        # Lock order: the message row before the run row, as a claim (and finish) take
+        # them; the other order deadlocks against a claim starting this very run.
+        # Not leased by a live worker: end it here and take its message off the queue.
+        idle = (
+            None if message_id is None else conn.execute(archive_idle_stmt(t, message_id)).first()
+        )
+        conn.execute(request_cancel_stmt(t, run_id))
+        notify = self.dialect.notify(CANCEL_CHANNEL, str(run_id))
+        if notify is not None:
+            # Workers in other processes LISTEN here: delivered when this commits.
+            conn.execute(select(notify))
+        waiters: list[int | None] = []
+        if idle is not None or message_id is None:
+            ended = conn.execute(cancel_now_stmt(t, run_id)).first()
+            if ended is not None:
+                waiters.append(ended.awaited_by)
+        else:
+            running.append(run_id)
+        r = t.runs
+        for child in conn.execute(unfinished_children(t, run_id).add_columns(r.c.message_id)):
+            waiters += self._cancel(conn, child.id, child.message_id, running)
+        return waiters
 
     async def retry_run(self, run_id: int) -> RunInfo:
         """Put an ``ERROR`` or ``CANCELLED`` run back on its queue.

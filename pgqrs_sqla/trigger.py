@@ -19,12 +19,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Float,
     Select,
     String,
     bindparam,
+    case,
     exc,
     false,
+    func,
     literal,
+    null,
     select,
     true,
 )
@@ -43,8 +47,14 @@ from ._db import (
     wake_after_commit,
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
-from .dialects import Dialect, JSONType, dialect_for, insert_for, utcnow
-from .errors import IdempotencyKeyNotVisible, PayloadError, WorkflowNotFound, WorkflowNotVisible
+from .dialects import Dialect, JSONType, dialect_for, insert_for, utcnow, utcnow_plus
+from .errors import (
+    IdempotencyKeyNotVisible,
+    PayloadError,
+    WorkflowNotFound,
+    WorkflowNotVisible,
+    duration_seconds,
+)
 from .models import PgqrsModels, RunStatus, Tables
 from .queue import (
     NOTIFY_CHANNEL,
@@ -71,6 +81,7 @@ _RUN_COLS = [
     "cancel_requested",
     "created_at",
     "updated_at",
+    "deadline_at",
 ]
 
 
@@ -90,7 +101,13 @@ def _run_values(t: Tables, message_id: ColumnElement[Any]) -> Select[Any]:
         false(),
         utcnow(),
         utcnow(),
+        _deadline(func.coalesce(bindparam("p_timeout", type_=Float), w.c.timeout)),
     ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
+
+
+def _deadline(timeout: ColumnElement[float]) -> ColumnElement[Any]:
+    """``now + timeout`` (the run's ``deadline_at``), NULL for a NULL timeout on every backend."""
+    return case((timeout.is_(None), null()), else_=utcnow_plus(timeout))
 
 
 def _run_insert(t: Tables, dialect: str, source: Select[Any]) -> ReturningInsert[Any]:
@@ -144,8 +161,12 @@ def trigger_logic(
     priority: int,
     *,
     guarded: bool = False,
+    timeout: float | None = None,
 ) -> int:
     """Write the run and its message on ``conn``; returns the run id.
+
+    ``timeout``: the run's deadline is that many seconds from now (else the workflow's
+    default ``timeout``, else none).
 
     ``guarded`` (the caller's transaction): on PostgreSQL, at REPEATABLE READ or
     SERIALIZABLE, a trigger with an idempotency key runs in a savepoint. At those levels a
@@ -157,10 +178,10 @@ def trigger_logic(
     savepoint is needed, and none is paid for.
     """
     if not (guarded and key is not None and dialect_for(conn).snapshot_conflicts):
-        return _trigger(conn, t, name, params, key, delay, priority)
+        return _trigger(conn, t, name, params, key, delay, priority, timeout)
     if not _snapshot_may_hide_runs(conn):
         try:
-            return _trigger(conn, t, name, params, key, delay, priority)
+            return _trigger(conn, t, name, params, key, delay, priority, timeout)
         except exc.DBAPIError as error:
             if sqlstate(error) != SERIALIZATION_FAILURE:
                 raise
@@ -175,7 +196,7 @@ def trigger_logic(
         return _not_visible(name, key, level, aborted=False)
 
     with _savepoint(conn, not_visible):
-        run_id = _trigger(conn, t, name, params, key, delay, priority)
+        run_id = _trigger(conn, t, name, params, key, delay, priority, timeout)
     return run_id
 
 
@@ -239,6 +260,7 @@ def _trigger(
     key: str | None,
     delay: float,
     priority: int,
+    timeout: float | None,
 ) -> int:
     dialect = conn.dialect.name
     params = {
@@ -247,6 +269,7 @@ def _trigger(
         "p_priority": priority,
         "p_params": params,
         "p_key": key,
+        "p_timeout": timeout,
     }
     if (d := dialect_for(dialect)).writable_ctes:
         row = _defining(conn, t, name, lambda: conn.execute(pg_trigger_stmt(t, d), params).first())
@@ -328,6 +351,8 @@ class Trigger:
     priority: int
     #: params of a type only a Store's ``json_default`` may encode: refused unless it does
     unencoded: PayloadError | None = None
+    #: seconds from the trigger to the run's deadline (None: the workflow's default)
+    timeout: float | None = None
 
     def _encoded(self, store: Store | None) -> Trigger:
         """This trigger with its params encoded by ``store``'s ``json_default``, or the refusal.
@@ -356,6 +381,7 @@ class Trigger:
             self.delay,
             self.priority,
             guarded=guarded,
+            timeout=self.timeout,
         )
 
     async def execute(self, target: Store | AsyncTarget) -> int:
@@ -410,10 +436,15 @@ class WorkflowRef:
         idempotency_key: str | None = None,
         delay: float | timedelta | None = None,
         priority: int = 0,
+        timeout: float | timedelta | None = None,
     ) -> Trigger:
         """Prepare a run with ``params`` (JSON) as its input; every argument is checked here.
 
         A value only a Store's ``json_default`` can encode is checked at ``execute``.
+        ``timeout`` (seconds or a ``timedelta``, from the trigger) is the run's deadline: a
+        run still unfinished then ends ``CANCELLED``, with the reason as its error, at its
+        next step or wait (and anything waiting on it is woken). Without it the workflow's
+        default applies (``create_workflow(name, timeout=...)``), if it has one.
         """
         unencoded: PayloadError | None = None
         try:
@@ -429,8 +460,15 @@ class WorkflowRef:
             unencoded = error
         if idempotency_key is not None:
             check_text(idempotency_key, what="idempotency_key")
+        limit = None if timeout is None else duration_seconds(timeout, "timeout", positive=True)
         return Trigger(
-            self, params, idempotency_key, seconds(delay), check_priority(priority), unencoded
+            self,
+            params,
+            idempotency_key,
+            seconds(delay),
+            check_priority(priority),
+            unencoded,
+            limit,
         )
 
 

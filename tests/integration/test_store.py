@@ -188,6 +188,7 @@ async def test_prefix_and_schema_end_to_end(backend: str, empty_db_url: str) -> 
         "jobs_workflows",
         "jobs_workflow_runs",
         "jobs_workflow_steps",
+        "jobs_workflow_events",
     }
     if backend == "postgresql":
         # The schema does not exist yet: install() creates it.

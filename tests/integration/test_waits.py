@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, StepStatus
+from tests._wait import eventually
 
 
 async def _steps(store: pgqrs.Store, run_id: int) -> dict[str, tuple[StepStatus, Any]]:
@@ -226,10 +227,11 @@ async def test_an_event_timeout_is_recorded_and_raised_again_on_replay(
 
     await run_worker("replyer", handler)
     run_id = await pgqrs.workflow("replyer").trigger().execute(store)
-    run = await store.wait_for_status(run_id, RunStatus.PAUSED, timeout=10)
-    while "gate" not in {s.name for s in run.steps}:
-        run = await store.wait_for_status(run_id, RunStatus.PAUSED, timeout=10)
-        await asyncio.sleep(0.05)
+
+    async def at_gate() -> bool:
+        return "gate" in {s.name for s in (await store.get_run(run_id)).steps}
+
+    await eventually(at_gate, what="the run paused at its gate")
     await store.send_event(run_id, "reply", "too late")  # kept, but the wait is over
     await store.update_step(run_id, "gate", StepStatus.SUCCESS, "opened")
     await store.resume_run(run_id)

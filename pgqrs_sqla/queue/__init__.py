@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
-from ._fence import (
+from .._fence import (
     _fence as _fence,
     _held_many as _held_many,
     held as held,
@@ -51,7 +51,7 @@ from ._fence import (
     lease_vt as lease_vt,
     leased_now as leased_now,
 )
-from ._message import (
+from .._message import (
     NOTIFY_CHANNEL as NOTIFY_CHANNEL,
     PRIORITY_MAX as PRIORITY_MAX,
     PRIORITY_MIN as PRIORITY_MIN,
@@ -61,10 +61,10 @@ from ._message import (
     seconds as seconds,
     validate_name as validate_name,
 )
-from .codec import JsonDefault, check_json
-from .dialects import Dialect, dialect_for, utcnow, utcnow_plus
-from .errors import LeaseLost, QueueNotFound, ValidationError
-from .models import ArchiveReason, Tables
+from ..codec import JsonDefault, check_json
+from ..dialects import Dialect, dialect_for, utcnow, utcnow_plus
+from ..errors import LeaseLost, QueueNotFound, ValidationError
+from ..models import ArchiveReason, Tables
 
 # ---------------------------------------------------------------- enqueue
 
@@ -551,46 +551,6 @@ def release_dead_worker_stmt(t: Tables, worker_id: int) -> Update:
     )
 
 
-def wake_unleased_stmt(
-    t: Tables, message_id: int, when: ColumnElement[bool] | None = None
-) -> Update:
-    """Make a message visible now if nobody holds it (and ``when`` holds) — ``resume_run``.
-
-    A live lease is left alone: the owner is working on it.
-    """
-    m = t.messages
-    stmt = update(m).where(
-        m.c.id == message_id, m.c.archived_at.is_(None), m.c.consumer_worker_id.is_(None)
-    )
-    return (stmt if when is None else stmt.where(when)).values(vt=utcnow())
-
-
-def lock_message_stmt(t: Tables, dialect: Dialect, message_id: int) -> Select[Any]:
-    """Lock a message row until the transaction ends (where the backend has row locks)."""
-    m = t.messages
-    return dialect.lock_for_update(select(m.c.id).where(m.c.id == message_id))
-
-
-def archive_idle_stmt(t: Tables, message_id: int) -> ReturningUpdate[tuple[int]]:
-    """Archive (done) a message no live worker holds (``cancel_run``); returns its id if archived.
-
-    That is, one not leased, or whose lease expired.
-    """
-    m = t.messages
-    return (
-        update(m)
-        .where(
-            m.c.id == message_id,
-            m.c.archived_at.is_(None),
-            (m.c.consumer_worker_id.is_(None)) | (m.c.vt <= utcnow()),
-        )
-        .values(
-            archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value, consumer_worker_id=None
-        )
-        .returning(m.c.id)
-    )
-
-
 def requeue_stmt(t: Tables, message_id: int) -> Update:
     """Put an archived message back on its queue, ready now (``retry_run``)."""
     m = t.messages
@@ -620,3 +580,11 @@ def workflow_message_insert_stmt(t: Tables) -> ReturningInsert[Any]:
     """Insert a trigger's message (:func:`workflow_message_source`); returns its id."""
     m = t.messages
     return insert(m).from_select(_MSG_COLS, workflow_message_source(t)).returning(m.c.id)
+
+
+from ._runs import (  # noqa: E402 (they build on the statements above)
+    archive_idle_stmt as archive_idle_stmt,
+    lock_message_stmt as lock_message_stmt,
+    wake_unleased_stmt as wake_unleased_stmt,
+    wake_waiter_stmt as wake_waiter_stmt,
+)

@@ -1,0 +1,88 @@
+"""The writes of a run's message that store operations make (not a delivery of it).
+
+Part of :mod:`pgqrs_sqla.queue`, the one writer of ``pgqrs_messages``: a trigger's message
+for a run, waking a parked run (``resume_run``, ``send_event``, a run it awaits ending),
+locking a run's message row, and taking an idle run's message off the queue
+(``cancel_run``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    Update,
+    bindparam,
+    select,
+    update,
+)
+from sqlalchemy.sql.dml import ReturningUpdate
+
+from ..dialects import Dialect, utcnow
+from ..models import ArchiveReason, Tables
+
+
+def wake_unleased_stmt(
+    t: Tables, message_id: int, when: ColumnElement[bool] | None = None
+) -> Update:
+    """Make a message visible now if nobody holds it (and ``when`` holds) — ``resume_run``.
+
+    A live lease is left alone: the owner is working on it.
+    """
+    m = t.messages
+    stmt = update(m).where(
+        m.c.id == message_id, m.c.archived_at.is_(None), m.c.consumer_worker_id.is_(None)
+    )
+    return (stmt if when is None else stmt.where(when)).values(vt=utcnow())
+
+
+def wake_waiter_stmt(t: Tables, non_terminal: list[str]) -> Update:
+    """Wake run ``p_waiter`` (its message visible now) once no run it awaits is unfinished.
+
+    ``ctx.wait_for_run(s)``: a run that ends runs this for its ``awaited_by``, after its end
+    committed, so the last of a fan-in's runs to end sees every other one ended.
+    """
+    m, r = t.messages, t.runs
+    waiter = bindparam("p_waiter", type_=BigInteger)
+    awaited = r.alias("awaited")
+    return (
+        update(m)
+        .where(
+            m.c.id == select(r.c.message_id).where(r.c.id == waiter).scalar_subquery(),
+            m.c.archived_at.is_(None),
+            m.c.consumer_worker_id.is_(None),
+            ~select(awaited.c.id)
+            .where(awaited.c.awaited_by == waiter, awaited.c.status.in_(non_terminal))
+            .exists(),
+        )
+        .values(vt=utcnow())
+    )
+
+
+def lock_message_stmt(t: Tables, dialect: Dialect, message_id: int) -> Select[Any]:
+    """Lock a message row until the transaction ends (where the backend has row locks)."""
+    m = t.messages
+    return dialect.lock_for_update(select(m.c.id).where(m.c.id == message_id))
+
+
+def archive_idle_stmt(t: Tables, message_id: int) -> ReturningUpdate[tuple[int]]:
+    """Archive (done) a message no live worker holds (``cancel_run``); returns its id if archived.
+
+    That is, one not leased, or whose lease expired.
+    """
+    m = t.messages
+    return (
+        update(m)
+        .where(
+            m.c.id == message_id,
+            m.c.archived_at.is_(None),
+            (m.c.consumer_worker_id.is_(None)) | (m.c.vt <= utcnow()),
+        )
+        .values(
+            archived_at=utcnow(), archive_reason=ArchiveReason.DONE.value, consumer_worker_id=None
+        )
+        .returning(m.c.id)
+    )
