@@ -33,6 +33,8 @@ RUN_BY = {
         "test_docs_existing_app::test_the_branch_console_blocks_show_what_alembic_prints",
     ],
     "workflows.md": ["test_docs_pages::test_workflows_page"],
+    "timers.md": ["test_docs_pages::test_timers_page"],
+    "events.md": ["test_docs_pages::test_events_page"],
     "queue.md": ["test_docs_pages::test_queue_page"],
     "embedding.md": ["test_docs_pages::test_embedding_page"],
     "orders-app.md": ["test_docs_pages::test_orders_app_page"],
@@ -75,6 +77,20 @@ def test_every_page_is_in_the_nav_and_runs() -> None:
 def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:
     out = run_page("workflows.md", tmp_path, {"DATABASE_URL": empty_db_url})
     assert "[save_results] Saving 3 records" in out
+
+
+def test_timers_page(empty_db_url: str, tmp_path: Path) -> None:
+    out = run_page("timers.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "('cool_off', 'SUCCESS')" in out
+
+
+def test_events_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
+    """On PostgreSQL with a psycopg URL: the page's sync app makes its own engine from it."""
+    url = empty_db_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    out = run_page("events.md", tmp_path, {"DATABASE_URL": url})
+    assert "order 1 shipped (ops)" in out
+    for error in ("RunNotFound", "IllegalTransition", "InvalidName", "PayloadError"):
+        assert f"{error} - " in out
 
 
 def test_operate_page(tmp_path: Path) -> None:
@@ -221,7 +237,7 @@ def test_pages_leave_no_temporary_folders(tmp_path: Path) -> None:
     """The pages that keep their SQLite file in a temporary folder remove it when their
     script ends: the temp directory they were given (TMPDIR) is empty afterwards. (The
     embedding and installation pages' own tests check theirs.)"""
-    for page in ("workflows.md",):
+    for page in ("workflows.md", "timers.md", "events.md"):
         scratch = tmp_path / page / "tmp"
         scratch.mkdir(parents=True)
         run_page(page, scratch.parent, {"TMPDIR": str(scratch)})

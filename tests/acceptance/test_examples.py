@@ -66,3 +66,31 @@ def test_quickstart(empty_db_url: str) -> None:
         "total": 285,
         "approved_by": "alice",
     }
+
+
+def test_approval_example(backend: str, empty_db_url: str, tmp_path: Path) -> None:
+    """On SQLite without DATABASE_URL (its default, in a temporary folder it removes), and on
+    PostgreSQL: the approved expense is paid after its hold, the one answered after the
+    reminder is rejected, the unanswered one expires; each step body ran once."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    url = empty_db_url if backend == "postgresql" else None
+    out = run_example("examples/approval/demo.py", url, TMPDIR=str(scratch))
+    if url is None:
+        assert f"<Store sqlite+aiosqlite:///{scratch}/" in out
+        assert list(scratch.iterdir()) == []
+    results = {}
+    for line in out.splitlines():
+        if line.startswith("expense "):
+            head, _, steps = line.partition("  steps=")
+            output = ast.literal_eval(head.split(None, 3)[3])  # JSONB may reorder keys
+            results[int(head.split()[1].rstrip(":"))] = (output, ast.literal_eval(steps))
+    assert results == {
+        1: ({"status": "paid", "by": "alice"}, ["request", "decision", "hold", "pay"]),
+        2: ({"status": "rejected", "by": "alice"}, ["request", "decision", "remind", "decision#2"]),
+        3: ({"status": "expired"}, ["request", "decision", "remind", "decision#2"]),
+    }
+    # Each step body printed once: replays returned the recorded values.
+    assert out.count("please approve expense") == 3
+    assert out.count("reminder, expense") == 2
+    assert out.count("paying expense 1") == 1
