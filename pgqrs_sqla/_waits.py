@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 #: send_event wakes it at once). A safety net, not a poll: an hour costs nothing.
 WAIT_HORIZON = 3600.0
 
-SLEEP, EVENT = "sleep", "event"
+SLEEP, EVENT, PATCH = "sleep", "event", "patch"
 
 
 def claim_name(x: Execution, name: str, kind: str | None) -> StepRecord | None:
@@ -246,3 +246,28 @@ def wait_write(x: Execution, wait: _Waiting) -> tuple[Any, dict[str, Any]]:
             p_wait_for=wait.wait_for,
         ),
     )
+
+
+async def patched(x: Execution, patch_id: str) -> bool:
+    """``ctx.patched``: whether this run takes the code path of patch ``patch_id``; recorded.
+
+    True for a run that reaches this point under the code that has the patch; False for
+    one that had already passed it before: its earlier deliveries recorded steps this
+    delivery has not replayed yet, so the old code went on beyond this point without it.
+    (Records written from outside by ``update_step`` do not count: the run may not have
+    reached them.) The answer is recorded under ``patch_id``, so every later replay of the
+    run takes the same path.
+    """
+    validate_name(patch_id, "patch")
+    recorded = claim_name(x, patch_id, PATCH)
+    if recorded is not None and recorded.status is StepStatus.SUCCESS:
+        return bool(recorded.output)
+    check_live(x)
+    ahead = [
+        name
+        for name, record in x.steps.items()
+        if name not in x.used and record.next_delivery is not None
+    ]
+    taken = not ahead
+    await complete(x, patch_id, PATCH, taken)
+    return taken

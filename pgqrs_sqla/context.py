@@ -191,6 +191,16 @@ class RunContext:
         child_id = await self.start_child(name, workflow, params, timeout=timeout)
         return await self.wait_for_run(f"{name}:result", child_id)
 
+    async def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new code path of a deploy, named ``patch_id``: branch on it.
+
+        ``if await ctx.patched("new-fraud-check"): ...`` is True for runs that reach this
+        point under the code that has the patch, and False for runs that had already passed
+        it when it was deployed (they replay the old path). The answer is recorded per run,
+        so every replay takes the same path; each ``patch_id`` may be asked once per run.
+        """
+        return await _waits.patched(self._x, patch_id)
+
     def _step_value(self, name: str, result: Any) -> Any:
         """Step ``name``'s return value as a replay reads it back, so the live call returns that.
 

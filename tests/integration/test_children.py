@@ -245,3 +245,62 @@ async def test_a_bad_timeout_is_refused_before_anything_is_written(
     with pytest.raises(pgqrs.DurationError):
         await store.create_workflow("bounded2", timeout=timeout)
     assert await _runs_of(store, "bounded2") == 0
+
+
+# ---------------------------------------------------------------- upgrading in-flight runs
+
+
+async def test_a_patch_is_taken_by_new_runs_and_skipped_by_runs_past_it(
+    store: pgqrs.Store,
+) -> None:
+    """A deploy inserts a fraud check before the approval: runs already waiting for the
+    approval replay the old path; runs that reach that point on the new code take the new."""
+    fraud_checks: list[int] = []
+
+    async def v1(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.step("charge", lambda: "charged")
+        return await ctx.wait_for_event("approved")
+
+    async def v2(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.step("charge", lambda: "charged")
+        if await ctx.patched("fraud-check"):
+            await ctx.step("fraud", lambda: fraud_checks.append(ctx.run_id) or "clean")
+        return await ctx.wait_for_event("approved")
+
+    old_worker = await _serve(store, {"checkout": v1})
+    async with old_worker:
+        in_flight = await pgqrs.workflow("checkout").trigger().execute(store)
+        await store.wait_for_status(in_flight, RunStatus.PAUSED, timeout=20)
+        queued = await pgqrs.workflow("checkout").trigger(delay=0.5).execute(store)
+    new_worker = await _serve(store, {"checkout": v2})  # the deploy: v1 stopped, v2 started
+    async with new_worker:
+        fresh = await pgqrs.workflow("checkout").trigger().execute(store)
+        for run_id in (in_flight, queued, fresh):
+            await store.wait_for_status(run_id, RunStatus.PAUSED, timeout=20)
+            await store.send_event(run_id, "approved", run_id)
+            assert await store.wait_for_run(run_id, timeout=20) == run_id
+    assert sorted(fraud_checks) == sorted([queued, fresh])
+    patches = {}
+    for run_id in (in_flight, queued, fresh):
+        steps = {s.name: s for s in (await store.get_run(run_id)).steps}
+        patches[run_id] = (steps["fraud-check"].kind, steps["fraud-check"].output)
+    assert patches == {
+        in_flight: ("patch", False),
+        queued: ("patch", True),
+        fresh: ("patch", True),
+    }
+
+
+async def test_a_patch_id_asked_twice_in_one_run_is_refused(store: pgqrs.Store) -> None:
+    async def twice(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.patched("p")
+        try:
+            await ctx.patched("p")
+        except pgqrs.StepNameReused as reused:
+            return reused.step_name
+        return "asked twice"
+
+    worker = await _serve(store, {"twice": twice})
+    async with worker:
+        run_id = await pgqrs.workflow("twice").trigger().execute(store)
+        assert await store.wait_for_run(run_id, timeout=20) == "p"
