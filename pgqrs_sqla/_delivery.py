@@ -17,18 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _children, _waits, queue as q
 from ._db import translated
-from ._error_record import error_record, storable_text
+from ._dead_letters import DeadLetters
+from ._error_record import error_record
 from ._execution import Execution, StepRecord
 from ._leases import Leases
 from ._logging import get_logger, run_id_var, workflow_var
 from ._outcome import Outcome, OutcomeKind, outcome_of, unrecorded
 from ._registration import Registration
-from ._runs_write import claim_and_start_stmt, dead_run_stmt, hand_back_runs_stmt, start_stmt
+from ._runs_write import claim_and_start_stmt, hand_back_runs_stmt, start_stmt
 from ._signals import (
     Pause,
     _LeaseLostSignal,
@@ -43,7 +43,7 @@ from .codec import check_json
 from .context import RunContext
 from .dialects import aware
 from .errors import LeaseLost, PgqrsError
-from .models import ArchiveReason, RunStatus, StepStatus
+from .models import RunStatus, StepStatus
 from .retry import RetryPolicy
 from .runs import RUN_DONE_CHANNEL, wake_waiters
 from .store import Store
@@ -105,6 +105,7 @@ class Delivery:
         self.done = done
         self.name = registration.name
         self._next_binding = 0
+        self.dead = DeadLetters(store, registration.id, leases)
 
     # ------------------------------------------------------------ claims
 
@@ -132,7 +133,7 @@ class Delivery:
             if not claimed:
                 return []
             self.leases.took(claimed)
-            live = await self.bury_exhausted(binding, claimed)
+            live = await self.dead.bury_exhausted(binding, claimed)
             if live:
                 return live
             # Every one was dead-lettered: claim again, since more may be ready.
@@ -180,7 +181,7 @@ class Delivery:
             self.stats.claimed += len(messages)
             self.stats.last_claim = time.monotonic()
             claimed += len(messages)
-            messages = await self.bury_exhausted(binding, messages)
+            messages = await self.dead.bury_exhausted(binding, messages)
             if not messages:
                 continue
             free -= len(messages)
@@ -228,56 +229,6 @@ class Delivery:
         return messages, runs
 
     # ------------------------------------------------------------ what a claim brought
-
-    async def bury_exhausted(self, binding: _Binding, messages: list[q.Message]) -> list[q.Message]:
-        """Dead-letter the claimed ``messages`` whose failed deliveries reached ``max_deliveries``.
-
-        A workflow run ends ``ERROR`` with its message. Returns the others, still leased to this
-        worker.
-
-        An expired lease is counted as a failed delivery by the claim that follows it, so
-        exhaustion shows at a claim, and every way of claiming must look. It costs nothing
-        for first deliveries and one read of ``max_deliveries`` for redeliveries.
-        """
-        suspects = [msg for msg in messages if msg.failed_ct > 0]
-        if not suspects:
-            return messages
-        t = self.store.tables
-        async with self.store._read() as conn:
-            max_deliveries = (
-                await conn.execute(
-                    select(t.queues.c.max_deliveries).where(t.queues.c.id == binding.queue_id)
-                )
-            ).scalar()
-        if max_deliveries is None:  # the queue was deleted, and its messages with it
-            return messages
-        dead = [msg for msg in suspects if msg.failed_ct >= max_deliveries]
-        if not dead:
-            return messages
-        buried: list[tuple[q.Message, str]] = []
-        waiters: list[int | None] = []
-        async with self.store._begin() as conn:
-            for msg in dead:
-                reason = q.dead_reason(msg.failed_ct, max_deliveries)
-                archive = q.archive_stmt(t, msg, self.registration.id, ArchiveReason.DEAD, reason)
-                if (await conn.execute(archive)).first() is None:
-                    continue  # the lease is already gone: neither ours to bury nor to return
-                buried.append((msg, reason))
-                if binding.workflow is not None:
-                    last = None if msg.last_error is None else {"message": msg.last_error}
-                    ended = (await conn.execute(dead_run_stmt(t, msg.id, reason, last))).first()
-                    waiters.append(None if ended is None else ended.awaited_by)
-        for msg in dead:
-            self.leases.forget(msg)
-        for msg, reason in buried:
-            log.error(
-                "message %s dead-lettered: %s", msg.id, reason, extra={"queue": binding.queue}
-            )
-        if buried and binding.workflow is not None:
-            self.store._wake(RUN_DONE_CHANNEL)
-            await wake_waiters(self.store, waiters)
-        gone = {msg.id for msg in dead}
-        return [msg for msg in messages if msg.id not in gone]
 
     async def hand_back(self, messages: list[q.Message], started: list[Any] | None) -> None:
         """Undo a claim that came back after stop() began.
@@ -569,7 +520,7 @@ class Delivery:
             log.error(
                 "run %s: could not record the outcome; a failed delivery", x.run_id, exc_info=error
             )
-            return await self._fail_delivery(binding, x, error)
+            return await self.dead.fail_delivery(binding, x, error)
         return outcome.ends_run
 
     async def _park_paused_step(self, x: Execution, pause: _StepPaused) -> None:
@@ -591,35 +542,3 @@ class Delivery:
             # The pause was refused with the lease still ours: update_step recorded the
             # step while its body ran. Hand the run straight back to replay that value.
             log.info("run %s: step %s was recorded meanwhile", x.run_id, pause.step)
-
-    async def _fail_delivery(self, binding: _Binding, x: Execution, error: Exception) -> bool:
-        """Count a failed delivery of run ``x``, released after the backoff; True if the run ended.
-
-        If that reaches ``max_deliveries`` the message is dead-lettered and the run ends ``ERROR``.
-        If even this write fails, the lease expires, which the next claim counts as a failed
-        delivery all the same.
-        """
-        t = self.store.tables
-        record = error_record(error)
-        record.pop("traceback", None)
-        text = storable_text(f"{record['type']}: {record['message']}")[:2000]
-        delay = (binding.retry or x.policy).delay(x.message.failed_ct + 1)
-        try:
-            async with self.store._begin() as conn:
-                row = (
-                    await conn.execute(q.fail_stmt(t, x.message, self.registration.id, delay, text))
-                ).first()
-                dead = row is not None and row.archive_reason == ArchiveReason.DEAD.value
-                if dead:
-                    failed = x.message.failed_ct + 1
-                    reason = f"dead: {failed} failed deliveries, the last: outcome not recorded"
-                    ended = await conn.execute(dead_run_stmt(t, x.message.id, reason, record))
-                    x.awaited_by = getattr(ended.first(), "awaited_by", None)
-        except Exception:
-            log.exception("run %s: could not count the failed delivery either", x.run_id)
-            return False
-        finally:
-            self.leases.forget(x.message)
-        if dead:
-            log.error("run %s dead-lettered: %s", x.run_id, text)
-        return dead

@@ -73,6 +73,7 @@ LAYERS: dict[str, list[str]] = {
     "worker": [
         "consumer",
         "worker",
+        "_dead_letters",
         "_delivery",
         "_heartbeat",
         "_wakeups",
