@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, make_url
 
 from .errors import ConfigurationError
-from .models import DEFAULT_PREFIX, PgqrsModels
+from .models import DEFAULT_PREFIX, TABLE_SUFFIXES, PgqrsModels
 
 #: The label of the shipped branch: ``alembic upgrade pgqrs@head``, ``downgrade pgqrs@base``.
 BRANCH_LABEL = "pgqrs"
@@ -34,7 +34,6 @@ BRANCH_LABEL = "pgqrs"
 VERSION_RESOURCE = "pgqrs_sqla:migrations/versions"
 #: The template names :func:`scaffold` accepts.
 TEMPLATES = ("async", "sync")
-_SUFFIXES = ("queues", "messages", "workers", "workflows", "workflow_runs", "workflow_steps")
 
 #: The signature of an Alembic ``include_object`` hook.
 IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
@@ -50,8 +49,8 @@ def version_location() -> str:
 
 
 def pgqrs_table_names(prefix: str = DEFAULT_PREFIX) -> frozenset[str]:
-    """The names of the six pgqrs tables for ``prefix``."""
-    return frozenset(prefix + suffix for suffix in _SUFFIXES)
+    """The names of the pgqrs tables for ``prefix``."""
+    return frozenset(prefix + suffix for suffix in TABLE_SUFFIXES)
 
 
 def exclude_pgqrs_tables(

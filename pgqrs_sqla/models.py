@@ -367,6 +367,21 @@ class WorkflowEventMixin(_PgqrsTable):
         return cls._args(Index(cls._name("events_run_name_ix"), "run_id", "event_name", "id"))
 
 
+#: The name of every pgqrs table after its prefix (``pgqrs_`` + suffix), from the mixins.
+TABLE_SUFFIXES: tuple[str, ...] = tuple(
+    mixin.__pgqrs_suffix__
+    for mixin in (
+        QueueMixin,
+        MessageMixin,
+        WorkerMixin,
+        WorkflowMixin,
+        WorkflowRunMixin,
+        WorkflowStepMixin,
+        WorkflowEventMixin,
+    )
+)
+
+
 @dataclass(frozen=True)
 class Tables:
     """The pgqrs ``Table`` objects; statement builders take this."""
@@ -449,18 +464,7 @@ class PgqrsModels:
     def owns(self, obj: Any, name: str | None, type_: str) -> bool:
         """True if ``obj`` (a table, or something on one) belongs to pgqrs."""
         names = {t.name for t in self.metadata.sorted_tables if t.name.startswith(self.prefix)}
-        names &= {
-            cls.__pgqrs_prefix__ + cls.__pgqrs_suffix__
-            for cls in (
-                self.Queue,
-                self.Message,
-                self.Worker,
-                self.Workflow,
-                self.WorkflowRun,
-                self.WorkflowStep,
-                self.WorkflowEvent,
-            )
-        }
+        names &= {self.prefix + suffix for suffix in TABLE_SUFFIXES}
         if type_ == "table":
             return name in names
         table = getattr(obj, "table", None)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from tests._wait import alive, eventually_sync
@@ -130,13 +130,77 @@ def test_order_is_fulfilled_with_a_retried_payment_and_an_approval(server: Serve
     steps = {s["name"]: (s["status"], s["attempts"]) for s in order["run"]["steps"]}
     assert steps["reserve_stock"] == ("SUCCESS", 1)
     assert steps["charge_payment"] == ("SUCCESS", 2)  # one transient failure, retried
-    assert steps["warehouse_approval"] == ("PAUSED", 1)
+    assert steps["warehouse_approved"] == ("PAUSED", 1)  # waiting for the event
 
     approved = server.post(f"/orders/{order_id}/approve", {"by": "warehouse-7"})
     assert approved.status_code == 200
     order = server.until(f"/orders/{order_id}", shipped)
     assert order["run"]["output"]["approved_by"] == "warehouse-7"
+    assert order["run"]["output"]["reminders"] == 0
     assert sql(server.url, "SELECT quantity FROM stock") == [(7,)]
+    assert events(server.url) == [("warehouse_approved", "warehouse_approved")]  # consumed
+    assert server.stop()
+
+
+def events(url: str) -> list[Any]:
+    """The events sent to runs: (name, the wait that consumed it, or None)."""
+    return sql(url, "SELECT event_name, consumed_by FROM pgqrs_workflow_events ORDER BY id")
+
+
+def test_an_approval_rolled_back_with_its_request_is_never_seen(server: Server) -> None:
+    """The webhook sends the approval event, then marks the order approved, in the request's
+    transaction. An order whose stock is not reserved yet is refused there (409) after the
+    event was written: the event rolls back with the request, so the run, once it gets to
+    its wait, waits on, and only the approval that committed ships the order."""
+    server.start("web-1", "--no-worker")  # nothing runs the workflow: the order stays placed
+    order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 1}).json()[
+        "order_id"
+    ]
+    early = server.post(f"/orders/{order_id}/approve", {"by": "too-early"})
+    assert early.status_code == 409
+    assert early.json()["error"] == "the order is not waiting for approval"
+    assert events(server.url) == []
+    server.stop()
+
+    server.start("web-1")  # now with its worker
+    order = server.until(f"/orders/{order_id}", paused)
+    steps = {s["name"]: s["status"] for s in order["run"]["steps"]}
+    assert steps["warehouse_approved"] == "PAUSED"  # no event was there to take
+    assert order["status"] == "reserved"
+    assert server.post(f"/orders/{order_id}/approve", {"by": "day-shift"}).status_code == 200
+    order = server.until(f"/orders/{order_id}", shipped)
+    assert order["run"]["output"]["approved_by"] == "day-shift"
+    assert events(server.url) == [("warehouse_approved", "warehouse_approved")]
+    assert server.stop()
+
+
+def test_the_warehouse_is_reminded_while_the_order_waits(server: Server) -> None:
+    """Each ORDERS_REMINDER_AFTER without an approval, the wait times out (EventTimeout),
+    a reminder is recorded as a step, and the run waits again; the approval still ships."""
+    server.start("web-1", ORDERS_REMINDER_AFTER="0.3")
+    order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 1}).json()[
+        "order_id"
+    ]
+
+    def reminded_twice(order: Any) -> bool:
+        names = {s["name"] for s in order.get("run", {}).get("steps", [])}
+        return "remind_warehouse_2" in names
+
+    server.until(f"/orders/{order_id}", reminded_twice)
+    assert server.post(f"/orders/{order_id}/approve", {"by": "late-shift"}).status_code == 200
+    order = server.until(f"/orders/{order_id}", shipped)
+    output = order["run"]["output"]
+    assert output["approved_by"] == "late-shift" and output["reminders"] >= 2
+    steps = {s["name"]: (s["status"], s["attempts"]) for s in order["run"]["steps"]}
+    reminders = {name: done for name, done in steps.items() if name.startswith("remind_")}
+    # One recorded reminder per timed-out wait, each sent once.
+    assert reminders == {
+        f"remind_warehouse_{n}": ("SUCCESS", 1) for n in range(1, output["reminders"] + 1)
+    }
+    waits = [name for name in steps if name.startswith("warehouse_approved")]
+    assert len(waits) == output["reminders"] + 1  # the timed-out waits, and the approved one
+    assert {steps[name][0] for name in waits} == {"SUCCESS"}
+    assert events(server.url) == [("warehouse_approved", waits[-1])]
     assert server.stop()
 
 
@@ -179,11 +243,15 @@ def test_the_app_stops_mid_workflow_and_a_restart_finishes_the_order(
 def test_the_apps_alembic_history_builds_what_its_models_describe(empty_db_url: str) -> None:
     """``alembic upgrade head`` (0001 the app, 0002 the pgqrs tables, 0003 the workers'
     pid and heartbeat interval, 0004 the workflows' served_at, the workers' queues and the
-    steps' next_delivery) leaves nothing for autogenerate: models and history agree."""
+    steps' next_delivery, 0005 pgqrs_workflow_events and the steps' kind, wake_at and
+    wait_for) leaves nothing for autogenerate: models and history agree. The history
+    downgrades to nothing and builds again."""
     env = {**os.environ, "ORDERS_DATABASE_URL": empty_db_url}
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=APP, env=env, check=True
-    )
+
+    def alembic(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "alembic", *args], cwd=APP, env=env, check=True)
+
+    alembic("upgrade", "head")
     check = subprocess.run(
         [sys.executable, "-m", "alembic", "check"],
         cwd=APP,
@@ -192,6 +260,14 @@ def test_the_apps_alembic_history_builds_what_its_models_describe(empty_db_url: 
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    alembic("downgrade", "base")
+    engine = create_engine(sync_url(empty_db_url))
+    try:
+        assert inspect(engine).get_table_names() == ["alembic_version"]
+    finally:
+        engine.dispose()
+    alembic("upgrade", "head")
+    alembic("check")
 
 
 def test_the_webhook_answers_bad_approvals_with_json_errors(server: Server) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase
 
 import pgqrs_sqla as pgqrs
+from pgqrs_sqla.alembic_support import pgqrs_table_names
 from tests.conftest import PgServer
 
 #: The part of a connection error that tells the user what to do.
@@ -181,15 +182,7 @@ async def table_names(engine: AsyncEngine, schema: str | None) -> set[str]:
 async def test_prefix_and_schema_end_to_end(backend: str, empty_db_url: str) -> None:
     models = jobs_models()
     expected = {t.name for t in models.metadata.sorted_tables}
-    assert expected == {
-        "jobs_queues",
-        "jobs_messages",
-        "jobs_workers",
-        "jobs_workflows",
-        "jobs_workflow_runs",
-        "jobs_workflow_steps",
-        "jobs_workflow_events",
-    }
+    assert expected == pgqrs_table_names("jobs_")
     if backend == "postgresql":
         # The schema does not exist yet: install() creates it.
         async with await pgqrs.connect(empty_db_url, models=models) as store:

@@ -269,13 +269,14 @@ def drift(sync_url: str, metadata: MetaData) -> list[Any]:
 
 
 def constraint_names(sync_url: str) -> dict[str, dict[str, Any]]:
-    """Per pgqrs table, the names of its keys, uniques, foreign keys, checks and indexes as
-    the database reflects them (with what they cover, so a rename cannot hide a change)."""
+    """Per pgqrs table in the database, the names of its keys, uniques, foreign keys, checks
+    and indexes as the database reflects them (with what they cover, so a rename cannot hide
+    a change). A table an earlier revision did not make yet is absent."""
     engine = create_engine(sync_url)
     try:
         found = inspect(engine)
         out: dict[str, dict[str, Any]] = {}
-        for table in sorted(PGQRS):
+        for table in sorted(PGQRS & set(found.get_table_names())):
             out[table] = {
                 "pk": found.get_pk_constraint(table)["name"],
                 "fk": sorted(

@@ -1,15 +1,16 @@
 """Without Alembic, ``install()`` is the upgrade: on tables an earlier pgqrs version created
-it adds the columns a later one introduced, on SQLite and PostgreSQL."""
+it adds the columns and the tables a later one introduced, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 from alembic import command
+from sqlalchemy import select
 
 import pgqrs_sqla as pgqrs
 from tests.migrations.hostapp import HostApp, models_source
 
 
-async def test_install_adds_the_columns_a_later_version_introduced(
+async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
     app: HostApp, backend: str
 ) -> None:
     app.write_models(models_source())
@@ -17,8 +18,9 @@ async def test_install_adds_the_columns_a_later_version_introduced(
     command.upgrade(app.config(), "pgqrs_0001_initial")  # the tables as pgqrs 0001 made them
     metadata = app.import_models().Base.metadata
     # pgqrs_workers.pid, .heartbeat_interval and .queues, pgqrs_workflows.backoff_jitter and
-    # .served_at, pgqrs_workflow_steps.next_delivery
-    assert {op[0] for op in app.drift(metadata)} == {"add_column"}
+    # .served_at, pgqrs_workflow_steps.next_delivery, .kind, .wake_at and .wait_for; the
+    # table pgqrs_workflow_events and its index
+    assert {op[0] for op in app.drift(metadata)} == {"add_column", "add_table", "add_index"}
 
     store = await pgqrs.connect(app.url)
     try:
@@ -26,9 +28,13 @@ async def test_install_adds_the_columns_a_later_version_introduced(
             "column pgqrs_workers.heartbeat_interval is missing",
             "column pgqrs_workers.pid is missing",
             "column pgqrs_workers.queues is missing",
+            "column pgqrs_workflow_steps.kind is missing",
             "column pgqrs_workflow_steps.next_delivery is missing",
+            "column pgqrs_workflow_steps.wait_for is missing",
+            "column pgqrs_workflow_steps.wake_at is missing",
             "column pgqrs_workflows.backoff_jitter is missing",
             "column pgqrs_workflows.served_at is missing",
+            "table pgqrs_workflow_events is missing",
         ]
         await store.install()
         await store.install()  # idempotent
@@ -38,6 +44,13 @@ async def test_install_adds_the_columns_a_later_version_introduced(
         [info] = await store.list_workers()
         assert (info.pid, info.heartbeat_interval) == (worker.pid, worker.heartbeat_interval)
         assert info.queues == ["q"]
+        # An event goes to the added table (send_event reads the added step columns too).
+        run_id = await pgqrs.workflow("wf").trigger().execute(store)
+        await store.send_event(run_id, "approved", {"by": "ops"})
+        events = store.tables.events
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(select(events.c.run_id, events.c.payload))).all()
+        assert [tuple(row) for row in rows] == [(run_id, {"by": "ops"})]
     finally:
         await store.close()
     assert app.drift(metadata) == []

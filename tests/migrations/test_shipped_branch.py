@@ -162,12 +162,12 @@ def test_version_location_and_the_path_separator_trap(
     assert app.tables() == PGQRS
 
 
-def _workers_table(sync_url: str) -> list[tuple[str, str, bool]]:
+def _columns(sync_url: str, table: str) -> list[tuple[str, str, bool]]:
     engine = create_engine(sync_url)
     try:
         return [
             (c["name"], str(c["type"]), bool(c["nullable"]))
-            for c in inspect(engine).get_columns("pgqrs_workers")
+            for c in inspect(engine).get_columns(table)
         ]
     finally:
         engine.dispose()
@@ -182,7 +182,7 @@ def test_0002_upgrades_and_downgrades_in_place(app: HostApp, backend: str, conve
     app.stock_env(include_object="models.include_object")
     cfg = app.config()
     command.upgrade(cfg, "pgqrs_0001_initial")
-    columns, names = _workers_table(app.sync_url), constraint_names(app.sync_url)
+    columns, names = _columns(app.sync_url, "pgqrs_workers"), constraint_names(app.sync_url)
     engine = create_engine(app.sync_url)
     try:
         with engine.begin() as conn:
@@ -215,7 +215,7 @@ def test_0002_upgrades_and_downgrades_in_place(app: HostApp, backend: str, conve
             ).all() == [("w", None, None)]  # a row from before: judged as before
 
         command.downgrade(cfg, "pgqrs_0001_initial")
-        assert _workers_table(app.sync_url) == columns
+        assert _columns(app.sync_url, "pgqrs_workers") == columns
         assert constraint_names(app.sync_url) == names
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, worker_name FROM pgqrs_workers")).all() == [
@@ -224,5 +224,63 @@ def test_0002_upgrades_and_downgrades_in_place(app: HostApp, backend: str, conve
             assert conn.execute(text("SELECT consumer_worker_id FROM pgqrs_messages")).all() == [
                 (7,)
             ]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("convention", ["default", "none"])
+def test_0004_upgrades_and_downgrades_in_place(app: HostApp, backend: str, convention: str) -> None:
+    """``pgqrs_0004`` adds ``kind``, ``wake_at`` and ``wait_for`` to a populated
+    pgqrs_workflow_steps (NULL on the rows from before: they are steps) and creates
+    pgqrs_workflow_events. Its downgrade drops that table and gives back the steps table
+    exactly as 0003 left it (a table copy on SQLite): columns, keys, the CHECK, the rows.
+    Upgrading again then works: nothing of 0004 was left behind."""
+    app.write_models(models_source(convention=convention))
+    app.stock_env(include_object="models.include_object")
+    cfg = app.config()
+    command.upgrade(cfg, "pgqrs_0003_workflow_served")
+    assert "pgqrs_workflow_events" not in app.tables()
+    columns = _columns(app.sync_url, "pgqrs_workflow_steps")
+    names = constraint_names(app.sync_url)
+    now = "CURRENT_TIMESTAMP"
+    engine = create_engine(app.sync_url)
+    try:
+        with engine.begin() as conn:
+            for statement in (
+                f"INSERT INTO pgqrs_queues (id, queue_name, max_deliveries, created_at) "
+                f"VALUES (1, 'ship', 5, {now})",
+                f"INSERT INTO pgqrs_workflows (id, workflow_name, max_attempts, backoff_base, "
+                f"backoff_cap, created_at, queue_id) VALUES (1, 'ship', 5, 1.0, 300.0, {now}, 1)",
+                f"INSERT INTO pgqrs_workflow_runs (id, status, cancel_requested, created_at, "
+                f"updated_at, workflow_id) VALUES (3, 'RUNNING', false, {now}, {now}, 1)",
+                f"INSERT INTO pgqrs_workflow_steps (id, step_name, status, attempts, started_at, "
+                f"run_id) VALUES (9, 'charge', 'SUCCESS', 1, {now}, 3)",
+            ):
+                conn.execute(text(statement))
+
+        command.upgrade(cfg, "pgqrs@head")
+        assert app.drift(app.import_models().Base.metadata) == []
+        with engine.begin() as conn:
+            assert conn.execute(
+                text("SELECT step_name, kind, wake_at, wait_for FROM pgqrs_workflow_steps")
+            ).all() == [("charge", None, None, None)]  # a step from before is a step
+            conn.execute(
+                text(
+                    "INSERT INTO pgqrs_workflow_events (run_id, event_name, created_at) "
+                    f"VALUES (3, 'approved', {now})"
+                )
+            )
+
+        command.downgrade(cfg, "pgqrs_0003_workflow_served")
+        assert "pgqrs_workflow_events" not in app.tables()
+        assert _columns(app.sync_url, "pgqrs_workflow_steps") == columns
+        assert constraint_names(app.sync_url) == names
+        with engine.connect() as conn:
+            assert conn.execute(
+                text("SELECT id, step_name, status, run_id FROM pgqrs_workflow_steps")
+            ).all() == [(9, "charge", "SUCCESS", 3)]
+
+        command.upgrade(cfg, "pgqrs@head")
+        assert app.drift(app.import_models().Base.metadata) == []
     finally:
         engine.dispose()

@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +111,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 async def table_counts(store: pgqrs.Store) -> dict[str, int]:
-    """Row counts of all six pgqrs tables."""
+    """Row counts of every pgqrs table."""
     t = store.tables
     counts = {}
     async with store._read() as conn:
-        for table in (t.queues, t.messages, t.workers, t.workflows, t.runs, t.steps):
+        for table in (getattr(t, f.name) for f in fields(t)):
             counts[table.name] = (
                 await conn.execute(select(func.count()).select_from(table))
             ).scalar_one()

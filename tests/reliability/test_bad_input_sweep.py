@@ -1,5 +1,5 @@
 """Bad input sweep: every kind of bad input gets a typed error (a ``PgqrsError`` subclass),
-writes nothing to any of the six pgqrs tables, and — when the call ran in the caller's
+writes nothing to any of the pgqrs tables, and — when the call ran in the caller's
 ``AsyncSession`` — leaves that transaction usable: the app writes before and after the
 failed call, commits, and both writes are there."""
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.schema import CreateTable, Table
 
 import pgqrs_sqla as pgqrs
+from pgqrs_sqla.alembic_support import pgqrs_table_names
 from pgqrs_sqla.models import ArchiveReason, WorkerStatus
 
 CONVENTION = {
@@ -45,6 +46,7 @@ TABLES = {
     "pgqrs_workflows",
     "pgqrs_workflow_runs",
     "pgqrs_workflow_steps",
+    "pgqrs_workflow_events",
 }
 
 
@@ -182,6 +184,20 @@ def test_prefix_and_schema_options() -> None:
     fk = next(iter(models.tables.messages.c.queue_id.foreign_keys))
     assert fk.target_fullname == "background.jobs_queues.id"
     assert "jobs_messages_ready_ix" in {ix.name for ix in models.tables.messages.indexes}
+
+
+@pytest.mark.parametrize("prefix", ["pgqrs_", "jobs_"])
+def test_the_alembic_helpers_know_every_table_the_models_make(prefix: str) -> None:
+    """``pgqrs_table_names`` (the ``exclude_pgqrs_tables`` hook) and ``models.owns`` name
+    exactly the tables ``pgqrs_models`` puts in the metadata, so a new table cannot be left
+    to a host's autogenerate."""
+    models = pgqrs.pgqrs_models(prefix=prefix)
+    made = {t.name for t in models.metadata.sorted_tables}
+    assert made == {name.replace("pgqrs_", prefix) for name in TABLES}
+    assert pgqrs_table_names(prefix) == made
+    assert {
+        t.name for t in models.metadata.sorted_tables if models.owns(t, t.name, "table")
+    } == made
 
 
 def test_library_metadata_for_apps_without_a_base() -> None:

@@ -14,7 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import exc, select, text
+from sqlalchemy import exc, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,6 +28,10 @@ from .models import Order, pgqrs as pgqrs_models
 from .workflows import registry
 
 DEFAULT_URL = "sqlite:///orders.db"
+
+
+class NotAwaitingApproval(Exception):
+    """Raised in the approval's transaction, to roll it back, event included."""
 
 
 def _error(message: str, status_code: int, **detail: Any) -> JSONResponse:
@@ -99,17 +103,20 @@ def create_app(
                 order = await session.get(Order, int(request.path_params["order_id"]))
                 if order is None or order.run_id is None:
                     return _error("no such order", 404)
-                await session.execute(text("SELECT 1"))  # (your own writes would go here)
-                await store.update_step(
-                    order.run_id,
-                    "warehouse_approval",
-                    pgqrs.StepStatus.SUCCESS,
-                    {"by": by},
-                    target=session,
+                # The event and the order's new status commit together, or neither does: an
+                # approval this request refuses (or fails to record) is never seen by the run.
+                await store.send_event(
+                    order.run_id, "warehouse_approved", {"by": by}, target=session
                 )
-                await store.resume_run(order.run_id, target=session)
-        except pgqrs.IllegalTransition as error:
-            # Approved already (or shipped), or not yet waiting for its approval.
+                approved = await session.execute(
+                    update(Order)
+                    .where(Order.id == order.id, Order.status == "reserved")
+                    .values(status="approved")
+                )
+                if approved.rowcount != 1:  # type: ignore[attr-defined]
+                    raise NotAwaitingApproval(f"the order is {order.status}")
+        except (pgqrs.IllegalTransition, NotAwaitingApproval) as error:
+            # Not reserved yet, approved already, shipped, or its run is over.
             return _error("the order is not waiting for approval", 409, detail=str(error))
         return JSONResponse({"order_id": order.id, "approved_by": by})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import pgqrs_sqla as pgqrs
 
 registry = pgqrs.WorkflowRegistry()
+log = logging.getLogger("orders_app")
 
 
 class OutOfStock(Exception):
@@ -40,6 +42,9 @@ class PaymentGateway:
 
 
 gateway = PaymentGateway()
+
+#: How long an order waits for the warehouse's approval before the warehouse is reminded.
+REMINDER_AFTER = timedelta(seconds=float(os.environ.get("ORDERS_REMINDER_AFTER", 24 * 3600)))
 
 
 @registry.workflow("fulfil_order", retry=pgqrs.RetryPolicy(max_attempts=5, base=0.2, cap=2))
@@ -71,8 +76,24 @@ async def fulfil_order(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[st
 
     payment = await ctx.step("charge_payment", charge)
 
-    # The warehouse approves through the webhook (POST /orders/{id}/approve).
-    approval = await ctx.step("warehouse_approval", lambda: pgqrs.Step.pause(timedelta(days=1)))
+    # The warehouse approves through the webhook (POST /orders/{id}/approve), which sends
+    # the event in the request's transaction. The run holds no worker while it waits. Each
+    # REMINDER_AFTER without an approval, the warehouse is reminded (a recorded step: a
+    # replay does not send it again) and the run waits on.
+    reminders = 0
+
+    async def remind() -> dict[str, int]:
+        # A stand-in for a message to the warehouse (an e-mail, a ticket).
+        log.info("run %d waits for the warehouse's approval: reminder %d", ctx.run_id, reminders)
+        return {"reminder": reminders}
+
+    while True:
+        try:
+            approval = await ctx.wait_for_event("warehouse_approved", timeout=REMINDER_AFTER)
+            break
+        except pgqrs.EventTimeout:
+            reminders += 1
+            await ctx.step(f"remind_warehouse_{reminders}", remind)
 
     async def ship(session: AsyncSession) -> str:
         await session.execute(
@@ -81,4 +102,9 @@ async def fulfil_order(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[st
         return "shipped"
 
     status = await ctx.step("ship", ship, transactional=True)
-    return {"status": status, "payment": payment["reference"], "approved_by": approval["by"]}
+    return {
+        "status": status,
+        "payment": payment["reference"],
+        "approved_by": approval["by"],
+        "reminders": reminders,
+    }
