@@ -144,7 +144,8 @@ class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl, Events):
         """Create the pgqrs tables and indexes if they are missing (idempotent).
 
         Tables an earlier pgqrs version created get the columns added since (all nullable,
-        such as ``pgqrs_workers.pid``), so without Alembic this is also the upgrade.
+        such as ``pgqrs_workers.pid``) and their indexes, so without Alembic this is also the
+        upgrade.
 
         On PostgreSQL the models' ``schema`` is created too if it does not exist. On
         SQLite, which has no schemas, models made with ``schema=`` raise
@@ -188,6 +189,12 @@ class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl, Events):
                 spec = CreateColumn(column).compile(dialect=conn.dialect)
                 conn.execute(text(f"ALTER TABLE {name} ADD COLUMN {spec}"))
                 log.info("added column %s.%s", table.fullname, column.name)
+            if missing:  # and the indexes a later version put on them
+                indexed = {i["name"] for i in inspector.get_indexes(table.name, schema=schema)}
+                for index in table.indexes:
+                    if index.name not in indexed:
+                        index.create(conn)
+                        log.info("added index %s", index.name)
 
     async def check(self) -> list[str]:
         """Return what is missing from the database (empty when every table is present)."""

@@ -28,12 +28,16 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
             "column pgqrs_workers.heartbeat_interval is missing",
             "column pgqrs_workers.pid is missing",
             "column pgqrs_workers.queues is missing",
+            "column pgqrs_workflow_runs.awaited_by is missing",
+            "column pgqrs_workflow_runs.deadline_at is missing",
+            "column pgqrs_workflow_runs.parent_run_id is missing",
             "column pgqrs_workflow_steps.kind is missing",
             "column pgqrs_workflow_steps.next_delivery is missing",
             "column pgqrs_workflow_steps.wait_for is missing",
             "column pgqrs_workflow_steps.wake_at is missing",
             "column pgqrs_workflows.backoff_jitter is missing",
             "column pgqrs_workflows.served_at is missing",
+            "column pgqrs_workflows.timeout is missing",
             "table pgqrs_workflow_events is missing",
         ]
         await store.install()

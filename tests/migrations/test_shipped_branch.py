@@ -229,10 +229,13 @@ def test_0002_upgrades_and_downgrades_in_place(app: HostApp, backend: str, conve
 
 
 @pytest.mark.parametrize("convention", ["default", "none"])
-def test_0004_upgrades_and_downgrades_in_place(app: HostApp, backend: str, convention: str) -> None:
+def test_0004_and_0005_upgrade_and_downgrade_in_place(
+    app: HostApp, backend: str, convention: str
+) -> None:
     """``pgqrs_0004`` adds ``kind``, ``wake_at`` and ``wait_for`` to a populated
     pgqrs_workflow_steps (NULL on the rows from before: they are steps) and creates
-    pgqrs_workflow_events. Its downgrade drops that table and gives back the steps table
+    pgqrs_workflow_events; ``pgqrs_0005`` adds the runs' ``parent_run_id``, ``awaited_by``
+    and ``deadline_at`` (NULL before) and the workflows' ``timeout``. Its downgrade drops that table and gives back the steps table
     exactly as 0003 left it (a table copy on SQLite): columns, keys, the CHECK, the rows.
     Upgrading again then works: nothing of 0004 was left behind."""
     app.write_models(models_source(convention=convention))
@@ -241,6 +244,7 @@ def test_0004_upgrades_and_downgrades_in_place(app: HostApp, backend: str, conve
     command.upgrade(cfg, "pgqrs_0003_workflow_served")
     assert "pgqrs_workflow_events" not in app.tables()
     columns = _columns(app.sync_url, "pgqrs_workflow_steps")
+    run_columns = _columns(app.sync_url, "pgqrs_workflow_runs")
     names = constraint_names(app.sync_url)
     now = "CURRENT_TIMESTAMP"
     engine = create_engine(app.sync_url)
@@ -264,6 +268,9 @@ def test_0004_upgrades_and_downgrades_in_place(app: HostApp, backend: str, conve
             assert conn.execute(
                 text("SELECT step_name, kind, wake_at, wait_for FROM pgqrs_workflow_steps")
             ).all() == [("charge", None, None, None)]  # a step from before is a step
+            assert conn.execute(  # pgqrs_0005: no parent, waiter or deadline before it
+                text("SELECT parent_run_id, awaited_by, deadline_at FROM pgqrs_workflow_runs")
+            ).all() == [(None, None, None)]
             conn.execute(
                 text(
                     "INSERT INTO pgqrs_workflow_events (run_id, event_name, created_at) "
@@ -274,6 +281,7 @@ def test_0004_upgrades_and_downgrades_in_place(app: HostApp, backend: str, conve
         command.downgrade(cfg, "pgqrs_0003_workflow_served")
         assert "pgqrs_workflow_events" not in app.tables()
         assert _columns(app.sync_url, "pgqrs_workflow_steps") == columns
+        assert _columns(app.sync_url, "pgqrs_workflow_runs") == run_columns
         assert constraint_names(app.sync_url) == names
         with engine.connect() as conn:
             assert conn.execute(
