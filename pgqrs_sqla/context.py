@@ -33,6 +33,7 @@ from ._signals import (
     _StepExhausted,
     _StepPaused,
 )
+from ._typed_hooks import step_function, step_result
 from .codec import check_json
 from .errors import (
     DatabaseUnavailable,
@@ -46,6 +47,7 @@ from .queue import (
     held,
 )
 from .retry import RetryPolicy
+from .typed import encode
 
 if TYPE_CHECKING:
     pass
@@ -95,8 +97,9 @@ class RunContext:
         """
         x = self._x
         recorded = _waits.claim_name(x, name, None)
+        fn, returns = step_function(fn)  # typed results: pgqrs_sqla.typed
         if recorded is not None and recorded.status is StepStatus.SUCCESS:
-            return recorded.output
+            return step_result(recorded.output, returns, x.run_id, name)
         if x.lease_lost:
             raise _LeaseLostSignal(f"lease on run {x.run_id} lost")
         if x.cancel_requested:
@@ -104,7 +107,8 @@ class RunContext:
         attempts = x.attempts_of(name)
         token = step_var.set(name)
         try:
-            return await self._execute(name, fn, attempts, transactional, retry)
+            result = await self._execute(name, fn, attempts, transactional, retry)
+            return step_result(result, returns, x.run_id, name)
         finally:
             step_var.reset(token)
 
@@ -144,7 +148,7 @@ class RunContext:
         if isinstance(result, Pause):
             raise result
         return check_json(
-            result,
+            encode(result),  # dataclasses, pydantic models
             what=f"result of step {name!r}",
             max_bytes=self._x.store.max_payload_bytes,
             default=self._x.store.json_default,
