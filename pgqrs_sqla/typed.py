@@ -239,9 +239,7 @@ def _decode(value: Any, ann: Any, where: _Where, strict: bool) -> Any:
             raise _Mismatch(where, "an object", value)
         key_ann, item_ann = args if len(args) == 2 else (Any, Any)
         return {
-            _decode(key, key_ann, (where, key), strict): _decode(
-                item, item_ann, (where, key), strict
-            )
+            _decode_key(key, key_ann, where): _decode(item, item_ann, (where, key), strict)
             for key, item in value.items()
         }
     if isinstance(origin, type) and dataclasses.is_dataclass(origin):
@@ -250,6 +248,16 @@ def _decode(value: Any, ann: Any, where: _Where, strict: bool) -> Any:
     if isinstance(origin, type):
         return _decode_class(value, origin, where, strict)
     return value
+
+
+def _decode_key(key: Any, ann: Any, where: _Where) -> Any:
+    """A dict key (a str in JSON) by ``ann``: numbers from their text, the rest as values."""
+    if (ann is int or ann is float) and isinstance(key, str):
+        try:
+            return ann(key)
+        except ValueError:
+            raise _Mismatch((where, key), f"a key that is {ann.__name__}", key) from None
+    return _decode(key, ann, (where, key), True)
 
 
 def _decode_union(value: Any, members: tuple[Any, ...], where: _Where, strict: bool) -> Any:
@@ -381,7 +389,7 @@ _EXPECTED = {
 def _decode_dataclass(value: Any, cls: type, where: _Where, bound: dict[Any, Any]) -> Any:
     if not isinstance(value, dict):
         raise _Mismatch(where, f"an object (for {cls.__qualname__})", value)
-    hints = _class_hints(cls, where)
+    hints = _class_hints(cls, value, where)
     given: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if not field.init:
@@ -407,7 +415,7 @@ def _decode_dataclass(value: Any, cls: type, where: _Where, bound: dict[Any, Any
 def _decode_typeddict(value: Any, cls: type, where: _Where) -> Any:
     if not isinstance(value, dict):
         raise _Mismatch(where, f"an object (for {cls.__qualname__})", value)
-    hints = _class_hints(cls, where)
+    hints = _class_hints(cls, value, where)
     for key in getattr(cls, "__required_keys__", ()):
         if key not in value:
             raise _Mismatch((where, key), f"key {key!r}", _ABSENT)
@@ -433,12 +441,12 @@ def _decode_pydantic(value: Any, cls: Any, where: _Where) -> Any:
         raise _Mismatch(inner, expected, found, str(first.get("msg", error))) from None
 
 
-def _class_hints(cls: type, where: _Where) -> dict[str, Any]:
+def _class_hints(cls: type, value: Any, where: _Where) -> dict[str, Any]:
     try:
         return _hints_of_class(cls)
     except Exception as error:  # an annotation that does not resolve
         raise _Mismatch(
-            where, cls.__qualname__, None, f"its annotations do not resolve: {error!r}"
+            where, cls.__qualname__, value, f"its annotations do not resolve: {error!r}"
         ) from None
 
 
@@ -482,6 +490,8 @@ def _plain_uncached(ann: Any) -> bool:
         return all(_plain(a) for a in args)
     if origin is Literal:
         return all(type(a) in _JSON_SCALARS for a in args)
+    if origin in _DICTS and args and args[0] not in (str, Any):
+        return False  # JSON keys are str: other keys are decoded
     if origin in _LISTS or origin in _DICTS:
         return all(_plain(a) for a in args)
     return False

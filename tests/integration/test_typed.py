@@ -206,7 +206,11 @@ async def test_pydantic_params_steps_and_result_round_trip(
     assert summary == Summary(invoice=seen[1], paid=True)
     assert summary.invoice.customer.tier is Priority.LOW
     run = await store.get_run(run_id)
-    assert run.input == {"customer_id": str(uuid.UUID(int=42)), "since": "2020-01-31", "tier": "low"}
+    assert run.input == {
+        "customer_id": str(uuid.UUID(int=42)),
+        "since": "2020-01-31",
+        "tier": "low",
+    }
     assert run.output["invoice"]["amount"] == "19.99"
 
 
