@@ -12,7 +12,8 @@ handler's return value is encoded for the run's output. What is stored is always
   string, an ``Enum`` its value, a ``tuple`` a list and a ``set`` a (sorted) list.
 - Decoding follows the annotation: dataclasses (nested, generic), pydantic models (their own
   validation), ``TypedDict``, ``list``/``tuple``/``set``/``dict``, ``Optional``/``Union``,
-  ``Literal``, ``Annotated``, ``NewType``, and the scalars above. A dataclass's fields are
+  ``Literal``, ``Annotated``, ``NewType``, subclasses of ``str``/``int``, and the scalars
+  above; a type it does not know is left as JSON gives it back. A dataclass's fields are
   checked against their annotations (an ``int`` is an int, a missing field without a default
   is an error); extra keys are ignored, so a field removed from the code does not fail runs
   stored before.
@@ -342,11 +343,21 @@ def _decode_class(value: Any, cls: type, where: _Where, strict: bool) -> Any:
         if isinstance(value, dict):
             return value
         raise _Mismatch(where, "an object", value)
-    elif isinstance(value, cls):
-        return value
+    elif (json_base := _json_base(cls)) is not None:  # class Sku(str), class Cents(int)
+        if type(value) is json_base:
+            return typing.cast(Any, cls)(value)
     else:
-        raise _Mismatch(where, cls.__qualname__, value, "pgqrs cannot decode this type from JSON")
+        # A type pgqrs does not know (one a json_default hook encodes, say): left as JSON
+        # gives it back, as without types.
+        return value
     raise _Mismatch(where, cls.__qualname__, value)
+
+
+def _json_base(cls: type) -> type | None:
+    for base in (bool, int, float, str):
+        if issubclass(cls, base):
+            return base
+    return None
 
 
 def _decode_scalar(value: Any, cls: type, where: _Where) -> Any:

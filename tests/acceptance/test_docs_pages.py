@@ -33,6 +33,7 @@ RUN_BY = {
         "test_docs_existing_app::test_the_branch_console_blocks_show_what_alembic_prints",
     ],
     "workflows.md": ["test_docs_pages::test_workflows_page"],
+    "typed.md": ["test_docs_pages::test_typed_page"],
     "queue.md": ["test_docs_pages::test_queue_page"],
     "embedding.md": ["test_docs_pages::test_embedding_page"],
     "orders-app.md": ["test_docs_pages::test_orders_app_page"],
@@ -75,6 +76,12 @@ def test_every_page_is_in_the_nav_and_runs() -> None:
 def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:
     out = run_page("workflows.md", tmp_path, {"DATABASE_URL": empty_db_url})
     assert "[save_results] Saving 3 records" in out
+
+
+def test_typed_page(empty_db_url: str, tmp_path: Path) -> None:
+    out = run_page("typed.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "[totals] Totals: revenue Decimal('1234.50')" in out
+    assert "run 42: result of step 'approval' cannot be decoded as Approval: at $.at" in out
 
 
 def test_operate_page(tmp_path: Path) -> None:
@@ -221,7 +228,7 @@ def test_pages_leave_no_temporary_folders(tmp_path: Path) -> None:
     """The pages that keep their SQLite file in a temporary folder remove it when their
     script ends: the temp directory they were given (TMPDIR) is empty afterwards. (The
     embedding and installation pages' own tests check theirs.)"""
-    for page in ("workflows.md",):
+    for page in ("workflows.md", "typed.md"):
         scratch = tmp_path / page / "tmp"
         scratch.mkdir(parents=True)
         run_page(page, scratch.parent, {"TMPDIR": str(scratch)})

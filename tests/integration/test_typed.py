@@ -100,7 +100,7 @@ async def test_dataclass_params_steps_and_result_round_trip(store: pgqrs.Store) 
         seen.append(("quote", priced))
 
         def approval() -> Approval:
-            return Step.pause(3600)
+            raise Step.pause(3600)
 
         approved = await ctx.step("approval", approval)
         seen.append(("approval", approved))
@@ -222,7 +222,7 @@ async def test_a_stored_value_that_does_not_fit_fails_the_run_naming_run_step_an
 
     async def handler(ctx: pgqrs.RunContext, params: Any) -> str:
         def approval() -> Approval:
-            return Step.pause(3600)
+            return Step.pause(3600)  # type: ignore[return-value]  # returned, as lambdas do
 
         approved = await ctx.step("approval", approval)
         return approved.approved_by
@@ -285,3 +285,47 @@ async def test_untyped_handlers_and_steps_see_json_as_before(
     with pytest.raises(pgqrs.PayloadError) as refused:  # a bare UUID, untyped: as before
         await pgqrs.workflow("plain").trigger({"id": uuid.UUID(int=1)}).execute(store)
     assert (refused.value.reason, refused.value.path) == ("unsupported_type", "$.id")
+
+
+async def test_transactional_steps_are_typed_too(store: pgqrs.Store, run_worker: Any) -> None:
+    """A transactional step's function (async with an AsyncSession, sync with a Session)
+    is decoded by its return annotation like any other."""
+    seen: list[Any] = []
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> None:
+        async def reserve(session: Any) -> Line:
+            return Line("tea", 1, Decimal("2.5"))
+
+        def count(session: Any) -> dict[Priority, int]:
+            return {Priority.HIGH: 2}
+
+        seen.append(await ctx.step("reserve", reserve, transactional=True))
+        seen.append(await ctx.step("count", count, transactional=True))
+
+    await run_worker("tx", handler)
+    run_id = await pgqrs.workflow("tx").trigger().execute(store)
+    await store.wait_for_run(run_id, timeout=30)
+    assert seen == [Line("tea", 1, Decimal("2.5")), {Priority.HIGH: 2}]
+    steps = {s.name: s.output for s in (await store.get_run(run_id)).steps}
+    assert steps == {
+        "reserve": {"sku": "tea", "quantity": 1, "unit_price": "2.5"},
+        "count": {"high": 2},
+    }
+
+
+async def test_a_model_enqueued_on_a_plain_queue_is_stored_as_its_json(
+    store: pgqrs.Store,
+) -> None:
+    await store.create_queue("lines")
+    await store.queue("lines").enqueue(Line("tea", 2, Decimal("3.10")))
+    worker = await pgqrs.consumer("r", None, "lines").handler(_noop).create(store, own_pool=False)
+    try:
+        [message] = await worker.dequeue()
+    finally:
+        await worker.stop()
+    assert message.payload == {"sku": "tea", "quantity": 2, "unit_price": "3.10"}
+    assert pgqrs.decode(message.payload, Line) == Line("tea", 2, Decimal("3.10"))
+
+
+async def _noop(message: pgqrs.Message) -> None:
+    pass

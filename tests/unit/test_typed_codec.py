@@ -303,3 +303,18 @@ print("ok")
         check=True,
     )
     assert light.stdout.strip() == "False"  # importing pgqrs does not import pydantic
+
+
+class Sku(str):
+    pass
+
+
+class Opaque:
+    """A type pgqrs has no decoding for (an app's json_default encodes it, say)."""
+
+
+def test_subclasses_of_json_types_are_rebuilt_and_unknown_types_left_as_json() -> None:
+    back = pgqrs.decode(["tea"], list[Sku])
+    assert back == ["tea"] and type(back[0]) is Sku
+    assert pgqrs.decode({"any": "thing"}, Opaque) == {"any": "thing"}
+    assert pgqrs.decode({"box": {"content": 1}}, dict[str, Box[Opaque]]) == {"box": Box(1)}
