@@ -93,7 +93,9 @@ class RunContext:
         without calling ``fn``. ``fn`` takes no arguments (a sync callable runs in a
         thread); with ``transactional=True`` it takes an ``AsyncSession`` (or, if sync, a
         ``Session``, run on the event loop, so keep CPU work out of it) whose writes commit in
-        one transaction with the step's record.
+        one transaction with the step's record. ``fn``'s return annotation, if it names a
+        type (a dataclass, a pydantic model...), decodes the result, live and replayed alike
+        (see :mod:`pgqrs_sqla.typed`).
         """
         x = self._x
         recorded = _waits.claim_name(x, name, None)
