@@ -28,6 +28,7 @@ from .errors import (
     DatabaseError as DatabaseError,
     DatabaseUnavailable as DatabaseUnavailable,
     DeadLetterNotFound as DeadLetterNotFound,
+    DecodeError as DecodeError,
     DurationError as DurationError,
     EventTimeout as EventTimeout,
     HandlerError as HandlerError,
@@ -85,6 +86,7 @@ from .store import (
     connect as connect,
 )
 from .trigger import Trigger as Trigger, WorkflowRef as WorkflowRef, workflow as workflow
+from .typed import decode as decode, encode as encode
 from .worker import Worker as Worker, WorkerHealth as WorkerHealth
 
 __version__ = "0.1.0"
@@ -99,6 +101,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseUnavailable",
     "DeadLetterNotFound",
+    "DecodeError",
     "DurationError",
     "EventTimeout",
     "HandlerError",
@@ -154,6 +157,8 @@ __all__ = [
     "WorkflowRegistry",
     "connect",
     "consumer",
+    "decode",
+    "encode",
     "json_default",
     "pgqrs_models",
     "workflow",

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import queue as q
 from ._execution import Execution
+from ._typed_hooks import typed_handler
 from .errors import PgqrsError, QueueNotFound, ValidationError, WorkflowNotFound, duration_seconds
 from .retry import RetryPolicy
 from .runs import WorkflowInfo
@@ -99,6 +100,7 @@ async def bind(
         try:
             binding.workflow = await store.get_workflow(name)
             binding.queue_id = binding.workflow.queue_id
+            binding.handler = typed_handler(fn)  # params and output by its annotations
         except PgqrsError as error:
             if not isinstance(error, QueueNotFound | WorkflowNotFound):
                 raise

@@ -33,6 +33,7 @@ from ._signals import (
     _StepExhausted,
     _StepPaused,
 )
+from ._typed_hooks import step_function, step_result
 from .codec import check_json
 from .errors import (
     DatabaseUnavailable,
@@ -46,6 +47,7 @@ from .queue import (
     held,
 )
 from .retry import RetryPolicy
+from .typed import encode
 
 if TYPE_CHECKING:
     pass
@@ -91,17 +93,21 @@ class RunContext:
         without calling ``fn``. ``fn`` takes no arguments (a sync callable runs in a
         thread); with ``transactional=True`` it takes an ``AsyncSession`` (or, if sync, a
         ``Session``, run on the event loop, so keep CPU work out of it) whose writes commit in
-        one transaction with the step's record.
+        one transaction with the step's record. ``fn``'s return annotation, if it names a
+        type (a dataclass, a pydantic model...), decodes the result, live and replayed alike
+        (see :mod:`pgqrs_sqla.typed`).
         """
         x = self._x
         recorded = _waits.claim_name(x, name, None)
+        fn, returns = step_function(fn)  # typed results: pgqrs_sqla.typed
         if recorded is not None and recorded.status is StepStatus.SUCCESS:
-            return recorded.output
+            return step_result(recorded.output, returns, x.run_id, name)
         _waits.check_live(x)
         attempts = x.attempts_of(name)
         token = step_var.set(name)
         try:
-            return await self._execute(name, fn, attempts, transactional, retry)
+            result = await self._execute(name, fn, attempts, transactional, retry)
+            return step_result(result, returns, x.run_id, name)
         finally:
             step_var.reset(token)
 
@@ -209,7 +215,7 @@ class RunContext:
         if isinstance(result, Pause):
             raise result
         return check_json(
-            result,
+            encode(result),  # dataclasses, pydantic models
             what=f"result of step {name!r}",
             max_bytes=self._x.store.max_payload_bytes,
             default=self._x.store.json_default,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from sqlalchemy import (
     BigInteger,
@@ -46,6 +46,7 @@ from ._db import (
     target_db_key,
     wake_after_commit,
 )
+from ._typed_hooks import handler_types
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
 from .dialects import Dialect, JSONType, dialect_for, insert_for, utcnow, utcnow_plus
 from .errors import (
@@ -66,11 +67,17 @@ from .queue import (
 )
 from .retry import RetryPolicy
 from .runs import WORKFLOW_MAX_DELIVERIES
+from .typed import decode, encode
 
 if TYPE_CHECKING:
     from .store import Store
 
 T = TypeVar("T")
+#: a workflow's params and result types (``workflow(name, handler)``; Any when not given)
+P = TypeVar("P")
+R = TypeVar("R")
+#: ``trigger()``'s default params (None), typed so that it fits any P
+_NO_PARAMS: Any = None
 
 _RUN_COLS = [
     "workflow_id",
@@ -341,10 +348,10 @@ def _define(conn: Connection, t: Tables, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class Trigger:
+class Trigger(Generic[P]):
     """A prepared trigger; ``execute`` it against a Store or the caller's transaction."""
 
-    workflow: WorkflowRef
+    workflow: WorkflowRef[P, Any]
     params: Any
     idempotency_key: str | None
     delay: float
@@ -354,7 +361,7 @@ class Trigger:
     #: seconds from the trigger to the run's deadline (None: the workflow's default)
     timeout: float | None = None
 
-    def _encoded(self, store: Store | None) -> Trigger:
+    def _encoded(self, store: Store | None) -> Trigger[P]:
         """This trigger with its params encoded by ``store``'s ``json_default``, or the refusal.
 
         A session target has no store to ask.
@@ -413,13 +420,20 @@ class Trigger:
 
 
 @dataclass(frozen=True)
-class WorkflowRef:
-    """``workflow(name)``: a reference used to trigger runs."""
+class WorkflowRef(Generic[P, R]):
+    """``workflow(name)``: a reference used to trigger runs.
+
+    Generic in the workflow's params and result types when ``workflow()`` was given the
+    handler or its types (``WorkflowRef[Any, Any]`` otherwise).
+    """
 
     name: str
     models: PgqrsModels | None = None
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     json_default: JsonDefault | None = None
+    #: the annotations params are encoded and the output decoded by (None: untyped)
+    params_type: Any = field(default=None, compare=False)
+    result_type: Any = field(default=None, compare=False)
 
     def tables(self) -> Tables:
         """The tables this workflow's runs are written to: ``models``', else the default ones."""
@@ -431,21 +445,23 @@ class WorkflowRef:
 
     def trigger(
         self,
-        params: Any = None,
+        params: P = _NO_PARAMS,
         *,
         idempotency_key: str | None = None,
         delay: float | timedelta | None = None,
         priority: int = 0,
         timeout: float | timedelta | None = None,
-    ) -> Trigger:
+    ) -> Trigger[P]:
         """Prepare a run with ``params`` (JSON) as its input; every argument is checked here.
 
-        A value only a Store's ``json_default`` can encode is checked at ``execute``.
-        ``timeout`` (seconds or a ``timedelta``, from the trigger) is the run's deadline: a
-        run still unfinished then ends ``CANCELLED``, with the reason as its error, at its
-        next step or wait (and anything waiting on it is woken). Without it the workflow's
-        default applies (``create_workflow(name, timeout=...)``), if it has one.
+        A dataclass or pydantic model is encoded (see :mod:`pgqrs_sqla.typed`). A value only a
+        Store's ``json_default`` can encode is checked at ``execute``. ``timeout`` (seconds or
+        a ``timedelta``, from the trigger) is the run's deadline: a run still unfinished then
+        ends ``CANCELLED``, with the reason as its error, at its next step or wait (and
+        anything waiting on it is woken). Without it the workflow's default applies
+        (``create_workflow(name, timeout=...)``), if it has one.
         """
+        params = encode(params, self.params_type)  # models, typed values: pgqrs_sqla.typed
         unencoded: PayloadError | None = None
         try:
             params = check_json(
@@ -471,19 +487,86 @@ class WorkflowRef:
             limit,
         )
 
+    async def wait_for_run(self, store: Store, run_id: int, *, timeout: float | None = None) -> R:
+        """``store.wait_for_run(run_id)``, its output decoded by the workflow's result type."""
+        output = await store.wait_for_run(run_id, timeout=timeout)
+        what = f"output of workflow {self.name!r}"
+        result: R = decode(output, self.result_type, what=what, run_id=run_id)
+        return result
 
+
+@overload
+def workflow(
+    name: str,
+    handler: Callable[[Any, P], Awaitable[R]],
+    *,
+    models: PgqrsModels | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    json_default: JsonDefault | None = None,
+) -> WorkflowRef[P, R]: ...
+
+
+@overload
+def workflow(
+    name: str,
+    *,
+    params_type: type[P],
+    result_type: type[R],
+    models: PgqrsModels | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    json_default: JsonDefault | None = None,
+) -> WorkflowRef[P, R]: ...
+
+
+@overload
+def workflow(
+    name: str,
+    *,
+    params_type: type[P],
+    models: PgqrsModels | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    json_default: JsonDefault | None = None,
+) -> WorkflowRef[P, Any]: ...
+
+
+@overload
 def workflow(
     name: str,
     *,
     models: PgqrsModels | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     json_default: JsonDefault | None = None,
-) -> WorkflowRef:
+) -> WorkflowRef[Any, Any]: ...
+
+
+def workflow(
+    name: str,
+    handler: Callable[[Any, Any], Awaitable[Any]] | None = None,
+    *,
+    params_type: Any = None,
+    result_type: Any = None,
+    models: PgqrsModels | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    json_default: JsonDefault | None = None,
+) -> WorkflowRef[Any, Any]:
     """Refer to workflow ``name`` to trigger it: ``workflow("x").trigger(params).execute(t)``.
 
     ``models`` is needed only when the app made its pgqrs models with a custom prefix or
     schema (``pgqrs_models(Base, prefix=..., schema=...)``). ``json_default`` encodes params
     JSON cannot (see :func:`pgqrs_sqla.json_default`); executed on a Store, the store's
     ``json_default`` applies too.
+
+    Given the ``handler`` (or ``params_type=`` and ``result_type=``), the reference is typed:
+    a type checker checks ``trigger(params)`` against the handler's params annotation, and
+    :meth:`WorkflowRef.wait_for_run` returns its result type (see :mod:`pgqrs_sqla.typed`).
     """
-    return WorkflowRef(validate_name(name, "workflow"), models, max_payload_bytes, json_default)
+    if handler is not None:
+        params_type, result_type = handler_types(handler)
+    return WorkflowRef(
+        validate_name(name, "workflow"),
+        models,
+        max_payload_bytes,
+        json_default,
+        params_type,
+        result_type,
+    )

@@ -21,7 +21,9 @@ each ``None`` or empty when it does not apply)::
     │   ├── InvalidName             queue / workflow / worker / step name (name)
     │   ├── PayloadError            not JSON-serialisable, or over the size limit
     │   │                           (what, reason, path, size, limit)
-    │   └── DurationError           a duration negative, not finite, or over the cap (limit)
+    │   ├── DurationError           a duration negative, not finite, or over the cap (limit)
+    │   └── DecodeError             a stored value does not fit the code's annotation
+    │                               (run_id, step_name, what, path, expected)
     ├── NotFound
     │   ├── QueueNotFound           (queue)
     │   ├── DeadLetterNotFound      replaying a message id that is not a dead letter
@@ -186,6 +188,37 @@ class DurationError(ValidationError):
     ) -> None:
         super().__init__(message, option=option, value=value)
         self.limit = limit
+
+
+class DecodeError(ValidationError):
+    """A stored value does not fit the annotation the code reads it with; the run fails.
+
+    ``what`` is the value (``params of workflow 'x'``, ``result of step 'y'``), ``path`` the
+    place inside it (``$.items[0].id``), ``expected`` what the annotation wants there, and
+    ``value`` what was found.
+    """
+
+    run_id: int | None
+    #: the step whose recorded result was read (None: the run's params or output)
+    step_name: str | None
+    what: str
+    path: str
+    expected: str
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        run_id: int | None = None,
+        step_name: str | None = None,
+        what: str = "",
+        path: str = "$",
+        expected: str = "",
+        value: object = None,
+    ) -> None:
+        super().__init__(message, value=value)
+        self.run_id, self.step_name, self.what = run_id, step_name, what
+        self.path, self.expected = path, expected
 
 
 class NotFound(PgqrsError):

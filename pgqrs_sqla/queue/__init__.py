@@ -65,6 +65,7 @@ from ..codec import JsonDefault, check_json
 from ..dialects import Dialect, dialect_for, utcnow, utcnow_plus
 from ..errors import LeaseLost, QueueNotFound, ValidationError
 from ..models import ArchiveReason, Tables
+from ..typed import encode
 
 # ---------------------------------------------------------------- enqueue
 
@@ -125,7 +126,7 @@ def enqueue_stmt(
     check_priority(priority)
     payloads = [
         check_json(
-            payload,
+            encode(payload),  # dataclasses, pydantic models: pgqrs_sqla.typed
             what="payload" if len(payloads) == 1 else f"payload #{index}",
             max_bytes=max_bytes,
             default=json_default,

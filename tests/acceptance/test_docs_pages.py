@@ -35,6 +35,7 @@ RUN_BY = {
     "workflows.md": ["test_docs_pages::test_workflows_page"],
     "timers.md": ["test_docs_pages::test_timers_page"],
     "events.md": ["test_docs_pages::test_events_page"],
+    "typed.md": ["test_docs_pages::test_typed_page"],
     "queue.md": ["test_docs_pages::test_queue_page"],
     "embedding.md": ["test_docs_pages::test_embedding_page"],
     "orders-app.md": ["test_docs_pages::test_orders_app_page"],
@@ -91,6 +92,12 @@ def test_events_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
     assert "order 1 shipped (ops)" in out
     for error in ("RunNotFound", "IllegalTransition", "InvalidName", "PayloadError"):
         assert f"{error} - " in out
+
+
+def test_typed_page(empty_db_url: str, tmp_path: Path) -> None:
+    out = run_page("typed.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "[totals] Totals: revenue Decimal('1234.50')" in out
+    assert "run 42: result of step 'approval' cannot be decoded as Approval: at $.at" in out
 
 
 def test_operate_page(tmp_path: Path) -> None:
@@ -237,7 +244,7 @@ def test_pages_leave_no_temporary_folders(tmp_path: Path) -> None:
     """The pages that keep their SQLite file in a temporary folder remove it when their
     script ends: the temp directory they were given (TMPDIR) is empty afterwards. (The
     embedding and installation pages' own tests check theirs.)"""
-    for page in ("workflows.md", "timers.md", "events.md"):
+    for page in ("workflows.md", "timers.md", "events.md", "typed.md"):
         scratch = tmp_path / page / "tmp"
         scratch.mkdir(parents=True)
         run_page(page, scratch.parent, {"TMPDIR": str(scratch)})

@@ -93,6 +93,10 @@ def runs(
 
 def handler(error: pgqrs.HandlerError) -> tuple[object, int | None, str | None]:
     return error.handler, error.run_id, error.step_name
+
+
+def decoding(error: pgqrs.DecodeError) -> tuple[int | None, str | None, str, str, str, object]:
+    return error.run_id, error.step_name, error.what, error.path, error.expected, error.value
 """
 
 
@@ -209,6 +213,7 @@ def test_raise_sites_set_the_attributes() -> None:
             workflow="wf", idempotency_key="k", isolation_level="SERIALIZABLE"
         ),
         pgqrs.HandlerError(run_id=5, step_name="s"),
+        pgqrs.DecodeError(run_id=5, step_name="s", what="w", path="$.a", expected="int", value="x"),
     ],
     ids=lambda error: type(error).__name__,
 )

@@ -27,6 +27,8 @@ LAYERS: dict[str, list[str]] = {
         "_outcome",
         "_error_record",
         "codec",
+        "typed",
+        "_typed_hooks",
         "retry",
         "_logging",
     ],
