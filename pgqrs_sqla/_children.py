@@ -81,6 +81,15 @@ async def start_child(
                     c, t, workflow, params, idempotency_key, 0.0, 0, timeout=timeout
                 )
             )
+            if child_id in (x.run_id, x.parent_run_id):  # its idempotency key named it
+                whose = "itself" if child_id == x.run_id else "its own parent"
+                raise ValidationError(
+                    f"run {x.run_id}: start_child {name!r} would start {whose} (run "
+                    f"{child_id}, found by idempotency key {idempotency_key!r}); nothing was "
+                    "written: give the child its own key",
+                    option="idempotency_key",
+                    value=idempotency_key,
+                )
             await conn.execute(adopt_child_stmt(t, child_id, x.run_id))
             output = {"run_id": child_id}
             stmt = step_upsert_stmt(t, conn.dialect.name, StepStatus.SUCCESS, CHILD)

@@ -304,3 +304,20 @@ async def test_a_patch_id_asked_twice_in_one_run_is_refused(store: pgqrs.Store) 
     async with worker:
         run_id = await pgqrs.workflow("twice").trigger().execute(store)
         assert await store.wait_for_run(run_id, timeout=20) == "p"
+
+
+async def test_a_child_that_would_be_its_own_parent_is_refused(store: pgqrs.Store) -> None:
+    async def parent(ctx: pgqrs.RunContext, params: Any) -> Any:
+        try:  # the key finds the parent's own run: it would become its own child
+            await ctx.start_child("me", "loop", {}, idempotency_key="order-1")
+        except pgqrs.ValidationError as refused:
+            return refused.option
+        return "started"
+
+    worker = await _serve(store, {"loop": parent})
+    async with worker:
+        run_id = await pgqrs.workflow("loop").trigger(idempotency_key="order-1").execute(store)
+        assert await store.wait_for_run(run_id, timeout=20) == "idempotency_key"
+    run = await store.get_run(run_id)
+    assert (run.parent_run_id, run.children) == (None, [])
+    assert "me" not in {s.name for s in run.steps}
