@@ -47,7 +47,8 @@ from .queue import (
     held,
 )
 from .retry import RetryPolicy
-from .typed import encode
+from .trigger import WorkflowRef
+from .typed import decode, encode
 
 if TYPE_CHECKING:
     pass
@@ -142,7 +143,7 @@ class RunContext:
     async def start_child(
         self,
         name: str,
-        workflow: str,
+        workflow: str | WorkflowRef[Any, Any],
         params: Any = None,
         *,
         idempotency_key: str | None = None,
@@ -155,10 +156,20 @@ class RunContext:
         deadline (as ``trigger(timeout=)``).
         """
         limit = None if timeout is None else duration_seconds(timeout, "timeout", positive=True)
+        if isinstance(workflow, WorkflowRef):  # typed: its params encoded by their type
+            params = encode(params, workflow.params_type)
+            workflow = workflow.name
+        else:
+            params = encode(params)  # dataclasses and pydantic models
         return await _children.start_child(self._x, name, workflow, params, idempotency_key, limit)
 
     async def wait_for_run(
-        self, name: str, run_id: int, *, timeout: timedelta | float | None = None
+        self,
+        name: str,
+        run_id: int,
+        *,
+        timeout: timedelta | float | None = None,
+        result_type: Any = None,
     ) -> Any:
         """Wait durably until run ``run_id`` ends; returns its output.
 
@@ -166,10 +177,15 @@ class RunContext:
         run's error if it did not succeed, and :class:`~pgqrs_sqla.WaitTimeout` after
         ``timeout`` (from the first call). The outcome is recorded under ``name``: a replay
         returns (or raises) it again without waiting. This run releases its worker while it
-        waits, and is woken when the run ends.
+        waits, and is woken when the run ends. With ``result_type`` the output is decoded by
+        it (see :mod:`pgqrs_sqla.typed`), on the first call and on replay alike.
         """
         (ended,) = await self.wait_for_runs(name, [run_id], timeout=timeout)
-        return _children.result_of(ended)
+        output = _children.result_of(ended)
+        if result_type is None:
+            return output
+        what = f"output of run {run_id}"
+        return decode(output, result_type, what=what, run_id=self.run_id, step_name=name)
 
     async def wait_for_runs(
         self, name: str, run_ids: list[int], *, timeout: timedelta | float | None = None
@@ -185,17 +201,20 @@ class RunContext:
     async def child(
         self,
         name: str,
-        workflow: str,
+        workflow: str | WorkflowRef[Any, Any],
         params: Any = None,
         *,
         timeout: timedelta | float | None = None,
     ) -> Any:
         """Start a child workflow and wait for it (:meth:`start_child`, then :meth:`wait_for_run`).
 
-        Recorded as ``name`` (the start) and ``name + ":result"`` (the wait).
+        Recorded as ``name`` (the start) and ``name + ":result"`` (the wait). Given a typed
+        ``workflow(name, handler)`` reference, the params are encoded and the result decoded
+        by the handler's types.
         """
         child_id = await self.start_child(name, workflow, params, timeout=timeout)
-        return await self.wait_for_run(f"{name}:result", child_id)
+        result_type = workflow.result_type if isinstance(workflow, WorkflowRef) else None
+        return await self.wait_for_run(f"{name}:result", child_id, result_type=result_type)
 
     async def patched(self, patch_id: str) -> bool:
         """Whether this run takes the new code path of a deploy, named ``patch_id``: branch on it.

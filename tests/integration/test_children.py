@@ -8,7 +8,10 @@ whatever waits on it is woken.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
+import decimal
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -321,3 +324,46 @@ async def test_a_child_that_would_be_its_own_parent_is_refused(store: pgqrs.Stor
     run = await store.get_run(run_id)
     assert (run.parent_run_id, run.children) == (None, [])
     assert "me" not in {s.name for s in run.steps}
+
+
+@dataclasses.dataclass
+class Charge:
+    order: uuid.UUID
+    amount: decimal.Decimal
+
+
+@dataclasses.dataclass
+class Receipt:
+    order: uuid.UUID
+    charged: decimal.Decimal
+    at: datetime
+
+
+async def test_a_typed_child_gets_its_params_and_returns_its_result_by_their_types(
+    store: pgqrs.Store,
+) -> None:
+    async def payment(ctx: pgqrs.RunContext, params: Charge) -> Receipt:
+        assert isinstance(params.amount, decimal.Decimal)
+        return Receipt(params.order, params.amount, datetime(2026, 12, 7, tzinfo=UTC))
+
+    seen: list[Receipt] = []
+
+    async def order(ctx: pgqrs.RunContext, params: Any) -> str:
+        ref = pgqrs.workflow("typed_payment", payment)
+        receipt = await ctx.child(
+            "pay", ref, Charge(uuid.UUID(params["id"]), decimal.Decimal("9.90"))
+        )
+        seen.append(receipt)
+        await ctx.step("gate", lambda: pgqrs.Step.pause(3600))  # so the next delivery replays
+        return str(receipt.charged)
+
+    worker = await _serve(store, {"typed_order": order, "typed_payment": payment})
+    order_id = uuid.uuid4()
+    async with worker:
+        run_id = await pgqrs.workflow("typed_order").trigger({"id": str(order_id)}).execute(store)
+        await eventually(lambda: _reached(store, run_id, "gate"), what="the order reached gate")
+        await store.update_step(run_id, "gate", StepStatus.SUCCESS, "ok")
+        await store.resume_run(run_id)
+        assert await store.wait_for_run(run_id, timeout=20) == "9.90"
+    expected = Receipt(order_id, decimal.Decimal("9.90"), datetime(2026, 12, 7, tzinfo=UTC))
+    assert seen == [expected, expected]  # the first call and the replay: the same type
