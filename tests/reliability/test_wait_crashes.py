@@ -329,9 +329,9 @@ EVENT_TIMEOUT = 3.0
 async def test_events_rolled_back_under_concurrency_are_never_seen(
     store: pgqrs.Store, run_worker: Any
 ) -> None:
-    """Every run gets an event in a transaction that rolls back, sent while the workers park
-    the runs (on PostgreSQL a park then waits on the sender's lock of the message row); the
-    even ones then get a committed event too. The odd ones time out, the even ones see only
+    """Every run gets an event in a transaction that rolls back, sent while the workers claim
+    and park the runs (on PostgreSQL a park that comes meanwhile waits on the sender's lock
+    of the message row, then finds no event); the even ones then get a committed event too. The odd ones time out, the even ones see only
     the committed payload, and no rolled-back event exists."""
 
     async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
