@@ -13,7 +13,7 @@ times before and ``--repeat`` times after the rest, and its median is used.
 
 On PostgreSQL the bench creates a scratch database next to the one in ``--database-url``
 (default postgresql://postgres@127.0.0.1:5432/postgres) and drops it at the end.
-Measurements for --only: enqueue, drain, trigger, step, e2e, latency.
+Measurements for --only: enqueue, drain, trigger, step, e2e, latency, timer, event.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from . import cases
+from . import cases, waits
 from .harness import DEFAULT_PG, Backend, Counts, Goal, Row, median_of, render, versions
 
-MEASUREMENTS = ("enqueue", "drain", "trigger", "step", "e2e", "latency")
+MEASUREMENTS = ("enqueue", "drain", "trigger", "step", "e2e", "latency", "timer", "event")
 Kind = Literal["sqlite", "postgresql"]
 
 
@@ -176,6 +176,50 @@ async def run_backend(kind: Kind, args: argparse.Namespace, c: Counts) -> str:
                     note=f"p99 {lat['p99']:.2f} ms",
                 )
             )
+        if "timer" in only:
+            tm = await measure("timer", lambda: waits.timers(b, c))
+            rows.append(
+                Row(
+                    "timer ctx.sleep(name, 0), 20 per run beside 20 no-op steps (in the handler)",
+                    tm["sleep_ms"],
+                    "ms",
+                    "R1",
+                    time=True,
+                    goals=[Goal("base", "<=", 1.25, tm["step_ms"], "step")],
+                    note=f"{tm['ratio']:.2f}× a step checkpoint of the same runs "
+                    f"({tm['step_ms']:.2f} ms)",
+                )
+            )
+        if "event" in only:
+            variants = [("another process (NOTIFY)", True)] if b.postgres else []
+            variants.append(("the worker's process", False))
+            for where, other in variants:
+                ev = await measure(
+                    f"event round trip ({where})",
+                    lambda o=other: waits.event_round_trip(b, c, o),  # type: ignore[misc]
+                )
+                rows.append(
+                    Row(
+                        f"event round trip p50, send_event from {where} → wait_for_event returns",
+                        ev["event_p50"],
+                        "ms",
+                        "R1",
+                        time=True,
+                        goals=[Goal("abs", "<", 10)] if b.postgres else [],
+                        note=f"p90 {ev['event_p90']:.2f} ms, p99 {ev['event_p99']:.2f} ms; "
+                        f"handler entered again at p50 {ev['rewoken_p50']:.2f} ms",
+                    )
+                )
+                rows.append(
+                    Row(
+                        f"trigger→start p50 in the same runs, trigger from {where}",
+                        ev["pickup_p50"],
+                        "ms",
+                        "R1",
+                        time=True,
+                        note=f"p90 {ev['pickup_p90']:.2f} ms",
+                    )
+                )
 
         await reference()
     refs = {key: statistics.median(values) for key, values in raw.items()}
@@ -222,7 +266,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=N",
-        help="override one count: raw, enqueue, batch, drain, trigger, step_runs, e2e, latency",
+        help="override one count: raw, enqueue, batch, drain, trigger, step_runs, e2e, latency, "
+        "timer_runs",
     )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]

@@ -50,7 +50,8 @@ class Counts:
     trigger: int = 1000  # triggers in the caller's transaction
     step_runs: int = 25  # runs of the 20-step workflow
     e2e: int = 2000  # runs of the 3-step workflow
-    latency: int = 200  # enqueue -> start samples
+    latency: int = 200  # enqueue -> start samples (and event round trips)
+    timer_runs: int = 25  # runs of 20 steps + 20 zero sleeps
 
     @classmethod
     def quick(cls) -> Counts:
@@ -63,6 +64,7 @@ class Counts:
             step_runs=3,
             e2e=100,
             latency=20,
+            timer_runs=4,
         )
 
     def override(self, items: list[str]) -> Counts:
@@ -241,14 +243,20 @@ async def median_of(repeat: int, fn: Callable[[], Awaitable[dict[str, float]]]) 
 @dataclass(frozen=True)
 class Goal:
     """``ratio``: against the row's reference (a rate ratio, or for a time row how many raw
-    insert-commits it costs); ``abs``: the value itself, in the row's unit."""
+    insert-commits it costs); ``abs``: the value itself, in the row's unit; ``base``: the
+    value over another figure of the same run, ``base`` (named ``base_name``)."""
 
-    on: Literal["ratio", "abs"]
+    on: Literal["ratio", "abs", "base"]
     op: Literal[">=", "<=", "<"]
     target: float
+    base: float | None = None
+    base_name: str = ""
 
     def met(self, value: float, ratio: float | None) -> bool:
-        x = ratio if self.on == "ratio" else value
+        if self.on == "base":
+            x: float | None = None if not self.base else value / self.base
+        else:
+            x = ratio if self.on == "ratio" else value
         if x is None:
             return False
         if self.op == ">=":
@@ -261,6 +269,8 @@ class Goal:
         op = {">=": "≥", "<=": "≤", "<": "<"}[self.op]
         if self.on == "ratio":
             return f"{op} {self.target:g}× {ref}"
+        if self.on == "base":
+            return f"{op} {self.target:g}× {self.base_name}"
         return f"{op} {self.target:,.0f} {unit}"
 
 

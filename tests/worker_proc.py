@@ -3,10 +3,11 @@
     python worker_proc.py storm URL NAME JOURNAL STATS   # drain the 5-step 'storm' workflow
     python worker_proc.py plain URL NAME JOURNAL STATS   # 4 tasks on the plain queue 'contend'
     python worker_proc.py long  URL NAME JOURNAL STATS   # the 'long' workflow, one endless step
+    python worker_proc.py waits URL NAME JOURNAL STATS   # the 'waits' workflow: steps and waits
     python worker_proc.py pipeline URL NAME JOURNAL STATS --run-id ID
         [--crash-after STEP] [--crash-inside transform_data|save_results] [--vt SECONDS]
 
-``storm``, ``plain`` and ``long`` run until SIGTERM (graceful: they stop their workers and
+``storm``, ``plain``, ``long`` and ``waits`` run until SIGTERM (graceful: they stop their workers and
 append one JSON line of counters to STATS) or SIGKILL (the point of the suite: then nothing
 is written). ``pipeline`` runs the 3-step ``pipeline`` workflow until run ID ends;
 ``--crash-after STEP`` SIGKILLs the process right after STEP is recorded, ``--crash-inside
@@ -39,6 +40,7 @@ import pgqrs_sqla as pgqrs
 STORM_VT = 2.0  # short leases, so killed work comes back quickly
 CONTEND_VT = 2.0
 LONG_VT = 1.0
+WAITS_VT = 2.0
 
 
 class Journal:
@@ -85,6 +87,35 @@ def long_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitabl
             return "never"
 
         return await ctx.step("long", endless)
+
+    return handler
+
+
+def waits_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:
+    """The run's ``plan`` param, in order: ``["step", name]`` a transactional step (one row
+    ``(run_id, name)`` in the app table ``effects``, journaled as its body starts),
+    ``["sleep", name, seconds]`` ``ctx.sleep``, ``["event", name]`` ``ctx.wait_for_event``.
+    Returns each event's payload by name."""
+
+    async def handler(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[str, Any]:
+        async def effect(name: str, session: AsyncSession) -> str:
+            journal.write(run=ctx.run_id, step=name, attempt=ctx.attempt)
+            await session.execute(
+                text("INSERT INTO effects (run_id, step) VALUES (:r, :s)"),
+                {"r": ctx.run_id, "s": name},
+            )
+            await asyncio.sleep(random.uniform(0.01, 0.03))  # a kill may land in here
+            return name
+
+        got: dict[str, Any] = {}
+        for op, name, *arg in params["plan"]:
+            if op == "step":
+                await ctx.step(name, functools.partial(effect, name), transactional=True)
+            elif op == "sleep":
+                await ctx.sleep(name, arg[0])
+            else:
+                got[name] = await ctx.wait_for_event(name)
+        return got
 
     return handler
 
@@ -166,11 +197,11 @@ async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, A
             stats["acked"] = sum(r["acked"] for r in results)
             stats["lease_lost"] = sum(r["lease_lost"] for r in results)
         else:
-            handler, vt, concurrency = (
-                (storm_handler(journal), STORM_VT, 2)
-                if mode == "storm"
-                else (long_handler(journal), LONG_VT, 1)
-            )
+            handler, vt, concurrency = {
+                "storm": (storm_handler(journal), STORM_VT, 2),
+                "long": (long_handler(journal), LONG_VT, 1),
+                "waits": (waits_handler(journal), WAITS_VT, 4),
+            }[mode]
             worker = await (
                 pgqrs.consumer(name, None, mode)
                 .handler(handler)
@@ -254,7 +285,7 @@ async def pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["storm", "plain", "long", "pipeline"])
+    parser.add_argument("mode", choices=["storm", "plain", "long", "waits", "pipeline"])
     for name in ("url", "name", "journal", "stats"):
         parser.add_argument(name)
     parser.add_argument("--run-id", type=int, help="pipeline: the run to see to its end")

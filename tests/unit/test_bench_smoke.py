@@ -19,7 +19,7 @@ def test_bench_quick_on_sqlite() -> None:
             "--backend",
             "sqlite",
             "--only",
-            "enqueue,step,latency",
+            "enqueue,step,latency,timer,event",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -31,6 +31,8 @@ def test_bench_quick_on_sqlite() -> None:
         "raw INSERT+COMMIT, 1 connection",
         "enqueue, one transaction each",
         "step checkpoint, 20-step workflow",
+        "timer ctx.sleep(name, 0)",
+        "event round trip p50",
         "| measurement | value | vs raw | goal | result |",
     ):
         assert line in done.stdout
