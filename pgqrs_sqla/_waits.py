@@ -15,6 +15,7 @@ time), or the sender sees the parked wait (and makes the message visible).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -207,9 +208,12 @@ async def complete(x: Execution, name: str, kind: str, output: Any) -> None:
     """Record wait ``name`` done with ``output`` (fenced); the run goes on past it."""
     async with x.connection() as conn:
         stmt = step_upsert_stmt(x.tables, conn.dialect.name, StepStatus.SUCCESS, kind)
-        if (await conn.execute(stmt, success_params(x, name, output))).first() is None:
+        sent = time.monotonic()
+        row = (await conn.execute(stmt, success_params(x, name, output))).first()
+        if row is None:
             refused = await x.diagnose(conn)
             raise refused if isinstance(refused, BaseException) else _LeaseLostSignal()
+    x.note_lease(sent, row.lease_vt, row.db_now)  # the write moved the lease deadline on
     x.remember(name, StepStatus.SUCCESS, output, kind)
 
 

@@ -94,8 +94,9 @@ def long_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitabl
 def waits_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:
     """The run's ``plan`` param, in order: ``["step", name]`` a transactional step (one row
     ``(run_id, name)`` in the app table ``effects``, journaled as its body starts),
-    ``["sleep", name, seconds]`` ``ctx.sleep``, ``["event", name]`` ``ctx.wait_for_event``.
-    Returns each event's payload by name."""
+    ``["sleep", name, seconds]`` ``ctx.sleep``, ``["event", name]`` ``ctx.wait_for_event``,
+    ``["children", name, n, plan]`` ``n`` children of this workflow with ``plan``, then
+    ``ctx.wait_for_runs``. Returns each event's payload (each fan-in's statuses) by name."""
 
     async def handler(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[str, Any]:
         async def effect(name: str, session: AsyncSession) -> str:
@@ -113,6 +114,12 @@ def waits_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitab
                 await ctx.step(name, functools.partial(effect, name), transactional=True)
             elif op == "sleep":
                 await ctx.sleep(name, arg[0])
+            elif op == "children":  # start arg[1]'s plan as arg[0] children, wait for all
+                kids = [
+                    await ctx.start_child(f"{name}-{i}", "waits", {"plan": arg[1]})
+                    for i in range(arg[0])
+                ]
+                got[name] = [row["status"] for row in await ctx.wait_for_runs(name, kids)]
             else:
                 got[name] = await ctx.wait_for_event(name)
         return got

@@ -362,3 +362,55 @@ async def test_events_rolled_back_under_concurrency_are_never_seen(
     events = await event_rows(store)
     assert sorted(e.run_id for e in events) == sorted(run_ids[::2])
     assert {(e.payload, e.consumed_by) for e in events} == {("real", "paid")}
+
+
+# ---------------------------------------------------------------- children
+
+KIDS = 5
+
+
+@pytest.mark.timeout(60)
+async def test_a_parent_waiting_for_children_outlives_its_killed_worker(
+    store: pgqrs.Store, db_url: str, backend: str, tmp_path: Path
+) -> None:
+    """The worker is SIGKILLed while a parent waits for its 5 children (each asleep): the
+    next worker finishes them all, each child started and each step ran exactly once, and
+    the parent, woken by the last child, goes on."""
+    await prepare(store)
+    child_plan = [["sleep", "nap", 1.5], ["step", "child"]]
+    plan = [["step", "before"], ["children", "kids", KIDS, child_plan], ["step", "after"]]
+    [parent] = await trigger(store, plan)
+    procs = Procs("waits", db_url, tmp_path)
+    try:
+        a = await procs.start("a")
+        await store.wait_for_status(parent, RunStatus.PAUSED, timeout=30)
+
+        async def kids_asleep() -> bool:
+            children = (await store.get_run(parent)).children
+            runs = [await store.get_run(c) for c in children]
+            return len(runs) == KIDS and all(r.status is RunStatus.PAUSED for r in runs)
+
+        await eventually(kids_asleep, timeout=30, what="5 children asleep")
+        parked = await wait_row(store, parent, "kids")
+        assert (parked.status, parked.kind) == ("PAUSED", "run")
+        await procs.kill("a")
+        assert a.returncode == -9
+        await procs.start("b")
+        output = await store.wait_for_run(parent, timeout=30)
+    except BaseException:
+        print(procs.log_tail())
+        raise
+    finally:
+        codes = await procs.stop_all()
+
+    assert codes == {"b": 0}, procs.log_tail()
+    assert output == {"kids": ["SUCCESS"] * KIDS}
+    run = await store.get_run(parent)
+    children = run.children
+    assert len(children) == KIDS  # started once each, never again after the kill
+    expected = {(parent, "before"): 1, (parent, "after"): 1}
+    expected.update({(child, "child"): 1 for child in children})
+    assert await effects(store) == expected
+    for child in children:
+        assert (await store.get_run(child)).parent_run_id == parent
+    report("parent waiting for children across a kill", backend=backend, children=KIDS)
