@@ -13,6 +13,7 @@ from ._error_record import error_record, storable_text
 from ._execution import Execution
 from ._leases import Leases
 from ._logging import get_logger
+from ._registration import Registration
 from ._runs_write import dead_run_stmt
 from ._worker_state import _Binding
 from .models import ArchiveReason
@@ -25,9 +26,9 @@ log = get_logger("pgqrs_sqla.worker")
 class DeadLetters:
     """Buries what a worker claimed past its queue's ``max_deliveries``; counts failed deliveries."""
 
-    def __init__(self, store: Store, worker_id: int, leases: Leases) -> None:
+    def __init__(self, store: Store, registration: Registration, leases: Leases) -> None:
         self.store = store
-        self.worker_id = worker_id
+        self.registration = registration  # its id is known once the worker registered
         self.leases = leases
 
     async def bury_exhausted(self, binding: _Binding, messages: list[q.Message]) -> list[q.Message]:
@@ -60,7 +61,7 @@ class DeadLetters:
         async with self.store._begin() as conn:
             for msg in dead:
                 reason = q.dead_reason(msg.failed_ct, max_deliveries)
-                archive = q.archive_stmt(t, msg, self.worker_id, ArchiveReason.DEAD, reason)
+                archive = q.archive_stmt(t, msg, self.registration.id, ArchiveReason.DEAD, reason)
                 if (await conn.execute(archive)).first() is None:
                     continue  # the lease is already gone: neither ours to bury nor to return
                 buried.append((msg, reason))
@@ -95,7 +96,7 @@ class DeadLetters:
         try:
             async with self.store._begin() as conn:
                 row = (
-                    await conn.execute(q.fail_stmt(t, x.message, self.worker_id, delay, text))
+                    await conn.execute(q.fail_stmt(t, x.message, self.registration.id, delay, text))
                 ).first()
                 dead = row is not None and row.archive_reason == ArchiveReason.DEAD.value
                 if dead:

@@ -105,7 +105,7 @@ class Delivery:
         self.done = done
         self.name = registration.name
         self._next_binding = 0
-        self.dead = DeadLetters(store, registration.id, leases)
+        self.dead = DeadLetters(store, registration, leases)
 
     # ------------------------------------------------------------ claims
 
