@@ -470,6 +470,8 @@ class Delivery:
         elif kind is OutcomeKind.CANCELLED:
             await x.finish(RunStatus.CANCELLED, error=x.deadline_error)
             log.info("run %s cancelled%s", x.run_id, " (deadline)" if x.deadline_error else "")
+            if x.deadline_error is not None:  # cancel_run cascades itself; a deadline here
+                await self.store._cancel_children(x.run_id)
         elif kind is OutcomeKind.RETRY_LATER:
             assert isinstance(error, _RetryLater)
             write = x.step_upsert(

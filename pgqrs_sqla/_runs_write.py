@@ -162,6 +162,7 @@ def retry_run_stmt(t: Tables, run_id: int) -> ReturningUpdate[tuple[int]]:
             error=None,
             finished_at=None,
             cancel_requested=False,
+            deadline_at=None,  # a deadline it passed would cancel it again at once
             updated_at=utcnow(),
         )
         .returning(r.c.id)

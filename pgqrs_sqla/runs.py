@@ -408,6 +408,23 @@ class RunControl(StoreCore):
         await wake_waiters(self, waiters)
         return info
 
+    async def _cancel_children(self, run_id: int) -> None:
+        """Cancel the unfinished children of run ``run_id``, which ended (its deadline)."""
+
+        def work(conn: Connection) -> tuple[list[int], list[int | None]]:
+            running: list[int] = []
+            waiters: list[int | None] = []
+            r = self.tables.runs
+            query = unfinished_children(self.tables, run_id).add_columns(r.c.message_id)
+            for child in conn.execute(query):
+                waiters += self._cancel(conn, child.id, child.message_id, running)
+            return running, waiters
+
+        running, waiters = await self._in_transaction(work)
+        for cancelled in running:
+            HUB.notify(self.db_key, CANCEL_CHANNEL, str(cancelled))
+        await wake_waiters(self, waiters)
+
     def _cancel(
         self, conn: Connection, run_id: int, message_id: int | None, running: list[int]
     ) -> list[int | None]:
@@ -442,7 +459,9 @@ class RunControl(StoreCore):
     async def retry_run(self, run_id: int) -> RunInfo:
         """Put an ``ERROR`` or ``CANCELLED`` run back on its queue.
 
-        Recorded successful steps are replayed, failed ones run again.
+        Recorded successful steps are replayed, failed ones run again. Its deadline, if it had
+        one, is cleared: a run cancelled at its deadline would otherwise be cancelled again at
+        once.
         """
 
         def work(conn: Connection) -> RunInfo:

@@ -509,6 +509,11 @@ class TransientError(Exception):
 # One module for users to name: ``pgqrs_sqla.errors.X`` (also how the classes pickle).
 for _cls in (
     PgqrsError,
+    RunFailed,
+    RunCancelled,
+    WaitTimeout,
+    ReplayMismatch,
+    EventTimeout,
     DatabaseError,
     DatabaseUnavailable,
     AuthenticationFailed,

@@ -367,3 +367,28 @@ async def test_a_typed_child_gets_its_params_and_returns_its_result_by_their_typ
         assert await store.wait_for_run(run_id, timeout=20) == "9.90"
     expected = Receipt(order_id, decimal.Decimal("9.90"), datetime(2026, 12, 7, tzinfo=UTC))
     assert seen == [expected, expected]  # the first call and the replay: the same type
+
+
+async def test_a_parent_past_its_deadline_cancels_its_children_and_a_retry_clears_it(
+    store: pgqrs.Store,
+) -> None:
+    async def parent(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return await ctx.child("job", "slow_child", {})
+
+    async def slow_child(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.sleep("nap", 0.3 if params.get("quick") else 3600)
+        return "done"
+
+    worker = await _serve(store, {"bounded_parent": parent, "slow_child": slow_child})
+    async with worker:
+        run_id = await pgqrs.workflow("bounded_parent").trigger(timeout=0.5).execute(store)
+        with pytest.raises(pgqrs.RunCancelled):
+            await store.wait_for_run(run_id, timeout=20)
+        (child,) = (await store.get_run(run_id)).children
+        assert (await store.wait_for_status(child, RunStatus.CANCELLED, timeout=20)).error is None
+        retried = await store.retry_run(run_id)
+        assert retried.deadline_at is None  # else the retry would be cancelled at once
+        # The retry runs (no deadline now) and replays: its child was cancelled with it.
+        with pytest.raises(pgqrs.RunFailed) as failed:
+            await store.wait_for_run(run_id, timeout=20)
+    assert failed.value.error["type"].endswith("RunCancelled")
