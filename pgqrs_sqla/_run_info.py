@@ -61,9 +61,10 @@ class StepInfo:
     attempts: int
     started_at: datetime | None
     finished_at: datetime | None
-    #: None for a step; ``sleep`` or ``event`` for a durable wait (PAUSED while it waits)
+    #: None for a step; ``sleep``, ``event`` or ``run`` for a durable wait (PAUSED while it
+    #: waits); ``child`` for a child started, ``patch`` for what ``ctx.patched`` answered
     kind: str | None = None
-    #: a wait's deadline (a timer's end, an event wait's timeout); None: none
+    #: a wait's deadline (a timer's end, a wait's timeout); None: none
     wake_at: datetime | None = None
 
 

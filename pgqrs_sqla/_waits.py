@@ -60,8 +60,8 @@ def claim_name(x: Execution, name: str, kind: str | None) -> StepRecord | None:
     if recorded is not None and recorded.kind != kind:
         was, now = recorded.kind or "step", kind or "step"
         raise ReplayMismatch(
-            f"run {x.run_id}: {name!r} is recorded as a {was}, but the code now calls a {now} "
-            "there; give each step and wait its own name (a deploy that changes what a run "
+            f"run {x.run_id}: {name!r} is recorded as {_a(was)}, but the code now calls "
+            f"{_a(now)} there; give each step and wait its own name (a deploy that changes what a run "
             "does at a name must use a new name, or ctx.patched)",
             run_id=x.run_id,
             step_name=name,
@@ -69,6 +69,10 @@ def claim_name(x: Execution, name: str, kind: str | None) -> StepRecord | None:
             called=now,
         )
     return recorded
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def check_live(x: Execution) -> None:

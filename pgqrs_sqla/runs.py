@@ -305,13 +305,7 @@ class RunControl(StoreCore):
         async with self._read() as conn:
             rows = (await conn.execute(select(w).order_by(w.c.workflow_name))).all()
         return [
-            WorkflowInfo(
-                r.id,
-                r.workflow_name,
-                r.queue_id,
-                _policy(r),
-            )
-            for r in rows
+            WorkflowInfo(r.id, r.workflow_name, r.queue_id, _policy(r), r.timeout) for r in rows
         ]
 
     async def get_run(self, run_id: int, *, target: AsyncTarget | None = None) -> RunInfo:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections import Counter
 
 from sqlalchemy import select
 
 from ..models import RunStatus, StepStatus
-from ..runs import RunInfo, StepInfo, step_info
+from ..runs import RunInfo, StepInfo, _run_info, _run_select, step_info
 from ..store import Store
 from ._app import EXIT_OK
 from ._output import Output, _cell
@@ -28,6 +29,45 @@ async def _with_steps(store: Store, runs: list[RunInfo]) -> list[RunInfo]:
     for row in rows:
         steps.setdefault(row.run_id, []).append(step_info(row))
     return [dataclasses.replace(r, steps=steps.get(r.id, [])) for r in runs]
+
+
+async def _family(store: Store, run: RunInfo) -> tuple[RunInfo | None, list[RunInfo]]:
+    """The run's parent and children (without their steps), read in one query."""
+    ids = [*run.children, *([run.parent_run_id] if run.parent_run_id is not None else [])]
+    if not ids:
+        return None, []
+    r = store.tables.runs
+    stmt = _run_select(store.tables).where(r.c.id.in_(ids)).order_by(r.c.id)
+    async with store._read() as conn:
+        found = {row.id: _run_info(row, []) for row in (await conn.execute(stmt)).all()}
+    parent = None if run.parent_run_id is None else found.get(run.parent_run_id)
+    return parent, [found[c] for c in run.children if c in found]
+
+
+def _write_family(
+    run: RunInfo, parent: RunInfo | None, children: list[RunInfo], out: Output
+) -> None:
+    """``runs show``'s text for the run's deadline, parent and children."""
+    if run.deadline_at is not None:
+        sys.stdout.write(f"  deadline {_cell(run.deadline_at)}\n")
+    if run.parent_run_id is not None:
+        of = f" ({parent.workflow}, {parent.status.value})" if parent is not None else ""
+        sys.stdout.write(f"  parent run {run.parent_run_id}{of}\n")
+    if children:
+        counts = Counter(child.status.value for child in children)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        out.table(
+            f"children ({len(children)}: {summary})",
+            ["id", "workflow", "status", "created", "finished", "error"],
+            [
+                [c.id, c.workflow, c.status, c.created_at, c.finished_at, _error_cell(c.error)]
+                for c in children
+            ],
+        )
+
+
+def _error_cell(error: object) -> object:
+    return error.get("message") if isinstance(error, dict) else error
 
 
 async def cmd_runs(store: Store, args: argparse.Namespace, out: Output) -> int:
@@ -67,6 +107,8 @@ async def cmd_runs(store: Store, args: argparse.Namespace, out: Output) -> int:
         )
         if run.error:
             sys.stdout.write(f"  error  {run.error.get('type')}: {run.error.get('message')}\n")
+        parent, children = await _family(store, run)
+        _write_family(run, parent, children, out)
         out.table(
             "steps",
             [

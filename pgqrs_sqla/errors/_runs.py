@@ -44,8 +44,14 @@ class RunCancelled(PgqrsError):
 
 
 class WaitTimeout(PgqrsError):
-    """Timed out waiting for the run to finish."""
+    """Timed out waiting for a run to finish.
 
+    Raised by ``store.wait_for_run`` / ``wait_for_status`` in the caller, and by
+    ``ctx.wait_for_run`` / ``ctx.wait_for_runs`` in a handler (recorded: a replay raises it
+    again). The run waited for is not touched: it goes on.
+    """
+
+    #: the run waited for (for ``ctx.wait_for_runs``, one still unfinished)
     run_id: int | None
     #: the run's status when the wait gave up
     status: RunStatus | None
@@ -66,12 +72,14 @@ class ReplayMismatch(PgqrsError):
     """The run's record under this name was written by another primitive than the code now calls.
 
     A step and a wait (or two kinds of wait) share a name, or a deploy changed the code a run
-    started under: the run fails rather than replay a wrong value.
+    started under: the run fails rather than replay a wrong value. A deploy that changes what a
+    run does at a name must use a new name, or branch on ``ctx.patched``.
     """
 
     run_id: int | None
     step_name: str | None
-    #: what the record is (``step``, ``sleep``, ``event``), and what the code called
+    #: what the record is and what the code called: ``step``, ``sleep``, ``event``, ``child``
+    #: (``ctx.start_child``), ``run`` (``ctx.wait_for_run(s)``) or ``patch`` (``ctx.patched``)
     recorded: str | None
     called: str | None
 

@@ -701,3 +701,43 @@ async def test_runs_show_says_what_a_waiting_run_waits_for(store: pgqrs.Store, d
     text_view = (await asyncio.to_thread(cli, db_url, "runs", "show", str(run_id))).stdout
     line = next(row for row in text_view.splitlines() if "cool_down" in row)
     assert "sleep" in line and "PAUSED until" in line
+
+
+async def test_runs_show_lists_a_runs_parent_and_children(store: pgqrs.Store, db_url: str) -> None:
+    async def parent(ctx: pgqrs.RunContext, params: Any) -> Any:
+        kids = [await ctx.start_child(f"kid-{i}", "kid", {"fail": i == 1}) for i in range(2)]
+        return [run["status"] for run in await ctx.wait_for_runs("kids", kids)]
+
+    async def kid(ctx: pgqrs.RunContext, params: Any) -> Any:
+        if params["fail"]:
+            raise ValueError("kid failed")
+        return "ok"
+
+    for name in ("family", "kid"):
+        await store.create_workflow(name)
+    run_id = await pgqrs.workflow("family").trigger(timeout=3600).execute(store)
+    worker = await (
+        pgqrs.consumer("w", None, "family", "kid")
+        .handler(parent, queue="family")
+        .handler(kid, queue="kid")
+        .create(store, poll_interval=0.05)
+    )
+    async with worker:
+        assert await store.wait_for_run(run_id, timeout=20) == ["SUCCESS", "ERROR"]
+    ok, failed = (await store.get_run(run_id)).children
+
+    shown = await asyncio.to_thread(cli_json, db_url, "runs", "show", str(run_id))
+    assert (shown["parent_run_id"], shown["children"]) == (None, [ok, failed])
+    assert shown["deadline_at"] is not None
+    child = await asyncio.to_thread(cli_json, db_url, "runs", "show", str(failed))
+    assert (child["parent_run_id"], child["children"]) == (run_id, [])
+
+    text_view = (await asyncio.to_thread(cli, db_url, "runs", "show", str(run_id))).stdout
+    assert "children (2: 1 ERROR, 1 SUCCESS)" in text_view
+    assert "  deadline " in text_view and "parent run" not in text_view
+    for child_id, status in ((ok, "SUCCESS"), (failed, "ERROR .* kid failed")):
+        # a row of the children table: its id, workflow and status (and error)
+        assert re.search(rf"(^|\W){child_id}\W+kid\W+{status}", text_view, re.M), text_view
+    text_view = (await asyncio.to_thread(cli, db_url, "runs", "show", str(failed))).stdout
+    assert f"  parent run {run_id} (family, SUCCESS)" in text_view
+    assert "children" not in text_view

@@ -36,6 +36,9 @@ RUN_BY = {
     "timers.md": ["test_docs_pages::test_timers_page"],
     "events.md": ["test_docs_pages::test_events_page"],
     "typed.md": ["test_docs_pages::test_typed_page"],
+    "children.md": ["test_docs_pages::test_children_page"],
+    "deadlines.md": ["test_docs_pages::test_deadlines_page"],
+    "upgrades.md": ["test_docs_pages::test_upgrades_page"],
     "queue.md": ["test_docs_pages::test_queue_page"],
     "embedding.md": ["test_docs_pages::test_embedding_page"],
     "orders-app.md": ["test_docs_pages::test_orders_app_page"],
@@ -98,6 +101,23 @@ def test_typed_page(empty_db_url: str, tmp_path: Path) -> None:
     out = run_page("typed.md", tmp_path, {"DATABASE_URL": empty_db_url})
     assert "[totals] Totals: revenue Decimal('1234.50')" in out
     assert "run 42: result of step 'approval' cannot be decoded as Approval: at $.at" in out
+
+
+def test_children_page(empty_db_url: str, tmp_path: Path) -> None:
+    out = run_page("children.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "('pay', 'child', {'run_id': " in out
+    assert "{'made': 49, 'failed': [" in out
+
+
+def test_deadlines_page(empty_db_url: str, tmp_path: Path) -> None:
+    out = run_page("deadlines.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "was cancelled: pgqrs_sqla.DeadlineExceeded: run 1 passed its deadline" in out
+
+
+def test_upgrades_page(empty_db_url: str, tmp_path: Path) -> None:
+    out = run_page("upgrades.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "shipped after charged 30, approved by ops" in out
+    assert "'approved' is recorded as" in out
 
 
 def test_operate_page(tmp_path: Path) -> None:
@@ -244,7 +264,9 @@ def test_pages_leave_no_temporary_folders(tmp_path: Path) -> None:
     """The pages that keep their SQLite file in a temporary folder remove it when their
     script ends: the temp directory they were given (TMPDIR) is empty afterwards. (The
     embedding and installation pages' own tests check theirs.)"""
-    for page in ("workflows.md", "timers.md", "events.md", "typed.md"):
+    pages = ("workflows.md", "timers.md", "events.md", "typed.md")
+    pages += ("children.md", "deadlines.md", "upgrades.md")
+    for page in pages:
         scratch = tmp_path / page / "tmp"
         scratch.mkdir(parents=True)
         run_page(page, scratch.parent, {"TMPDIR": str(scratch)})
