@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._message import validate_name
-from ._runs_write import adopt_child_stmt, await_runs_stmt
+from ._runs_write import adopt_child_stmt, await_runs_stmt, release_awaited_stmt
 from ._signals import _LeaseLostSignal, _Refused, _Waiting
 from ._steps_write import step_upsert_stmt
 from ._waits import (
@@ -129,11 +129,13 @@ async def wait_for_runs(
     if not unfinished:
         ended = [rows[run_id] for run_id in run_ids]
         await complete(x, name, RUN, {"runs": ended})
+        await _release_marks(x)
         return ended
     if timeout is not None:
         left = remaining_of(x, recorded, timeout)
         if left <= 0:
             await complete(x, name, RUN, {"timeout": timeout, "runs": list(rows.values())})
+            await _release_marks(x)
             raise _timeout(x, unfinished[0], timeout)
     seconds = WAIT_HORIZON if timeout is None else left
     if any(awaited_by[row["id"]] not in (None, x.run_id) for row in unfinished):
@@ -145,6 +147,12 @@ async def wait_for_runs(
         deadline=None if timeout is None else left,
         wait_runs=[row["id"] for row in unfinished],
     )
+
+
+async def _release_marks(x: Execution) -> None:
+    """The wait returned: the runs it marked ``awaited_by`` this run are no longer awaited."""
+    async with x.connection() as conn:
+        await conn.execute(release_awaited_stmt(x.tables), {"p_waiter": x.run_id})
 
 
 def _replayed(x: Execution, name: str, output: Any) -> list[dict[str, Any]]:
@@ -202,13 +210,19 @@ async def park(x: Execution, wait: _Waiting) -> bool:
     t, ids = x.tables, wait.wait_runs or []
 
     async def mark(conn: AsyncConnection) -> None:
-        await conn.execute(await_runs_stmt(t), {"p_ids": ids, "p_waiter": x.run_id})
+        params = {"p_ids": ids, "p_waiter": x.run_id}
+        marked = {row.id for row in await conn.execute(await_runs_stmt(t), params)}
         r = t.runs
         unfinished = await conn.execute(
             select(r.c.id).where(r.c.id.in_(ids), r.c.status.in_(_UNFINISHED))
         )
-        if unfinished.first() is None:
+        left = {row.id for row in unfinished}
+        if not left:
             # Every run it waits for ended meanwhile: look again now, not at the deadline.
             await conn.execute(wake_unleased_stmt(t, x.message.id))
+        elif left - marked:
+            # Another waiter holds the mark of one (its end wakes that waiter): look again
+            # every SHARED_WAIT_POLL seconds.
+            await conn.execute(wake_unleased_stmt(t, x.message.id, delay=SHARED_WAIT_POLL))
 
     return await x.park(RunStatus.PAUSED, wait.seconds, wait_write(x, wait), after=mark)

@@ -33,6 +33,7 @@ from ._signals import (
     Pause,
     _LeaseLostSignal,
     _RetryLater,
+    _RunCancelledSignal,
     _StepExhausted,
     _StepPaused,
     _Waiting,
@@ -421,6 +422,32 @@ class Delivery:
             if x.awaited_by is not None:
                 await self._wake_waiter(x.awaited_by)
 
+    async def _cancelled_meanwhile(self, x: Execution) -> bool:
+        """A park was refused: if the run's cancellation was asked meanwhile, end it now.
+
+        True if it ended. Otherwise (the lease is gone, or a step was recorded from outside)
+        the run is left as it is.
+        """
+        async with x.connection() as conn:
+            reason = await x.diagnose(conn)
+        if not isinstance(reason, _RunCancelledSignal):
+            return False
+        await x.finish(RunStatus.CANCELLED)
+        log.info("run %s cancelled while it parked", x.run_id)
+        await self._cancel_children(x)
+        return True
+
+    async def _cancel_children(self, x: Execution) -> None:
+        """After the run ended CANCELLED: cancel its unfinished children.
+
+        ``cancel_run`` cancels those it sees; this also catches one started while it ran,
+        and a deadline's. Best effort: a failure is logged, the run stays ended.
+        """
+        try:
+            await self.store._cancel_children(x.run_id)
+        except PgqrsError as error:
+            log.warning("run %s: could not cancel its children: %s", x.run_id, error)
+
     async def _wake_waiter(self, waiter: int) -> None:
         """The run that waits on this one (``ctx.wait_for_run(s)``): wake it if none is left."""
         try:
@@ -470,8 +497,7 @@ class Delivery:
         elif kind is OutcomeKind.CANCELLED:
             await x.finish(RunStatus.CANCELLED, error=x.deadline_error)
             log.info("run %s cancelled%s", x.run_id, " (deadline)" if x.deadline_error else "")
-            if x.deadline_error is not None:  # cancel_run cascades itself; a deadline here
-                await self.store._cancel_children(x.run_id)
+            await self._cancel_children(x)
         elif kind is OutcomeKind.RETRY_LATER:
             assert isinstance(error, _RetryLater)
             write = x.step_upsert(
@@ -493,9 +519,12 @@ class Delivery:
             if await parked(x, error):
                 self.store._wake(RUN_DONE_CHANNEL)
                 log.info("run %s waits at %s (%s)", x.run_id, error.step, error.kind)
+            else:
+                return await self._cancelled_meanwhile(x)
         elif kind is OutcomeKind.PAUSED:
             assert isinstance(error, Pause)
-            await x.park(RunStatus.PAUSED, error.seconds)
+            if not await x.park(RunStatus.PAUSED, error.seconds):
+                return await self._cancelled_meanwhile(x)
         elif kind is OutcomeKind.EXHAUSTED:
             assert isinstance(error, _StepExhausted)
             self.stats.errors += 1

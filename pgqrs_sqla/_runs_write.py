@@ -19,6 +19,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     exists,
+    false,
     func,
     literal,
     select,
@@ -94,7 +95,10 @@ def run_update_stmt(
 ) -> ReturningUpdate[Any]:
     """Move the run to ``new`` if the state machine allows it and the lease is held.
 
-    The fence is locked as ``dialect`` locks it; unlocked without one.
+    The fence is locked as ``dialect`` locks it; unlocked without one. A run is not parked
+    (PAUSED) once its cancellation was asked: the park is refused, and the worker ends the
+    run instead — else a ``cancel_run`` committed while the run was parking would leave it
+    asleep for the whole wait.
     """
     r = t.runs
     values: dict[str, Any] = {"status": new.value, "updated_at": utcnow()}
@@ -103,16 +107,14 @@ def run_update_stmt(
     if with_result:
         values["output"] = bindparam("p_output", type_=JSONType)
         values["error"] = bindparam("p_error", type_=JSONType)
-    return (
-        update(r)
-        .where(
-            r.c.id == bindparam("p_run_id", type_=BigInteger),
-            status_in(r.c.status, run_may_become(new)),
-            lease_fence(t, dialect),
-        )
-        .values(**values)
-        .returning(r.c.id, r.c.awaited_by)
+    stmt = update(r).where(
+        r.c.id == bindparam("p_run_id", type_=BigInteger),
+        status_in(r.c.status, run_may_become(new)),
+        lease_fence(t, dialect),
     )
+    if new is RunStatus.PAUSED:
+        stmt = stmt.where(r.c.cancel_requested == false())
+    return stmt.values(**values).returning(r.c.id, r.c.awaited_by)
 
 
 @functools.cache
@@ -163,6 +165,7 @@ def retry_run_stmt(t: Tables, run_id: int) -> ReturningUpdate[tuple[int]]:
             finished_at=None,
             cancel_requested=False,
             deadline_at=None,  # a deadline it passed would cancel it again at once
+            awaited_by=None,  # whoever waited on its end has had it
             updated_at=utcnow(),
         )
         .returning(r.c.id)
@@ -221,6 +224,17 @@ def await_runs_stmt(t: Tables) -> ReturningUpdate[Any]:
         .values(awaited_by=waiter)
         .returning(r.c.id)
     )
+
+
+def release_awaited_stmt(t: Tables) -> Update:
+    """Run ``p_waiter`` waits for no run any more: clear its ``awaited_by`` marks.
+
+    After its wait for runs returned (or timed out), so a run it no longer waits for
+    neither wakes it nor keeps a later wait of it asleep.
+    """
+    r = t.runs
+    waiter = bindparam("p_waiter", type_=BigInteger)
+    return update(r).where(r.c.awaited_by == waiter).values(awaited_by=None)
 
 
 def unfinished_children(t: Tables, parent_id: int) -> Select[Any]:

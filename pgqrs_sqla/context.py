@@ -73,6 +73,11 @@ class RunContext:
         return self._x.workflow
 
     @property
+    def parent_run_id(self) -> int | None:
+        """The run that started this one with ``ctx.start_child`` (None: a top-level run)."""
+        return self._x.parent_run_id
+
+    @property
     def attempt(self) -> int:
         """Which delivery of this run this is (1 for the first)."""
         return self._x.message.read_ct

@@ -63,10 +63,12 @@ class Dialect(abc.ABC):
     def insert(self, table: Table) -> Upsert:
         """The backend's INSERT construct, which knows ``ON CONFLICT`` (upserts)."""
 
-    def lock_for_update(self, stmt: S) -> S:
+    def lock_for_update(self, stmt: S, *, no_key: bool = False) -> S:
         """``stmt`` taking an exclusive row lock (``FOR UPDATE``) where the backend has row locks.
 
-        A backend whose write transaction serialises everything returns it as is.
+        ``no_key``: one that still admits key-share locks (``FOR NO KEY UPDATE``), as an
+        UPDATE of non-key columns takes. A backend whose write transaction serialises
+        everything returns it as is.
         """
         return stmt
 

@@ -71,9 +71,9 @@ class PostgreSQLDialect(Dialect):
         """PostgreSQL's INSERT (``ON CONFLICT`` upserts)."""
         return pg_insert(table)
 
-    def lock_for_update(self, stmt: S) -> S:
-        """``stmt`` with ``FOR UPDATE``."""
-        return stmt.with_for_update()
+    def lock_for_update(self, stmt: S, *, no_key: bool = False) -> S:
+        """``stmt`` with ``FOR UPDATE`` (``FOR NO KEY UPDATE`` with ``no_key``)."""
+        return stmt.with_for_update(key_share=no_key)
 
     def lock_claim(self, stmt: S) -> S:
         """``stmt`` with ``FOR UPDATE SKIP LOCKED``."""

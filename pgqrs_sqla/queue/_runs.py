@@ -21,22 +21,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from ..dialects import Dialect, utcnow
+from ..dialects import Dialect, utcnow, utcnow_plus
 from ..models import ArchiveReason, Tables
 
 
 def wake_unleased_stmt(
-    t: Tables, message_id: int, when: ColumnElement[bool] | None = None
+    t: Tables, message_id: int, when: ColumnElement[bool] | None = None, delay: float = 0.0
 ) -> Update:
-    """Make a message visible now if nobody holds it (and ``when`` holds) — ``resume_run``.
+    """Make a message visible now (or in ``delay`` s) if nobody holds it and ``when`` holds.
 
-    A live lease is left alone: the owner is working on it.
+    ``resume_run``, ``send_event``. A live lease is left alone: the owner is working on it.
     """
     m = t.messages
     stmt = update(m).where(
         m.c.id == message_id, m.c.archived_at.is_(None), m.c.consumer_worker_id.is_(None)
     )
-    return (stmt if when is None else stmt.where(when)).values(vt=utcnow())
+    vt = utcnow_plus(delay) if delay else utcnow()
+    return (stmt if when is None else stmt.where(when)).values(vt=vt)
 
 
 def wake_waiter_stmt(t: Tables, non_terminal: list[str]) -> Update:
@@ -63,9 +64,14 @@ def wake_waiter_stmt(t: Tables, non_terminal: list[str]) -> Update:
 
 
 def lock_message_stmt(t: Tables, dialect: Dialect, message_id: int) -> Select[Any]:
-    """Lock a message row until the transaction ends (where the backend has row locks)."""
+    """Lock a message row until the transaction ends (where the backend has row locks).
+
+    ``FOR NO KEY UPDATE``: it orders ``send_event`` against a parking wait (whose release
+    updates the row), and still admits the key-share lock a transactional step holds, so a
+    sender does not wait for a whole step.
+    """
     m = t.messages
-    return dialect.lock_for_update(select(m.c.id).where(m.c.id == message_id))
+    return dialect.lock_for_update(select(m.c.id).where(m.c.id == message_id), no_key=True)
 
 
 def archive_idle_stmt(t: Tables, message_id: int) -> ReturningUpdate[tuple[int]]:

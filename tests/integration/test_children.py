@@ -53,6 +53,7 @@ async def _serve(store: pgqrs.Store, handlers: dict[str, Any], **options: Any) -
 
 async def test_a_parent_starts_a_child_once_and_gets_its_output(store: pgqrs.Store) -> None:
     parent_calls: list[int] = []
+    parents: list[int | None] = []
 
     async def parent(ctx: pgqrs.RunContext, params: Any) -> Any:
         parent_calls.append(ctx.attempt)
@@ -61,6 +62,7 @@ async def test_a_parent_starts_a_child_once_and_gets_its_output(store: pgqrs.Sto
         return {"child": child_id, "receipt": receipt}
 
     async def payment(ctx: pgqrs.RunContext, params: Any) -> Any:
+        parents.append(ctx.parent_run_id)
         return await ctx.step("charge", lambda: f"charged {params['amount']}")
 
     worker = await _serve(store, {"order": parent, "payment": payment})
@@ -74,6 +76,7 @@ async def test_a_parent_starts_a_child_once_and_gets_its_output(store: pgqrs.Sto
     assert parent_run.children == [output["child"]]
     child_run = await store.get_run(output["child"])
     assert child_run.parent_run_id == run_id
+    assert parents == [run_id]  # what the child's ctx says
     steps = {s.name: (s.kind, s.status) for s in parent_run.steps}
     assert steps == {"pay": ("child", StepStatus.SUCCESS), "paid": ("run", StepStatus.SUCCESS)}
 
@@ -392,3 +395,55 @@ async def test_a_parent_past_its_deadline_cancels_its_children_and_a_retry_clear
         with pytest.raises(pgqrs.RunFailed) as failed:
             await store.wait_for_run(run_id, timeout=20)
     assert failed.value.error["type"].endswith("RunCancelled")
+
+
+async def test_a_wait_that_timed_out_does_not_keep_a_later_wait_asleep(
+    store: pgqrs.Store,
+) -> None:
+    """The run the first wait gave up on stays unfinished: the second wait, for another run,
+    is still woken by that run's end (not at its one-hour safety net)."""
+
+    async def parent(ctx: pgqrs.RunContext, params: Any) -> Any:
+        slow = await ctx.start_child("slow", "kid", {"nap": 3600})
+        try:
+            await ctx.wait_for_run("slow:result", slow, timeout=0.2)
+        except pgqrs.WaitTimeout:
+            pass
+        fast = await ctx.start_child("fast", "kid", {"nap": 0.5})
+        return await ctx.wait_for_run("fast:result", fast)
+
+    async def kid(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.sleep("nap", params["nap"])
+        return "done"
+
+    worker = await _serve(store, {"patient": parent, "kid": kid})
+    async with worker:
+        run_id = await pgqrs.workflow("patient").trigger().execute(store)
+        assert await store.wait_for_run(run_id, timeout=20) == "done"
+
+
+async def test_a_cancel_that_lands_while_a_run_parks_ends_it(
+    store: pgqrs.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cancel_run`` commits after the run decided to wait and before its park: the park
+    is refused and the worker ends the run CANCELLED, instead of a 30 s sleep."""
+    from pgqrs_sqla import _waits
+
+    park = _waits.park
+
+    async def cancel_then_park(x: Any, wait: Any) -> bool:
+        info = await store.cancel_run(x.run_id)  # the run is RUNNING: it is only asked
+        assert info.status is RunStatus.RUNNING
+        return await park(x, wait)
+
+    monkeypatch.setattr(_waits, "park", cancel_then_park)
+
+    async def napper(ctx: pgqrs.RunContext, params: Any) -> Any:
+        await ctx.sleep("nap", 30)
+        return "woke"
+
+    worker = await _serve(store, {"napper2": napper})
+    async with worker:
+        run_id = await pgqrs.workflow("napper2").trigger().execute(store)
+        run = await store.wait_for_status(run_id, RunStatus.CANCELLED, timeout=10)
+    assert [s.status for s in run.steps] == []  # the sleep was never recorded

@@ -22,6 +22,7 @@ LAYERS: dict[str, list[str]] = {
         "errors",
         "errors._base",
         "errors._database",
+        "errors._runs",
         "_status",
         "_signals",
         "_outcome",
