@@ -111,11 +111,32 @@ def server(empty_db_url: str) -> Iterator[Server]:
 
 
 def paused(order: Any) -> bool:
-    return order.get("run", {}).get("status") == "PAUSED"
+    """The order's run waits for the warehouse's approval (not for its payment child)."""
+    run = order.get("run", {})
+    waits = [s for s in run.get("steps", []) if s["name"].startswith("warehouse_approved")]
+    return run.get("status") == "PAUSED" and bool(waits) and waits[-1]["status"] == "PAUSED"
 
 
 def shipped(order: Any) -> bool:
     return order["status"] == "shipped" and order["run"]["status"] == "SUCCESS"
+
+
+def payment_child(server: Server, order: Any) -> Any:
+    """The order's one child run, a SUCCESS collect_payment run whose parent is the order's
+    run (checked in the database and in the order's JSON); that child's JSON."""
+    run_id = order["run"]["id"]
+    others = sql(
+        server.url,
+        "SELECT r.id, w.workflow_name, r.status, r.parent_run_id FROM pgqrs_workflow_runs r "
+        f"JOIN pgqrs_workflows w ON w.id = r.workflow_id WHERE r.id <> {run_id}",
+    )
+    assert len(others) == 1, others  # one payment child, whatever the replays and restarts
+    child_id, workflow, status, parent = others[0]
+    assert (workflow, status, parent) == ("collect_payment", "SUCCESS", run_id)
+    (child,) = order["run"]["children"]
+    assert (child["id"], child["workflow"], child["status"]) == (child_id, workflow, status)
+    assert order["run"]["output"]["payment"] == child["output"]["reference"] == f"pay-{run_id}"
+    return child
 
 
 def test_order_is_fulfilled_with_a_retried_payment_and_an_approval(server: Server) -> None:
@@ -129,14 +150,19 @@ def test_order_is_fulfilled_with_a_retried_payment_and_an_approval(server: Serve
     assert order["status"] == "reserved"
     steps = {s["name"]: (s["status"], s["attempts"]) for s in order["run"]["steps"]}
     assert steps["reserve_stock"] == ("SUCCESS", 1)
-    assert steps["charge_payment"] == ("SUCCESS", 2)  # one transient failure, retried
+    assert steps["charge_payment"] == ("SUCCESS", 1)  # the payment child, started once
+    assert steps["charge_payment:result"] == ("SUCCESS", 1)  # and its result, waited for
     assert steps["warehouse_approved"] == ("PAUSED", 1)  # waiting for the event
+    (child,) = order["run"]["children"]
+    # one transient failure of the gateway, retried by the child's retry policy
+    assert child["steps"] == [{"name": "charge", "status": "SUCCESS", "attempts": 2}]
 
     approved = server.post(f"/orders/{order_id}/approve", {"by": "warehouse-7"})
     assert approved.status_code == 200
     order = server.until(f"/orders/{order_id}", shipped)
     assert order["run"]["output"]["approved_by"] == "warehouse-7"
     assert order["run"]["output"]["reminders"] == 0
+    payment_child(server, order)
     assert sql(server.url, "SELECT quantity FROM stock") == [(7,)]
     assert events(server.url) == [("warehouse_approved", "warehouse_approved")]  # consumed
     assert server.stop()
@@ -237,6 +263,7 @@ def test_the_app_stops_mid_workflow_and_a_restart_finishes_the_order(
     order = server.until(f"/orders/{order_id}", shipped)
     assert [s["attempts"] for s in order["run"]["steps"] if s["name"] == "reserve_stock"] == [1]
     assert sql(server.url, "SELECT quantity FROM stock") == [(8,)]  # reserved exactly once
+    payment_child(server, order)
     assert server.stop()
 
 
@@ -297,9 +324,11 @@ def test_the_webhook_answers_bad_approvals_with_json_errors(server: Server) -> N
 def test_sigterm_while_a_step_runs_then_a_restart_finishes_the_order(
     server: Server, tmp_path: Path
 ) -> None:
-    """The app gets SIGTERM while ``charge_payment`` is in flight (a gateway the test holds):
-    after the grace period the worker releases the run, and the restarted app takes it at
-    once (well before the 30 s lease) and finishes it; each transactional step ran once."""
+    """The app gets SIGTERM while the payment child's ``charge`` is in flight (a gateway the
+    test holds, never answering): after the grace period the worker releases the child run,
+    and the restarted app takes it at once (well before the 30 s lease) and charges; the
+    order's run, waiting for its child meanwhile, finishes. The gateway answers one call, and
+    gets no other: the order is charged exactly once; each transactional step ran once."""
     gate_path = os.path.join(tempfile.mkdtemp(prefix="gate-"), "s")
     with socket.socket(socket.AF_UNIX) as gate:
         gate.bind(gate_path)
@@ -309,22 +338,45 @@ def test_sigterm_while_a_step_runs_then_a_restart_finishes_the_order(
         order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 2}).json()[
             "order_id"
         ]
-        held, _ = gate.accept()  # the payment step is running, and waits on us
+        held, _ = gate.accept()  # the payment child's charge is running, and waits on us
         with held:
-            order = server.get(f"/orders/{order_id}")
-            assert order["run"]["status"] == "RUNNING"
-            # reserve_stock is recorded; charge_payment is not (it is in flight)
-            assert [s["name"] for s in order["run"]["steps"]] == ["reserve_stock"]
-            assert server.stop()  # graceful: the in-flight run was released, not abandoned
-    started = time.monotonic()
-    server.start("web-1")
-    server.until(f"/orders/{order_id}", paused, timeout=20)
-    assert time.monotonic() - started < 20  # released: not waiting out the 30 s lease
-    assert server.post(f"/orders/{order_id}/approve", {"by": "night-shift"}).status_code == 200
-    order = server.until(f"/orders/{order_id}", shipped)
+
+            def waits_for_its_child(order: Any) -> bool:
+                steps = [(s["name"], s["status"]) for s in order["run"]["steps"]]
+                return steps == [
+                    ("reserve_stock", "SUCCESS"),
+                    ("charge_payment", "SUCCESS"),  # the child started
+                    ("charge_payment:result", "PAUSED"),  # the order's run waits for it
+                ]
+
+            order = server.until(f"/orders/{order_id}", waits_for_its_child)
+            assert order["run"]["status"] == "PAUSED"  # holding no worker
+            (child,) = order["run"]["children"]
+            # the child's charge is not recorded: it is in flight
+            assert (child["workflow"], child["status"], child["steps"]) == (
+                "collect_payment",
+                "RUNNING",
+                [],
+            )
+            assert server.stop()  # graceful: the in-flight child run was released, not abandoned
+        started = time.monotonic()
+        server.start("web-1", ORDERS_PAYMENT_GATE=gate_path)
+        gate.settimeout(20)
+        answered, _ = gate.accept()  # the child's charge again, in the restarted app
+        assert time.monotonic() - started < 20  # released: not waiting out the 30 s lease
+        with answered:
+            answered.sendall(b"y")  # the gateway answers: the order is charged
+        server.until(f"/orders/{order_id}", paused, timeout=20)
+        assert server.post(f"/orders/{order_id}/approve", {"by": "night-shift"}).status_code == 200
+        order = server.until(f"/orders/{order_id}", shipped)
+        gate.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            gate.accept()  # no other call reached the gateway
     attempts = {s["name"]: s["attempts"] for s in order["run"]["steps"]}
     assert attempts["reserve_stock"] == 1 and attempts["ship"] == 1
     assert sql(server.url, "SELECT quantity FROM stock") == [(8,)]  # reserved exactly once
+    child = payment_child(server, order)  # one child: the parent's replay started no other
+    assert [(s["name"], s["status"]) for s in child["steps"]] == [("charge", "SUCCESS")]
     assert server.stop()
 
 
@@ -352,6 +404,7 @@ def test_the_workflows_run_in_a_separate_worker_process(server: Server) -> None:
         assert server.post(f"/orders/{order_id}/approve", {"by": "proc"}).status_code == 200
         order = server.until(f"/orders/{order_id}", shipped)
         assert order["run"]["output"]["approved_by"] == "proc"
+        payment_child(server, order)  # the worker process served collect_payment too
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0

@@ -38,6 +38,18 @@ def _error(message: str, status_code: int, **detail: Any) -> JSONResponse:
     return JSONResponse({"error": message, **detail}, status_code=status_code)
 
 
+def _run_json(run: pgqrs.RunInfo) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "status": run.status.value,
+        "output": run.output,
+        "error": run.error and run.error.get("message"),
+        "steps": [
+            {"name": s.name, "status": s.status.value, "attempts": s.attempts} for s in run.steps
+        ],
+    }
+
+
 def create_app(
     database_url: str | None = None,
     *,
@@ -128,6 +140,8 @@ def create_app(
             if order is None:
                 return JSONResponse({"error": "no such order"}, status_code=404)
             run = await store.get_run(order.run_id) if order.run_id else None
+            # The payment is a child run of the order's (collect_payment).
+            children = [await store.get_run(c) for c in run.children] if run else []
         body: dict[str, Any] = {
             "id": order.id,
             "sku": order.sku,
@@ -136,13 +150,9 @@ def create_app(
         }
         if run is not None:
             body["run"] = {
-                "id": run.id,
-                "status": run.status.value,
-                "output": run.output,
-                "error": run.error and run.error.get("message"),
-                "steps": [
-                    {"name": s.name, "status": s.status.value, "attempts": s.attempts}
-                    for s in run.steps
+                **_run_json(run),
+                "children": [
+                    {"workflow": child.workflow, **_run_json(child)} for child in children
                 ],
             }
         return JSONResponse(body)

@@ -1,4 +1,5 @@
-"""The fulfil_order workflow: reserve stock, charge payment, wait for the warehouse, ship."""
+"""The fulfil_order workflow: reserve stock, charge payment (the collect_payment child
+workflow), wait for the warehouse, ship."""
 
 from __future__ import annotations
 
@@ -47,6 +48,25 @@ gateway = PaymentGateway()
 REMINDER_AFTER = timedelta(seconds=float(os.environ.get("ORDERS_REMINDER_AFTER", 24 * 3600)))
 
 
+@registry.workflow("collect_payment", retry=pgqrs.RetryPolicy(max_attempts=5, base=0.2, cap=2))
+async def collect_payment(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[str, Any]:
+    """A child run of ``fulfil_order``: charge the order's amount, retrying the gateway's
+    timeouts under this workflow's own retry policy."""
+
+    async def charge() -> dict[str, Any]:
+        try:
+            # Keyed by the order's run (the parent), not this child run: the gateway knows
+            # the order.
+            return await gateway.charge(
+                params["order_run_id"], params["amount"], flaky=params["flaky"]
+            )
+        except TimeoutError as error:
+            raise pgqrs.TransientError(str(error), retry_after=0.2) from error
+
+    result: dict[str, Any] = await ctx.step("charge", charge)
+    return result
+
+
 @registry.workflow("fulfil_order", retry=pgqrs.RetryPolicy(max_attempts=5, base=0.2, cap=2))
 async def fulfil_order(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[str, Any]:
     sku, quantity = params["sku"], params["quantity"]
@@ -66,15 +86,17 @@ async def fulfil_order(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[st
 
     await ctx.step("reserve_stock", reserve, transactional=True)
 
-    async def charge() -> dict[str, Any]:
-        try:
-            return await gateway.charge(
-                ctx.run_id, quantity * 10, flaky=params.get("flaky_payment", False)
-            )
-        except TimeoutError as error:
-            raise pgqrs.TransientError(str(error), retry_after=0.2) from error
-
-    payment = await ctx.step("charge_payment", charge)
+    # The payment is a child run: started once (a replay of this run finds it recorded), and
+    # this run holds no worker while it waits for the child's result.
+    payment = await ctx.child(
+        "charge_payment",
+        "collect_payment",
+        {
+            "order_run_id": ctx.run_id,
+            "amount": quantity * 10,
+            "flaky": params.get("flaky_payment", False),
+        },
+    )
 
     # The warehouse approves through the webhook (POST /orders/{id}/approve), which sends
     # the event in the request's transaction. The run holds no worker while it waits. Each
