@@ -38,6 +38,7 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar, Union, overload
 
+from .codec import MAX_JSON_DEPTH
 from .errors import DecodeError
 
 T = TypeVar("T")
@@ -81,40 +82,44 @@ def encode(value: Any, annotation: Any = None) -> Any:
     return _encode(value, not _plain(annotation))
 
 
-def _encode(value: Any, full: bool) -> Any:
+def _encode(value: Any, full: bool, depth: int = 0) -> Any:
     kind = type(value)
     if kind is str or kind is int or kind is float or kind is bool or value is None:
         return value
+    if depth > MAX_JSON_DEPTH:
+        return value  # too deep to store: left for the JSON check to refuse, naming the depth
+    depth += 1
     if isinstance(value, dict):
         changed = kind is not dict
         out = {}
         for key, item in value.items():
             new_key = _encode_key(key) if full else key
-            new = _encode(item, full)
+            new = _encode(item, full, depth)
             changed = changed or new is not item or new_key is not key
             out[new_key] = new
         return out if changed else value
     if isinstance(value, list | tuple):
-        items = [_encode(item, full) for item in value]
+        items = [_encode(item, full, depth) for item in value]
         if all(new is old for new, old in zip(items, value, strict=True)):
             return value  # (a tuple stays one: the JSON check makes it a list)
         return items
     if _is_model(value):
         if dataclasses.is_dataclass(value):
             return {
-                f.name: _encode(getattr(value, f.name), True) for f in dataclasses.fields(value)
+                f.name: _encode(getattr(value, f.name), True, depth)
+                for f in dataclasses.fields(value)
             }
         return value.model_dump(mode="json")
     if not full:
         return value
     if isinstance(value, enum.Enum):
-        return _encode(value.value, True)
+        return _encode(value.value, True, depth)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, uuid.UUID | Decimal):
         return str(value)
     if isinstance(value, set | frozenset):
-        items = [_encode(item, True) for item in value]
+        items = [_encode(item, True, depth) for item in value]
         try:
             return sorted(items)
         except TypeError:
