@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,15 @@ def test_data_pipeline_demo_shows_the_crash_story(
     assert "SUCCESS -> {'processed_count': 10}" in out
     summary = out.split("what worker-2 did with each step")[1]
     lines = {step: next(x for x in summary.splitlines() if step in x) for step in STEPS}
-    assert "attempts=1  replayed from the database (executed by worker-1)" in lines["fetch_data"]
+    fetch = re.search(
+        r"attempts=(\d+)  replayed from the database \(executed by worker-1\)", lines["fetch_data"]
+    )
+    assert fetch is not None, lines["fetch_data"]
+    # Every delivery spent on the step counts (StepInfo.attempts): 1, unless worker-1's
+    # lease lapsed before it recorded the step (a loaded machine can stall its loop past the
+    # demo's 2 s lease; its own next claim is then a second delivery). Never fewer than the
+    # times its body ran.
+    assert int(fetch[1]) >= before.count("fetch_data: executing") >= 1
     # The body ran twice (worker-1, killed inside it; worker-2), and attempts says so.
     assert lines["transform_data"].endswith(
         "attempts=2  executed (again: worker-1 was killed inside it)"
