@@ -589,3 +589,7 @@ from ._runs import (  # noqa: E402 (they build on the statements above)
     wake_unleased_stmt as wake_unleased_stmt,
     wake_waiter_stmt as wake_waiter_stmt,
 )
+from ._prune import (  # noqa: E402
+    delete_archived_stmt as delete_archived_stmt,
+    expired_messages_select as expired_messages_select,
+)
