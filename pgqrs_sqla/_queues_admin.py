@@ -87,7 +87,9 @@ class QueuesAdmin(StoreCore):
         """
         q.validate_name(name)
         check_max_deliveries(max_deliveries)
-        kept = None if retention is None else duration_seconds(retention, "retention", positive=True)
+        kept = (
+            None if retention is None else duration_seconds(retention, "retention", positive=True)
+        )
 
         def work(conn: Connection) -> QueueInfo:
             info = self._create_queue(conn, name, max_deliveries)
@@ -135,10 +137,7 @@ class QueuesAdmin(StoreCore):
         t = self.tables.queues
         async with self._read() as conn:
             rows = (await conn.execute(select(t).order_by(t.c.queue_name))).all()
-        return [
-            _queue_info(r._mapping)
-            for r in rows
-        ]
+        return [_queue_info(r._mapping) for r in rows]
 
     async def delete_queue(self, name: str, *, force: bool = False) -> None:
         """Delete a queue and its messages. Refused while messages are leased, unless forced.

@@ -116,15 +116,25 @@ class Retention(WorkersAdmin):
 
     async def _prune_counts(self) -> PruneResult:
         t = self.tables
-        expired = expired_runs_select(t, self.retention, self.error_retention)
+        expired = self._expired_runs()
         with_message = expired.where(t.runs.c.message_id.is_not(None))
         async with self._read() as conn:
             runs = int((await conn.execute(_count(expired))).scalar_one())
             run_messages = int((await conn.execute(_count(with_message))).scalar_one())
-            plain = q.expired_messages_select(t, self.retention)
+            plain = self._expired_messages()
             messages = int((await conn.execute(_count(plain))).scalar_one())
         workers = await self._prune_all_workers(dry_run=True)
         return PruneResult(runs, run_messages + messages, workers, dry_run=True)
+
+    def _expired_runs(self) -> Select[Any]:
+        keep = self.dialect.reuses_deleted_ids
+        return expired_runs_select(
+            self.tables, self.retention, self.error_retention, keep_newest=keep
+        )
+
+    def _expired_messages(self) -> Select[int]:
+        keep = self.dialect.reuses_deleted_ids
+        return q.expired_messages_select(self.tables, self.retention, keep_newest=keep)
 
     async def _prune_batch(self, conn: AsyncConnection, batch_size: int) -> _Batch:
         """One batch, in ``conn``'s transaction: up to ``batch_size`` runs, then messages.
@@ -135,7 +145,7 @@ class Retention(WorkersAdmin):
         """
         t = self.tables
         r, m = t.runs, t.messages
-        expired = expired_runs_select(t, self.retention, self.error_retention)
+        expired = self._expired_runs()
         # Message then run, the house lock order; a run without a message locks its row only.
         with_message = self.dialect.lock_skip(
             expired.join(m, m.c.id == r.c.message_id).order_by(r.c.id).limit(batch_size), r, m
@@ -153,7 +163,7 @@ class Retention(WorkersAdmin):
             if message_ids:
                 await conn.execute(q.delete_archived_stmt(t, message_ids))
         plain = self.dialect.lock_skip(
-            q.expired_messages_select(t, self.retention).order_by(m.c.id).limit(batch_size), m
+            self._expired_messages().order_by(m.c.id).limit(batch_size), m
         )
         plain_ids = list((await conn.execute(plain)).scalars())
         messages = len([row for row in chosen if row.message_id is not None])

@@ -276,12 +276,16 @@ def claim_and_start_stmt(
 # ------------------------------------------------------------ retention
 
 
-def expired_runs_select(t: Tables, retention: float, error_retention: float) -> Select[Any]:
+def expired_runs_select(
+    t: Tables, retention: float, error_retention: float, *, keep_newest: bool = False
+) -> Select[Any]:
     """Finished runs past their retention whose message is archived (or gone): ids, message ids.
 
     A run ended SUCCESS or CANCELLED is kept its workflow's ``retention`` (NULL: ``retention``
     seconds), one ended ERROR its ``error_retention`` (NULL: ``error_retention``), counted from
     ``finished_at``. A run whose message is still live (a retry under way) is never chosen.
+    ``keep_newest``: never the table's newest run, nor one carried by the newest message, so
+    a backend that hands out the largest deleted id again (SQLite) never reuses one.
     """
     r, w = t.runs, t.workflows
     m = t.messages.alias("live_message")
@@ -295,11 +299,19 @@ def expired_runs_select(t: Tables, retention: float, error_retention: float) -> 
         and_(r.c.status == RunStatus.ERROR.value, r.c.finished_at < utcnow_plus(-kept_error)),
     )
     live = exists().where(m.c.id == r.c.message_id, m.c.archived_at.is_(None))
-    return (
+    stmt = (
         select(r.c.id, r.c.message_id)
         .select_from(r.join(w, w.c.id == r.c.workflow_id))
         .where(r.c.finished_at.is_not(None), expired, ~live)
     )
+    if keep_newest:
+        newest_run = select(func.max(t.runs.alias("newest_run").c.id)).scalar_subquery()
+        newest_message = select(func.max(m.c.id)).scalar_subquery()
+        stmt = stmt.where(
+            r.c.id < newest_run,
+            or_(r.c.message_id.is_(None), r.c.message_id < newest_message),
+        )
+    return stmt
 
 
 def delete_runs_stmt(t: Tables, run_ids: Sequence[int]) -> Delete:
@@ -310,7 +322,5 @@ def delete_runs_stmt(t: Tables, run_ids: Sequence[int]) -> Delete:
     r = t.runs
     return delete(r).where(
         r.c.id.in_(run_ids),
-        r.c.status.in_(
-            [RunStatus.SUCCESS.value, RunStatus.CANCELLED.value, RunStatus.ERROR.value]
-        ),
+        r.c.status.in_([RunStatus.SUCCESS.value, RunStatus.CANCELLED.value, RunStatus.ERROR.value]),
     )

@@ -83,6 +83,7 @@ def _check_retention(info: WorkflowInfo) -> None:
                 timeout=info.timeout,
             )
 
+
 RUN_DONE_CHANNEL = "pgqrs:run-done"
 #: payload: the run id. Also a PostgreSQL NOTIFY channel, so other processes hear it at once.
 CANCEL_CHANNEL = "pgqrs_cancel"

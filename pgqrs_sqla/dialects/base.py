@@ -53,6 +53,9 @@ class Dialect(abc.ABC):
     #: a transaction may keep one snapshot (REPEATABLE READ, SERIALIZABLE) and refuse a write
     #: with a serialization failure: triggers in a caller's transaction guard with savepoints
     snapshot_conflicts: ClassVar[bool]
+    #: a deleted row's id may be handed out again (SQLite's largest rowid, without
+    #: AUTOINCREMENT): retention then keeps the newest run and message of each table
+    reuses_deleted_ids: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"

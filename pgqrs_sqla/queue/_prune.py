@@ -15,11 +15,16 @@ from ..dialects import utcnow_plus
 from ..models import Tables
 
 
-def expired_messages_select(t: Tables, retention: float) -> Select[int]:
-    """Archived messages past their queue's retention that no run points at: their ids."""
+def expired_messages_select(
+    t: Tables, retention: float, *, keep_newest: bool = False
+) -> Select[int]:
+    """Archived messages past their queue's retention that no run points at: their ids.
+
+    ``keep_newest``: never the table's newest message (see ``_runs_write.expired_runs_select``).
+    """
     m, qt, r = t.messages, t.queues, t.runs
     kept = func.coalesce(qt.c.retention, literal(retention))
-    return (
+    stmt = (
         select(m.c.id)
         .select_from(m.join(qt, qt.c.id == m.c.queue_id))
         .where(
@@ -28,6 +33,10 @@ def expired_messages_select(t: Tables, retention: float) -> Select[int]:
             ~exists().where(r.c.message_id == m.c.id),
         )
     )
+    if keep_newest:
+        newest = select(func.max(t.messages.alias("newest_message").c.id)).scalar_subquery()
+        stmt = stmt.where(m.c.id < newest)
+    return stmt
 
 
 def delete_archived_stmt(t: Tables, message_ids: Sequence[int]) -> Delete:
