@@ -390,19 +390,18 @@ async def test_a_prune_batch_held_open_blocks_no_trigger_or_claim(
     await _bulk_history(store, "busy", 50, timedelta(days=8))
     worker = await pgqrs.consumer("claimer", None, "busy").handler(_stepper).create(store)
     try:
-        async with store.engine.connect() as conn:
-            async with conn.begin():
-                batch = await store._prune_batch(conn, 500)  # rows deleted, locks held
-                assert batch.runs == 50
-                # Meanwhile, in other transactions: a trigger commits, and its run is claimed.
-                run_id = await asyncio.wait_for(
-                    pgqrs.workflow("busy").trigger({"i": 1}).execute(store), timeout=5
-                )
-                claimed = await asyncio.wait_for(worker.dequeue(1, queue="busy"), timeout=5)
-                assert [msg.id for msg in claimed] == [(await store.get_run(run_id)).message_id]
-                # Another prune skips what this one holds rather than waiting for it.
-                other = await asyncio.wait_for(store.prune(), timeout=5)
-                assert other.runs == 0
+        async with store.engine.connect() as conn, conn.begin():
+            batch = await store._prune_batch(conn, 500)  # rows deleted, locks held
+            assert batch.runs == 50
+            # Meanwhile, in other transactions: a trigger commits, and its run is claimed.
+            run_id = await asyncio.wait_for(
+                pgqrs.workflow("busy").trigger({"i": 1}).execute(store), timeout=5
+            )
+            claimed = await asyncio.wait_for(worker.dequeue(1, queue="busy"), timeout=5)
+            assert [msg.id for msg in claimed] == [(await store.get_run(run_id)).message_id]
+            # Another prune skips what this one holds rather than waiting for it.
+            other = await asyncio.wait_for(store.prune(), timeout=5)
+            assert other.runs == 0
         assert await _count(store, store.tables.runs) == 1  # the new run, still RUNNING
     finally:
         await worker.stop(grace=5)
