@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Column, MetaData, Select, Table, exc, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import queue as q
@@ -66,6 +66,26 @@ class _Batch:
 
 def _count(stmt: Select[Any]) -> Select[int]:
     return select(func.count()).select_from(stmt.subquery())
+
+
+def _restricting_columns(metadata: MetaData, runs: Table) -> list[Column[Any]]:
+    """The columns of other tables in ``metadata`` whose foreign key to ``runs`` restricts.
+
+    A key without ``ON DELETE`` (or with ``RESTRICT``/``NO ACTION``) would make the database
+    refuse a run's delete; ``SET NULL`` and ``CASCADE`` let it through.
+    """
+    columns = []
+    for table in metadata.tables.values():
+        if table is runs:
+            continue
+        for fk in table.foreign_keys:
+            try:
+                to_runs = fk.references(runs)
+            except exc.SQLAlchemyError:  # a key to a table this metadata does not have
+                continue
+            if to_runs and (fk.ondelete or "NO ACTION").upper() in {"NO ACTION", "RESTRICT"}:
+                columns.append(fk.parent)
+    return columns
 
 
 class Retention(WorkersAdmin):
@@ -129,7 +149,11 @@ class Retention(WorkersAdmin):
     def _expired_runs(self) -> Select[Any]:
         keep = self.dialect.reuses_deleted_ids
         return expired_runs_select(
-            self.tables, self.retention, self.error_retention, keep_newest=keep
+            self.tables,
+            self.retention,
+            self.error_retention,
+            keep_newest=keep,
+            referenced_by=_restricting_columns(self.models.metadata, self.tables.runs),
         )
 
     def _expired_messages(self) -> Select[int]:

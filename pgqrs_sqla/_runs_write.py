@@ -277,7 +277,12 @@ def claim_and_start_stmt(
 
 
 def expired_runs_select(
-    t: Tables, retention: float, error_retention: float, *, keep_newest: bool = False
+    t: Tables,
+    retention: float,
+    error_retention: float,
+    *,
+    keep_newest: bool = False,
+    referenced_by: Sequence[ColumnElement[Any]] = (),
 ) -> Select[Any]:
     """Finished runs past their retention whose message is archived (or gone): ids, message ids.
 
@@ -286,6 +291,8 @@ def expired_runs_select(
     ``finished_at``. A run whose message is still live (a retry under way) is never chosen.
     ``keep_newest``: never the table's newest run, nor one carried by the newest message, so
     a backend that hands out the largest deleted id again (SQLite) never reuses one.
+    ``referenced_by``: columns of the app's tables whose foreign key to runs would refuse the
+    delete (no ``ON DELETE`` action): a run a row of theirs points at is kept.
     """
     r, w = t.runs, t.workflows
     m = t.messages.alias("live_message")
@@ -304,6 +311,8 @@ def expired_runs_select(
         .select_from(r.join(w, w.c.id == r.c.workflow_id))
         .where(r.c.finished_at.is_not(None), expired, ~live)
     )
+    for column in referenced_by:
+        stmt = stmt.where(~exists().where(column == r.c.id))
     if keep_newest:
         newest_run = select(func.max(t.runs.alias("newest_run").c.id)).scalar_subquery()
         newest_message = select(func.max(m.c.id)).scalar_subquery()

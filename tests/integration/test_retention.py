@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Integer, MetaData, func, select, update
+from sqlalchemy import ForeignKey, Integer, MetaData, func, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import pgqrs_sqla as pgqrs
@@ -294,6 +294,10 @@ def _only_left(store: pgqrs.Store, run_id: int) -> Any:
 async def test_an_app_row_with_run_fk_is_kept_with_its_column_set_to_null(
     db_url: str, backend: str
 ) -> None:
+    """The app's foreign key decides: ``run_fk()`` (ON DELETE SET NULL) lets the run go and
+    keeps the row with NULL; a plain key (no ON DELETE: the database would refuse) keeps the
+    run it points at, and the rest of the batch is pruned."""
+
     class _AppBase(DeclarativeBase):
         metadata = MetaData()
 
@@ -304,22 +308,34 @@ async def test_an_app_row_with_run_fk_is_kept_with_its_column_set_to_null(
         id: Mapped[int] = mapped_column(Integer, primary_key=True)
         run_id: Mapped[int | None] = mapped_column(models.run_fk(), nullable=True)
 
-    assert Order.__table__.c.run_id.foreign_keys  # type: ignore[attr-defined]
+    class Invoice(_AppBase):
+        __tablename__ = "invoices_strict"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        run_id: Mapped[int | None] = mapped_column(ForeignKey("pgqrs_workflow_runs.id"))
+
     store = await pgqrs.connect(db_url, models=models)
     try:
         await store.install()
         async with store.engine.begin() as conn:
-            await conn.run_sync(lambda c: Order.__table__.create(c))  # type: ignore[attr-defined]
+            await conn.run_sync(_AppBase.metadata.create_all)
         await store.create_workflow("ordered")
-        [run_id] = await _run_to_end(store, "ordered", _stepper, 1)
+        ordered, invoiced, plain = await _run_to_end(store, "ordered", _stepper, 3)
         await _newer_run(store)
-        orders = Order.__table__  # type: ignore[attr-defined]
+        orders, invoices = Order.__table__, Invoice.__table__  # type: ignore[attr-defined]
         async with store.engine.begin() as conn:
-            await conn.execute(orders.insert().values(id=1, run_id=run_id))
-        await _age(store, [run_id], timedelta(days=8))
-        assert (await store.prune()).runs == 1
+            await conn.execute(orders.insert().values(id=1, run_id=ordered))
+            await conn.execute(invoices.insert().values(id=1, run_id=invoiced))
+        await _age(store, [ordered, invoiced, plain], timedelta(days=8))
+        assert (await store.prune(dry_run=True)).runs == 2
+        assert (await store.prune()).runs == 2
+        assert [await _exists(store, i) for i in (ordered, invoiced, plain)] == [
+            False,
+            True,
+            False,
+        ]
         async with store.engine.connect() as conn:
             assert (await conn.execute(select(orders.c.id, orders.c.run_id))).all() == [(1, None)]
+            assert (await conn.execute(select(invoices.c.run_id))).scalars().all() == [invoiced]
     finally:
         await store.close()
 
