@@ -91,6 +91,9 @@ def _restricting_columns(metadata: MetaData, runs: Table) -> list[Column[Any]]:
 class Retention(WorkersAdmin):
     """The Store's pruning: finished runs, archived messages and stopped worker rows."""
 
+    #: runs (or messages) per transaction of a worker's background prune
+    _round_batch: int = PRUNE_BATCH
+
     async def prune(self, *, dry_run: bool = False, batch_size: int = PRUNE_BATCH) -> PruneResult:
         """Delete what is past its retention now; returns how much (see :class:`PruneResult`).
 
@@ -195,7 +198,7 @@ class Retention(WorkersAdmin):
             messages += int((await conn.execute(q.delete_archived_stmt(t, plain_ids))).rowcount)
         return _Batch(runs, messages)
 
-    async def _prune_round(self, worker: str, batch_size: int = PRUNE_BATCH) -> PruneResult:
+    async def _prune_round(self, worker: str) -> PruneResult:
         """A worker's background prune: a few batches, while no other worker prunes.
 
         On PostgreSQL each batch first tries the prune advisory lock (never waiting): another
@@ -203,6 +206,7 @@ class Retention(WorkersAdmin):
         stopped worker rows. Errors are the caller's to log.
         """
         runs = messages = 0
+        batch_size = self._round_batch
         gate = self.dialect.try_prune_lock()
         for _ in range(ROUND_BATCHES):
             async with self._begin() as conn:
