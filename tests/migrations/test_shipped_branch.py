@@ -280,9 +280,7 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
                 text("SELECT retention, error_retention, timeout FROM pgqrs_workflows")
             ).all() == [(None, None, None)]
             assert conn.execute(text("SELECT retention FROM pgqrs_queues")).all() == [(None,)]
-            conn.execute(
-                text("UPDATE pgqrs_workflows SET retention = 60, error_retention = 120")
-            )
+            conn.execute(text("UPDATE pgqrs_workflows SET retention = 60, error_retention = 120"))
             conn.execute(
                 text(
                     "INSERT INTO pgqrs_workflow_events (run_id, event_name, created_at) "
