@@ -42,7 +42,7 @@ ROUND_BATCHES = 20
 
 @dataclass(frozen=True)
 class PruneResult:
-    """What :meth:`Store.prune <pgqrs_sqla.Store.prune>` removed, or would with ``dry_run``."""
+    """What :meth:`Store.prune` removed, or would with ``dry_run``."""
 
     #: finished runs deleted (with their steps and events)
     runs: int
