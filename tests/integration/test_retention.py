@@ -421,3 +421,41 @@ async def test_a_prune_batch_held_open_blocks_no_trigger_or_claim(
         assert await _count(store, store.tables.runs) == 1  # the new run, still RUNNING
     finally:
         await worker.stop(grace=5)
+
+
+async def test_on_sqlite_the_newest_run_and_message_are_kept(
+    store: pgqrs.Store, backend: str
+) -> None:
+    """SQLite hands out the largest deleted rowid again: a prune there never deletes the
+    newest run or message, so a new run never gets a pruned run's id. PostgreSQL's
+    sequences never go back: everything old goes."""
+    await store.create_workflow("lone")
+    [run_id] = await _run_to_end(store, "lone", _stepper, 1)
+    await _age(store, [run_id], timedelta(days=8))
+    result = await store.prune()
+    if backend == "sqlite":
+        assert (result.runs, result.messages) == (0, 0)
+        assert await _exists(store, run_id)
+        newer = await _newer_run(store)
+        assert newer > run_id
+        assert (await store.prune()).runs == 1  # no longer the newest
+    else:
+        assert (result.runs, result.messages) == (1, 1)
+        assert await _newer_run(store) > run_id
+
+
+async def test_one_worker_prunes_at_a_time_on_postgresql(store: pgqrs.Store, backend: str) -> None:
+    """While one transaction holds the prune lock, a worker's background round skips its
+    turn at once (it does not wait); on-demand ``prune()`` does not take the lock."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's one write lock serialises prunes: there is no lock to try")
+    await _bulk_history(store, "history", 20, timedelta(days=8))
+    await _newer_run(store)
+    gate = store.dialect.try_prune_lock()
+    assert gate is not None
+    async with store.engine.connect() as conn, conn.begin():
+        assert (await conn.execute(select(gate))).scalar_one() is True  # another worker's round
+        skipped = await asyncio.wait_for(store._prune_round("second"), timeout=5)
+        assert (skipped.runs, skipped.messages) == (0, 0)
+    done = await store._prune_round("second")  # the lock went with that transaction
+    assert (done.runs, done.messages) == (20, 20)
