@@ -182,18 +182,18 @@ class Retention(WorkersAdmin):
             without = expired.where(r.c.message_id.is_(None)).order_by(r.c.id)
             without = self.dialect.lock_skip(without.limit(batch_size - len(chosen)), r)
             chosen += list((await conn.execute(without)).all())
-        runs = 0
+        runs = messages = 0
         if chosen:
             ids = [row.id for row in chosen]
             runs = int((await conn.execute(delete_runs_stmt(t, ids))).rowcount)
             message_ids = [row.message_id for row in chosen if row.message_id is not None]
             if message_ids:
-                await conn.execute(q.delete_archived_stmt(t, message_ids))
+                deleted = await conn.execute(q.delete_archived_stmt(t, message_ids))
+                messages = int(deleted.rowcount)
         plain = self.dialect.lock_skip(
             self._expired_messages().order_by(m.c.id).limit(batch_size), m
         )
         plain_ids = list((await conn.execute(plain)).scalars())
-        messages = len([row for row in chosen if row.message_id is not None])
         if plain_ids:
             messages += int((await conn.execute(q.delete_archived_stmt(t, plain_ids))).rowcount)
         return _Batch(runs, messages)
