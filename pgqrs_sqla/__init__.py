@@ -48,6 +48,7 @@ from .errors import (
     ReadOnlyDatabase as ReadOnlyDatabase,
     ReadOnlyModel as ReadOnlyModel,
     ReplayMismatch as ReplayMismatch,
+    RetentionTooShort as RetentionTooShort,
     RunCancelled as RunCancelled,
     RunFailed as RunFailed,
     RunNotFound as RunNotFound,
@@ -78,6 +79,7 @@ from .runs import (
     WorkflowInfo as WorkflowInfo,
 )
 from .store import (
+    PruneResult as PruneResult,
     Queue as Queue,
     QueueInfo as QueueInfo,
     QueueStats as QueueStats,
@@ -118,6 +120,7 @@ __all__ = [
     "PgqrsError",
     "PgqrsModels",
     "PoolerError",
+    "PruneResult",
     "QueryCancelled",
     "Queue",
     "QueueBusy",
@@ -127,6 +130,7 @@ __all__ = [
     "ReadOnlyDatabase",
     "ReadOnlyModel",
     "ReplayMismatch",
+    "RetentionTooShort",
     "RetryPolicy",
     "RunCancelled",
     "RunContext",

@@ -45,6 +45,18 @@ def queue_max_deliveries_stmt(t: Tables, name: str, max_deliveries: int) -> Upda
     return update(qt).where(qt.c.queue_name == name).values(max_deliveries=max_deliveries)
 
 
+def queue_retention_stmt(t: Tables, name: str, retention: float) -> Update:
+    """Set queue ``name``'s retention of archived messages (seconds)."""
+    qt = t.queues
+    return update(qt).where(qt.c.queue_name == name).values(retention=retention)
+
+
+def workflow_retention_stmt(t: Tables, name: str, **retentions: float) -> Update:
+    """Set workflow ``name``'s ``retention`` and/or ``error_retention`` (seconds)."""
+    w = t.workflows
+    return update(w).where(w.c.workflow_name == name).values(**retentions)
+
+
 def workflow_policy_stmt(t: Tables, name: str, policy: RetryPolicy) -> Update:
     w = t.workflows
     return update(w).where(w.c.workflow_name == name).values(**policy_columns(policy))

@@ -242,6 +242,9 @@ class Pooling(StoreCore):
             max_payload_bytes=self.max_payload_bytes,
             listen=self.listen,
             json_default=self.json_default,
+            retention=self.retention,
+            error_retention=self.error_retention,
+            prune_interval=self.prune_interval,
         )
         clone._owns_engine = True
         clone._pooled = self._pooled  # the same way to the same server

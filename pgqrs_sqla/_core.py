@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any, Self, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -23,12 +24,20 @@ from ._db import (
 )
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .dialects import READONLY_OPTION, Dialect, dialect_for
-from .errors import ConfigurationError
+from .errors import ConfigurationError, duration_seconds
 from .models import PgqrsModels, Tables, pgqrs_models
 
 T = TypeVar("T")
 
 _default_models: PgqrsModels | None = None
+
+#: how long finished runs (SUCCESS, CANCELLED), archived messages and stopped worker rows
+#: are kept by default: a week
+DEFAULT_RETENTION = timedelta(days=7)
+#: how long runs ended ERROR are kept by default: 30 days, time to look into them
+DEFAULT_ERROR_RETENTION = timedelta(days=30)
+#: how often each worker prunes in the background by default (seconds, with jitter)
+DEFAULT_PRUNE_INTERVAL = 600.0
 
 
 def _default() -> PgqrsModels:
@@ -54,6 +63,9 @@ class StoreCore:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         listen: bool = True,
         json_default: JsonDefault | None = None,
+        retention: float | timedelta = DEFAULT_RETENTION,
+        error_retention: float | timedelta = DEFAULT_ERROR_RETENTION,
+        prune_interval: float | timedelta | None = DEFAULT_PRUNE_INTERVAL,
     ) -> None:
         if not isinstance(engine, AsyncEngine):
             raise ConfigurationError(
@@ -67,6 +79,17 @@ class StoreCore:
         self.listen = listen
         #: encodes values JSON cannot (``connect(json_default=...)``): params, payloads, results
         self.json_default = json_default
+        #: how long a finished run (SUCCESS, CANCELLED), an archived message and a stopped
+        #: worker row are kept, in seconds, unless its workflow or queue says otherwise
+        self.retention = duration_seconds(retention, "retention", positive=True)
+        #: how long a run ended ERROR is kept, in seconds, unless its workflow says otherwise
+        self.error_retention = duration_seconds(error_retention, "error_retention", positive=True)
+        #: how often each worker prunes in the background, in seconds (None: never)
+        self.prune_interval = (
+            None
+            if prune_interval is None
+            else duration_seconds(prune_interval, "prune_interval", positive=True)
+        )
         try:
             #: the backend's differences (row locking, wake-ups, upsert, error codes)
             self.dialect: Dialect = dialect_for(engine)

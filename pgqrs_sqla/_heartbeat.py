@@ -199,9 +199,52 @@ class Heartbeat:
         self.inflight = inflight
         self.lost = lost
         self.episode = _Episode(registration.name, "heartbeats")
+        #: the background prune (``Store._prune_round``), a task of its own so a long one never
+        #: delays a heartbeat or a lease extension; the next is due at ``next_prune``
+        self.prune_task: asyncio.Task[None] | None = None
+        self.next_prune = self._prune_after(first=True)
+
+    def _prune_after(self, *, first: bool = False) -> float:
+        """When the next background prune is due (monotonic), or infinity if never.
+
+        The store's ``prune_interval`` with jitter (the first one at a random point of it), so
+        workers started together do not prune together.
+        """
+        interval = self.store.prune_interval
+        if interval is None:
+            return float("inf")
+        spread = random.uniform(0.0, 1.0) if first else random.uniform(0.75, 1.25)
+        return time.monotonic() + interval * spread
+
+    def _maybe_prune(self) -> None:
+        """Start a background prune if one is due and none is under way."""
+        if time.monotonic() < self.next_prune:
+            return
+        if self.prune_task is not None and not self.prune_task.done():
+            return
+        self.next_prune = self._prune_after()
+        self.prune_task = asyncio.create_task(self._prune())
+
+    async def _prune(self) -> None:
+        try:
+            await self.store._prune_round(self.registration.name)
+        except Exception as error:  # logged; the next round tries again
+            log.warning(
+                "worker %s: background prune failed: %s",
+                self.registration.name,
+                describe(translate(error, "prune")),
+            )
 
     async def run(self) -> None:
-        """The loop; cancelled by the worker's shutdown."""
+        """The loop; cancelled by the worker's shutdown (which cancels a prune under way)."""
+        try:
+            await self._beat_forever()
+        finally:
+            if self.prune_task is not None and not self.prune_task.done():
+                self.prune_task.cancel()
+                await asyncio.gather(self.prune_task, return_exceptions=True)
+
+    async def _beat_forever(self) -> None:
         t = self.store.tables
         while True:
             await asyncio.sleep(self.interval)
@@ -246,6 +289,7 @@ class Heartbeat:
                                 f.execution.cancel_requested = True
                 self.stats.last_heartbeat = time.monotonic()
                 self.episode.recovered()
+                self._maybe_prune()
             except Exception as error:  # ridden out: the loop decides what ends the worker
                 self.stats.errors += 1
                 self.episode.failed(translate(error, "heartbeat"))

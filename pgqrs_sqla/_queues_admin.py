@@ -8,19 +8,20 @@ written through :mod:`pgqrs_sqla._catalog_write`, the messages through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, case, exc, func, select
 from sqlalchemy.engine import Connection
 
 from . import queue as q
-from ._catalog_write import queue_delete_stmt, queue_insert_stmt
+from ._catalog_write import queue_delete_stmt, queue_insert_stmt, queue_retention_stmt
 from ._core import StoreCore
 from ._message import check_max_deliveries
 from ._runs_write import requeue_dead_runs_stmt
 from .dialects import aware, utcnow
-from .errors import DeadLetterNotFound, QueueBusy, QueueNotFound
+from .errors import DeadLetterNotFound, QueueBusy, QueueNotFound, duration_seconds
 from .models import ArchiveReason
 
 
@@ -35,6 +36,19 @@ class QueueInfo:
     name: str
     max_deliveries: int
     created_at: datetime
+    #: how long its archived messages are kept, in seconds (``create_queue(retention=)``);
+    #: None: the store's default
+    retention: float | None = None
+
+
+def _queue_info(m: Any) -> QueueInfo:
+    return QueueInfo(
+        m["id"],
+        m["queue_name"],
+        m["max_deliveries"],
+        aware(m["created_at"]),  # type: ignore[arg-type]
+        m["retention"],
+    )
 
 
 @dataclass(frozen=True)
@@ -58,11 +72,33 @@ class QueueStats:
 class QueuesAdmin(StoreCore):
     """Queue administration (see the module docstring)."""
 
-    async def create_queue(self, name: str, *, max_deliveries: int = 5) -> QueueInfo:
-        """Create a queue (idempotent: an existing queue is returned unchanged)."""
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        max_deliveries: int = 5,
+        retention: float | timedelta | None = None,
+    ) -> QueueInfo:
+        """Create a queue (idempotent: an existing queue is returned unchanged).
+
+        ``retention`` (seconds or a ``timedelta``) is how long its archived messages are kept
+        before a prune deletes them (default: the store's ``retention``); given for an
+        existing queue, it is updated.
+        """
         q.validate_name(name)
         check_max_deliveries(max_deliveries)
-        return await self._in_transaction(lambda c: self._create_queue(c, name, max_deliveries))
+        kept = (
+            None if retention is None else duration_seconds(retention, "retention", positive=True)
+        )
+
+        def work(conn: Connection) -> QueueInfo:
+            info = self._create_queue(conn, name, max_deliveries)
+            if kept is None:
+                return info
+            conn.execute(queue_retention_stmt(self.tables, name, kept))
+            return replace(info, retention=kept)
+
+        return await self._in_transaction(work)
 
     def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:
         t = self.tables.queues
@@ -76,7 +112,7 @@ class QueuesAdmin(StoreCore):
                 nested.rollback()  # created concurrently: take theirs
             existing = conn.execute(select(t).where(t.c.queue_name == name)).one()
         m = existing._mapping
-        return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
+        return _queue_info(m)
 
     async def get_queue(self, name: str) -> QueueInfo:
         q.validate_name(name)
@@ -90,7 +126,7 @@ class QueuesAdmin(StoreCore):
                 queue=name,
             )
         m = row._mapping
-        return QueueInfo(m["id"], m["queue_name"], m["max_deliveries"], aware(m["created_at"]))  # type: ignore[arg-type]
+        return _queue_info(m)
 
     async def _queue_id(self, name: str) -> int:
         if name not in self._queue_ids:
@@ -101,10 +137,7 @@ class QueuesAdmin(StoreCore):
         t = self.tables.queues
         async with self._read() as conn:
             rows = (await conn.execute(select(t).order_by(t.c.queue_name))).all()
-        return [
-            QueueInfo(r.id, r.queue_name, r.max_deliveries, aware(r.created_at))  # type: ignore[arg-type]
-            for r in rows
-        ]
+        return [_queue_info(r._mapping) for r in rows]
 
     async def delete_queue(self, name: str, *, force: bool = False) -> None:
         """Delete a queue and its messages. Refused while messages are leased, unless forced.

@@ -30,6 +30,10 @@ class WorkflowInfo:
     retry: RetryPolicy
     #: a run's default time limit in seconds (``create_workflow(timeout=)``); None: none
     timeout: float | None = None
+    #: how long its finished runs are kept, in seconds (``create_workflow(retention=)``), and
+    #: those that ended ERROR (``error_retention``); None: the store's default
+    retention: float | None = None
+    error_retention: float | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,19 @@ class RunInfo:
     children: list[int] = field(default_factory=list)
     #: when the run is cancelled if still unfinished (``trigger(timeout=)``); None: never
     deadline_at: datetime | None = None
+
+
+def _workflow_info(row: Any) -> WorkflowInfo:
+    """A ``pgqrs_workflows`` row read to a :class:`WorkflowInfo`."""
+    return WorkflowInfo(
+        row.id,
+        row.workflow_name,
+        row.queue_id,
+        _policy(row),
+        row.timeout,
+        row.retention,
+        row.error_retention,
+    )
 
 
 def _policy(row: Any) -> RetryPolicy:

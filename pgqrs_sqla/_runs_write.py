@@ -15,19 +15,23 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Delete,
     Select,
     Update,
+    and_,
     bindparam,
+    delete,
     exists,
     false,
     func,
     literal,
+    or_,
     select,
     update,
 )
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from .dialects import Dialect, JSONType, utcnow
+from .dialects import Dialect, JSONType, utcnow, utcnow_plus
 from .models import RunStatus, Tables
 from .queue import archive_delivery_stmt, claim_stmt, lease_fence
 from .states import NON_TERMINAL_RUN, run_may_become, status_in
@@ -267,3 +271,65 @@ def claim_and_start_stmt(
         has_steps.label("has_steps"),
         started.c.db_now,
     ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))
+
+
+# ------------------------------------------------------------ retention
+
+
+def expired_runs_select(
+    t: Tables,
+    retention: float,
+    error_retention: float,
+    *,
+    keep_newest: bool = False,
+    referenced_by: Sequence[ColumnElement[Any]] = (),
+) -> Select[Any]:
+    """Finished runs past their retention whose message is archived (or gone): ids, message ids.
+
+    A run ended SUCCESS or CANCELLED is kept its workflow's ``retention`` (NULL: ``retention``
+    seconds), one ended ERROR its ``error_retention`` (NULL: ``error_retention``), counted from
+    ``finished_at``. A run whose message is still live (a retry under way) is never chosen.
+    ``keep_newest``: never the table's newest run, nor one carried by the newest message, so
+    a backend that hands out the largest deleted id again (SQLite) never reuses one.
+    ``referenced_by``: columns of the app's tables whose foreign key to runs would refuse the
+    delete (no ``ON DELETE`` action): a run a row of theirs points at is kept.
+    """
+    r, w = t.runs, t.workflows
+    m = t.messages.alias("live_message")
+    kept = func.coalesce(w.c.retention, literal(retention))
+    kept_error = func.coalesce(w.c.error_retention, literal(error_retention))
+    expired = or_(
+        and_(
+            r.c.status.in_([RunStatus.SUCCESS.value, RunStatus.CANCELLED.value]),
+            r.c.finished_at < utcnow_plus(-kept),
+        ),
+        and_(r.c.status == RunStatus.ERROR.value, r.c.finished_at < utcnow_plus(-kept_error)),
+    )
+    live = exists().where(m.c.id == r.c.message_id, m.c.archived_at.is_(None))
+    stmt = (
+        select(r.c.id, r.c.message_id)
+        .select_from(r.join(w, w.c.id == r.c.workflow_id))
+        .where(r.c.finished_at.is_not(None), expired, ~live)
+    )
+    for column in referenced_by:
+        stmt = stmt.where(~exists().where(column == r.c.id))
+    if keep_newest:
+        newest_run = select(func.max(t.runs.alias("newest_run").c.id)).scalar_subquery()
+        newest_message = select(func.max(m.c.id)).scalar_subquery()
+        stmt = stmt.where(
+            r.c.id < newest_run,
+            or_(r.c.message_id.is_(None), r.c.message_id < newest_message),
+        )
+    return stmt
+
+
+def delete_runs_stmt(t: Tables, run_ids: Sequence[int]) -> Delete:
+    """Delete the runs ``run_ids`` (their steps and events go with them, by foreign key).
+
+    Only runs still finished: a run a ``retry_run`` took back since it was chosen stays.
+    """
+    r = t.runs
+    return delete(r).where(
+        r.c.id.in_(run_ids),
+        r.c.status.in_([RunStatus.SUCCESS.value, RunStatus.CANCELLED.value, RunStatus.ERROR.value]),
+    )

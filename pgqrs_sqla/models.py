@@ -111,6 +111,9 @@ class QueueMixin(_PgqrsTable):
     queue_name: Mapped[str] = mapped_column(String(128), unique=True)
     max_deliveries: Mapped[int] = mapped_column(Integer, default=5)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow())
+    #: how long an archived message is kept (seconds; ``create_queue(retention=)``); NULL:
+    #: the store's default (see ``Store.prune``)
+    retention: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     @declared_attr.directive
     @classmethod
@@ -244,6 +247,10 @@ class WorkflowMixin(_PgqrsTable):
     served_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: a run's default time limit in seconds (``create_workflow(timeout=)``); NULL: none
     timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: how long a run ended SUCCESS or CANCELLED is kept (seconds), and one ended ERROR
+    #: (``create_workflow(retention=, error_retention=)``); NULL: the store's defaults
+    retention: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error_retention: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class WorkflowRunMixin(_PgqrsTable):

@@ -18,6 +18,7 @@ from ._catalog_write import (
     mark_served_stmt,
     queue_max_deliveries_stmt,
     workflow_policy_stmt,
+    workflow_retention_stmt,
     workflow_timeout_stmt,
 )
 from ._core import StoreCore
@@ -30,6 +31,7 @@ from ._run_info import (
     _error_line as _error_line,
     _policy as _policy,
     _run_info as _run_info,
+    _workflow_info,
     run_result as run_result,
     step_info as step_info,
 )
@@ -43,6 +45,7 @@ from ._steps_write import external_step_upsert, reset_failed_steps_stmt
 from .codec import JsonDefault, check_json, check_text
 from .errors import (
     IllegalTransition,
+    RetentionTooShort,
     RunNotFound,
     ValidationError,
     WaitTimeout,
@@ -59,6 +62,27 @@ from .queue import (
 )
 from .retry import RetryPolicy as RetryPolicy  # its home before pgqrs_sqla.retry
 from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
+
+
+def _check_retention(info: WorkflowInfo) -> None:
+    """Refuse a workflow whose retention is shorter than its runs' default time limit.
+
+    A run may take up to ``timeout`` to end: a shorter retention would prune runs (and free
+    idempotency keys) sooner than the workflow's own runs last.
+    """
+    if info.timeout is None:
+        return
+    for option in ("retention", "error_retention"):
+        kept = getattr(info, option)
+        if kept is not None and kept < info.timeout:
+            raise RetentionTooShort(
+                f"workflow {info.name!r}: {option} of {kept:g} s is shorter than its timeout of "
+                f"{info.timeout:g} s; keep finished runs at least as long as a run may take",
+                option=option,
+                value=kept,
+                timeout=info.timeout,
+            )
+
 
 RUN_DONE_CHANNEL = "pgqrs:run-done"
 #: payload: the run id. Also a PostgreSQL NOTIFY channel, so other processes hear it at once.
@@ -210,6 +234,8 @@ class RunControl(StoreCore):
         retry: RetryPolicy | None = None,
         max_deliveries: int | None = None,
         timeout: float | timedelta | None = None,
+        retention: float | timedelta | None = None,
+        error_retention: float | timedelta | None = None,
     ) -> WorkflowInfo:
         """Create a workflow and its queue of the same name (idempotent).
 
@@ -230,11 +256,22 @@ class RunControl(StoreCore):
         wait, with the reason as its error. ``trigger(timeout=)`` overrides it per run; it
         applies to runs triggered after it is set.
 
+        ``retention`` and ``error_retention`` (seconds or ``timedelta``) are how long its
+        finished runs are kept, with their steps, events and message, after they ended
+        ``SUCCESS`` or ``CANCELLED``, and after they ended ``ERROR``; the store's
+        ``connect(retention=, error_retention=)`` applies while unset. A retention shorter than
+        the workflow's ``timeout`` raises :class:`RetentionTooShort`.
+
         On an existing workflow (one a trigger created with the defaults, say) each option
-        given updates it, and one left out is kept.
+        given updates it, and one left out is kept. Bad input writes nothing.
         """
         validate_name(name, "workflow")
         limit = None if timeout is None else duration_seconds(timeout, "timeout", positive=True)
+        kept = {
+            option: duration_seconds(value, option, positive=True)
+            for option, value in (("retention", retention), ("error_retention", error_retention))
+            if value is not None
+        }
         if max_deliveries is not None:
             check_max_deliveries(max_deliveries)
         policy = retry or RetryPolicy()
@@ -248,7 +285,11 @@ class RunControl(StoreCore):
                 conn.execute(queue_max_deliveries_stmt(self.tables, name, deliveries))
             if limit is not None:
                 conn.execute(workflow_timeout_stmt(self.tables, name, limit))
-            return self._workflow(conn, name)
+            if kept:
+                conn.execute(workflow_retention_stmt(self.tables, name, **kept))
+            info = self._workflow(conn, name)
+            _check_retention(info)  # raised: the transaction rolls back, nothing written
+            return info
 
         return await self._in_transaction(work)
 
@@ -285,13 +326,7 @@ class RunControl(StoreCore):
                 f"`await store.create_workflow({name!r})`",
                 workflow=name,
             )
-        return WorkflowInfo(
-            row.id,
-            row.workflow_name,
-            row.queue_id,
-            _policy(row),
-            row.timeout,
-        )
+        return _workflow_info(row)
 
     async def get_workflow(self, name: str) -> WorkflowInfo:
         """The workflow ``name``; :class:`WorkflowNotFound` if there is none."""
@@ -304,9 +339,7 @@ class RunControl(StoreCore):
         w = self.tables.workflows
         async with self._read() as conn:
             rows = (await conn.execute(select(w).order_by(w.c.workflow_name))).all()
-        return [
-            WorkflowInfo(r.id, r.workflow_name, r.queue_id, _policy(r), r.timeout) for r in rows
-        ]
+        return [_workflow_info(r) for r in rows]
 
     async def get_run(self, run_id: int, *, target: AsyncTarget | None = None) -> RunInfo:
         """A run with its status, input, output, error, timestamps and steps."""

@@ -29,10 +29,12 @@ from ._connect import (
     _sqlite_schema_error,
     normalise_url as normalise_url,
 )
+from ._core import DEFAULT_ERROR_RETENTION, DEFAULT_PRUNE_INTERVAL, DEFAULT_RETENTION
 from ._db import AsyncTarget, SyncTarget, run_sync, safe_url, translated
 from ._logging import get_logger
 from ._queues_admin import QueueInfo as QueueInfo, QueuesAdmin, QueueStats as QueueStats
-from ._registration import WorkerInfo as WorkerInfo, WorkersAdmin
+from ._registration import WorkerInfo as WorkerInfo
+from ._retention import PruneResult as PruneResult, Retention
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .errors import SchemaMissing
 from .events import Events
@@ -51,6 +53,9 @@ async def connect(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     listen: bool = True,
     json_default: JsonDefault | None = None,
+    retention: float | timedelta = DEFAULT_RETENTION,
+    error_retention: float | timedelta = DEFAULT_ERROR_RETENTION,
+    prune_interval: float | timedelta | None = DEFAULT_PRUNE_INTERVAL,
     **engine_options: Any,
 ) -> Store:
     """Create an engine for ``url`` and return a :class:`Store` that owns it.
@@ -59,6 +64,11 @@ async def connect(
     ``json_default`` encodes values JSON cannot (as ``json.dumps(default=...)``) in params,
     payloads and step results; :func:`pgqrs_sqla.json_default` handles UUID, datetimes,
     Decimal, Enum and sets. Off by default: such values are refused with ``PayloadError``.
+    ``retention`` (default 7 days) is how long finished runs, archived messages and stopped
+    worker rows are kept, ``error_retention`` (default 30 days) how long runs that ended
+    ``ERROR`` are, unless a workflow or queue sets its own; every worker prunes what is past
+    it once per ``prune_interval`` seconds (default 600, with jitter; None: never), and
+    :meth:`Store.prune` does it now.
     Raises :class:`DatabaseUnavailable` if the database cannot be reached, and
     :class:`ConfigurationError` for models made with ``schema=`` on SQLite (which has no
     schemas; see :meth:`Store.install`).
@@ -83,6 +93,9 @@ async def connect(
         max_payload_bytes=max_payload_bytes,
         listen=listen,
         json_default=json_default,
+        retention=retention,
+        error_retention=error_retention,
+        prune_interval=prune_interval,
     )
     store._owns_engine = True
     store._tmpdir = tmpdir
@@ -106,7 +119,7 @@ async def connect(
 
 #: invalid_sql_statement_name, duplicate_prepared_statement: prepared statements that did not
 #: stay on the connection, or met another client's (transaction pooling)
-class Store(QueuesAdmin, WorkersAdmin, Pooling, RunControl, Events):
+class Store(QueuesAdmin, Retention, Pooling, RunControl, Events):
     """The engine and the pgqrs tables: queues, workflows, runs and workers, administered.
 
     Make one with :func:`connect`, or wrap an ``AsyncEngine`` the app already has with

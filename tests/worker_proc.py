@@ -4,6 +4,7 @@
     python worker_proc.py plain URL NAME JOURNAL STATS   # 4 tasks on the plain queue 'contend'
     python worker_proc.py long  URL NAME JOURNAL STATS   # the 'long' workflow, one endless step
     python worker_proc.py waits URL NAME JOURNAL STATS   # the 'waits' workflow: steps and waits
+    python worker_proc.py prune URL NAME JOURNAL STATS   # serve 'prune', pruning every 50 ms
     python worker_proc.py pipeline URL NAME JOURNAL STATS --run-id ID
         [--crash-after STEP] [--crash-inside transform_data|save_results] [--vt SECONDS]
 
@@ -36,6 +37,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import pgqrs_sqla as pgqrs
+from pgqrs_sqla._retention import Retention
 
 STORM_VT = 2.0  # short leases, so killed work comes back quickly
 CONTEND_VT = 2.0
@@ -127,6 +129,10 @@ def waits_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitab
     return handler
 
 
+async def prune_handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+    return params
+
+
 async def _noop(message: pgqrs.Message) -> None:  # plain mode drives the low-level API
     raise AssertionError("not used")
 
@@ -191,7 +197,12 @@ async def contend(
 async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, Any]:
     """Run until SIGTERM; return this process's counters."""
     journal = Journal(journal_path)
-    store = await pgqrs.connect(url, pool_size=6)
+    # ``prune``: the worker's background prune runs at once, and again every 50 ms, in
+    # batches of 50 runs (not 500), so a test can kill it while it prunes.
+    prune_interval = 0.05 if mode == "prune" else None
+    if mode == "prune":
+        Retention._round_batch = 50
+    store = await pgqrs.connect(url, pool_size=6, prune_interval=prune_interval)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     stats: dict[str, Any] = {"name": name, "pid": os.getpid()}
@@ -208,11 +219,18 @@ async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, A
                 "storm": (storm_handler(journal), STORM_VT, 2),
                 "long": (long_handler(journal), LONG_VT, 1),
                 "waits": (waits_handler(journal), WAITS_VT, 4),
+                "prune": (prune_handler, WAITS_VT, 1),
             }[mode]
             worker = await (
                 pgqrs.consumer(name, None, mode)
                 .handler(handler)
-                .create(store, concurrency=concurrency, visibility_timeout=vt, poll_interval=0.05)
+                .create(
+                    store,
+                    concurrency=concurrency,
+                    visibility_timeout=vt,
+                    poll_interval=0.05,
+                    heartbeat_interval=0.05 if mode == "prune" else None,
+                )
             )
             worker.start()
             print("ready", flush=True)
@@ -292,7 +310,7 @@ async def pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["storm", "plain", "long", "waits", "pipeline"])
+    parser.add_argument("mode", choices=["storm", "plain", "long", "waits", "prune", "pipeline"])
     for name in ("url", "name", "journal", "stats"):
         parser.add_argument(name)
     parser.add_argument("--run-id", type=int, help="pipeline: the run to see to its end")

@@ -38,6 +38,7 @@ from ._app import (
     build_parser,
 )
 from ._output import Output, _say
+from .prune import cmd_prune
 from .queues import cmd_dead_letters, cmd_queues
 from .runs import cmd_runs
 from .schema import cmd_alembic_init, cmd_check, cmd_install
@@ -49,6 +50,7 @@ COMMANDS = {
     "check": cmd_check,
     "queues": cmd_queues,
     "workers": cmd_workers,
+    "prune": cmd_prune,
     "runs": cmd_runs,
     "dead-letters": cmd_dead_letters,
     "worker": cmd_worker,

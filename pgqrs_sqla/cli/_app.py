@@ -278,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
 
+    prune_all = sub.add_parser(
+        "prune",
+        parents=common,
+        help="delete finished runs, archived messages and stopped workers past their retention",
+    )
+    prune_all.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
+
     runs = sub.add_parser("runs", parents=common, help="workflow runs").add_subparsers(
         dest="runs_command", required=True
     )

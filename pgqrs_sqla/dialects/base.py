@@ -53,6 +53,9 @@ class Dialect(abc.ABC):
     #: a transaction may keep one snapshot (REPEATABLE READ, SERIALIZABLE) and refuse a write
     #: with a serialization failure: triggers in a caller's transaction guard with savepoints
     snapshot_conflicts: ClassVar[bool]
+    #: a deleted row's id may be handed out again (SQLite's largest rowid, without
+    #: AUTOINCREMENT): retention then keeps the newest run and message of each table
+    reuses_deleted_ids: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"
@@ -79,6 +82,13 @@ class Dialect(abc.ABC):
         """
         return stmt
 
+    def lock_skip(self, stmt: S, *of: Any) -> S:
+        """``stmt`` locking the rows of the tables ``of`` it reads, skipping rows others hold.
+
+        ``FOR UPDATE OF ... SKIP LOCKED`` where the backend has row locks.
+        """
+        return stmt
+
     def lock_fence(self, stmt: S, *, held: bool = False) -> S:
         """A lease fence's read of the message row, locked so that a concurrent takeover is seen.
 
@@ -97,6 +107,13 @@ class Dialect(abc.ABC):
 
     def serialise_installers(self) -> ColumnElement[Any] | None:
         """An expression that makes concurrent ``install()`` calls queue up, or None."""
+        return None
+
+    def try_prune_lock(self) -> ColumnElement[bool] | None:
+        """An expression true for the one transaction that may prune now, without waiting.
+
+        None where the backend's write lock serialises writers anyway (SQLite).
+        """
         return None
 
     # ------------------------------------------------------------ engine and connections

@@ -46,6 +46,8 @@ READ_ONLY = "25006"  # read_only_sql_transaction
 _POOLER_STATES = {"26000", "08P01"}
 #: an arbitrary advisory lock key: concurrent installers queue on it
 _INSTALL_LOCK = 0x70677172
+#: another: the workers' background pruning, one transaction at a time
+_PRUNE_LOCK = 0x70677173
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -90,6 +92,14 @@ class PostgreSQLDialect(Dialect):
     def serialise_installers(self) -> ColumnElement[Any]:
         """A transaction-scoped advisory lock, the same for every ``install()``."""
         return func.pg_advisory_xact_lock(_INSTALL_LOCK)
+
+    def try_prune_lock(self) -> ColumnElement[bool]:
+        """``pg_try_advisory_xact_lock``: false, at once, while another worker prunes."""
+        return func.pg_try_advisory_xact_lock(_PRUNE_LOCK)
+
+    def lock_skip(self, stmt: S, *of: Any) -> S:
+        """``stmt`` with ``FOR UPDATE OF <of> SKIP LOCKED``."""
+        return stmt.with_for_update(skip_locked=True, of=list(of) or None)
 
     async def behind_pooler(self, conn: AsyncConnection) -> bool:
         """Whether ``conn`` reaches the server through a connection pooler (PgBouncer...)."""

@@ -79,6 +79,7 @@ class SQLiteDialect(Dialect):
     has_schemas = False
     may_be_pooled = False
     snapshot_conflicts = False  # one writer at a time: BEGIN IMMEDIATE serialises
+    reuses_deleted_ids = True  # INTEGER PRIMARY KEY without AUTOINCREMENT
 
     def insert(self, table: Table) -> Upsert:
         """SQLite's INSERT (``ON CONFLICT`` upserts)."""

@@ -193,6 +193,28 @@ class DurationError(ValidationError):
         self.limit = limit
 
 
+class RetentionTooShort(ValidationError):
+    """A workflow's retention is shorter than its runs' default time limit (its ``timeout``).
+
+    ``option`` names the retention (``retention`` or ``error_retention``), ``value`` is it in
+    seconds, ``timeout`` the workflow's timeout in seconds. Nothing was written.
+    """
+
+    #: the workflow's default run time limit, in seconds
+    timeout: float
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        option: str | None = None,
+        value: object = None,
+        timeout: float = 0.0,
+    ) -> None:
+        super().__init__(message, option=option, value=value)
+        self.timeout = timeout
+
+
 class DecodeError(ValidationError):
     """A stored value does not fit the annotation the code reads it with; the run fails.
 

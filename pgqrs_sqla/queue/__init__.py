@@ -583,6 +583,10 @@ def workflow_message_insert_stmt(t: Tables) -> ReturningInsert[Any]:
     return insert(m).from_select(_MSG_COLS, workflow_message_source(t)).returning(m.c.id)
 
 
+from ._prune import (  # noqa: E402
+    delete_archived_stmt as delete_archived_stmt,
+    expired_messages_select as expired_messages_select,
+)
 from ._runs import (  # noqa: E402 (they build on the statements above)
     archive_idle_stmt as archive_idle_stmt,
     lock_message_stmt as lock_message_stmt,

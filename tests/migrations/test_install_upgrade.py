@@ -18,13 +18,15 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
     command.upgrade(app.config(), "pgqrs_0001_initial")  # the tables as pgqrs 0001 made them
     metadata = app.import_models().Base.metadata
     # pgqrs_workers.pid, .heartbeat_interval and .queues, pgqrs_workflows.backoff_jitter and
-    # .served_at, pgqrs_workflow_steps.next_delivery, .kind, .wake_at and .wait_for; the
-    # table pgqrs_workflow_events and its index
+    # .served_at, pgqrs_workflow_steps.next_delivery, .kind, .wake_at and .wait_for, the
+    # retentions of pgqrs_workflows and pgqrs_queues; the table pgqrs_workflow_events and its
+    # index
     assert {op[0] for op in app.drift(metadata)} == {"add_column", "add_table", "add_index"}
 
     store = await pgqrs.connect(app.url)
     try:
         assert sorted(await store.check()) == [
+            "column pgqrs_queues.retention is missing",
             "column pgqrs_workers.heartbeat_interval is missing",
             "column pgqrs_workers.pid is missing",
             "column pgqrs_workers.queues is missing",
@@ -36,6 +38,8 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
             "column pgqrs_workflow_steps.wait_for is missing",
             "column pgqrs_workflow_steps.wake_at is missing",
             "column pgqrs_workflows.backoff_jitter is missing",
+            "column pgqrs_workflows.error_retention is missing",
+            "column pgqrs_workflows.retention is missing",
             "column pgqrs_workflows.served_at is missing",
             "column pgqrs_workflows.timeout is missing",
             "table pgqrs_workflow_events is missing",
@@ -55,6 +59,11 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
         async with store.engine.connect() as conn:
             rows = (await conn.execute(select(events.c.run_id, events.c.payload))).all()
         assert [tuple(row) for row in rows] == [(run_id, {"by": "ops"})]
+        # The added retention columns are read and written (and a prune reads them).
+        info = await store.create_workflow("wf", retention=3600, error_retention=7200)
+        assert (info.retention, info.error_retention) == (3600.0, 7200.0)
+        assert (await store.create_queue("kept", retention=60)).retention == 60.0
+        assert await store.prune(dry_run=True) == pgqrs.PruneResult(0, 0, 0, dry_run=True)
     finally:
         await store.close()
     assert app.drift(metadata) == []

@@ -229,15 +229,18 @@ def test_0002_upgrades_and_downgrades_in_place(app: HostApp, backend: str, conve
 
 
 @pytest.mark.parametrize("convention", ["default", "none"])
-def test_0004_and_0005_upgrade_and_downgrade_in_place(
+def test_0004_to_0006_upgrade_and_downgrade_in_place(
     app: HostApp, backend: str, convention: str
 ) -> None:
     """``pgqrs_0004`` adds ``kind``, ``wake_at`` and ``wait_for`` to a populated
     pgqrs_workflow_steps (NULL on the rows from before: they are steps) and creates
     pgqrs_workflow_events; ``pgqrs_0005`` adds the runs' ``parent_run_id``, ``awaited_by``
-    and ``deadline_at`` (NULL before) and the workflows' ``timeout``. Its downgrade drops that table and gives back the steps table
-    exactly as 0003 left it (a table copy on SQLite): columns, keys, the CHECK, the rows.
-    Upgrading again then works: nothing of 0004 was left behind."""
+    and ``deadline_at`` (NULL before) and the workflows' ``timeout``; ``pgqrs_0006`` the
+    workflows' ``retention`` and ``error_retention`` and the queues' ``retention`` (NULL
+    before: the store's defaults). The downgrade drops that table and gives back the steps,
+    runs, workflows and queues tables exactly as 0003 left them (a table copy on SQLite):
+    columns, keys, the CHECK, the rows. Upgrading again then works: nothing was left
+    behind."""
     app.write_models(models_source(convention=convention))
     app.stock_env(include_object="models.include_object")
     cfg = app.config()
@@ -245,6 +248,8 @@ def test_0004_and_0005_upgrade_and_downgrade_in_place(
     assert "pgqrs_workflow_events" not in app.tables()
     columns = _columns(app.sync_url, "pgqrs_workflow_steps")
     run_columns = _columns(app.sync_url, "pgqrs_workflow_runs")
+    workflow_columns = _columns(app.sync_url, "pgqrs_workflows")
+    queue_columns = _columns(app.sync_url, "pgqrs_queues")
     names = constraint_names(app.sync_url)
     now = "CURRENT_TIMESTAMP"
     engine = create_engine(app.sync_url)
@@ -271,6 +276,11 @@ def test_0004_and_0005_upgrade_and_downgrade_in_place(
             assert conn.execute(  # pgqrs_0005: no parent, waiter or deadline before it
                 text("SELECT parent_run_id, awaited_by, deadline_at FROM pgqrs_workflow_runs")
             ).all() == [(None, None, None)]
+            assert conn.execute(  # pgqrs_0006: the store's retentions for rows from before
+                text("SELECT retention, error_retention, timeout FROM pgqrs_workflows")
+            ).all() == [(None, None, None)]
+            assert conn.execute(text("SELECT retention FROM pgqrs_queues")).all() == [(None,)]
+            conn.execute(text("UPDATE pgqrs_workflows SET retention = 60, error_retention = 120"))
             conn.execute(
                 text(
                     "INSERT INTO pgqrs_workflow_events (run_id, event_name, created_at) "
@@ -282,6 +292,8 @@ def test_0004_and_0005_upgrade_and_downgrade_in_place(
         assert "pgqrs_workflow_events" not in app.tables()
         assert _columns(app.sync_url, "pgqrs_workflow_steps") == columns
         assert _columns(app.sync_url, "pgqrs_workflow_runs") == run_columns
+        assert _columns(app.sync_url, "pgqrs_workflows") == workflow_columns
+        assert _columns(app.sync_url, "pgqrs_queues") == queue_columns
         assert constraint_names(app.sync_url) == names
         with engine.connect() as conn:
             assert conn.execute(

@@ -300,6 +300,27 @@ ON_STORE: list[tuple[str, Call, type[pgqrs.PgqrsError]]] = [
     ("create_workflow: name invalid", lambda st: st.create_workflow("bad/name"), pgqrs.InvalidName),
     ("create_workflow: name not a str", lambda st: st.create_workflow(42), pgqrs.InvalidName),
     ("retry policy invalid", lambda st: pgqrs.RetryPolicy(max_attempts=0), pgqrs.ValidationError),
+    (
+        "create_workflow: retention 0",
+        lambda st: st.create_workflow("wf4", retention=0),
+        pgqrs.DurationError,
+    ),
+    (
+        "create_workflow: error_retention NaN",
+        lambda st: st.create_workflow("wf4", error_retention=float("nan")),
+        pgqrs.DurationError,
+    ),
+    (
+        "create_workflow: retention shorter than its timeout",
+        lambda st: st.create_workflow("wf4", timeout=60, retention=30),
+        pgqrs.RetentionTooShort,
+    ),
+    (
+        "create_queue: retention negative",
+        lambda st: st.create_queue("q4", retention=-1),
+        pgqrs.DurationError,
+    ),
+    ("prune: batch_size 0", lambda st: st.prune(batch_size=0), pgqrs.ValidationError),
     ("get_workflow: unknown", lambda st: st.get_workflow("nope"), pgqrs.WorkflowNotFound),
     ("get_queue: unknown", lambda st: st.get_queue("nope"), pgqrs.QueueNotFound),
     ("delete_queue: unknown", lambda st: st.delete_queue("nope"), pgqrs.QueueNotFound),

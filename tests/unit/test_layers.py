@@ -54,6 +54,7 @@ LAYERS: dict[str, list[str]] = {
     "writes": [
         "queue",
         "queue._runs",
+        "queue._prune",
         "_runs_write",
         "_steps_write",
         "_catalog_write",
@@ -71,6 +72,7 @@ LAYERS: dict[str, list[str]] = {
         "_children",
         "events",
         "trigger",
+        "_retention",
         "store",
     ],
     "worker": [
@@ -96,6 +98,7 @@ LAYERS: dict[str, list[str]] = {
         "cli.__main__",
         "cli._app",
         "cli._output",
+        "cli.prune",
         "cli.queues",
         "cli.runs",
         "cli.schema",
