@@ -26,7 +26,6 @@ validate ``Mapped[...]`` columns), so a SQLModel table's ``Field(foreign_key=...
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,9 +48,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, registry
-from sqlalchemy.schema import Column
 from sqlalchemy.sql.naming import conv
 
+from ._fk_names import _name_fk_on_table_attach
 from ._status import (
     ArchiveReason as ArchiveReason,
     RunStatus as RunStatus,
@@ -476,36 +475,6 @@ class PgqrsModels:
             return name in names
         table = getattr(obj, "table", None)
         return table is not None and getattr(table, "name", None) in names
-
-
-def _fk_name(table: str, column: str, referred: str) -> str:
-    name = f"fk_{table}_{column}_{referred}"
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:54]}_{digest}"
-
-
-def _name_fk_on_table_attach(referred: str) -> Any:
-    """Name ``fk``'s constraint once its column joins a table, where no convention names it.
-
-    The ForeignKey makes its constraint in its own listener on the same event, registered
-    before this one (when the ForeignKey attached to the column). Both listeners propagate, so
-    the copies declarative makes of a mixin's column are named too.
-    """
-
-    def on_column(foreign_key: ForeignKey, column: Column[Any]) -> None:
-        def on_table(column: Column[Any], table: Table) -> None:
-            constraint = foreign_key.constraint
-            if constraint is None or constraint.name is not None:
-                return
-            if "fk" in table.metadata.naming_convention:
-                return  # the host's convention names it, as it names every other key
-            constraint.name = conv(_fk_name(table.name, column.name, referred))
-
-        event.listen(column, "after_parent_attach", on_table, propagate=True)
-
-    return on_column
 
 
 def _host_base(base: Any) -> type[DeclarativeBase]:

@@ -43,6 +43,7 @@ LAYERS: dict[str, list[str]] = {
         "_db",
     ],
     "schema": [
+        "_fk_names",
         "models",
         "_run_info",
         "states",
