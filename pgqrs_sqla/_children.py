@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._message import validate_name
 from ._runs_write import adopt_child_stmt, await_runs_stmt, release_awaited_stmt
-from ._signals import _LeaseLostSignal, _Refused, _Waiting
+from ._signals import _Refused, _Waiting
 from ._steps_write import step_upsert_stmt
 from ._waits import (
     WAIT_HORIZON,
@@ -38,7 +38,7 @@ from .errors import RunNotFound, ValidationError, WaitTimeout
 from .models import RunStatus, StepStatus
 from .queue import wake_unleased_stmt
 from .runs import check_run_id, run_result
-from .states import NON_TERMINAL_RUN
+from .states import NON_TERMINAL_RUN, UNFINISHED_RUN, status_in
 from .trigger import trigger_logic
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ CHILD, RUN = "child", "run"
 #: A wait on a run another waiter already awaits is not woken by its end (a run wakes one
 #: waiter): it looks again this often.
 SHARED_WAIT_POLL = 2.0
-
-_UNFINISHED = sorted(s.value for s in NON_TERMINAL_RUN)
 
 
 async def start_child(
@@ -96,9 +94,7 @@ async def start_child(
             if (await conn.execute(stmt, success_params(x, name, output))).first() is None:
                 raise _Refused
     except _Refused:
-        async with x.connection() as conn:
-            refused = await x.diagnose(conn)
-        raise refused if isinstance(refused, BaseException) else _LeaseLostSignal() from None
+        raise await x.refusal() from None
     x.store._wake(workflow)
     x.remember(name, StepStatus.SUCCESS, output, CHILD)
     return int(child_id)
@@ -214,7 +210,7 @@ async def park(x: Execution, wait: _Waiting) -> bool:
         marked = {row.id for row in await conn.execute(await_runs_stmt(t), params)}
         r = t.runs
         unfinished = await conn.execute(
-            select(r.c.id).where(r.c.id.in_(ids), r.c.status.in_(_UNFINISHED))
+            select(r.c.id).where(r.c.id.in_(ids), status_in(r.c.status, UNFINISHED_RUN))
         )
         left = {row.id for row in unfinished}
         if not left:

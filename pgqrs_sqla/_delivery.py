@@ -428,9 +428,7 @@ class Delivery:
         True if it ended. Otherwise (the lease is gone, or a step was recorded from outside)
         the run is left as it is.
         """
-        async with x.connection() as conn:
-            reason = await x.diagnose(conn)
-        if not isinstance(reason, _RunCancelledSignal):
+        if not isinstance(await x.refusal(), _RunCancelledSignal):
             return False
         await x.finish(RunStatus.CANCELLED)
         log.info("run %s cancelled while it parked", x.run_id)

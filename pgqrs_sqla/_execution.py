@@ -147,7 +147,7 @@ class Execution:
                 )
             ).first()
             if row is None:
-                raise await self.diagnose(conn)  # type: ignore[misc]
+                raise await self.refusal(conn)
         self.note_lease(sent, row.lease_vt, row.db_now)
 
     @contextlib.asynccontextmanager
@@ -263,6 +263,18 @@ class Execution:
                 p_duration=duration,
             )
         )
+
+    async def refusal(self, conn: AsyncConnection | None = None) -> BaseException:
+        """Why a fenced write that records no step's result changed nothing (:meth:`diagnose`).
+
+        On ``conn``, or on a connection of its own when the write's transaction rolled back.
+        """
+        if conn is None:
+            async with self.connection() as own:
+                return await self.refusal(own)
+        reason = await self.diagnose(conn)
+        assert isinstance(reason, BaseException)  # only a step's write is won by a record
+        return reason
 
     async def diagnose(
         self, conn: AsyncConnection | AsyncSession, step: str | None = None

@@ -34,7 +34,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from .dialects import Dialect, JSONType, utcnow, utcnow_plus
 from .models import RunStatus, Tables
 from .queue import archive_delivery_stmt, claim_stmt, lease_fence
-from .states import NON_TERMINAL_RUN, run_may_become, status_in
+from .states import UNFINISHED_RUN, run_may_become, status_in
 
 
 def start_update(t: Tables, which: ColumnElement[bool]) -> ReturningUpdate[Any]:
@@ -222,7 +222,7 @@ def await_runs_stmt(t: Tables) -> ReturningUpdate[Any]:
         update(r)
         .where(
             r.c.id.in_(bindparam("p_ids", expanding=True)),
-            status_in(r.c.status, sorted(s.value for s in NON_TERMINAL_RUN)),
+            status_in(r.c.status, UNFINISHED_RUN),
             r.c.awaited_by.is_(None) | (r.c.awaited_by == waiter),
         )
         .values(awaited_by=waiter)
@@ -246,7 +246,7 @@ def unfinished_children(t: Tables, parent_id: int) -> Select[Any]:
     r = t.runs
     return select(r.c.id).where(
         r.c.parent_run_id == parent_id,
-        status_in(r.c.status, sorted(s.value for s in NON_TERMINAL_RUN)),
+        status_in(r.c.status, UNFINISHED_RUN),
     )
 
 

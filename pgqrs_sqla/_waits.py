@@ -197,9 +197,7 @@ async def _consume(x: Execution, step: str, name: str) -> tuple[bool, Any]:
             if (await conn.execute(stmt, params)).first() is None:
                 raise _Refused
     except _Refused:
-        async with x.connection() as conn:
-            refused = await x.diagnose(conn)
-        raise refused if isinstance(refused, BaseException) else _LeaseLostSignal() from None
+        raise await x.refusal() from None
     x.remember(step, StepStatus.SUCCESS, output, EVENT)
     return True, row.payload
 
@@ -215,8 +213,7 @@ async def complete(x: Execution, name: str, kind: str, output: Any) -> None:
         sent = time.monotonic()
         row = (await conn.execute(stmt, success_params(x, name, output))).first()
         if row is None:
-            refused = await x.diagnose(conn)
-            raise refused if isinstance(refused, BaseException) else _LeaseLostSignal()
+            raise await x.refusal(conn)
     x.note_lease(sent, row.lease_vt, row.db_now)  # the write moved the lease deadline on
     x.remember(name, StepStatus.SUCCESS, output, kind)
 

@@ -24,6 +24,7 @@ from .errors import IllegalTransition, RunNotFound
 from .models import RunStatus, Tables
 from .queue import lock_message_stmt, wake_unleased_stmt
 from .runs import check_run_id
+from .states import UNFINISHED_RUN
 
 
 def _check_event(
@@ -53,7 +54,7 @@ def _run_status(conn: Connection, t: Tables, run_id: int) -> Any:
         raise IllegalTransition(
             f"run {run_id} is {status.value}: a finished run takes no events (nothing was written)",
             run_id=run_id,
-            expected=sorted(s.value for s in RunStatus if not s.terminal),
+            expected=UNFINISHED_RUN,
             actual=status.value,
         )
     return row

@@ -61,7 +61,7 @@ from .queue import (
     wake_waiter_stmt,
 )
 from .retry import RetryPolicy as RetryPolicy  # its home before pgqrs_sqla.retry
-from .states import NON_TERMINAL_RUN, run_may_become, step_may_become
+from .states import NON_TERMINAL_RUN, UNFINISHED_RUN, run_may_become, step_may_become
 
 
 def _check_retention(info: WorkflowInfo) -> None:
@@ -151,7 +151,7 @@ def update_step_logic(
             f"run {run_id} is {run.status.value}; steps of a finished run cannot change: "
             "trigger a new run instead",
             run_id=run_id,
-            expected=sorted(s.value for s in NON_TERMINAL_RUN),
+            expected=UNFINISHED_RUN,
             actual=run.status.value,
         )
     upsert = external_step_upsert(t, conn.dialect.name, run_id, step_name, status, value)
@@ -190,9 +190,12 @@ async def wake_waiters(store: StoreCore, waiters: list[int | None]) -> None:
     Runs after the end of the awaited runs committed: of several awaited runs ending at once,
     the last to commit then sees every other one ended, and wakes the waiter.
     """
-    stmt = wake_waiter_stmt(store.tables, sorted(s.value for s in NON_TERMINAL_RUN))
-    for waiter in sorted({w for w in waiters if w is not None}):
-        async with store._autocommit() as conn:
+    woken = sorted({w for w in waiters if w is not None})
+    if not woken:
+        return
+    stmt = wake_waiter_stmt(store.tables)
+    async with store._autocommit() as conn:
+        for waiter in woken:
             await conn.execute(stmt, {"p_waiter": waiter})
 
 

@@ -36,6 +36,8 @@ STEP_FROM: dict[StepStatus, frozenset[StepStatus]] = {
 }
 
 NON_TERMINAL_RUN = frozenset({R.QUEUED, R.RUNNING, R.PAUSED})
+#: their values, sorted: what ``status_in`` takes for "the run has not ended"
+UNFINISHED_RUN: list[str] = sorted(s.value for s in NON_TERMINAL_RUN)
 
 
 def run_may_become(new: RunStatus) -> list[str]:

@@ -23,6 +23,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 from ..dialects import Dialect, utcnow, utcnow_plus
 from ..models import ArchiveReason, Tables
+from ..states import UNFINISHED_RUN, status_in
 
 
 def wake_unleased_stmt(
@@ -40,7 +41,7 @@ def wake_unleased_stmt(
     return (stmt if when is None else stmt.where(when)).values(vt=vt)
 
 
-def wake_waiter_stmt(t: Tables, non_terminal: list[str]) -> Update:
+def wake_waiter_stmt(t: Tables) -> Update:
     """Wake run ``p_waiter`` (its message visible now) once no run it awaits is unfinished.
 
     ``ctx.wait_for_run(s)``: a run that ends runs this for its ``awaited_by``, after its end
@@ -56,7 +57,7 @@ def wake_waiter_stmt(t: Tables, non_terminal: list[str]) -> Update:
             m.c.archived_at.is_(None),
             m.c.consumer_worker_id.is_(None),
             ~select(awaited.c.id)
-            .where(awaited.c.awaited_by == waiter, awaited.c.status.in_(non_terminal))
+            .where(awaited.c.awaited_by == waiter, status_in(awaited.c.status, UNFINISHED_RUN))
             .exists(),
         )
         .values(vt=utcnow())
