@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,19 @@ class Procs:
                 codes[name] = None
         self.live.clear()
         return codes
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[dict[str, int | None]]:
+        """The processes of one test: all stopped when the block ends, their exit codes then in
+        the dict it yields; if the block fails, the processes' log tail is printed first."""
+        codes: dict[str, int | None] = {}
+        try:
+            yield codes
+        except BaseException:
+            print(self.log_tail())
+            raise
+        finally:
+            codes.update(await self.stop_all())
 
     def log_tail(self, lines: int = 30) -> str:
         out = []

@@ -40,14 +40,9 @@ async def test_contention(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
         [stats] = await store.queue_stats("contend")
         return stats.archived == TOTAL
 
-    try:
+    async with procs.session() as codes:
         await eventually(drained, timeout=100, interval=0.2, what=f"{TOTAL} messages acknowledged")
         elapsed = time.monotonic() - started
-    except BaseException:
-        print(procs.log_tail())
-        raise
-    finally:
-        codes = await procs.stop_all()
 
     handlings = procs.journal_lines()
     by_message: dict[int, list[dict[str, object]]] = defaultdict(list)

@@ -52,7 +52,7 @@ async def test_kill_storm(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
     async def finished() -> bool:
         return (await run_statuses(store, "storm")).get("SUCCESS", 0) == total
 
-    try:
+    async with procs.session() as codes:
         while time.monotonic() - started < STORM_SECONDS and not await finished():
             await asyncio.sleep(random.uniform(0.5, 1.0))
             slot = random.randrange(SLOTS)
@@ -62,11 +62,6 @@ async def test_kill_storm(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
         storm = time.monotonic() - started
         await eventually(finished, timeout=DRAIN_SECONDS, interval=0.2, what="every run SUCCESS")
         drained = time.monotonic() - started
-    except BaseException:
-        print(procs.log_tail())
-        raise
-    finally:
-        codes = await procs.stop_all()
 
     t = store.tables
     statuses = await run_statuses(store, "storm")

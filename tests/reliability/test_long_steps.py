@@ -102,7 +102,7 @@ async def test_a_long_step_is_taken_over_promptly_after_its_worker_is_killed(
         .handler(recording_handler("rescuer", executed, rescued, 0))
         .create(store, visibility_timeout=VT, poll_interval=0.05)
     )
-    try:
+    async with procs.session():
 
         async def victim_started() -> bool:
             return any(e["run"] == run_id for e in procs.journal_lines())
@@ -120,11 +120,6 @@ async def test_a_long_step_is_taken_over_promptly_after_its_worker_is_killed(
             await asyncio.wait_for(rescued.wait(), 30)
             takeover = time.monotonic() - killed_at
             assert await store.wait_for_run(run_id, timeout=30) == "rescuer"
-    except BaseException:
-        print(procs.log_tail())
-        raise
-    finally:
-        await procs.stop_all()
     report(
         "long step taken over",
         backend=store.engine.dialect.name,

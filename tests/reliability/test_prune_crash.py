@@ -102,7 +102,7 @@ async def test_a_worker_killed_mid_prune_deletes_nothing_it_should_keep(
     r = store.tables.runs
 
     procs = Procs("prune", db_url, tmp_path)
-    try:
+    async with procs.session():
         started = time.monotonic()
         await procs.start("a")
 
@@ -115,11 +115,6 @@ async def test_a_worker_killed_mid_prune_deletes_nothing_it_should_keep(
         await procs.kill("a")
         killed_after = time.monotonic() - started
         left_at_kill = await _runs(store, r.c.id.in_(old))
-    except BaseException:
-        print(procs.log_tail())
-        raise
-    finally:
-        await procs.stop_all()
 
     # Nothing to be kept was deleted, and each batch went whole or not at all.
     assert await _runs(store, r.c.id.in_(kept)) == len(kept)

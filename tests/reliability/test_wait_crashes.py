@@ -124,7 +124,7 @@ async def test_a_sleep_outlives_its_killed_worker_with_its_deadline_unchanged(
     await prepare(store)
     [run_id] = await trigger(store, [["step", "before"], ["sleep", "nap", NAP], ["step", "after"]])
     procs = Procs("waits", db_url, tmp_path)
-    try:
+    async with procs.session() as codes:
         parked = await park_then_kill(store, procs, run_id, "nap", "sleep")
         wake_at = aware(parked.wake_at)
         assert wake_at is not None
@@ -134,11 +134,6 @@ async def test_a_sleep_outlives_its_killed_worker_with_its_deadline_unchanged(
         await eventually(lambda: procs.ready("b"), timeout=30, what="worker b ready")
         b_ready = await db_now(store)
         output = await store.wait_for_run(run_id, timeout=30)
-    except BaseException:
-        print(procs.log_tail())
-        raise
-    finally:
-        codes = await procs.stop_all()
 
     run = await store.get_run(run_id)
     steps = {s.name: s for s in run.steps}
@@ -181,7 +176,7 @@ async def test_an_event_sent_while_no_worker_lives_is_consumed_once_by_the_next(
     plan = [["step", "before"], ["event", "approved"], ["step", "after"]]
     [run_id] = await trigger(store, plan)
     procs = Procs("waits", db_url, tmp_path)
-    try:
+    async with procs.session() as codes:
         parked = await park_then_kill(store, procs, run_id, "approved", "event")
         assert parked.wait_for == "approved"
         await store.send_event(run_id, "approved", {"by": "ops"})  # no worker alive
@@ -190,11 +185,6 @@ async def test_an_event_sent_while_no_worker_lives_is_consumed_once_by_the_next(
         assert (await store.get_run(run_id)).status is RunStatus.PAUSED
         await procs.start("b")
         output = await store.wait_for_run(run_id, timeout=30)
-    except BaseException:
-        print(procs.log_tail())
-        raise
-    finally:
-        codes = await procs.stop_all()
 
     assert codes == {"b": 0}, procs.log_tail()
     assert output == {"approved": {"by": "ops"}}
@@ -381,7 +371,7 @@ async def test_a_parent_waiting_for_children_outlives_its_killed_worker(
     plan = [["step", "before"], ["children", "kids", KIDS, child_plan], ["step", "after"]]
     [parent] = await trigger(store, plan)
     procs = Procs("waits", db_url, tmp_path)
-    try:
+    async with procs.session() as codes:
         a = await procs.start("a")
         await store.wait_for_status(parent, RunStatus.PAUSED, timeout=30)
 
@@ -397,11 +387,6 @@ async def test_a_parent_waiting_for_children_outlives_its_killed_worker(
         assert a.returncode == -9
         await procs.start("b")
         output = await store.wait_for_run(parent, timeout=30)
-    except BaseException:
-        print(procs.log_tail())
-        raise
-    finally:
-        codes = await procs.stop_all()
 
     assert codes == {"b": 0}, procs.log_tail()
     assert output == {"kids": ["SUCCESS"] * KIDS}
