@@ -16,13 +16,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/data_pipeline/demo.py
 
+# Tests run in TEST_WORKERS processes (pytest-xdist): most of a test's time is spent waiting
+# (on the database, a lease, a child process), so more processes than cores pay off.
+# TEST_WORKERS=0 runs them in this process, one at a time.
+TEST_WORKERS ?= 4
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 ## test: the whole test suite, on SQLite and PostgreSQL
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS)
 
 ## test-fast: the suite without the reliability tests (crash, restart, load): for development
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not reliability" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) -m "not reliability" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

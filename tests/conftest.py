@@ -319,29 +319,79 @@ def _from_binaries(
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _find_server(config: pytest.Config, stack: contextlib.ExitStack) -> PgServer | None:
+    """The server this run uses, from the sources above in order; ``None`` if none answers.
+
+    A missing server ends the run (exit status 3) when one is required; otherwise its reasons
+    go to the stash, for the loud last line (a print() in a fixture would be captured).
+    """
+    notes: list[str] = ["PGQRS_TEST_DATABASE_URL is not set"]
+    server = (
+        _from_env()
+        or stack.enter_context(_from_docker(notes))
+        or stack.enter_context(_from_binaries(notes))
+    )
+    if server is None:
+        found = "; ".join(notes)
+        if _require_postgres():
+            pytest.exit(
+                "PostgreSQL is required (CI=true or PGQRS_REQUIRE_POSTGRES=1) but none was "
+                f"found: {found}. To provide one: {HOW_TO_ENABLE}",
+                3,
+            )
+        config.stash[_NO_POSTGRES] = found
+        return None
+    config.stash[_PG_USED] = _server_line(server.how, server.url)
+    return server
+
+
+# ---------------------------------------------------------------- parallel runs (pytest-xdist)
+#
+# Under ``-n N`` the controller process finds the server once, before the workers start, and
+# hands it to them in the environment they inherit: a server the harness starts itself
+# (testcontainers, local binaries) is started once, not once per worker, and the "no server"
+# verdict (a failure on CI, a loud last line elsewhere) is the controller's, printed once.
+
+#: Set by the controller for its workers: how it found the server (for their summary).
+_SERVER_HOW = "PGQRS_TEST_SERVER_HOW"
+#: Set by the controller for its workers when it found no server: why (they skip at once).
+_NO_SERVER = "PGQRS_TEST_NO_POSTGRES"
+#: The controller's server, stopped when the run ends.
+_CONTROLLER_SERVER = pytest.StashKey[contextlib.ExitStack]()
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    numprocesses = getattr(config.option, "numprocesses", None)
+    return bool(numprocesses) and not hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not _is_xdist_controller(config):
+        return
+    stack = contextlib.ExitStack()
+    config.stash[_CONTROLLER_SERVER] = stack
+    server = _find_server(config, stack)
+    if server is None:
+        os.environ[_NO_SERVER] = config.stash[_NO_POSTGRES]
+        return
+    if not os.environ.get("PGQRS_TEST_DATABASE_URL"):
+        os.environ["PGQRS_TEST_DATABASE_URL"] = server.url
+        os.environ[_SERVER_HOW] = server.how
+
+
 @pytest.fixture(scope="session")
 def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer | None]:
     with contextlib.ExitStack() as stack:
-        notes: list[str] = ["PGQRS_TEST_DATABASE_URL is not set"]
-        server = (
-            _from_env()
-            or stack.enter_context(_from_docker(notes))
-            or stack.enter_context(_from_binaries(notes))
-        )
-        if server is None:
-            found = "; ".join(notes)
-            if _require_postgres():
-                pytest.exit(
-                    "PostgreSQL is required (CI=true or PGQRS_REQUIRE_POSTGRES=1) but none was "
-                    f"found: {found}. To provide one: {HOW_TO_ENABLE}",
-                    3,
-                )
-            # A print() here would be captured with the test's output and never seen:
-            # pytest_unconfigure below writes it to the terminal.
-            request.config.stash[_NO_POSTGRES] = found
+        if _NO_SERVER in os.environ:  # an xdist worker whose controller found none
+            request.config.stash[_NO_POSTGRES] = os.environ[_NO_SERVER]
             yield None
             return
-        request.config.stash[_PG_USED] = _server_line(server.how, server.url)
+        server = _find_server(request.config, stack)
+        if server is None:
+            yield None
+            return
+        server.how = os.environ.get(_SERVER_HOW, server.how)
         # A template with the pgqrs tables, copied for each test that wants a store.
         template = server.create_database()
         engine = create_engine(server.sync_url(template))
@@ -373,7 +423,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     test first needs it."""
     url = os.environ.get("PGQRS_TEST_DATABASE_URL")
     if url:
-        return _server_line("PGQRS_TEST_DATABASE_URL", url)
+        return _server_line(os.environ.get(_SERVER_HOW, "PGQRS_TEST_DATABASE_URL"), url)
     return (
         "PostgreSQL: PGQRS_TEST_DATABASE_URL is not set; testcontainers or local binaries "
         "start a server when a test first needs one (the summary says which)"
@@ -390,6 +440,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The one loud line, last in the output: PostgreSQL tests were skipped, why, and how
     to run them. (Written after pytest's own summary, which would push it out of sight.)"""
+    if _CONTROLLER_SERVER in config.stash:
+        config.stash[_CONTROLLER_SERVER].close()
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     found = config.stash.get(_NO_POSTGRES, None)
     skipped = (

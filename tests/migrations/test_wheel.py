@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# Its tests share one built wheel (a module fixture): under pytest-xdist they run on one
+# worker (make test uses --dist loadgroup), so it is built once.
+pytestmark = pytest.mark.xdist_group("wheel")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

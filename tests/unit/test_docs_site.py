@@ -15,6 +15,10 @@ import pytest
 
 import pgqrs_sqla
 
+# Its tests share one built site (a module fixture): under pytest-xdist they run on one
+# worker (make test uses --dist loadgroup), so it is built once.
+pytestmark = pytest.mark.xdist_group("docs_site")
+
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = re.compile(r":(?:py:)?\w+:`(~?)([\w.]+)`")
 

@@ -26,11 +26,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_pytest(
     *args: str, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run pytest on ``args`` in a child process (from the repository root, with ``env``)."""
+    """Run pytest on ``args`` in a child process (from the repository root, with ``env``).
+
+    Less what an xdist controller hands its workers (this test may run in one): the child
+    finds its server by itself.
+    """
+    handed_down = ("PGQRS_TEST_SERVER_HOW", "PGQRS_TEST_NO_POSTGRES")
     return subprocess.run(
         [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"],
         cwd=ROOT,
-        env=env,
+        env={k: v for k, v in env.items() if k not in handed_down},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -102,9 +107,17 @@ def test_the_docker_path_imports_and_builds_its_container_with_warnings_as_error
     assert done.returncode == 0, done.stderr
 
 
-def test_no_postgres_ends_the_run_with_one_loud_line_saying_how(failing_bindir: str) -> None:
+#: The run-level promises hold for a serial run and for a parallel one (pytest-xdist), where
+#: the controller finds the server once for its workers.
+PARALLEL = pytest.mark.parametrize("parallel", [(), ("-n", "2")], ids=["serial", "xdist"])
+
+
+@PARALLEL
+def test_no_postgres_ends_the_run_with_one_loud_line_saying_how(
+    failing_bindir: str, parallel: tuple[str, ...]
+) -> None:
     test = "tests/integration/test_store.py::test_install_is_idempotent_and_check_is_clean"
-    done = run_pytest(test, env=no_postgres_env(failing_bindir))
+    done = run_pytest(test, *parallel, env=no_postgres_env(failing_bindir))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed, 1 skipped" in done.stdout  # SQLite ran; PostgreSQL was skipped
     lines = [line for line in done.stdout.splitlines() if "PostgreSQL tests SKIPPED" in line]
@@ -117,9 +130,12 @@ def test_no_postgres_ends_the_run_with_one_loud_line_saying_how(failing_bindir: 
     assert HOW_TO_ENABLE in line
 
 
-def test_no_postgres_under_ci_is_a_failure_that_says_why(failing_bindir: str) -> None:
+@PARALLEL
+def test_no_postgres_under_ci_is_a_failure_that_says_why(
+    failing_bindir: str, parallel: tuple[str, ...]
+) -> None:
     test = "tests/integration/test_store.py::test_install_is_idempotent_and_check_is_clean"
-    done = run_pytest(test, env=no_postgres_env(failing_bindir, CI="true"))
+    done = run_pytest(test, *parallel, env=no_postgres_env(failing_bindir, CI="true"))
     assert done.returncode == 3, done.stdout + done.stderr
     output = done.stdout + done.stderr
     assert "PostgreSQL is required (CI=true or PGQRS_REQUIRE_POSTGRES=1)" in output
@@ -181,7 +197,8 @@ def test_the_run_says_which_postgresql_it_used() -> None:
 
 
 @pytest.mark.skipif(not glob.glob("/usr/lib/postgresql/*/bin/initdb"), reason="no initdb")
-def test_a_cluster_the_harness_starts_is_named_in_the_summary() -> None:
+@PARALLEL
+def test_a_cluster_the_harness_starts_is_named_in_the_summary(parallel: tuple[str, ...]) -> None:
     test = "tests/integration/test_store.py::test_install_is_idempotent_and_check_is_clean"
     env = {
         k: v
@@ -189,7 +206,7 @@ def test_a_cluster_the_harness_starts_is_named_in_the_summary() -> None:
         if k not in ("PGQRS_TEST_DATABASE_URL", "PGQRS_TEST_PG_BINDIR")
     }
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
-    done = run_pytest(test, "-q", env=env, timeout=300)
+    done = run_pytest(test, "-q", *parallel, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(
         r"^PostgreSQL: local binaries at postgresql://postgres@127\.0\.0\.1:\d+/postgres$",
