@@ -73,22 +73,24 @@ def dead_run_stmt(
 
     The error names the dead letter, with ``last_error``, what the last failed delivery said.
     """
-    r = t.runs
     error: dict[str, Any] = {"type": "pgqrs_sqla.DeadLetter", "message": reason}
     if last_error is not None:
         error["last_error"] = last_error
+    return _end_now(t, t.runs.c.message_id == message_id, RunStatus.ERROR, error)
+
+
+def _end_now(
+    t: Tables, which: ColumnElement[bool], new: RunStatus, error: Any
+) -> ReturningUpdate[Any]:
+    """End the run ``which`` selects ``new`` now, with ``error``, if the state machine allows it.
+
+    Unfenced (the dead-letter and cancel writes); returns the run's waiter (``awaited_by``).
+    """
+    r = t.runs
     return (
         update(r)
-        .where(
-            r.c.message_id == message_id,
-            status_in(r.c.status, run_may_become(RunStatus.ERROR)),
-        )
-        .values(
-            status=RunStatus.ERROR.value,
-            error=error,
-            finished_at=utcnow(),
-            updated_at=utcnow(),
-        )
+        .where(which, status_in(r.c.status, run_may_become(new)))
+        .values(status=new.value, error=error, finished_at=utcnow(), updated_at=utcnow())
         .returning(r.c.id, r.c.awaited_by)
     )
 
@@ -187,18 +189,7 @@ def cancel_now_stmt(t: Tables, run_id: int, error: Any = None) -> ReturningUpdat
 
     Returns the run's waiter (``awaited_by``) to wake.
     """
-    r = t.runs
-    return (
-        update(r)
-        .where(r.c.id == run_id, status_in(r.c.status, run_may_become(RunStatus.CANCELLED)))
-        .values(
-            status=RunStatus.CANCELLED.value,
-            error=error,
-            finished_at=utcnow(),
-            updated_at=utcnow(),
-        )
-        .returning(r.c.id, r.c.awaited_by)
-    )
+    return _end_now(t, t.runs.c.id == run_id, RunStatus.CANCELLED, error)
 
 
 def adopt_child_stmt(t: Tables, child_id: int, parent_id: int) -> Update:

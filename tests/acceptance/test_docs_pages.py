@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 import pgqrs_sqla as pgqrs
@@ -23,22 +24,29 @@ from tests._cli import run_cli
 from tests._wait import alive, eventually, eventually_sync
 from tests.acceptance.docs_blocks import DOCS, console_lines, python_blocks, run_page
 
+#: Pages that run as written on the test's database, and what each must print.
+PRINTS = {
+    "workflows.md": ["[save_results] Saving 3 records"],
+    "timers.md": ["('cool_off', 'SUCCESS')"],
+    "typed.md": [
+        "[totals] Totals: revenue Decimal('1234.50')",
+        "run 42: result of step 'approval' cannot be decoded as Approval: at $.at",
+    ],
+    "children.md": ["('pay', 'child', {'run_id': ", "{'made': 49, 'failed': ["],
+    "deadlines.md": ["was cancelled: pgqrs_sqla.DeadlineExceeded: run 1 passed its deadline"],
+    "upgrades.md": ["shipped after charged 30, approved by ops", "'approved' is recorded as"],
+}
 # The tests that run each page's ```python and ```console blocks. A page of the site's nav
 # with such blocks and no entry here (or NOT_RUN) fails test_every_page_is_in_the_nav_and_runs.
 RUN_BY = {
+    **{page: ["test_docs_pages::test_page_prints"] for page in PRINTS},
     "installation.md": ["test_docs_existing_app::test_installation_page"],
     "existing-app.md": [
         "test_docs_existing_app::test_existing_app_page",
         "test_docs_existing_app::test_new_app_commands_run_as_written",
         "test_docs_existing_app::test_the_branch_console_blocks_show_what_alembic_prints",
     ],
-    "workflows.md": ["test_docs_pages::test_workflows_page"],
-    "timers.md": ["test_docs_pages::test_timers_page"],
     "events.md": ["test_docs_pages::test_events_page"],
-    "typed.md": ["test_docs_pages::test_typed_page"],
-    "children.md": ["test_docs_pages::test_children_page"],
-    "deadlines.md": ["test_docs_pages::test_deadlines_page"],
-    "upgrades.md": ["test_docs_pages::test_upgrades_page"],
     "retention.md": ["test_docs_pages::test_retention_page"],
     "queue.md": ["test_docs_pages::test_queue_page"],
     "embedding.md": ["test_docs_pages::test_embedding_page"],
@@ -79,14 +87,11 @@ def test_every_page_is_in_the_nav_and_runs() -> None:
         assert callable(getattr(importlib.import_module(f"tests.acceptance.{module}"), name)), test
 
 
-def test_workflows_page(empty_db_url: str, tmp_path: Path) -> None:
-    out = run_page("workflows.md", tmp_path, {"DATABASE_URL": empty_db_url})
-    assert "[save_results] Saving 3 records" in out
-
-
-def test_timers_page(empty_db_url: str, tmp_path: Path) -> None:
-    out = run_page("timers.md", tmp_path, {"DATABASE_URL": empty_db_url})
-    assert "('cool_off', 'SUCCESS')" in out
+@pytest.mark.parametrize("page", list(PRINTS))
+def test_page_prints(page: str, empty_db_url: str, tmp_path: Path) -> None:
+    out = run_page(page, tmp_path, {"DATABASE_URL": empty_db_url})
+    for line in PRINTS[page]:
+        assert line in out
 
 
 def test_events_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
@@ -96,29 +101,6 @@ def test_events_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
     assert "order 1 shipped (ops)" in out
     for error in ("RunNotFound", "IllegalTransition", "InvalidName", "PayloadError"):
         assert f"{error} - " in out
-
-
-def test_typed_page(empty_db_url: str, tmp_path: Path) -> None:
-    out = run_page("typed.md", tmp_path, {"DATABASE_URL": empty_db_url})
-    assert "[totals] Totals: revenue Decimal('1234.50')" in out
-    assert "run 42: result of step 'approval' cannot be decoded as Approval: at $.at" in out
-
-
-def test_children_page(empty_db_url: str, tmp_path: Path) -> None:
-    out = run_page("children.md", tmp_path, {"DATABASE_URL": empty_db_url})
-    assert "('pay', 'child', {'run_id': " in out
-    assert "{'made': 49, 'failed': [" in out
-
-
-def test_deadlines_page(empty_db_url: str, tmp_path: Path) -> None:
-    out = run_page("deadlines.md", tmp_path, {"DATABASE_URL": empty_db_url})
-    assert "was cancelled: pgqrs_sqla.DeadlineExceeded: run 1 passed its deadline" in out
-
-
-def test_upgrades_page(empty_db_url: str, tmp_path: Path) -> None:
-    out = run_page("upgrades.md", tmp_path, {"DATABASE_URL": empty_db_url})
-    assert "shipped after charged 30, approved by ops" in out
-    assert "'approved' is recorded as" in out
 
 
 def test_retention_page(empty_db_url: str, tmp_path: Path) -> None:

@@ -14,15 +14,8 @@ from sqlalchemy import select, text
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
+from tests._rows import message_of
 from tests._wait import failed_run
-
-
-async def message_of(store: pgqrs.Store, run_id: int) -> Any:
-    m, r = store.tables.messages, store.tables.runs
-    async with store._read() as conn:
-        return (
-            await conn.execute(select(m).join(r, r.c.message_id == m.c.id).where(r.c.id == run_id))
-        ).one()
 
 
 async def start_worker(

@@ -120,11 +120,17 @@ async def test_unreachable_server(driver: str) -> None:
     assert "secret" not in message
 
 
-async def test_unknown_database_on_psycopg_is_unavailable(pg_server: PgServer | None) -> None:
-    # psycopg reports a server's refusal (here: no such database) without a SQLSTATE.
+@pytest.fixture
+def postgres(pg_server: PgServer | None) -> PgServer:
+    """The session's PostgreSQL server, for the tests here that need one whatever the backend."""
     if pg_server is None:
         pytest.skip("no PostgreSQL server available")
-    url = make_url(pg_server.async_url("pgqrs_no_such_db")).set(drivername="postgresql+psycopg")
+    return pg_server
+
+
+async def test_unknown_database_on_psycopg_is_unavailable(postgres: PgServer) -> None:
+    # psycopg reports a server's refusal (here: no such database) without a SQLSTATE.
+    url = make_url(postgres.async_url("pgqrs_no_such_db")).set(drivername="postgresql+psycopg")
     with pytest.raises(pgqrs.DatabaseUnavailable) as info:
         await pgqrs.connect(url)
     message = str(info.value)
@@ -228,13 +234,11 @@ async def test_schema_on_sqlite_is_refused_with_the_fix(tmp_path: Any) -> None:
 
 
 async def test_a_missing_postgresql_schema_is_schema_missing_until_install(
-    pg_server: PgServer | None,
+    postgres: PgServer,
 ) -> None:
-    if pg_server is None:
-        pytest.skip("no PostgreSQL server available")
-    name = pg_server.create_database()
+    name = postgres.create_database()
     try:
-        async with await pgqrs.connect(pg_server.async_url(name), models=jobs_models()) as store:
+        async with await pgqrs.connect(postgres.async_url(name), models=jobs_models()) as store:
             with pytest.raises(pgqrs.SchemaMissing, match=r"run `await store\.install\(\)`"):
                 await store.create_queue("q")
             assert "table background.jobs_queues is missing" in await store.check()
@@ -242,26 +246,24 @@ async def test_a_missing_postgresql_schema_is_schema_missing_until_install(
             await store.create_queue("q")
             assert [q.name for q in await store.list_queues()] == ["q"]
     finally:
-        pg_server.drop_database(name)
+        postgres.drop_database(name)
 
 
 async def test_install_into_a_ready_schema_needs_no_create_privilege_on_the_database(
-    pg_server: PgServer | None,
+    postgres: PgServer,
 ) -> None:
     """An app role given a schema by its DBA (no CREATE on the database) can install."""
-    if pg_server is None:
-        pytest.skip("no PostgreSQL server available")
-    name = pg_server.create_database()
+    name = postgres.create_database()
     role = f"pgqrs_app_{uuid.uuid4().hex[:8]}"
-    pg_server.admin(f"CREATE ROLE {role} LOGIN")
+    postgres.admin(f"CREATE ROLE {role} LOGIN")
     try:
-        admin = create_async_engine(pg_server.async_url(name))
+        admin = create_async_engine(postgres.async_url(name))
         async with admin.begin() as conn:
             await conn.execute(text("CREATE SCHEMA background"))
             await conn.execute(text(f"GRANT USAGE, CREATE ON SCHEMA background TO {role}"))
             await conn.execute(text(f"REVOKE CREATE ON DATABASE {name} FROM PUBLIC"))
         await admin.dispose()
-        url = make_url(pg_server.async_url(name)).set(username=role, password=None)
+        url = make_url(postgres.async_url(name)).set(username=role, password=None)
         async with await pgqrs.connect(url, models=jobs_models()) as store:
 
             def may_create_schemas(conn: Connection) -> bool:
@@ -273,19 +275,17 @@ async def test_install_into_a_ready_schema_needs_no_create_privilege_on_the_data
             await store.install()
             assert await store.check() == []
     finally:
-        pg_server.drop_database(name)
-        pg_server.admin(f"DROP ROLE IF EXISTS {role}")
+        postgres.drop_database(name)
+        postgres.admin(f"DROP ROLE IF EXISTS {role}")
 
 
-async def test_psycopg_url_is_accepted(pg_server) -> None:  # type: ignore[no-untyped-def]
-    if pg_server is None:
-        pytest.skip("no PostgreSQL server available")
-    name = pg_server.create_database(pg_server.template)
+async def test_psycopg_url_is_accepted(postgres: PgServer) -> None:
+    name = postgres.create_database(postgres.template)
     try:
-        url = pg_server.async_url(name).replace("postgresql://", "postgresql+psycopg://")
+        url = postgres.async_url(name).replace("postgresql://", "postgresql+psycopg://")
         async with await pgqrs.connect(url) as store:
             assert store.engine.dialect.driver == "psycopg"
             await store.create_queue("q")
             assert [q.name for q in await store.list_queues()] == ["q"]
     finally:
-        pg_server.drop_database(name)
+        postgres.drop_database(name)

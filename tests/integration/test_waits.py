@@ -176,15 +176,23 @@ async def test_an_event_sent_in_a_rolled_back_transaction_is_never_seen(
     assert await store.wait_for_run(run_id, timeout=10) == {"timed_out": "paid"}
 
 
+async def _parked_on_event(store: pgqrs.Store, run_worker: Any, workflow: str, event: str) -> int:
+    """A run of ``workflow``, whose handler returns what ``wait_for_event(event)`` receives,
+    parked on that wait."""
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return await ctx.wait_for_event(event)
+
+    await run_worker(workflow, handler)
+    run_id = await pgqrs.workflow(workflow).trigger().execute(store)
+    await store.wait_for_status(run_id, RunStatus.PAUSED, timeout=10)
+    return run_id
+
+
 async def test_an_event_sent_with_the_apps_commit_wakes_the_run(
     store: pgqrs.Store, run_worker: Any
 ) -> None:
-    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
-        return await ctx.wait_for_event("paid")
-
-    await run_worker("payment2", handler)
-    run_id = await pgqrs.workflow("payment2").trigger().execute(store)
-    await store.wait_for_status(run_id, RunStatus.PAUSED, timeout=10)
+    run_id = await _parked_on_event(store, run_worker, "payment2", "paid")
     async with store.engine.begin() as conn:
         await store.send_event(run_id, "paid", {"amount": 10}, target=conn)
     assert await store.wait_for_run(run_id, timeout=10) == {"amount": 10}
@@ -193,12 +201,7 @@ async def test_an_event_sent_with_the_apps_commit_wakes_the_run(
 async def test_send_event_sync_in_a_sync_session(
     store: pgqrs.Store, db_url: str, run_worker: Any
 ) -> None:
-    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
-        return await ctx.wait_for_event("shipped")
-
-    await run_worker("shipping", handler)
-    run_id = await pgqrs.workflow("shipping").trigger().execute(store)
-    await store.wait_for_status(run_id, RunStatus.PAUSED, timeout=10)
+    run_id = await _parked_on_event(store, run_worker, "shipping", "shipped")
 
     def webhook() -> None:  # a sync app, in its own thread
         engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))

@@ -9,12 +9,13 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import await_only
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus
+from tests._rows import message_of
 from tests.conftest import TaggedEngine
 
 
@@ -151,11 +152,7 @@ async def test_stop_after_grace_releases_the_run_for_another_worker_at_once(
     run_id = await pgqrs.workflow("wf").trigger().execute(store)
     await asyncio.wait_for(started.wait(), 10)
     await first.stop(grace=0.05)
-    m, r = store.tables.messages, store.tables.runs
-    async with store._begin() as conn:
-        msg = (
-            await conn.execute(select(m).join(r, r.c.message_id == m.c.id).where(r.c.id == run_id))
-        ).one()
+    msg = await message_of(store, run_id)
     assert msg.consumer_worker_id is None  # released, not left to a 300 s lease
     second = (
         await pgqrs.consumer("second", None, "wf").handler(quick).create(store, poll_interval=0.05)

@@ -15,17 +15,10 @@ from sqlalchemy.orm import Session
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus, Step, StepStatus, TransientError
+from tests._rows import message_of
 from tests._wait import eventually, failed_run
 
 Handler = Callable[[pgqrs.RunContext, Any], Awaitable[Any]]
-
-
-async def message_of(store: pgqrs.Store, run_id: int) -> Any:
-    m, r = store.tables.messages, store.tables.runs
-    async with store._begin() as conn:
-        return (
-            await conn.execute(select(m).join(r, r.c.message_id == m.c.id).where(r.c.id == run_id))
-        ).first()
 
 
 async def count(store: pgqrs.Store, table: Any) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,29 @@ class Procs:
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         self.killed.append(proc.pid)
+
+    async def storm(
+        self,
+        slots: int,
+        seconds: float,
+        pause: tuple[float, float],
+        done: Callable[[], Awaitable[bool]],
+    ) -> float:
+        """Start a process in each of ``slots`` slots, then SIGKILL a random slot's process
+        every ``pause`` seconds (uniform between the two) and start a fresh one in its place,
+        until ``seconds`` have passed or ``done()``. Returns when the storm began (the
+        ``time.monotonic()`` once every slot had started)."""
+        incarnation = dict.fromkeys(range(slots), 0)
+        for slot in range(slots):
+            await self.start(f"w{slot}-0")
+        started = time.monotonic()
+        while time.monotonic() - started < seconds and not await done():
+            await asyncio.sleep(random.uniform(*pause))
+            slot = random.randrange(slots)
+            await self.kill(f"w{slot}-{incarnation[slot]}")
+            incarnation[slot] += 1
+            await self.start(f"w{slot}-{incarnation[slot]}")
+        return started
 
     def ready(self, name: str) -> bool:
         """The process has its worker running (it printed ``ready``)."""

@@ -4,8 +4,6 @@ recorded twice, and the transactional step's side effect exists exactly once per
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from collections import Counter
 from datetime import datetime
@@ -17,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla.dialects import aware
+from tests._rows import deliveries_by_run
 from tests._wait import eventually
 
 from ._support import Procs, report, run_statuses
@@ -44,21 +43,12 @@ async def test_kill_storm(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
         ]
 
     procs = Procs("storm", db_url, tmp_path)
-    incarnation = dict.fromkeys(range(SLOTS), 0)
-    for slot in range(SLOTS):
-        await procs.start(f"w{slot}-0")
-    started = time.monotonic()
 
     async def finished() -> bool:
         return (await run_statuses(store, "storm")).get("SUCCESS", 0) == total
 
     async with procs.session() as codes:
-        while time.monotonic() - started < STORM_SECONDS and not await finished():
-            await asyncio.sleep(random.uniform(0.5, 1.0))
-            slot = random.randrange(SLOTS)
-            await procs.kill(f"w{slot}-{incarnation[slot]}")
-            incarnation[slot] += 1
-            await procs.start(f"w{slot}-{incarnation[slot]}")
+        started = await procs.storm(SLOTS, STORM_SECONDS, (0.5, 1.0), finished)
         storm = time.monotonic() - started
         await eventually(finished, timeout=DRAIN_SECONDS, interval=0.2, what="every run SUCCESS")
         drained = time.monotonic() - started
@@ -78,15 +68,6 @@ async def test_kill_storm(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
             )
         ).all()
         effects = Counter((await conn.execute(text("SELECT run_id FROM effects"))).scalars().all())
-        deliveries = dict(
-            (
-                await conn.execute(
-                    select(t.runs.c.id, t.messages.c.read_ct).join(
-                        t.messages, t.messages.c.id == t.runs.c.message_id
-                    )
-                )
-            ).all()
-        )
         unique_keys = await conn.run_sync(
             lambda c: (
                 [
@@ -100,6 +81,7 @@ async def test_kill_storm(store: pgqrs.Store, db_url: str, backend: str, tmp_pat
                 ]
             )
         )
+    deliveries = await deliveries_by_run(store)
     [stats] = await store.queue_stats("storm")
 
     per_run = Counter(row.run_id for row in steps)

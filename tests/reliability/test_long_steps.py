@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 import pgqrs_sqla as pgqrs
+from tests._rows import message_of
 from tests._wait import eventually
 
 from ._support import Procs, report
@@ -20,20 +20,6 @@ from ._support import Procs, report
 pytestmark = pytest.mark.reliability
 
 VT = 1.0  # the lease; tests/worker_proc.py's `long` mode uses the same
-
-
-async def deliveries(store: pgqrs.Store, run_id: int) -> int:
-    t = store.tables
-    async with store._read() as conn:
-        return int(
-            (
-                await conn.execute(
-                    select(t.messages.c.read_ct)
-                    .join(t.runs, t.runs.c.message_id == t.messages.c.id)
-                    .where(t.runs.c.id == run_id)
-                )
-            ).scalar_one()
-        )
 
 
 def recording_handler(who: str, executed: list[str], started: asyncio.Event, seconds: float) -> Any:
@@ -82,7 +68,7 @@ async def test_a_long_step_is_not_stolen_from_a_live_worker(store: pgqrs.Store) 
     )
     assert executed == ["owner"]
     assert thief.stats.claimed == 0
-    assert await deliveries(store, run_id) == 1
+    assert (await message_of(store, run_id)).read_ct == 1
     assert [(s.name, s.attempts) for s in run.steps] == [("long", 1)]
     assert step_s >= 2 * VT  # it really outlived the lease
 
@@ -114,7 +100,7 @@ async def test_a_long_step_is_taken_over_promptly_after_its_worker_is_killed(
             # The victim's step runs past three leases; its heartbeat keeps the run.
             await asyncio.sleep(3 * VT)
             assert rescuer.stats.claimed == 0
-            assert await deliveries(store, run_id) == 1
+            assert (await message_of(store, run_id)).read_ct == 1
             await procs.kill("victim")
             killed_at = time.monotonic()
             await asyncio.wait_for(rescued.wait(), 30)
@@ -128,5 +114,5 @@ async def test_a_long_step_is_taken_over_promptly_after_its_worker_is_killed(
     )
     assert executed == ["rescuer"]
     assert [e["attempt"] for e in procs.journal_lines()] == [1]
-    assert await deliveries(store, run_id) == 2
+    assert (await message_of(store, run_id)).read_ct == 2
     assert takeover < 3 * VT

@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import RunStatus
 from pgqrs_sqla.dialects import aware, utcnow
+from tests._rows import deliveries_by_run
 from tests._wait import eventually
 
 from ._support import Procs, report, run_statuses
@@ -222,10 +223,6 @@ async def test_a_kill_storm_over_waiting_runs(
     await prepare(store)
     run_ids = await trigger(store, STORM_PLAN, RUNS)
     procs = Procs("waits", db_url, tmp_path)
-    incarnation = dict.fromkeys(range(SLOTS), 0)
-    for slot in range(SLOTS):
-        await procs.start(f"w{slot}-0")
-    started = time.monotonic()
 
     async def send_all() -> None:
         for run_id in random.sample(run_ids, len(run_ids)):
@@ -235,39 +232,23 @@ async def test_a_kill_storm_over_waiting_runs(
     async def finished() -> bool:
         return (await run_statuses(store, "waits")).get("SUCCESS", 0) == RUNS
 
-    sender = asyncio.create_task(send_all())
-    try:
-        while time.monotonic() - started < STORM_SECONDS and not await finished():
-            await asyncio.sleep(random.uniform(0.3, 0.8))
-            slot = random.randrange(SLOTS)
-            await procs.kill(f"w{slot}-{incarnation[slot]}")
-            incarnation[slot] += 1
-            await procs.start(f"w{slot}-{incarnation[slot]}")
-        storm = time.monotonic() - started
-        await sender
+    async with procs.session() as codes:
+        sender = asyncio.create_task(send_all())
+        try:
+            started = await procs.storm(SLOTS, STORM_SECONDS, (0.3, 0.8), finished)
+            storm = time.monotonic() - started
+            await sender
+        finally:
+            sender.cancel()  # a no-op once it has sent every event
         await eventually(finished, timeout=40, interval=0.2, what="every run SUCCESS")
         drained = time.monotonic() - started
-    except BaseException:
-        sender.cancel()
-        print(procs.log_tail())
-        raise
-    finally:
-        codes = await procs.stop_all()
 
     t = store.tables
     async with store._read() as conn:
         steps = (
             await conn.execute(select(t.steps.c.run_id, t.steps.c.step_name, t.steps.c.status))
         ).all()
-        deliveries = dict(
-            (
-                await conn.execute(
-                    select(t.runs.c.id, t.messages.c.read_ct).join(
-                        t.messages, t.messages.c.id == t.runs.c.message_id
-                    )
-                )
-            ).all()
-        )
+    deliveries = await deliveries_by_run(store)
     outputs = {run_id: await store.wait_for_run(run_id, timeout=5) for run_id in run_ids}
     events = await event_rows(store)
     started_bodies = bodies(procs)
