@@ -71,22 +71,42 @@ class Procs:
         seconds: float,
         pause: tuple[float, float],
         done: Callable[[], Awaitable[bool]],
+        *,
+        kills: int = 5,
     ) -> float:
         """Start a process in each of ``slots`` slots, then SIGKILL a random slot's process
         every ``pause`` seconds (uniform between the two) and start a fresh one in its place,
-        until ``seconds`` have passed or ``done()``. Returns when the storm began (the
-        ``time.monotonic()`` once every slot had started)."""
+        until ``seconds`` have passed and ``kills`` processes were killed, or ``done()``.
+        Returns when the storm began (the ``time.monotonic()`` once every slot's worker ran).
+
+        Only a process whose worker is running is killed: on a loaded machine a fresh
+        interpreter may take seconds to start, and killing it before then tests nothing.
+        """
         incarnation = dict.fromkeys(range(slots), 0)
         for slot in range(slots):
             await self.start(f"w{slot}-0")
-        started = time.monotonic()
-        while time.monotonic() - started < seconds and not await done():
+        for slot in range(slots):
+            await self.until_ready(f"w{slot}-0")
+        started, killed = time.monotonic(), 0
+        while (time.monotonic() - started < seconds or killed < kills) and not await done():
             await asyncio.sleep(random.uniform(*pause))
-            slot = random.randrange(slots)
+            running = [s for s in range(slots) if self.ready(f"w{s}-{incarnation[s]}")]
+            if not running:
+                continue
+            slot = random.choice(running)
             await self.kill(f"w{slot}-{incarnation[slot]}")
+            killed += 1
             incarnation[slot] += 1
             await self.start(f"w{slot}-{incarnation[slot]}")
         return started
+
+    async def until_ready(self, name: str, timeout: float = 60) -> None:
+        """Wait until ``name`` has its worker running, or has exited."""
+
+        async def is_ready() -> bool:
+            return self.ready(name) or self.live[name].returncode is not None
+
+        await eventually(is_ready, timeout=timeout, interval=0.05, what=f"{name} ready")
 
     def ready(self, name: str) -> bool:
         """The process has its worker running (it printed ``ready``)."""
@@ -97,11 +117,7 @@ class Procs:
         """SIGTERM every live process (once it is ready, so the signal reaches its handler)
         and wait for it; returns the exit codes by name."""
         for name in self.live:
-
-            async def is_ready(name: str = name) -> bool:
-                return self.ready(name) or self.live[name].returncode is not None
-
-            await eventually(is_ready, timeout=timeout, interval=0.05, what=f"{name} ready")
+            await self.until_ready(name, timeout)
         for proc in self.live.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)

@@ -225,7 +225,13 @@ async def test_a_kill_storm_over_waiting_runs(
     procs = Procs("waits", db_url, tmp_path)
 
     async def send_all() -> None:
-        for run_id in random.sample(run_ids, len(run_ids)):
+        for i, run_id in enumerate(random.sample(run_ids, len(run_ids))):
+            if i == RUNS // 2:
+                # The other half's runs stay parked until the storm has killed workers, so
+                # its kills meet unfinished runs however fast (or slow) this machine is.
+                await eventually(
+                    lambda: len(procs.killed) >= 5, timeout=60, what="the storm's first kills"
+                )
             await asyncio.sleep(random.uniform(0.0, 0.2))
             await store.send_event(run_id, "go", {"run": run_id})
 
