@@ -13,7 +13,7 @@ async def cmd_schedules(store: Store, args: argparse.Namespace, out: Output) -> 
     """``pgqrs-sqla schedules [list|pause|resume|delete NAME]``."""
     action = getattr(args, "schedules_command", None) or "list"
     if action == "list":
-        schedules = await store.list_schedules(workflow=args.workflow)
+        schedules = await store.list_schedules(workflow=getattr(args, "workflow", None))
         if out.as_json:
             out.data(schedules)
         else:
