@@ -198,15 +198,7 @@ async def test_the_tick_reaches_the_handler(store: pgqrs.Store) -> None:
 
     await store.create_workflow("report")
     await store.create_schedule("hourly", "report", every=3600, params={"kind": "hourly"})
-    tick = datetime(2026, 1, 1, 10, tzinfo=UTC)
-    await _set_next_tick(store, "hourly", tick)
-    s = store.tables.schedules
-    # Only this tick: the one after it is in the future.
-    async with store.engine.begin() as conn:
-        await conn.execute(update(s).values(catch_up="none"))
-    await store.create_schedule(
-        "hourly", "report", every=3600, params={"kind": "hourly"}, catch_up="latest"
-    )  # catch_up only: keeps the stored tick
+    await _set_next_tick(store, "hourly", datetime(2026, 1, 1, 10, tzinfo=UTC))  # long due
     assert await _fire(store, "report") == 1
     worker = await pgqrs.consumer("w", None, "report").handler(handler).create(store)
     await worker.run_until_idle(timeout=30)
@@ -223,20 +215,16 @@ async def test_the_tick_reaches_the_handler(store: pgqrs.Store) -> None:
 
 async def test_a_tick_fired_twice_makes_one_run(store: pgqrs.Store) -> None:
     """The (workflow, idempotency key) record: a tick put back and fired again returns the
-    run it already made."""
+    run it already made instead of a second one."""
     await store.create_workflow("report")
-    await store.create_schedule("hourly", "report", every=3600, catch_up="all")
-    tick = datetime(2026, 1, 1, 10, tzinfo=UTC)
-    now = await _db_now(store)
+    await store.create_schedule("hourly", "report", every=3600)
+    tick = _hour(await _db_now(store))
     for _ in range(2):
         await _set_next_tick(store, "hourly", tick)
-        s = store.tables.schedules
-        async with store.engine.begin() as conn:  # only the one tick is due
-            await conn.execute(update(s).values(catch_up="none"))
-        await _set_next_tick(store, "hourly", now.replace(minute=0, second=0, microsecond=0))
         await _fire(store, "report")
     runs = await store.list_runs(workflow="report")
-    assert len({r.scheduled_at for r in runs}) == len(runs) <= 1
+    assert [r.scheduled_at for r in runs] in ([tick], [tick + timedelta(hours=1)])
+    assert (await store.get_schedule("hourly")).last_run_id == runs[0].id
 
 
 def _hour(t: datetime) -> datetime:
