@@ -29,6 +29,7 @@ from ._logging import get_logger, run_id_var, workflow_var
 from ._outcome import Outcome, OutcomeKind, outcome_of, unrecorded
 from ._registration import Registration
 from ._runs_write import claim_and_start_stmt, hand_back_runs_stmt, start_stmt
+from ._schedule_time import tick_of_key
 from ._signals import (
     Pause,
     _LeaseLostSignal,
@@ -65,6 +66,7 @@ class _StartedRun:
     sent: float | None = None
     parent_run_id: int | None = None
     deadline_at: Any = None
+    idempotency_key: str | None = None
 
 
 def _first_of(messages: list[q.Message]) -> set[int]:
@@ -223,6 +225,7 @@ class Delivery:
                 sent,
                 row.parent_run_id,
                 row.deadline_at,
+                row.idempotency_key,
             )
             for row in rows
             if row.run_id is not None
@@ -292,6 +295,7 @@ class Delivery:
                 cancel_requested=bool(row.cancel_requested),
                 parent_run_id=row.parent_run_id,
                 deadline_at=aware(row.deadline_at),
+                scheduled_at=tick_of_key(row.idempotency_key),
                 hold_connection=hold,
                 lease_seconds=self.visibility_timeout,
             )

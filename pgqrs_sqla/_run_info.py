@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ._schedule_time import tick_of_key
 from .dialects import aware
 from .errors import RunCancelled, RunFailed
 from .models import RunStatus, StepStatus
@@ -102,6 +103,14 @@ class RunInfo:
     children: list[int] = field(default_factory=list)
     #: when the run is cancelled if still unfinished (``trigger(timeout=)``); None: never
     deadline_at: datetime | None = None
+
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """The schedule tick that triggered the run (UTC), read from its idempotency key.
+
+        None for a run no schedule triggered.
+        """
+        return tick_of_key(self.idempotency_key)
 
 
 def _workflow_info(row: Any) -> WorkflowInfo:

@@ -55,6 +55,7 @@ def start_update(t: Tables, which: ColumnElement[bool]) -> ReturningUpdate[Any]:
             r.c.cancel_requested,
             r.c.parent_run_id,
             r.c.deadline_at,
+            r.c.idempotency_key,
             utcnow().label("db_now"),
         )
     )
@@ -259,6 +260,7 @@ def claim_and_start_stmt(
         started.c.cancel_requested,
         started.c.parent_run_id,
         started.c.deadline_at,
+        started.c.idempotency_key,
         has_steps.label("has_steps"),
         started.c.db_now,
     ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))

@@ -10,9 +10,11 @@ from __future__ import annotations
 import inspect
 import socket
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from . import queue as q
+from ._schedules import ScheduleSpec
 from ._worker_state import Handler, bind, check_options
 from .errors import ConfigurationError, HandlerError, ValidationError
 from .retry import RetryPolicy
@@ -31,6 +33,9 @@ class ConsumerBuilder:
         self.port = port
         self.queues = [q.validate_name(n) for n in queues]
         self._handlers: dict[str, tuple[Handler, RetryPolicy | None]] = {}
+        #: schedules declared in code; reconciled at create() when ``reconcile`` is set
+        self.schedules: dict[str, ScheduleSpec] = {}
+        self.reconcile = False
 
     def handler(
         self,
@@ -59,6 +64,44 @@ class ConsumerBuilder:
                     "them as queue=, or add it to consumer(name, port, *queues)"
                 )
             self._handlers[name] = (fn, retry)
+        return self
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        workflow: str | None = None,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        params: Any = None,
+        timezone: str = "UTC",
+        catch_up: str = "latest",
+    ) -> ConsumerBuilder:
+        """Declare schedule ``name`` of ``workflow`` (default: this consumer's first queue).
+
+        The options are :meth:`Store.create_schedule`'s, checked here. At :meth:`create` the
+        worker reconciles: each declared schedule is created or updated, and a schedule
+        declared in code earlier for one of this worker's workflows and no longer declared is
+        deleted (schedules made with ``create_schedule`` are never deleted).
+        """
+        target = workflow if workflow is not None else self.queues[0]
+        if target not in self.queues:
+            raise ConfigurationError(
+                f"schedule {name!r}: {target!r} is not one of this consumer's workflows "
+                f"{self.queues}: declare it on a consumer that serves it"
+            )
+        if name in self.schedules:
+            raise ConfigurationError(f"schedule {name!r} is declared twice: declare it once")
+        self.schedules[name] = ScheduleSpec.of(
+            name,
+            target,
+            cron=cron,
+            every=every,
+            params=params,
+            timezone=timezone,
+            catch_up=catch_up,
+        )
+        self.reconcile = True
         return self
 
     async def create(
@@ -116,7 +159,10 @@ class ConsumerBuilder:
         try:
             await worker._registration.register()
             # A workflow a trigger created is now served (see Store.unserved_workflows).
-            await store._mark_served([b.workflow.name for b in bindings if b.workflow is not None])
+            served = [b.workflow.name for b in bindings if b.workflow is not None]
+            await store._mark_served(served)
+            if self.reconcile:  # a deploy's schedules take effect as its workers start
+                await store._reconcile_schedules(served, list(self.schedules.values()))
         except BaseException:
             if worker._close_store:
                 await store.close()

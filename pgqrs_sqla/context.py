@@ -78,6 +78,11 @@ class RunContext:
         return self._x.parent_run_id
 
     @property
+    def scheduled_at(self) -> datetime | None:
+        """The schedule tick that triggered this run (UTC), or None if no schedule did."""
+        return self._x.scheduled_at
+
+    @property
     def attempt(self) -> int:
         """Which delivery of this run this is (1 for the first)."""
         return self._x.message.read_ct

@@ -25,11 +25,10 @@ validate ``Mapped[...]`` columns), so a SQLModel table's ``Field(foreign_key=...
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -48,9 +47,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, registry
-from sqlalchemy.sql.naming import conv
 
 from ._fk_names import _name_fk_on_table_attach
+from ._model_base import DEFAULT_PREFIX as DEFAULT_PREFIX, _in, _PgqrsTable
+from ._schedule_model import ScheduleMixin
 from ._status import (
     ArchiveReason as ArchiveReason,
     RunStatus as RunStatus,
@@ -60,7 +60,6 @@ from ._status import (
 from .dialects import BigIntKey, JSONType, utcnow
 from .errors import ConfigurationError, ReadOnlyModel
 
-DEFAULT_PREFIX = "pgqrs_"
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
 
 #: Naming convention used when the library creates its own MetaData.
@@ -71,34 +70,6 @@ DEFAULT_NAMING_CONVENTION: dict[str, str] = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def _in(column: str, values: type[enum.StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
-
-
-class _PgqrsTable:
-    """Shared plumbing: the table name and schema come from the factory."""
-
-    __pgqrs_prefix__: ClassVar[str] = DEFAULT_PREFIX
-    __pgqrs_schema__: ClassVar[str | None] = None
-    __pgqrs_suffix__: ClassVar[str] = ""
-
-    @classmethod
-    def _ref(cls, suffix: str) -> str:
-        schema = f"{cls.__pgqrs_schema__}." if cls.__pgqrs_schema__ else ""
-        return f"{schema}{cls.__pgqrs_prefix__}{suffix}.id"
-
-    @classmethod
-    def _name(cls, short: str) -> conv:
-        # conv(): an exact name, untouched by the host's naming convention.
-        return conv(f"{cls.__pgqrs_prefix__}{short}")
-
-    @classmethod
-    def _args(cls, *items: Any) -> tuple[Any, ...]:
-        if cls.__pgqrs_schema__:
-            return (*items, {"schema": cls.__pgqrs_schema__})
-        return items
 
 
 class QueueMixin(_PgqrsTable):
@@ -384,6 +355,7 @@ TABLE_SUFFIXES: tuple[str, ...] = tuple(
         WorkflowRunMixin,
         WorkflowStepMixin,
         WorkflowEventMixin,
+        ScheduleMixin,
     )
 )
 
@@ -399,6 +371,7 @@ class Tables:
     runs: Table
     steps: Table
     events: Table
+    schedules: Table
 
 
 @dataclass(frozen=True)
@@ -412,13 +385,14 @@ class PgqrsModels:
     WorkflowRun: type[WorkflowRunMixin]
     WorkflowStep: type[WorkflowStepMixin]
     WorkflowEvent: type[WorkflowEventMixin]
+    Schedule: type[ScheduleMixin]
     metadata: MetaData
     prefix: str
     schema: str | None
 
     @property
     def tables(self) -> Tables:
-        """The seven tables as :class:`~sqlalchemy.Table` objects, for Core statements."""
+        """The eight tables as :class:`~sqlalchemy.Table` objects, for Core statements."""
 
         def t(cls: type[Any]) -> Table:
             table: Table = cls.__table__
@@ -432,6 +406,7 @@ class PgqrsModels:
             runs=t(self.WorkflowRun),
             steps=t(self.WorkflowStep),
             events=t(self.WorkflowEvent),
+            schedules=t(self.Schedule),
         )
 
     def run_fk(self, name: str | None = None, *, ondelete: str | None = "SET NULL") -> ForeignKey:
@@ -577,6 +552,7 @@ def pgqrs_models(
         WorkflowRun=make(WorkflowRunMixin, f"{tag}PgqrsWorkflowRun"),
         WorkflowStep=make(WorkflowStepMixin, f"{tag}PgqrsWorkflowStep"),
         WorkflowEvent=make(WorkflowEventMixin, f"{tag}PgqrsWorkflowEvent"),
+        Schedule=make(ScheduleMixin, f"{tag}PgqrsSchedule"),
         metadata=base.metadata,
         prefix=prefix,
         schema=schema,

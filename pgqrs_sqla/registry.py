@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
+from ._schedules import ScheduleSpec
 from .consumer import consumer
 from .errors import ConfigurationError
 from .queue import validate_name
@@ -41,6 +43,8 @@ class WorkflowRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        #: schedules by name: (workflow, create_schedule's options)
+        self._schedules: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def _add(self, name: str, handler: H, retry: RetryPolicy | None, workflow: bool) -> H:
         validate_name(name, "workflow" if workflow else "queue")
@@ -67,6 +71,36 @@ class WorkflowRegistry:
         is a :class:`~pgqrs_sqla.errors.ConfigurationError`.
         """
         return self._add(name, handler, retry, True)
+
+    def schedule(
+        self,
+        name: str,
+        workflow: str,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        params: Any = None,
+        timezone: str = "UTC",
+        catch_up: str = "latest",
+    ) -> None:
+        """Declare schedule ``name``: ``workflow`` triggered on ``cron`` or ``every`` N seconds.
+
+        The options are :meth:`Store.create_schedule`'s, checked here. A worker this registry
+        makes reconciles at start: the declared schedules of the workflows it serves are
+        created or updated, and one declared before and no longer is deleted (schedules made
+        with ``create_schedule`` are never deleted).
+        """
+        if name in self._schedules:
+            raise ConfigurationError(f"schedule {name!r} is declared twice: declare it once")
+        options = {
+            "cron": cron,
+            "every": every,
+            "params": params,
+            "timezone": timezone,
+            "catch_up": catch_up,
+        }
+        ScheduleSpec.of(name, workflow, **options)  # refused now, not at a worker's start
+        self._schedules[name] = (workflow, options)
 
     @property
     def names(self) -> list[str]:
@@ -109,4 +143,8 @@ class WorkflowRegistry:
         for queue in chosen:
             entry = self._entries[queue]
             builder.handler(entry.handler, queue=queue, retry=entry.retry)
+        for schedule, (workflow, schedule_options) in self._schedules.items():
+            if workflow in chosen:
+                builder.schedule(schedule, workflow=workflow, **schedule_options)
+        builder.reconcile = True  # the registry is the code's whole say
         return await builder.create(store, **options)

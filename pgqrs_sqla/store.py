@@ -3,7 +3,8 @@
 The Store is composed of mixins, one job each: queue administration
 (:mod:`pgqrs_sqla._queues_admin`), worker rows (:mod:`pgqrs_sqla._registration`), its
 pools and the pooler (:mod:`pgqrs_sqla._connect`), and workflow run control
-(get/list/wait/cancel/update_step/resume, :mod:`pgqrs_sqla.runs`).
+(get/list/wait/cancel/update_step/resume, :mod:`pgqrs_sqla.runs`), and schedules
+(:mod:`pgqrs_sqla._schedules`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ._logging import get_logger
 from ._queues_admin import QueueInfo as QueueInfo, QueuesAdmin, QueueStats as QueueStats
 from ._registration import WorkerInfo as WorkerInfo
 from ._retention import PruneResult as PruneResult, Retention
+from ._schedules import ScheduleInfo as ScheduleInfo, Schedules
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault
 from .errors import SchemaMissing
 from .events import Events
@@ -119,7 +121,7 @@ async def connect(
 
 #: invalid_sql_statement_name, duplicate_prepared_statement: prepared statements that did not
 #: stay on the connection, or met another client's (transaction pooling)
-class Store(QueuesAdmin, Retention, Pooling, RunControl, Events):
+class Store(QueuesAdmin, Retention, Pooling, RunControl, Events, Schedules):
     """The engine and the pgqrs tables: queues, workflows, runs and workers, administered.
 
     Make one with :func:`connect`, or wrap an ``AsyncEngine`` the app already has with

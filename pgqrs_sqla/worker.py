@@ -31,6 +31,7 @@ from ._registration import (
     Registration,
     _when_name_free as _when_name_free,  # the CLI's and contrib's
 )
+from ._scheduler import Scheduler
 from ._wakeups import Wakeups
 from ._worker_state import ClaimGate, _Binding, _InFlight, _Stats
 from .errors import (
@@ -88,6 +89,7 @@ class Worker:
         self._cancel_waiter: Waiter | None = None
         self._task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._scheduler_task: asyncio.Task[None] | None = None
         self._grace = 30.0
         #: the worker's pool is its own (made by create()): disposing it is ours to do
         self._close_store = own_pool
@@ -143,6 +145,10 @@ class Worker:
             visibility_timeout=visibility_timeout,
             inflight=lambda: list(self._inflight.values()),
             lost=self._lost_registration,
+        )
+        #: fires the due ticks of the schedules of the workflows it serves
+        self._scheduler = Scheduler(
+            store, name, [b.workflow.id for b in bindings if b.workflow is not None]
         )
 
     def __repr__(self) -> str:
@@ -371,6 +377,9 @@ class Worker:
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat.run(), name=f"pgqrs-heartbeat-{self.name}"
         )
+        self._scheduler_task = asyncio.create_task(
+            self._scheduler.run(), name=f"pgqrs-scheduler-{self.name}"
+        )
         self._claim_faults.error = None
         # The status is written first (polling; suspended, if suspend() came first), and
         # again with the next claim while the database refuses it.
@@ -523,10 +532,11 @@ class Worker:
                 task.cancel()
             if still:
                 await asyncio.wait(still)
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
+        for background in (self._heartbeat_task, self._scheduler_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         await self._wakeups.stop()
         await self._registration.deregister(leases, self._leases.held.clear)
         if self._close_store:  # our own pool: disposing it is ours to do

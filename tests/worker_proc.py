@@ -5,6 +5,7 @@
     python worker_proc.py long  URL NAME JOURNAL STATS   # the 'long' workflow, one endless step
     python worker_proc.py waits URL NAME JOURNAL STATS   # the 'waits' workflow: steps and waits
     python worker_proc.py prune URL NAME JOURNAL STATS   # serve 'prune', pruning every 50 ms
+    python worker_proc.py schedule URL NAME JOURNAL STATS  # serve 'schedule': journal each tick
     python worker_proc.py pipeline URL NAME JOURNAL STATS --run-id ID
         [--crash-after STEP] [--crash-inside transform_data|save_results] [--vt SECONDS]
 
@@ -194,6 +195,17 @@ async def contend(
     return counts
 
 
+def schedule_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:
+    """Journal the run and the tick that triggered it."""
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        tick = ctx.scheduled_at
+        journal.write(run=ctx.run_id, tick=None if tick is None else tick.isoformat())
+        return None
+
+    return handler
+
+
 async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, Any]:
     """Run until SIGTERM; return this process's counters."""
     journal = Journal(journal_path)
@@ -220,6 +232,7 @@ async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, A
                 "long": (long_handler(journal), LONG_VT, 1),
                 "waits": (waits_handler(journal), WAITS_VT, 4),
                 "prune": (prune_handler, WAITS_VT, 1),
+                "schedule": (schedule_handler(journal), WAITS_VT, 2),
             }[mode]
             worker = await (
                 pgqrs.consumer(name, None, mode)
@@ -310,7 +323,9 @@ async def pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["storm", "plain", "long", "waits", "prune", "pipeline"])
+    parser.add_argument(
+        "mode", choices=["storm", "plain", "long", "waits", "prune", "schedule", "pipeline"]
+    )
     for name in ("url", "name", "journal", "stats"):
         parser.add_argument(name)
     parser.add_argument("--run-id", type=int, help="pipeline: the run to see to its end")

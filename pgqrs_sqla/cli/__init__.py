@@ -41,6 +41,7 @@ from ._output import Output, _say
 from .prune import cmd_prune
 from .queues import cmd_dead_letters, cmd_queues
 from .runs import cmd_runs
+from .schedules import cmd_schedules
 from .schema import cmd_alembic_init, cmd_check, cmd_install
 from .worker import cmd_worker
 from .workers import cmd_workers
@@ -53,6 +54,7 @@ COMMANDS = {
     "prune": cmd_prune,
     "runs": cmd_runs,
     "dead-letters": cmd_dead_letters,
+    "schedules": cmd_schedules,
     "worker": cmd_worker,
 }
 

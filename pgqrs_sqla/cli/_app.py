@@ -295,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("show", "resume", "cancel", "retry"):
         runs.add_parser(action, parents=common).add_argument("run_id", type=int)
 
+    schedules = sub.add_parser(
+        "schedules", parents=common, help="schedules: next tick and last run; pause, resume, delete"
+    ).add_subparsers(dest="schedules_command")
+    schedule_list = schedules.add_parser("list", parents=common, help="the schedules (the default)")
+    schedule_list.add_argument("--workflow", help="only this workflow's")
+    for action in ("pause", "resume", "delete"):
+        schedules.add_parser(action, parents=common).add_argument("name")
+
     dead = sub.add_parser(
         "dead-letters", parents=common, help="messages that exhausted their deliveries"
     )

@@ -19,6 +19,7 @@ each ``None`` or empty when it does not apply)::
     │   └── LockConflict            deadlock / serialization failure (40P01, 40001); also a Conflict
     ├── ValidationError             bad input, rejected before anything is written (option, value)
     │   ├── InvalidName             queue / workflow / worker / step name (name)
+    │   ├── InvalidSchedule         a cron, interval, time zone or catch-up refused (schedule)
     │   ├── PayloadError            not JSON-serialisable, or over the size limit
     │   │                           (what, reason, path, size, limit)
     │   ├── DurationError           a duration negative, not finite, or over the cap (limit)
@@ -29,7 +30,8 @@ each ``None`` or empty when it does not apply)::
     │   ├── DeadLetterNotFound      replaying a message id that is not a dead letter
     │   │                           (queue, message_ids)
     │   ├── WorkflowNotFound        (workflow)
-    │   └── RunNotFound             (run_id)
+    │   ├── RunNotFound             (run_id)
+    │   └── ScheduleNotFound        (schedule)
     ├── Conflict
     │   ├── WorkerNameInUse         an active worker already has this name (worker, stale_in)
     │   ├── QueueBusy               delete refused while messages are leased (queue, leased)
@@ -215,6 +217,28 @@ class RetentionTooShort(ValidationError):
         self.timeout = timeout
 
 
+class InvalidSchedule(ValidationError):
+    """A schedule's definition is refused; nothing was written.
+
+    ``option`` names what was wrong (``cron``, ``every``, ``timezone``, ``catch_up``,
+    ``params``), ``value`` is what was given, ``schedule`` the schedule's name.
+    """
+
+    #: the schedule's name
+    schedule: str | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        schedule: str | None = None,
+        option: str | None = None,
+        value: object = None,
+    ) -> None:
+        super().__init__(message, option=option, value=value)
+        self.schedule = schedule
+
+
 class DecodeError(ValidationError):
     """A stored value does not fit the annotation the code reads it with; the run fails.
 
@@ -297,6 +321,16 @@ class RunNotFound(NotFound):
     def __init__(self, message: str | None = None, *, run_id: int | None = None) -> None:
         super().__init__(message)
         self.run_id = run_id
+
+
+class ScheduleNotFound(NotFound):
+    """No such schedule: `store.list_schedules()` lists them."""
+
+    schedule: str | None
+
+    def __init__(self, message: str | None = None, *, schedule: str | None = None) -> None:
+        super().__init__(message)
+        self.schedule = schedule
 
 
 class Conflict(PgqrsError):

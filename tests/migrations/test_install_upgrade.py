@@ -19,8 +19,8 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
     metadata = app.import_models().Base.metadata
     # pgqrs_workers.pid, .heartbeat_interval and .queues, pgqrs_workflows.backoff_jitter and
     # .served_at, pgqrs_workflow_steps.next_delivery, .kind, .wake_at and .wait_for, the
-    # retentions of pgqrs_workflows and pgqrs_queues; the table pgqrs_workflow_events and its
-    # index
+    # retentions of pgqrs_workflows and pgqrs_queues; the tables pgqrs_workflow_events and
+    # pgqrs_schedules and their indexes
     assert {op[0] for op in app.drift(metadata)} == {"add_column", "add_table", "add_index"}
 
     store = await pgqrs.connect(app.url)
@@ -42,6 +42,7 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
             "column pgqrs_workflows.retention is missing",
             "column pgqrs_workflows.served_at is missing",
             "column pgqrs_workflows.timeout is missing",
+            "table pgqrs_schedules is missing",
             "table pgqrs_workflow_events is missing",
         ]
         await store.install()

@@ -23,6 +23,7 @@ LAYERS: dict[str, list[str]] = {
         "errors._base",
         "errors._database",
         "errors._runs",
+        "_schedule_time",
         "_status",
         "_signals",
         "_outcome",
@@ -44,6 +45,8 @@ LAYERS: dict[str, list[str]] = {
     ],
     "schema": [
         "_fk_names",
+        "_model_base",
+        "_schedule_model",
         "models",
         "_run_info",
         "states",
@@ -60,6 +63,7 @@ LAYERS: dict[str, list[str]] = {
         "_steps_write",
         "_catalog_write",
         "_events_write",
+        "_schedules_write",
     ],
     "store": [
         "_core",
@@ -74,6 +78,7 @@ LAYERS: dict[str, list[str]] = {
         "events",
         "trigger",
         "_retention",
+        "_schedules",
         "store",
     ],
     "worker": [
@@ -85,6 +90,7 @@ LAYERS: dict[str, list[str]] = {
         "_wakeups",
         "_leases",
         "_worker_state",
+        "_scheduler",
     ],
     "entry": [
         "",  # the facade, pgqrs_sqla/__init__.py
@@ -102,6 +108,7 @@ LAYERS: dict[str, list[str]] = {
         "cli.prune",
         "cli.queues",
         "cli.runs",
+        "cli.schedules",
         "cli.schema",
         "cli.worker",
         "cli.workers",

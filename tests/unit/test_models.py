@@ -47,6 +47,7 @@ TABLES = {
     "pgqrs_workflow_runs",
     "pgqrs_workflow_steps",
     "pgqrs_workflow_events",
+    "pgqrs_schedules",
 }
 
 
