@@ -3,8 +3,9 @@
 :class:`Scheduler` runs in a task of its own beside the heartbeat. Each round is a firing pass
 (``Store._fire_due``: one short transaction per due schedule, each tick a run, exactly once
 however many workers run the pass), then a sleep until the earliest next tick, at most
-:data:`MAX_SLEEP` seconds, or until a schedule of this database is made or changed in this
-process. Database faults are ridden out with backoff, logged once per episode, like the
+:data:`MAX_SLEEP` seconds, or until a schedule of this database is made or changed (in this
+process; in another, on PostgreSQL, through NOTIFY). Database faults are ridden out with
+backoff, logged once per episode, like the
 heartbeat's; an error retrying cannot fix (tables missing, a bug) is logged and retried at
 the slow pace, since the scheduler never stops the worker.
 """
@@ -22,8 +23,8 @@ from .store import Store
 
 log = get_logger("pgqrs_sqla.worker")
 
-#: the longest a scheduler sleeps between passes: how late it notices a schedule another
-#: process made or changed (this process's changes wake it at once)
+#: the longest a scheduler sleeps between passes: how late a SQLite worker notices a schedule
+#: another process made or changed (this process's changes, and NOTIFY on PostgreSQL, wake it)
 MAX_SLEEP = 60.0
 
 

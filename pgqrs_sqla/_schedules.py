@@ -48,6 +48,8 @@ log = get_logger("pgqrs_sqla.schedules")
 
 #: in-process wake-up of the schedulers of one database: a schedule was made or changed
 SCHEDULES_CHANNEL = "pgqrs:schedules"
+#: its PostgreSQL NOTIFY channel, which carries it to the schedulers of other processes
+SCHEDULES_NOTIFY_CHANNEL = "pgqrs_schedules"
 #: due schedules one firing pass takes at most (each in its own transaction)
 PASS_SCHEDULES = 50
 
@@ -284,7 +286,7 @@ class Schedules(StoreCore):
         info = await self._in_transaction(
             lambda conn: define_schedule(conn, self.tables, spec, ScheduleOrigin.API)
         )
-        HUB.notify(self.db_key, SCHEDULES_CHANNEL)
+        await self._schedules_changed()
         return info
 
     async def get_schedule(self, name: str) -> ScheduleInfo:
@@ -336,8 +338,20 @@ class Schedules(StoreCore):
             return _info(found)
 
         info = await self._in_transaction(work)
-        HUB.notify(self.db_key, SCHEDULES_CHANNEL)
+        await self._schedules_changed()
         return info
+
+    async def _schedules_changed(self) -> None:
+        """Wake the schedulers: this process's at once, other processes' through NOTIFY.
+
+        Sent after the change committed, so a woken scheduler reads it. Without it another
+        process's scheduler would notice only at its next pass (at most a minute later).
+        """
+        HUB.notify(self.db_key, SCHEDULES_CHANNEL)
+        notify = self.dialect.notify(SCHEDULES_NOTIFY_CHANNEL, "")
+        if notify is not None:
+            async with self._autocommit() as conn:
+                await conn.execute(select(notify))
 
     async def _reconcile_schedules(
         self, workflows: Iterable[str], declared: Sequence[ScheduleSpec]
@@ -361,7 +375,7 @@ class Schedules(StoreCore):
                 log.info("deleted %d schedule(s) no longer declared", gone.rowcount)
 
         await self._in_transaction(work)
-        HUB.notify(self.db_key, SCHEDULES_CHANNEL)
+        await self._schedules_changed()
 
     # ------------------------------------------------------------ firing
 

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import select
 
 from . import queue as q
-from ._db import translate
+from ._db import HUB, translate
 from ._listen import Listener, ListenUnavailable
 from ._logging import get_logger
+from ._schedules import SCHEDULES_CHANNEL, SCHEDULES_NOTIFY_CHANNEL
 from .runs import CANCEL_CHANNEL
 from .store import Store
 
@@ -131,7 +132,7 @@ class Wakeups:
                         first.set_result(None)
                     listener = await self.store.dialect.open_listener(
                         self.store.engine,
-                        [q.NOTIFY_CHANNEL, CANCEL_CHANNEL],
+                        [q.NOTIFY_CHANNEL, CANCEL_CHANNEL, SCHEDULES_NOTIFY_CHANNEL],
                         self._on_notification,
                         pooled=pooled,
                         notify=self._notify,
@@ -202,6 +203,8 @@ class Wakeups:
     def _on_notification(self, channel: str, payload: str) -> None:
         if channel == CANCEL_CHANNEL:
             self.on_cancel(payload)
+        elif channel == SCHEDULES_NOTIFY_CHANNEL:
+            HUB.notify(self.store.db_key, SCHEDULES_CHANNEL)
         elif payload in self.queues:
             self.wake()
 

@@ -102,3 +102,43 @@ async def test_a_worker_killed_mid_tick_loses_and_doubles_no_tick(
     assert len(set(ticks)) == len(ticks)  # none twice
     assert _consecutive(ticks)  # none lost
     report("schedule killed mid-tick", backend=backend, ticks=len(ticks), killed=len(procs.killed))
+
+
+async def test_a_schedule_made_in_another_process_is_fired_without_waiting_for_a_pass(
+    store: pgqrs.Store, db_url: str, backend: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: ``create_schedule`` NOTIFYs the schedulers of other processes, so a worker
+    process asleep until its next pass (a minute away) fires the new schedule's first tick
+    at once. (SQLite has no cross-process wake-up: there it waits for the pass.)"""
+    if backend != "postgresql":
+        pytest.skip("a wake-up across processes is PostgreSQL's NOTIFY")
+    await store.create_workflow("schedule")
+    await store.create_schedule("warm-up", "schedule", every=1, catch_up="none")
+    procs = Procs("schedule", db_url, tmp_path)
+    async with procs.session():
+        await procs.start("worker")
+        # Its scheduler is passing (a tick fired); once 'warm-up' is gone and its next tick
+        # has passed, the scheduler's pass finds nothing and sleeps its full minute.
+        await eventually(lambda: _ticks(store), timeout=60, what="the warm-up's first tick")
+        await store.delete_schedule("warm-up")
+        last = max(await _ticks(store))
+
+        async def a_pass_found_nothing() -> bool:
+            async with store.engine.connect() as conn:
+                now = await conn.scalar(text("SELECT now()"))
+            return bool(now > last + timedelta(seconds=2))
+
+        await eventually(a_pass_found_nothing, timeout=30, what="the warm-up's next tick past")
+        made = datetime.now().astimezone()
+        await store.create_schedule("fresh", "schedule", every=1, catch_up="none")
+
+        async def fired() -> bool:
+            runs = await store.list_runs(workflow="schedule", limit=10_000)
+            return any(
+                r.idempotency_key.startswith("schedule:fresh:") for r in runs if r.idempotency_key
+            )
+
+        # Well within the sleeping scheduler's minute: only the NOTIFY can have woken it.
+        await eventually(fired, timeout=30, what="the new schedule's first tick")
+        waited = (datetime.now().astimezone() - made).total_seconds()
+    report("schedule made elsewhere", backend=backend, first_tick_after_s=waited)
