@@ -5,9 +5,9 @@
 however many workers run the pass), then a sleep until the earliest next tick, at most
 :data:`MAX_SLEEP` seconds, or until a schedule of this database is made or changed (in this
 process; in another, on PostgreSQL, through NOTIFY). Database faults are ridden out with
-backoff, logged once per episode, like the
-heartbeat's; an error retrying cannot fix (tables missing, a bug) is logged and retried at
-the slow pace, since the scheduler never stops the worker.
+backoff, logged once per episode, like the heartbeat's; an error retrying cannot fix (tables
+missing, a bug) is logged and retried at the slow pace, since the scheduler never stops the
+worker.
 """
 
 from __future__ import annotations
