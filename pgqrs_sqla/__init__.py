@@ -16,6 +16,7 @@ Quick tour::
     run_id = await pgqrs.workflow("data_pipeline").trigger({"url": "..."}).execute(session)
 """
 
+from ._limits import UNLIMITED as UNLIMITED, Unlimited as Unlimited
 from ._signals import Pause as Pause, Step as Step
 from .codec import json_default as json_default
 from .consumer import ConsumerBuilder as ConsumerBuilder, consumer as consumer
@@ -34,6 +35,7 @@ from .errors import (
     HandlerError as HandlerError,
     IdempotencyKeyNotVisible as IdempotencyKeyNotVisible,
     IllegalTransition as IllegalTransition,
+    InvalidLimit as InvalidLimit,
     InvalidName as InvalidName,
     LeaseLost as LeaseLost,
     LockConflict as LockConflict,
@@ -95,6 +97,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_NAMING_CONVENTION",
+    "UNLIMITED",
     "AuthenticationFailed",
     "ConfigurationError",
     "Conflict",
@@ -109,6 +112,7 @@ __all__ = [
     "HandlerError",
     "IdempotencyKeyNotVisible",
     "IllegalTransition",
+    "InvalidLimit",
     "InvalidName",
     "LeaseLost",
     "LockConflict",
@@ -147,6 +151,7 @@ __all__ = [
     "Store",
     "TransientError",
     "Trigger",
+    "Unlimited",
     "ValidationError",
     "WaitTimeout",
     "Worker",

@@ -32,6 +32,7 @@ LAYERS: dict[str, list[str]] = {
         "_typed_hooks",
         "retry",
         "_logging",
+        "_limits",
     ],
     "backends": [
         "dialects",
@@ -56,6 +57,7 @@ LAYERS: dict[str, list[str]] = {
         "queue",
         "queue._runs",
         "queue._prune",
+        "queue._limited",
         "_runs_write",
         "_steps_write",
         "_catalog_write",
@@ -85,6 +87,7 @@ LAYERS: dict[str, list[str]] = {
         "_wakeups",
         "_leases",
         "_worker_state",
+        "_limited_claim",
     ],
     "entry": [
         "",  # the facade, pgqrs_sqla/__init__.py
