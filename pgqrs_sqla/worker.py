@@ -479,10 +479,12 @@ class Worker:
         """The heartbeat read which queues have a limit now: claim those through the limited claim.
 
         A limit added on a live system takes effect here, at each worker's next heartbeat;
-        the values of a limit are read by every limited claim.
+        the values of a limit are read by every limited claim. A full rate window is looked
+        at again too (its limit may have changed): one claim per heartbeat at most.
         """
         for binding in self.bindings:
             binding.limited = binding.queue_id in queue_ids
+            binding.closed_until = 0.0
 
     async def _wait_while_suspended(self) -> None:
         """Until resume() or stop(), or an in-flight handler ends: each sets the waiter's event.

@@ -60,7 +60,7 @@ def candidates_stmt(t: Tables) -> Select[Any]:
             m.c.concurrency_key.not_in(bindparam("p_blocked", expanding=True)),
         ),
     )
-    below = bindparam("p_below", type_=Integer)
+    below = bindparam("p_below", type_=BigInteger)  # (one above PRIORITY_MAX to start)
     after = or_(
         m.c.priority < below,
         and_(m.c.priority == below, m.c.id > bindparam("p_after", type_=BigInteger)),
