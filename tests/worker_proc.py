@@ -5,6 +5,7 @@
     python worker_proc.py long  URL NAME JOURNAL STATS   # the 'long' workflow, one endless step
     python worker_proc.py waits URL NAME JOURNAL STATS   # the 'waits' workflow: steps and waits
     python worker_proc.py prune URL NAME JOURNAL STATS   # serve 'prune', pruning every 50 ms
+    python worker_proc.py limits URL NAME JOURNAL STATS  # the limited 'limits' workflow
     python worker_proc.py pipeline URL NAME JOURNAL STATS --run-id ID
         [--crash-after STEP] [--crash-inside transform_data|save_results] [--vt SECONDS]
 
@@ -43,6 +44,7 @@ STORM_VT = 2.0  # short leases, so killed work comes back quickly
 CONTEND_VT = 2.0
 LONG_VT = 1.0
 WAITS_VT = 2.0
+LIMITS_VT = 2.0
 
 
 class Journal:
@@ -125,6 +127,18 @@ def waits_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitab
             else:
                 got[name] = await ctx.wait_for_event(name)
         return got
+
+    return handler
+
+
+def limits_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:
+    """Journal the run's start and end (with its key) around a short wait: the limits test
+    computes from them how many ran at once."""
+
+    async def handler(ctx: pgqrs.RunContext, params: dict[str, Any]) -> None:
+        journal.write(run=ctx.run_id, key=params["key"], event="start")
+        await asyncio.sleep(random.uniform(0.05, 0.15))
+        journal.write(run=ctx.run_id, key=params["key"], event="end")
 
     return handler
 
@@ -220,6 +234,7 @@ async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, A
                 "long": (long_handler(journal), LONG_VT, 1),
                 "waits": (waits_handler(journal), WAITS_VT, 4),
                 "prune": (prune_handler, WAITS_VT, 1),
+                "limits": (limits_handler(journal), LIMITS_VT, 4),
             }[mode]
             worker = await (
                 pgqrs.consumer(name, None, mode)
@@ -310,7 +325,9 @@ async def pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["storm", "plain", "long", "waits", "prune", "pipeline"])
+    parser.add_argument(
+        "mode", choices=["storm", "plain", "long", "waits", "prune", "limits", "pipeline"]
+    )
     for name in ("url", "name", "journal", "stats"):
         parser.add_argument(name)
     parser.add_argument("--run-id", type=int, help="pipeline: the run to see to its end")
