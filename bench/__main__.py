@@ -13,7 +13,7 @@ times before and ``--repeat`` times after the rest, and its median is used.
 
 On PostgreSQL the bench creates a scratch database next to the one in ``--database-url``
 (default postgresql://postgres@127.0.0.1:5432/postgres) and drops it at the end.
-Measurements for --only: enqueue, drain, trigger, step, e2e, latency, timer, event.
+Measurements for --only: enqueue, drain, trigger, step, e2e, latency, timer, event, limits.
 """
 
 from __future__ import annotations
@@ -30,7 +30,17 @@ from typing import Literal
 from . import cases, waits
 from .harness import DEFAULT_PG, Backend, Counts, Goal, Row, median_of, render, versions
 
-MEASUREMENTS = ("enqueue", "drain", "trigger", "step", "e2e", "latency", "timer", "event")
+MEASUREMENTS = (
+    "enqueue",
+    "drain",
+    "trigger",
+    "step",
+    "e2e",
+    "latency",
+    "timer",
+    "event",
+    "limits",
+)
 Kind = Literal["sqlite", "postgresql"]
 
 
@@ -149,6 +159,24 @@ async def run_backend(kind: Kind, args: argparse.Namespace, c: Counts) -> str:
                         "runs/s",
                         "R1" if conc == 1 else "R4",
                         goals=[Goal("ratio", ">=", 0.2)],
+                    )
+                )
+        if "limits" in only:
+            for label, limits in (
+                ("no limit", {}),
+                ("concurrency=10", {"concurrency": 10}),
+                ("key_concurrency=1 over 100 keys", {"key_concurrency": 1}),
+            ):
+                got = await measure(
+                    f"limits {label}",
+                    lambda o=limits: cases.limited(b, c, **o),  # type: ignore[misc]
+                )
+                rows.append(
+                    Row(
+                        f"{c.e2e:,} no-op runs, 1 worker x 10, {label}",
+                        got["rate"],
+                        "runs/s",
+                        "R1",
                     )
                 )
         if "latency" in only:

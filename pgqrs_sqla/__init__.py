@@ -16,6 +16,7 @@ Quick tour::
     run_id = await pgqrs.workflow("data_pipeline").trigger({"url": "..."}).execute(session)
 """
 
+from ._limits import UNLIMITED as UNLIMITED, Unlimited as Unlimited
 from ._signals import Pause as Pause, Step as Step
 from .codec import json_default as json_default
 from .consumer import ConsumerBuilder as ConsumerBuilder, consumer as consumer
@@ -34,6 +35,7 @@ from .errors import (
     HandlerError as HandlerError,
     IdempotencyKeyNotVisible as IdempotencyKeyNotVisible,
     IllegalTransition as IllegalTransition,
+    InvalidLimit as InvalidLimit,
     InvalidName as InvalidName,
     InvalidSchedule as InvalidSchedule,
     LeaseLost as LeaseLost,
@@ -98,6 +100,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_NAMING_CONVENTION",
+    "UNLIMITED",
     "AuthenticationFailed",
     "ConfigurationError",
     "Conflict",
@@ -112,6 +115,7 @@ __all__ = [
     "HandlerError",
     "IdempotencyKeyNotVisible",
     "IllegalTransition",
+    "InvalidLimit",
     "InvalidName",
     "InvalidSchedule",
     "LeaseLost",
@@ -153,6 +157,7 @@ __all__ = [
     "Store",
     "TransientError",
     "Trigger",
+    "Unlimited",
     "ValidationError",
     "WaitTimeout",
     "Worker",

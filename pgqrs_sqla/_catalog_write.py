@@ -7,13 +7,27 @@ sync connection, inside the caller's transaction).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Delete, Insert, Update, delete, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Delete,
+    Insert,
+    Integer,
+    Select,
+    Update,
+    bindparam,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
-from .dialects import insert_for, utcnow
+from ._message import NOTIFY_CHANNEL
+from .dialects import Dialect, dialect_for, insert_for, utcnow
 from .models import Tables
 from .retry import RetryPolicy
 
@@ -49,6 +63,59 @@ def queue_retention_stmt(t: Tables, name: str, retention: float) -> Update:
     """Set queue ``name``'s retention of archived messages (seconds)."""
     qt = t.queues
     return update(qt).where(qt.c.queue_name == name).values(retention=retention)
+
+
+def queue_limits_stmt(t: Tables, name: str, columns: dict[str, Any]) -> Update:
+    """Set (or clear) queue ``name``'s limits: ``columns`` from ``_limits.limit_columns``."""
+    qt = t.queues
+    return update(qt).where(qt.c.queue_name == name).values(**columns)
+
+
+def set_limits(conn: Connection, t: Tables, name: str, columns: dict[str, Any]) -> None:
+    """Write queue ``name``'s limits; its workers in other processes hear of it at commit.
+
+    (A NOTIFY on PostgreSQL: a worker blocked by the old limit claims again at once.)
+    """
+    if not columns:
+        return
+    conn.execute(queue_limits_stmt(t, name, columns))
+    notify = dialect_for(conn).notify(NOTIFY_CHANNEL, name)
+    if notify is not None:
+        conn.execute(select(notify))
+
+
+@functools.cache
+def lock_limits_stmt(t: Tables, dialect: Dialect) -> Select[Any]:
+    """Lock queue ``p_queue_id``'s row and read its limits, its rate window and the clock.
+
+    ``FOR NO KEY UPDATE``: the limited claims of the queue queue up behind it, while an
+    enqueue's foreign key check (a key-share lock) goes through.
+    """
+    qt = t.queues
+    stmt = select(
+        qt.c.concurrency,
+        qt.c.key_concurrency,
+        qt.c.rate_limit,
+        qt.c.rate_period,
+        qt.c.rate_window_start,
+        qt.c.rate_window_count,
+        utcnow().label("db_now"),
+    ).where(qt.c.id == bindparam("p_queue_id", type_=BigInteger))
+    return dialect.lock_for_update(stmt, no_key=True)
+
+
+@functools.cache
+def rate_window_stmt(t: Tables) -> Update:
+    """Queue ``p_queue_id``'s rate window: opened at ``p_start``, ``p_count`` claims so far."""
+    qt = t.queues
+    return (
+        update(qt)
+        .where(qt.c.id == bindparam("p_queue_id", type_=BigInteger))
+        .values(
+            rate_window_start=bindparam("p_start", type_=DateTime(timezone=True)),
+            rate_window_count=bindparam("p_count", type_=Integer),
+        )
+    )
 
 
 def workflow_retention_stmt(t: Tables, name: str, **retentions: float) -> Update:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,6 +24,7 @@ from ._dead_letters import DeadLetters
 from ._error_record import error_record
 from ._execution import Execution, StepRecord
 from ._leases import Leases
+from ._limited_claim import StartedRun, claim_for, started_runs
 from ._logging import get_logger, run_id_var, workflow_var
 from ._outcome import Outcome, OutcomeKind, outcome_of, unrecorded
 from ._registration import Registration
@@ -51,22 +51,6 @@ from .runs import RUN_DONE_CHANNEL, wake_waiters
 from .store import Store
 
 log = get_logger("pgqrs_sqla.worker")
-
-
-@dataclass(frozen=True)
-class _StartedRun:
-    id: int
-    message_id: int
-    input: Any
-    cancel_requested: bool
-    has_steps: bool = True
-    #: the database clock when the claim ran, and the local monotonic time it was sent:
-    #: with the message's vt, the lease's deadline (``Execution.note_lease``)
-    db_now: Any = None
-    sent: float | None = None
-    parent_run_id: int | None = None
-    deadline_at: Any = None
-    idempotency_key: str | None = None
 
 
 def _first_of(messages: list[q.Message]) -> set[int]:
@@ -128,11 +112,17 @@ class Delivery:
     async def dequeue(self, binding: _Binding, batch: int, vt: float) -> list[q.Message]:
         """Claim by hand (``Worker.dequeue``): the live messages claimed, leased for ``vt`` seconds.
 
-        Each is remembered as a lease of ours; dead letters are buried first.
+        Each is remembered as a lease of ours; dead letters are buried first. (A limited
+        workflow's runs are started as well: its limits count RUNNING runs.)
         """
         while True:
-            async with self.store._autocommit() as conn:
-                claimed = await self.claim(conn, binding, batch, vt)
+            if binding.limited:
+                claimed, _started = await self.claim_limited(binding, batch, vt)
+                if not claimed:
+                    return []
+            else:
+                async with self.store._autocommit() as conn:
+                    claimed = await self.claim(conn, binding, batch, vt)
             if not claimed:
                 return []
             self.leases.took(claimed)
@@ -162,18 +152,12 @@ class Delivery:
             if free <= 0 or self.stopping.is_set():
                 break
             batch = min(free, batch_size)
-            started: list[_StartedRun] | None = None
-            with translated("claim"):
-                async with self.store._autocommit() as conn:
-                    # Again here, with the connection in hand: taking it may have waited
-                    # (a pool checkout, SQLite's write lock), and a stop() that began
-                    # meanwhile must not claim what was triggered after it.
-                    if self.stopping.is_set():
-                        break
-                    if binding.workflow is not None and self.store.dialect.writable_ctes:
-                        messages, started = await self.claim_and_start(conn, binding, batch)
-                    else:
-                        messages = await self.claim(conn, binding, batch, self.visibility_timeout)
+            if binding.closed_until > time.monotonic():
+                continue  # its rate window is full: no claim until it ends
+            got = await self._claim_for_round(binding, batch)
+            if got is None:
+                break  # stop() began
+            messages, started = got
             if not messages:
                 continue
             if self.stopping.is_set():
@@ -197,9 +181,38 @@ class Delivery:
                 self.spawn_batch(binding, messages)
         return claimed
 
+    async def _claim_for_round(
+        self, binding: _Binding, batch: int
+    ) -> tuple[list[q.Message], list[Any] | None] | None:
+        """The poll loop's claim on ``binding``'s queue: messages, and runs it started.
+
+        None when stop() began while the connection was taken.
+        """
+        if binding.limited:
+            return await self.claim_limited(binding, batch, self.visibility_timeout)
+        with translated("claim"):
+            async with self.store._autocommit() as conn:
+                # Again here, with the connection in hand: taking it may have waited
+                # (a pool checkout, SQLite's write lock), and a stop() that began
+                # meanwhile must not claim what was triggered after it.
+                if self.stopping.is_set():
+                    return None
+                if binding.workflow is not None and self.store.dialect.writable_ctes:
+                    return await self.claim_and_start(conn, binding, batch)
+                return await self.claim(conn, binding, batch, self.visibility_timeout), None
+
+    async def claim_limited(
+        self, binding: _Binding, batch: int, vt: float
+    ) -> tuple[list[q.Message], list[StartedRun] | None]:
+        """Claim within the queue's limits (:func:`~pgqrs_sqla._limited_claim.claim_for`)."""
+        with translated("claim"):
+            return await claim_for(
+                self.store, binding, self.registration.id, batch, vt, self._may_claim_again
+            )
+
     async def claim_and_start(
         self, conn: AsyncConnection, binding: _Binding, batch: int
-    ) -> tuple[list[q.Message], list[_StartedRun]]:
+    ) -> tuple[list[q.Message], list[StartedRun]]:
         """PostgreSQL: claim and mark the runs RUNNING in one statement (data-modifying CTEs)."""
         params = q.claim_params(
             binding.queue_id, self.registration.id, batch=batch, vt_seconds=self.visibility_timeout
@@ -214,23 +227,7 @@ class Delivery:
         messages = sorted(
             (q.Message.from_row(row) for row in rows), key=lambda m: (-m.priority, m.id)
         )
-        runs = [
-            _StartedRun(
-                row.run_id,
-                row.id,
-                row.input,
-                row.cancel_requested,
-                row.has_steps,
-                row.db_now,
-                sent,
-                row.parent_run_id,
-                row.deadline_at,
-                row.idempotency_key,
-            )
-            for row in rows
-            if row.run_id is not None
-        ]
-        return messages, runs
+        return messages, started_runs(rows, sent)
 
     # ------------------------------------------------------------ what a claim brought
 
@@ -340,7 +337,19 @@ class Delivery:
     ) -> None:
         task = asyncio.create_task(coro, name=f"pgqrs-{binding.queue}-{msg.id}")
         self.inflight[msg.id] = _InFlight(msg, binding, task, execution)
-        task.add_done_callback(lambda _t: self.done(msg.id))
+        task.add_done_callback(lambda _t: self._ended(binding, [msg.id]))
+
+    def _ended(self, binding: _Binding, message_ids: list[int]) -> None:
+        """Deliveries ended: the worker's own loop claims again (``done``).
+
+        For a limited queue, other workers of this process are woken too: the slot a delivery
+        held is free. (Other processes hear of it at their next wake-up or poll: this worker,
+        with a slot free now, claims at once.)
+        """
+        for message_id in message_ids:
+            self.done(message_id)
+        if binding.limited:
+            self.store._wake(binding.queue)
 
     def spawn_batch(self, binding: _Binding, messages: list[q.Message]) -> None:
         """One task for a claimed batch of plain messages: handlers run concurrently.
@@ -354,12 +363,7 @@ class Delivery:
         for msg in messages:
             self.inflight[msg.id] = _InFlight(msg, binding, task)
         ids = [m.id for m in messages]
-
-        def done(_t: asyncio.Task[None]) -> None:
-            for message_id in ids:
-                self.done(message_id)
-
-        task.add_done_callback(done)
+        task.add_done_callback(lambda _t: self._ended(binding, ids))
 
     # ------------------------------------------------------------ plain messages
 

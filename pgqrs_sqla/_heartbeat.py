@@ -23,6 +23,7 @@ from sqlalchemy import Select, func, select
 
 from . import queue as q
 from ._db import translate
+from ._limited_claim import limited_queues_stmt
 from ._logging import describe, get_logger
 from ._registration import Registration
 from ._wakeups import Wakeups
@@ -172,7 +173,8 @@ class Heartbeat:
 
     It heartbeats the row of ``registration``, extends the leases of what ``inflight()`` returns
     by ``visibility_timeout``, flags in-flight runs whose lease was lost or whose cancellation was
-    asked, and measures the lag of ``queue_ids`` (into ``stats``). When another registration took
+    asked, measures the lag of ``queue_ids`` (into ``stats``) and tells ``limited`` which of them
+    have a concurrency or rate limit now. When another registration took
     the row it calls ``lost`` and ends.
     """
 
@@ -188,6 +190,7 @@ class Heartbeat:
         visibility_timeout: float,
         inflight: Callable[[], list[_InFlight]],
         lost: Callable[[list[_InFlight]], None],
+        limited: Callable[[set[int]], None] = lambda _ids: None,
     ) -> None:
         self.store = store
         self.registration = registration
@@ -198,6 +201,8 @@ class Heartbeat:
         self.visibility_timeout = visibility_timeout
         self.inflight = inflight
         self.lost = lost
+        #: told, each beat, which of ``queue_ids`` have a limit now
+        self.limited = limited
         self.episode = _Episode(registration.name, "heartbeats")
         #: the background prune (``Store._prune_round``), a task of its own so a long one never
         #: delays a heartbeat or a lease extension; the next is due at ``next_prune``
@@ -258,6 +263,8 @@ class Heartbeat:
                     self.stats.lag = (
                         None if oldest is None else (aware(now) - aware(oldest)).total_seconds()  # type: ignore[operator]
                     )
+                    stmt = limited_queues_stmt(t, self.queue_ids)
+                    self.limited(set((await conn.execute(stmt)).scalars()))
                     if inflight:
                         # Fenced by token as well as owner: a delivery this worker no longer
                         # holds keeps the vt its new holder gave it.

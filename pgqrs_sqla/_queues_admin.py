@@ -8,7 +8,7 @@ written through :mod:`pgqrs_sqla._catalog_write`, the messages through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,8 +16,14 @@ from sqlalchemy import ColumnElement, case, exc, func, select
 from sqlalchemy.engine import Connection
 
 from . import queue as q
-from ._catalog_write import queue_delete_stmt, queue_insert_stmt, queue_retention_stmt
+from ._catalog_write import (
+    queue_delete_stmt,
+    queue_insert_stmt,
+    queue_retention_stmt,
+    set_limits,
+)
 from ._core import StoreCore
+from ._limits import Limit, Limits, RateLimitOption, limit_columns
 from ._message import check_max_deliveries
 from ._runs_write import requeue_dead_runs_stmt
 from .dialects import aware, utcnow
@@ -39,15 +45,29 @@ class QueueInfo:
     #: how long its archived messages are kept, in seconds (``create_queue(retention=)``);
     #: None: the store's default
     retention: float | None = None
+    #: at most this many of its messages leased at once, across every worker (None: no limit)
+    concurrency: int | None = None
+    #: at most ``rate_limit[0]`` claims per window of ``rate_limit[1]`` seconds (None: none)
+    rate_limit: tuple[int, float] | None = None
+
+
+def rate_of(limits: Limits) -> tuple[int, float] | None:
+    """The ``rate_limit`` an info type shows: ``(starts, period in seconds)``, or None."""
+    if limits.rate_limit is None or limits.rate_period is None:
+        return None
+    return (limits.rate_limit, limits.rate_period)
 
 
 def _queue_info(m: Any) -> QueueInfo:
+    limits = Limits(m["concurrency"], None, m["rate_limit"], m["rate_period"])
     return QueueInfo(
         m["id"],
         m["queue_name"],
         m["max_deliveries"],
         aware(m["created_at"]),  # type: ignore[arg-type]
         m["retention"],
+        limits.concurrency,
+        rate_of(limits),
     )
 
 
@@ -78,27 +98,40 @@ class QueuesAdmin(StoreCore):
         *,
         max_deliveries: int = 5,
         retention: float | timedelta | None = None,
+        concurrency: Limit = None,
+        rate_limit: RateLimitOption = None,
     ) -> QueueInfo:
         """Create a queue (idempotent: an existing queue is returned unchanged).
 
         ``retention`` (seconds or a ``timedelta``) is how long its archived messages are kept
         before a prune deletes them (default: the store's ``retention``); given for an
         existing queue, it is updated.
+
+        ``concurrency`` (at most that many of its messages leased at once, across every
+        worker) and ``rate_limit`` (``(starts, period)``: at most that many claims per window)
+        are enforced by the claim (see the Limits docs page). Given for an existing queue they update
+        it, ``UNLIMITED`` removes one, ``None`` keeps it. Bad input writes nothing.
         """
         q.validate_name(name)
         check_max_deliveries(max_deliveries)
         kept = (
             None if retention is None else duration_seconds(retention, "retention", positive=True)
         )
+        limits = limit_columns(concurrency=concurrency, rate_limit=rate_limit)
 
         def work(conn: Connection) -> QueueInfo:
             info = self._create_queue(conn, name, max_deliveries)
-            if kept is None:
+            if kept is None and not limits:
                 return info
-            conn.execute(queue_retention_stmt(self.tables, name, kept))
-            return replace(info, retention=kept)
+            if kept is not None:
+                conn.execute(queue_retention_stmt(self.tables, name, kept))
+            set_limits(conn, self.tables, name, limits)
+            return self._create_queue(conn, name, max_deliveries)
 
-        return await self._in_transaction(work)
+        info = await self._in_transaction(work)
+        if limits:  # a worker held back by the old limit claims again at once
+            self._wake(name)
+        return info
 
     def _create_queue(self, conn: Connection, name: str, max_deliveries: int) -> QueueInfo:
         t = self.tables.queues

@@ -35,6 +35,12 @@ class WorkflowInfo:
     #: those that ended ERROR (``error_retention``); None: the store's default
     retention: float | None = None
     error_retention: float | None = None
+    #: at most this many of its runs RUNNING (leased) at once, across every worker; and per
+    #: ``concurrency_key``; None: no limit (``create_workflow(concurrency=, key_concurrency=)``)
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+    #: at most ``rate_limit[0]`` run starts per window of ``rate_limit[1]`` seconds (None: none)
+    rate_limit: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class RunInfo:
     children: list[int] = field(default_factory=list)
     #: when the run is cancelled if still unfinished (``trigger(timeout=)``); None: never
     deadline_at: datetime | None = None
+    #: the key its workflow's ``key_concurrency`` counts it by (``trigger(concurrency_key=)``)
+    concurrency_key: str | None = None
 
     @property
     def scheduled_at(self) -> datetime | None:
@@ -114,7 +122,8 @@ class RunInfo:
 
 
 def _workflow_info(row: Any) -> WorkflowInfo:
-    """A ``pgqrs_workflows`` row read to a :class:`WorkflowInfo`."""
+    """A ``pgqrs_workflows`` row, with its queue's limit columns, read to a WorkflowInfo."""
+    rate = None if row.rate_limit is None else (row.rate_limit, row.rate_period)
     return WorkflowInfo(
         row.id,
         row.workflow_name,
@@ -123,6 +132,9 @@ def _workflow_info(row: Any) -> WorkflowInfo:
         row.timeout,
         row.retention,
         row.error_retention,
+        row.concurrency,
+        row.key_concurrency,
+        rate,
     )
 
 
@@ -172,6 +184,7 @@ def _run_info(row: Any, steps: list[StepInfo], children: Sequence[int] = ()) -> 
         parent_run_id=m.get("parent_run_id"),
         children=list(children),
         deadline_at=aware(m.get("deadline_at")),
+        concurrency_key=m.get("concurrency_key"),
     )
 
 

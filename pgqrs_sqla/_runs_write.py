@@ -247,7 +247,12 @@ def claim_and_start_stmt(
     t: Tables, dialect: Dialect, across_priorities: bool = False
 ) -> Select[Any]:
     """PostgreSQL: claim a batch and start its runs in one statement (data-modifying CTEs)."""
-    claimed = claim_stmt(t, dialect, across_priorities).cte("claimed")
+    return claimed_and_started(t, claim_stmt(t, dialect, across_priorities))
+
+
+def claimed_and_started(t: Tables, claim: Update) -> Select[Any]:
+    """PostgreSQL: ``claim`` (a claim's UPDATE) and the start of its runs, in one statement."""
+    claimed = claim.cte("claimed")
     started = start_update(t, t.runs.c.message_id.in_(select(claimed.c.id))).cte("started")
     s = t.steps
     # Whether anything is recorded for the run yet — by an earlier delivery, or by

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import queue as q
 from ._execution import Execution
+from ._limited_claim import limited_queues
 from ._typed_hooks import typed_handler
 from .errors import PgqrsError, QueueNotFound, ValidationError, WorkflowNotFound, duration_seconds
 from .retry import RetryPolicy
@@ -31,6 +32,11 @@ class _Binding:
     retry: RetryPolicy | None
     queue_id: int = 0
     workflow: WorkflowInfo | None = None
+    #: the queue has a concurrency or rate limit: claims go through ``_limited_claim``
+    #: (read at start, and again by each heartbeat)
+    limited: bool = False
+    #: the rate limit allows no claim before this (``time.monotonic()``)
+    closed_until: float = 0.0
 
 
 @dataclass
@@ -106,6 +112,9 @@ async def bind(
                 raise
             binding.queue_id = await store._queue_id(name)
         bindings.append(binding)
+    limited = await limited_queues(store, [b.queue_id for b in bindings])
+    for binding in bindings:
+        binding.limited = binding.queue_id in limited
     return bindings
 
 

@@ -84,6 +84,17 @@ class QueueMixin(_PgqrsTable):
     #: how long an archived message is kept (seconds; ``create_queue(retention=)``); NULL:
     #: the store's default (see ``Store.prune``)
     retention: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: flow control (``create_queue``/``create_workflow``: ``concurrency``, ``key_concurrency``,
+    #: ``rate_limit`` of ``rate_period`` seconds); NULL: no limit. See ``_limited_claim``.
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate_period: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: the rate limit's current window: when it opened and how many claims it has had
+    rate_window_start: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    rate_window_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     @declared_attr.directive
     @classmethod
@@ -126,6 +137,8 @@ class MessageMixin(_PgqrsTable):
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     archive_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the run's or message's key for ``key_concurrency`` (``trigger(concurrency_key=)``)
+    concurrency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     @declared_attr.directive
     @classmethod
@@ -263,6 +276,8 @@ class WorkflowRunMixin(_PgqrsTable):
     awaited_by: Mapped[int | None] = mapped_column(BigIntKey, nullable=True)
     #: when the run is cancelled if still unfinished (``trigger(timeout=)``); NULL: never
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: ``trigger(concurrency_key=)``, shown in ``RunInfo`` (its message carries it for claims)
+    concurrency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     @declared_attr.directive
     @classmethod

@@ -17,12 +17,14 @@ from ._catalog_write import (
     define_workflow as define_workflow,  # the trigger's, and its home before _catalog_write
     mark_served_stmt,
     queue_max_deliveries_stmt,
+    set_limits,
     workflow_policy_stmt,
     workflow_retention_stmt,
     workflow_timeout_stmt,
 )
 from ._core import StoreCore
 from ._db import HUB, AsyncTarget, SyncTarget, run_sync
+from ._limits import Limit, RateLimitOption, limit_columns
 from ._message import check_max_deliveries
 from ._run_info import (
     RunInfo as RunInfo,
@@ -87,6 +89,13 @@ def _check_retention(info: WorkflowInfo) -> None:
 RUN_DONE_CHANNEL = "pgqrs:run-done"
 #: payload: the run id. Also a PostgreSQL NOTIFY channel, so other processes hear it at once.
 CANCEL_CHANNEL = "pgqrs_cancel"
+
+
+def _workflow_select(t: Tables) -> Select[Any]:
+    """Workflow rows with their queue's limits (a workflow's limits live on its queue)."""
+    w, qt = t.workflows, t.queues
+    limits = (qt.c.concurrency, qt.c.key_concurrency, qt.c.rate_limit, qt.c.rate_period)
+    return select(w, *limits).select_from(w.join(qt, qt.c.id == w.c.queue_id))
 
 
 def _run_select(t: Tables) -> Select[Any]:
@@ -239,6 +248,9 @@ class RunControl(StoreCore):
         timeout: float | timedelta | None = None,
         retention: float | timedelta | None = None,
         error_retention: float | timedelta | None = None,
+        concurrency: Limit = None,
+        key_concurrency: Limit = None,
+        rate_limit: RateLimitOption = None,
     ) -> WorkflowInfo:
         """Create a workflow and its queue of the same name (idempotent).
 
@@ -265,6 +277,15 @@ class RunControl(StoreCore):
         ``connect(retention=, error_retention=)`` applies while unset. A retention shorter than
         the workflow's ``timeout`` raises :class:`RetentionTooShort`.
 
+        ``concurrency``: at most that many of its runs RUNNING at once, across every worker and
+        process (a run that waits, for a timer, an event or a child, does not count while it
+        waits). ``key_concurrency``: at most that many per ``trigger(concurrency_key=)``
+        (1 runs one key's runs one at a time, in trigger order). ``rate_limit``:
+        ``(starts, period)``, at most that many run starts per window of ``period`` (seconds
+        or a ``timedelta``). The claim enforces them (see the Limits docs page);
+        ``UNLIMITED`` removes a limit, ``None`` keeps it; bad values raise
+        :class:`InvalidLimit`.
+
         On an existing workflow (one a trigger created with the defaults, say) each option
         given updates it, and one left out is kept. Bad input writes nothing.
         """
@@ -277,6 +298,9 @@ class RunControl(StoreCore):
         }
         if max_deliveries is not None:
             check_max_deliveries(max_deliveries)
+        limits = limit_columns(
+            concurrency=concurrency, key_concurrency=key_concurrency, rate_limit=rate_limit
+        )
         policy = retry or RetryPolicy()
         deliveries = WORKFLOW_MAX_DELIVERIES if max_deliveries is None else max_deliveries
 
@@ -290,11 +314,15 @@ class RunControl(StoreCore):
                 conn.execute(workflow_timeout_stmt(self.tables, name, limit))
             if kept:
                 conn.execute(workflow_retention_stmt(self.tables, name, **kept))
+            set_limits(conn, self.tables, name, limits)
             info = self._workflow(conn, name)
             _check_retention(info)  # raised: the transaction rolls back, nothing written
             return info
 
-        return await self._in_transaction(work)
+        info = await self._in_transaction(work)
+        if limits:  # a worker held back by the old limit claims again at once
+            self._wake(name)
+        return info
 
     async def _mark_served(self, names: list[str]) -> None:
         """Record that a worker registered for the workflows ``names`` (the first time only)."""
@@ -322,7 +350,7 @@ class RunControl(StoreCore):
 
     def _workflow(self, conn: Connection, name: str) -> WorkflowInfo:
         w = self.tables.workflows
-        row = conn.execute(select(w).where(w.c.workflow_name == name)).first()
+        row = conn.execute(_workflow_select(self.tables).where(w.c.workflow_name == name)).first()
         if row is None:
             raise WorkflowNotFound(
                 f"no workflow named {name!r}: create it with "
@@ -341,7 +369,9 @@ class RunControl(StoreCore):
         """Every workflow, ordered by name."""
         w = self.tables.workflows
         async with self._read() as conn:
-            rows = (await conn.execute(select(w).order_by(w.c.workflow_name))).all()
+            rows = (
+                await conn.execute(_workflow_select(self.tables).order_by(w.c.workflow_name))
+            ).all()
         return [_workflow_info(r) for r in rows]
 
     async def get_run(self, run_id: int, *, target: AsyncTarget | None = None) -> RunInfo:

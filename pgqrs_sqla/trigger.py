@@ -89,6 +89,7 @@ _RUN_COLS = [
     "created_at",
     "updated_at",
     "deadline_at",
+    "concurrency_key",
 ]
 
 
@@ -109,6 +110,7 @@ def _run_values(t: Tables, message_id: ColumnElement[Any]) -> Select[Any]:
         utcnow(),
         utcnow(),
         _deadline(func.coalesce(bindparam("p_timeout", type_=Float), w.c.timeout)),
+        bindparam("p_ckey", type_=String),
     ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
 
 
@@ -169,11 +171,12 @@ def trigger_logic(
     *,
     guarded: bool = False,
     timeout: float | None = None,
+    concurrency_key: str | None = None,
 ) -> int:
     """Write the run and its message on ``conn``; returns the run id.
 
     ``timeout``: the run's deadline is that many seconds from now (else the workflow's
-    default ``timeout``, else none).
+    default ``timeout``, else none). ``concurrency_key``: its key (run and message).
 
     ``guarded`` (the caller's transaction): on PostgreSQL, at REPEATABLE READ or
     SERIALIZABLE, a trigger with an idempotency key runs in a savepoint. At those levels a
@@ -184,11 +187,12 @@ def trigger_logic(
     what to do. At READ COMMITTED (where every statement sees what is committed) no
     savepoint is needed, and none is paid for.
     """
+    options = (delay, priority, timeout, concurrency_key)
     if not (guarded and key is not None and dialect_for(conn).snapshot_conflicts):
-        return _trigger(conn, t, name, params, key, delay, priority, timeout)
+        return _trigger(conn, t, name, params, key, *options)
     if not _snapshot_may_hide_runs(conn):
         try:
-            return _trigger(conn, t, name, params, key, delay, priority, timeout)
+            return _trigger(conn, t, name, params, key, *options)
         except exc.DBAPIError as error:
             if sqlstate(error) != SERIALIZATION_FAILURE:
                 raise
@@ -203,7 +207,7 @@ def trigger_logic(
         return _not_visible(name, key, level, aborted=False)
 
     with _savepoint(conn, not_visible):
-        run_id = _trigger(conn, t, name, params, key, delay, priority, timeout)
+        run_id = _trigger(conn, t, name, params, key, *options)
     return run_id
 
 
@@ -268,9 +272,11 @@ def _trigger(
     delay: float,
     priority: int,
     timeout: float | None,
+    concurrency_key: str | None,
 ) -> int:
     dialect = conn.dialect.name
     params = {
+        "p_ckey": concurrency_key,
         "p_wf": name,
         "p_delay": delay,
         "p_priority": priority,
@@ -360,6 +366,8 @@ class Trigger(Generic[P]):
     unencoded: PayloadError | None = None
     #: seconds from the trigger to the run's deadline (None: the workflow's default)
     timeout: float | None = None
+    #: the run's key for its workflow's ``key_concurrency``
+    concurrency_key: str | None = None
 
     def _encoded(self, store: Store | None) -> Trigger[P]:
         """This trigger with its params encoded by ``store``'s ``json_default``, or the refusal.
@@ -389,6 +397,7 @@ class Trigger(Generic[P]):
             self.priority,
             guarded=guarded,
             timeout=self.timeout,
+            concurrency_key=self.concurrency_key,
         )
 
     async def execute(self, target: Store | AsyncTarget) -> int:
@@ -451,6 +460,7 @@ class WorkflowRef(Generic[P, R]):
         delay: float | timedelta | None = None,
         priority: int = 0,
         timeout: float | timedelta | None = None,
+        concurrency_key: str | None = None,
     ) -> Trigger[P]:
         """Prepare a run with ``params`` (JSON) as its input; every argument is checked here.
 
@@ -459,7 +469,10 @@ class WorkflowRef(Generic[P, R]):
         a ``timedelta``, from the trigger) is the run's deadline: a run still unfinished then
         ends ``CANCELLED``, with the reason as its error, at its next step or wait (and
         anything waiting on it is woken). Without it the workflow's default applies
-        (``create_workflow(name, timeout=...)``), if it has one.
+        (``create_workflow(name, timeout=...)``), if it has one. ``concurrency_key``
+        (a non-empty str of at most 255 characters) is the key its workflow's
+        ``key_concurrency`` counts it by; runs without one count only towards
+        ``concurrency``.
         """
         params = encode(params, self.params_type)  # models, typed values: pgqrs_sqla.typed
         unencoded: PayloadError | None = None
@@ -474,8 +487,12 @@ class WorkflowRef(Generic[P, R]):
             if self.json_default is not None or error.reason != "unsupported_type":
                 raise
             unencoded = error
-        if idempotency_key is not None:
-            check_text(idempotency_key, what="idempotency_key")
+        for option, text in (
+            ("idempotency_key", idempotency_key),
+            ("concurrency_key", concurrency_key),
+        ):
+            if text is not None:
+                check_text(text, what=option)
         limit = None if timeout is None else duration_seconds(timeout, "timeout", positive=True)
         return Trigger(
             self,
@@ -485,6 +502,7 @@ class WorkflowRef(Generic[P, R]):
             check_priority(priority),
             unencoded,
             limit,
+            concurrency_key,
         )
 
     async def wait_for_run(self, store: Store, run_id: int, *, timeout: float | None = None) -> R:

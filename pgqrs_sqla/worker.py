@@ -145,6 +145,7 @@ class Worker:
             visibility_timeout=visibility_timeout,
             inflight=lambda: list(self._inflight.values()),
             lost=self._lost_registration,
+            limited=self._set_limited,
         )
         #: fires the due ticks of the schedules of the workflows it serves
         self._scheduler = Scheduler(
@@ -474,10 +475,25 @@ class Worker:
             stop.cancel()
 
     async def _idle_wait(self) -> None:
+        """Until a wake-up, the poll interval, or the end of a full rate window, if sooner."""
         assert self._waiter is not None
         self.stats.idle_waits += 1
+        now = time.monotonic()
+        closed = [b.closed_until - now for b in self.bindings if b.closed_until > now]
+        timeout = min([self.poll_interval, *closed])
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._waiter.event.wait(), self.poll_interval)
+            await asyncio.wait_for(self._waiter.event.wait(), timeout)
+
+    def _set_limited(self, queue_ids: set[int]) -> None:
+        """The heartbeat read which queues have a limit now: claim those through the limited claim.
+
+        A limit added on a live system takes effect here, at each worker's next heartbeat;
+        the values of a limit are read by every limited claim. A full rate window is looked
+        at again too (its limit may have changed): one claim per heartbeat at most.
+        """
+        for binding in self.bindings:
+            binding.limited = binding.queue_id in queue_ids
+            binding.closed_until = 0.0
 
     async def _wait_while_suspended(self) -> None:
         """Until resume() or stop(), or an in-flight handler ends: each sets the waiter's event.

@@ -6,6 +6,7 @@
     python worker_proc.py waits URL NAME JOURNAL STATS   # the 'waits' workflow: steps and waits
     python worker_proc.py prune URL NAME JOURNAL STATS   # serve 'prune', pruning every 50 ms
     python worker_proc.py schedule URL NAME JOURNAL STATS  # serve 'schedule': journal each tick
+    python worker_proc.py limits URL NAME JOURNAL STATS  # the limited 'limits' workflow
     python worker_proc.py pipeline URL NAME JOURNAL STATS --run-id ID
         [--crash-after STEP] [--crash-inside transform_data|save_results] [--vt SECONDS]
 
@@ -44,6 +45,7 @@ STORM_VT = 2.0  # short leases, so killed work comes back quickly
 CONTEND_VT = 2.0
 LONG_VT = 1.0
 WAITS_VT = 2.0
+LIMITS_VT = 2.0
 
 
 class Journal:
@@ -126,6 +128,18 @@ def waits_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitab
             else:
                 got[name] = await ctx.wait_for_event(name)
         return got
+
+    return handler
+
+
+def limits_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:
+    """Journal the run's start and end (with its key) around a short wait: the limits test
+    computes from them how many ran at once."""
+
+    async def handler(ctx: pgqrs.RunContext, params: dict[str, Any]) -> None:
+        journal.write(run=ctx.run_id, key=params["key"], event="start")
+        await asyncio.sleep(random.uniform(0.05, 0.15))
+        journal.write(run=ctx.run_id, key=params["key"], event="end")
 
     return handler
 
@@ -233,6 +247,7 @@ async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, A
                 "waits": (waits_handler(journal), WAITS_VT, 4),
                 "prune": (prune_handler, WAITS_VT, 1),
                 "schedule": (schedule_handler(journal), WAITS_VT, 2),
+                "limits": (limits_handler(journal), LIMITS_VT, 4),
             }[mode]
             worker = await (
                 pgqrs.consumer(name, None, mode)
@@ -324,7 +339,8 @@ async def pipeline(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "mode", choices=["storm", "plain", "long", "waits", "prune", "schedule", "pipeline"]
+        "mode",
+        choices=["storm", "plain", "long", "waits", "prune", "schedule", "limits", "pipeline"],
     )
     for name in ("url", "name", "journal", "stats"):
         parser.add_argument(name)

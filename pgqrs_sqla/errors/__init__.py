@@ -23,6 +23,7 @@ each ``None`` or empty when it does not apply)::
     │   ├── PayloadError            not JSON-serialisable, or over the size limit
     │   │                           (what, reason, path, size, limit)
     │   ├── DurationError           a duration negative, not finite, or over the cap (limit)
+    │   ├── InvalidLimit            a concurrency or rate limit not an int >= 1 (option, value)
     │   └── DecodeError             a stored value does not fit the code's annotation
     │                               (run_id, step_name, what, path, expected)
     ├── NotFound
@@ -193,6 +194,14 @@ class DurationError(ValidationError):
     ) -> None:
         super().__init__(message, option=option, value=value)
         self.limit = limit
+
+
+class InvalidLimit(ValidationError):
+    """A concurrency or rate limit is not an int of at least 1 (nor ``UNLIMITED``).
+
+    ``option`` names it (``concurrency``, ``key_concurrency``, ``rate_limit``), ``value`` is
+    what was passed. Nothing was written.
+    """
 
 
 class RetentionTooShort(ValidationError):

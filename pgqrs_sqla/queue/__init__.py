@@ -239,9 +239,15 @@ def claim_stmt(t: Tables, dialect: Dialect, across_priorities: bool = False) -> 
             .limit(bindparam("p_batch", type_=Integer))
         )
     candidates = dialect.lock_claim(candidates)
+    return claim_update(t, m.c.id.in_(candidates.scalar_subquery()))
+
+
+def claim_update(t: Tables, which: ColumnElement[bool]) -> Update:
+    """Lease the messages ``which`` selects to ``p_worker_id`` for ``p_vt`` seconds: a claim."""
+    m = t.messages
     return (
         update(m)
-        .where(m.c.id.in_(candidates.scalar_subquery()))
+        .where(which)
         .values(
             vt=utcnow_plus(bindparam("p_vt", type_=Float)),
             read_ct=m.c.read_ct + 1,
@@ -562,7 +568,7 @@ def workflow_message_source(t: Tables) -> Select[Any]:
     """The message row of a trigger for workflow ``p_wf``; nothing for an unknown workflow.
 
     The payload is NULL (the run holds the input); it is visible after ``p_delay`` seconds, at
-    priority ``p_priority``.
+    priority ``p_priority``, with the run's ``p_ckey`` (``concurrency_key``).
     """
     w = t.workflows
     return select(
@@ -573,6 +579,7 @@ def workflow_message_source(t: Tables) -> Select[Any]:
         utcnow_plus(bindparam("p_delay", type_=Float)),
         literal(0),
         literal(0),
+        bindparam("p_ckey", type_=String),
     ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
 
 
@@ -580,7 +587,8 @@ def workflow_message_source(t: Tables) -> Select[Any]:
 def workflow_message_insert_stmt(t: Tables) -> ReturningInsert[Any]:
     """Insert a trigger's message (:func:`workflow_message_source`); returns its id."""
     m = t.messages
-    return insert(m).from_select(_MSG_COLS, workflow_message_source(t)).returning(m.c.id)
+    cols = [*_MSG_COLS, "concurrency_key"]
+    return insert(m).from_select(cols, workflow_message_source(t)).returning(m.c.id)
 
 
 from ._prune import (  # noqa: E402

@@ -49,6 +49,7 @@ RUN_BY = {
     "events.md": ["test_docs_pages::test_events_page"],
     "retention.md": ["test_docs_pages::test_retention_page"],
     "schedules.md": ["test_docs_pages::test_schedules_page"],
+    "limits.md": ["test_docs_pages::test_limits_page"],
     "queue.md": ["test_docs_pages::test_queue_page"],
     "embedding.md": ["test_docs_pages::test_embedding_page"],
     "orders-app.md": ["test_docs_pages::test_orders_app_page"],
@@ -104,20 +105,24 @@ def test_events_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
         assert f"{error} - " in out
 
 
-def test_retention_page(empty_db_url: str, tmp_path: Path) -> None:
-    """Each ```text block after a ```python block is what that block prints."""
-    out = run_page("retention.md", tmp_path, {"DATABASE_URL": empty_db_url})
-    text = (DOCS / "retention.md").read_text()
+def prints_as_shown(page: str, url: str, tmp_path: Path) -> None:
+    """Each ```text block after a ```python block of ``page`` is what that block prints."""
+    out = run_page(page, tmp_path, {"DATABASE_URL": url})
+    text = (DOCS / page).read_text()
     shown = re.findall(r"```python\n.*?```\n\n(?:[^`]*?\n\n)?```text\n(.*?)```", text, flags=re.S)
     assert "".join(shown) == out
+
+
+def test_retention_page(empty_db_url: str, tmp_path: Path) -> None:
+    prints_as_shown("retention.md", empty_db_url, tmp_path)
 
 
 def test_schedules_page(empty_db_url: str, tmp_path: Path) -> None:
-    """Each ```text block after a ```python block is what that block prints."""
-    out = run_page("schedules.md", tmp_path, {"DATABASE_URL": empty_db_url})
-    text = (DOCS / "schedules.md").read_text()
-    shown = re.findall(r"```python\n.*?```\n\n(?:[^`]*?\n\n)?```text\n(.*?)```", text, flags=re.S)
-    assert "".join(shown) == out
+    prints_as_shown("schedules.md", empty_db_url, tmp_path)
+
+
+def test_limits_page(empty_db_url: str, tmp_path: Path) -> None:
+    prints_as_shown("limits.md", empty_db_url, tmp_path)
 
 
 def test_operate_page(tmp_path: Path) -> None:
@@ -265,7 +270,14 @@ def test_pages_leave_no_temporary_folders(tmp_path: Path) -> None:
     script ends: the temp directory they were given (TMPDIR) is empty afterwards. (The
     embedding and installation pages' own tests check theirs.)"""
     pages = ("workflows.md", "timers.md", "events.md", "typed.md")
-    pages += ("children.md", "deadlines.md", "upgrades.md", "retention.md", "schedules.md")
+    pages += (
+        "children.md",
+        "deadlines.md",
+        "upgrades.md",
+        "retention.md",
+        "schedules.md",
+        "limits.md",
+    )
     for page in pages:
         scratch = tmp_path / page / "tmp"
         scratch.mkdir(parents=True)

@@ -19,18 +19,26 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
     metadata = app.import_models().Base.metadata
     # pgqrs_workers.pid, .heartbeat_interval and .queues, pgqrs_workflows.backoff_jitter and
     # .served_at, pgqrs_workflow_steps.next_delivery, .kind, .wake_at and .wait_for, the
-    # retentions of pgqrs_workflows and pgqrs_queues; the tables pgqrs_workflow_events and
-    # pgqrs_schedules and their indexes
+    # retentions of pgqrs_workflows and pgqrs_queues, the limits of pgqrs_queues and the
+    # concurrency keys; the tables pgqrs_workflow_events and pgqrs_schedules and their indexes
     assert {op[0] for op in app.drift(metadata)} == {"add_column", "add_table", "add_index"}
 
     store = await pgqrs.connect(app.url)
     try:
         assert sorted(await store.check()) == [
+            "column pgqrs_messages.concurrency_key is missing",
+            "column pgqrs_queues.concurrency is missing",
+            "column pgqrs_queues.key_concurrency is missing",
+            "column pgqrs_queues.rate_limit is missing",
+            "column pgqrs_queues.rate_period is missing",
+            "column pgqrs_queues.rate_window_count is missing",
+            "column pgqrs_queues.rate_window_start is missing",
             "column pgqrs_queues.retention is missing",
             "column pgqrs_workers.heartbeat_interval is missing",
             "column pgqrs_workers.pid is missing",
             "column pgqrs_workers.queues is missing",
             "column pgqrs_workflow_runs.awaited_by is missing",
+            "column pgqrs_workflow_runs.concurrency_key is missing",
             "column pgqrs_workflow_runs.deadline_at is missing",
             "column pgqrs_workflow_runs.parent_run_id is missing",
             "column pgqrs_workflow_steps.kind is missing",
@@ -65,6 +73,11 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
         assert (info.retention, info.error_retention) == (3600.0, 7200.0)
         assert (await store.create_queue("kept", retention=60)).retention == 60.0
         assert await store.prune(dry_run=True) == pgqrs.PruneResult(0, 0, 0, dry_run=True)
+        # The added limit columns too, and a run's concurrency_key.
+        info = await store.create_workflow("wf", concurrency=2, rate_limit=(5, 60))
+        assert (info.concurrency, info.rate_limit) == (2, (5, 60.0))
+        keyed = await pgqrs.workflow("wf").trigger(concurrency_key="k").execute(store)
+        assert (await store.get_run(keyed)).concurrency_key == "k"
     finally:
         await store.close()
     assert app.drift(metadata) == []

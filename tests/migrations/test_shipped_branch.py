@@ -237,8 +237,10 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
     pgqrs_workflow_events; ``pgqrs_0005`` adds the runs' ``parent_run_id``, ``awaited_by``
     and ``deadline_at`` (NULL before) and the workflows' ``timeout``; ``pgqrs_0006`` the
     workflows' ``retention`` and ``error_retention`` and the queues' ``retention`` (NULL
-    before: the store's defaults). The downgrade drops that table and gives back the steps,
-    runs, workflows and queues tables exactly as 0003 left them (a table copy on SQLite):
+    before: the store's defaults); ``pgqrs_0008`` the queues' limits and the runs' and
+    messages' ``concurrency_key`` (NULL before: no limit, no key). The downgrade drops that
+    table and gives back the steps, runs, workflows, queues and messages tables exactly as
+    0003 left them (a table copy on SQLite):
     columns, keys, the CHECK, the rows. Upgrading again then works: nothing was left
     behind."""
     app.write_models(models_source(convention=convention))
@@ -250,6 +252,7 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
     run_columns = _columns(app.sync_url, "pgqrs_workflow_runs")
     workflow_columns = _columns(app.sync_url, "pgqrs_workflows")
     queue_columns = _columns(app.sync_url, "pgqrs_queues")
+    message_columns = _columns(app.sync_url, "pgqrs_messages")
     names = constraint_names(app.sync_url)
     now = "CURRENT_TIMESTAMP"
     engine = create_engine(app.sync_url)
@@ -280,6 +283,15 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
                 text("SELECT retention, error_retention, timeout FROM pgqrs_workflows")
             ).all() == [(None, None, None)]
             assert conn.execute(text("SELECT retention FROM pgqrs_queues")).all() == [(None,)]
+            assert conn.execute(  # pgqrs_0008: no limits, no keys before it
+                text(
+                    "SELECT concurrency, key_concurrency, rate_limit, rate_period FROM pgqrs_queues"
+                )
+            ).all() == [(None, None, None, None)]
+            assert conn.execute(text("SELECT concurrency_key FROM pgqrs_workflow_runs")).all() == [
+                (None,)
+            ]
+            conn.execute(text("UPDATE pgqrs_queues SET concurrency = 2, rate_limit = 5"))
             conn.execute(text("UPDATE pgqrs_workflows SET retention = 60, error_retention = 120"))
             conn.execute(
                 text(
@@ -294,6 +306,7 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
         assert _columns(app.sync_url, "pgqrs_workflow_runs") == run_columns
         assert _columns(app.sync_url, "pgqrs_workflows") == workflow_columns
         assert _columns(app.sync_url, "pgqrs_queues") == queue_columns
+        assert _columns(app.sync_url, "pgqrs_messages") == message_columns
         assert constraint_names(app.sync_url) == names
         with engine.connect() as conn:
             assert conn.execute(

@@ -33,6 +33,7 @@ LAYERS: dict[str, list[str]] = {
         "_typed_hooks",
         "retry",
         "_logging",
+        "_limits",
     ],
     "backends": [
         "dialects",
@@ -59,6 +60,7 @@ LAYERS: dict[str, list[str]] = {
         "queue",
         "queue._runs",
         "queue._prune",
+        "queue._limited",
         "_runs_write",
         "_steps_write",
         "_catalog_write",
@@ -91,6 +93,7 @@ LAYERS: dict[str, list[str]] = {
         "_leases",
         "_worker_state",
         "_scheduler",
+        "_limited_claim",
     ],
     "entry": [
         "",  # the facade, pgqrs_sqla/__init__.py
