@@ -11,14 +11,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text, update
 from sqlalchemy.engine import make_url
 
+import pgqrs_sqla as pgqrs
+from pgqrs_sqla.dialects import aware
 from tests._wait import alive, eventually_sync
 from tests.conftest import _free_port as free_port
 
@@ -264,6 +268,55 @@ def test_the_app_stops_mid_workflow_and_a_restart_finishes_the_order(
     assert [s["attempts"] for s in order["run"]["steps"] if s["name"] == "reserve_stock"] == [1]
     assert sql(server.url, "SELECT quantity FROM stock") == [(8,)]  # reserved exactly once
     payment_child(server, order)
+    assert server.stop()
+
+
+def _move_nightly_report_back(url: str, days: int) -> datetime:
+    """The app was down ``days`` nights: its schedule's next tick moved that far back (as a
+    worker that last ran then would have left it); returns the tick it held."""
+    schedules = pgqrs.pgqrs_models().tables.schedules  # the app's table, by its name
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.begin() as conn:
+            where = schedules.c.schedule_name == "nightly-report"
+            held = conn.scalar(select(schedules.c.next_tick_at).where(where))
+            assert held is not None
+            conn.execute(
+                update(schedules).where(where).values(next_tick_at=held - timedelta(days=days))
+            )
+    finally:
+        engine.dispose()
+    return aware(held)
+
+
+def test_the_nightly_report_missed_while_the_app_was_down_runs_once_when_it_returns(
+    server: Server,
+) -> None:
+    server.start("web-1")
+    order_id = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 2}).json()[
+        "order_id"
+    ]
+    server.until(f"/orders/{order_id}", paused)
+    # Declared in code, reconciled when the app's worker started: next due at 02:00 Berlin.
+    first = server.get("/reports")
+    assert first["reports"] == []
+    due = datetime.fromisoformat(first["next"]).astimezone(ZoneInfo("Europe/Berlin"))
+    assert (due.hour, due.minute) == (2, 0) and due > datetime.now(UTC)
+    assert server.stop()
+
+    held = _move_nightly_report_back(server.url, days=2)
+    server.start("web-1")  # catch_up="latest": the two missed nights give one report
+
+    def reported(body: Any) -> bool:
+        return any(r["status"] == "SUCCESS" for r in body["reports"])
+
+    body = server.until("/reports", reported)
+    [report] = body["reports"]
+    assert report["output"] == {
+        "for": (held - timedelta(days=1)).isoformat(),  # the latest missed night
+        "orders": {"reserved": 1},
+    }
+    assert datetime.fromisoformat(body["next"]) == held  # tonight's, as before
     assert server.stop()
 
 

@@ -157,6 +157,19 @@ def create_app(
             }
         return JSONResponse(body)
 
+    async def reports(request: Request) -> JSONResponse:
+        """The nightly reports, newest first, and when the next one is due."""
+        schedule = await store.get_schedule("nightly-report")
+        runs = await store.list_runs(workflow="nightly_report", limit=30)
+        return JSONResponse(
+            {
+                "next": schedule.next_tick_at.isoformat() if schedule.next_tick_at else None,
+                "reports": [
+                    {"run_id": r.id, "status": r.status.value, "output": r.output} for r in runs
+                ],
+            }
+        )
+
     async def health(request: Request) -> JSONResponse:
         if request.state.pgqrs_worker is None:  # the workflows run in a worker process
             return JSONResponse({"worker": None})
@@ -181,6 +194,7 @@ def create_app(
             Route("/orders", place_order, methods=["POST"]),
             Route("/orders/{order_id:int}", show),
             Route("/orders/{order_id:int}/approve", approve, methods=["POST"]),
+            Route("/reports", reports),
             Route("/health", health),
         ],
         lifespan=lifespan,
