@@ -114,8 +114,13 @@ async def fill(
     ready: int,
     age: float = 3600.0,
     span: float = 6 * 86400.0,
+    workers_stopped: float | None = None,
 ) -> Filled:
-    """Write the history and the ready work (see the module's docstring); after :func:`prepare`."""
+    """Write the history and the ready work (see the module's docstring); after :func:`prepare`.
+
+    ``workers_stopped``: how long ago the historic workers stopped (default: before the
+    oldest run ended).
+    """
     t = store.tables
     start = time.perf_counter()
     async with _bulk(store) as conn:
@@ -133,7 +138,8 @@ async def fill(
             await conn.execute(select(t.queues.c.id).where(t.queues.c.queue_name == PLAIN))
         ).scalar_one()
         first_worker = await _max_id(conn, t.workers) + 1
-        await _workers(conn, t, first_worker, age + span)
+        stopped = age + span if workers_stopped is None else workers_stopped
+        await _workers(conn, t, first_worker, stopped)
         if finished:
             await _history(conn, t, ids, wf, plain, first_worker, finished, age, span)
         if ready:

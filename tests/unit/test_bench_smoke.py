@@ -36,3 +36,37 @@ def test_bench_quick_on_sqlite() -> None:
         "| measurement | value | vs raw | goal | result |",
     ):
         assert line in done.stdout
+
+
+def test_bench_scale_quick_on_sqlite() -> None:
+    """The scale bench (fill, claims, triggers, prune under another process's load) runs."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--backend",
+            "sqlite",
+            "--only",
+            "scale",
+            "--sizes",
+            "0,1k",
+            "--prune-size",
+            "2k",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in (
+        "claim 1 run (claim + start) p50, 1 k finished runs",
+        "claim 16 plain messages p50, 0 finished runs",
+        "trigger, the store's own transaction p50, 1 k finished runs",
+        "delete 1 stopped worker row",
+        "prune 2 k finished runs",
+        "trigger p50 during the prune",
+    ):
+        assert line in done.stdout
