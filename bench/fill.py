@@ -32,6 +32,7 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     Integer,
+    Select,
     String,
     Table,
     case,
@@ -177,7 +178,7 @@ async def _bulk(store: pgqrs.Store) -> AsyncIterator[AsyncConnection]:
         try:
             # Straight to the driver: SQLAlchemy would begin a transaction first, where
             # these pragmas do nothing or are refused.
-            raw = (await conn.get_raw_connection()).driver_connection
+            raw: Any = (await conn.get_raw_connection()).driver_connection
             for pragma in ("foreign_keys = OFF", "cache_size = -262144", "synchronous = OFF"):
                 await raw.execute(f"PRAGMA {pragma}")
             async with conn.begin():
@@ -216,6 +217,40 @@ async def _workers(conn: AsyncConnection, t: Tables, first: int, ago: float) -> 
     await _insert(conn, w, source)
 
 
+def _messages(
+    conn: AsyncConnection,
+    s: Any,
+    first: int,
+    queue_id: int,
+    payload: bool,
+    at: ColumnElement[float],
+    worker: ColumnElement[int] | None = None,
+) -> Select[Any]:
+    """Messages ``first + i`` of ``queue_id``, enqueued ``at`` seconds from now (negative).
+
+    Ready ones; or, with ``worker``, delivered once by it and archived (done) 50 ms later.
+    """
+    columns: list[Any] = [
+        (s.c.i + first).label("id"),
+        literal(queue_id).label("queue_id"),
+        (_json_object(conn, "i", s.c.i) if payload else null()).label("payload"),
+        literal(0).label("priority"),
+        utcnow_plus(at).label("enqueued_at"),
+        literal(0).label("failed_ct"),
+    ]
+    if worker is None:
+        return select(*columns, utcnow_plus(at).label("vt"), literal(0).label("read_ct"))
+    return select(
+        *columns,
+        utcnow_plus(at + 30.04).label("vt"),
+        literal(1).label("read_ct"),
+        worker.label("consumer_worker_id"),
+        utcnow_plus(at + 0.04).label("dequeued_at"),
+        utcnow_plus(at + 0.05).label("archived_at"),
+        literal(ArchiveReason.DONE.value).label("archive_reason"),
+    )
+
+
 async def _history(
     conn: AsyncConnection,
     t: Tables,
@@ -235,24 +270,9 @@ async def _history(
     failed = s.c.i % 10 == 0
     worker = literal(first_worker) + s.c.i % HISTORIC_WORKERS
 
-    def message(queue_id: Any, offset: int) -> Any:
-        return select(
-            (s.c.i + (ids["messages"] + offset)).label("id"),
-            literal(queue_id).label("queue_id"),
-            (_json_object(conn, "i", s.c.i) if offset else null()).label("payload"),
-            literal(0).label("priority"),
-            utcnow_plus(ended - 0.05).label("enqueued_at"),
-            utcnow_plus(ended + 29.99).label("vt"),
-            literal(1).label("read_ct"),
-            literal(0).label("failed_ct"),
-            worker.label("consumer_worker_id"),
-            utcnow_plus(ended - 0.01).label("dequeued_at"),
-            utcnow_plus(ended).label("archived_at"),
-            literal(ArchiveReason.DONE.value).label("archive_reason"),
-        ).select_from(s)
-
-    await _insert(conn, m, message(wf.queue_id, 0))
-    await _insert(conn, m, message(plain, n))
+    first = ids["messages"]
+    await _insert(conn, m, _messages(conn, s, first, wf.queue_id, False, ended - 0.05, worker))
+    await _insert(conn, m, _messages(conn, s, first + n, plain, True, ended - 0.05, worker))
     run = select(
         (s.c.i + ids["runs"]).label("id"),
         literal(wf.id).label("workflow_id"),
@@ -300,20 +320,8 @@ async def _ready(
     base = ids["messages"] + 2 * finished
     queued = literal(-1.0) - (literal(n) - s.c.i) * literal(0.0001)
 
-    def message(queue_id: Any, offset: int, payload: bool) -> Any:
-        return select(
-            (s.c.i + (base + offset)).label("id"),
-            literal(queue_id).label("queue_id"),
-            (_json_object(conn, "i", s.c.i) if payload else null()).label("payload"),
-            literal(0).label("priority"),
-            utcnow_plus(queued).label("enqueued_at"),
-            utcnow_plus(queued).label("vt"),
-            literal(0).label("read_ct"),
-            literal(0).label("failed_ct"),
-        ).select_from(s)
-
-    await _insert(conn, m, message(wf.queue_id, 0, False))
-    await _insert(conn, m, message(plain, n, True))
+    await _insert(conn, m, _messages(conn, s, base, wf.queue_id, False, queued))
+    await _insert(conn, m, _messages(conn, s, base + n, plain, True, queued))
     run = select(
         (s.c.i + ids["runs"] + finished).label("id"),
         literal(wf.id).label("workflow_id"),

@@ -133,7 +133,7 @@ async def stop_loads(procs: list[asyncio.subprocess.Process]) -> list[Sample]:
         out, _ = await asyncio.wait_for(proc.communicate(), 120)
         if proc.returncode != 0:
             raise RuntimeError(f"load process failed (exit {proc.returncode})")
-        samples += [tuple(s) for s in json.loads(out)]  # type: ignore[misc]
+        samples += [(kind, at, ms) for kind, at, ms in json.loads(out)]
     return samples
 
 

@@ -160,7 +160,7 @@ async def prune_under_load(b: Backend, n: int, every_ms: float = 5.0) -> dict[st
             finally:
                 batches.append((time.perf_counter() - t0) * 1000)
 
-        store._prune_batch = timed_batch  # type: ignore[method-assign]
+        store._prune_batch = timed_batch  # type: ignore[method-assign,assignment]
         procs = await load.start_loads(b.url, 1, every_ms)
         try:
             await asyncio.sleep(8)  # the load, before

@@ -237,7 +237,7 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
     pgqrs_workflow_events; ``pgqrs_0005`` adds the runs' ``parent_run_id``, ``awaited_by``
     and ``deadline_at`` (NULL before) and the workflows' ``timeout``; ``pgqrs_0006`` the
     workflows' ``retention`` and ``error_retention`` and the queues' ``retention`` (NULL
-    before: the store's defaults). The downgrade drops that table and gives back the steps,
+    before: the store's defaults); ``pgqrs_0009`` the runs' ``finished_at`` index. The downgrade drops that table and gives back the steps,
     runs, workflows and queues tables exactly as 0003 left them (a table copy on SQLite):
     columns, keys, the CHECK, the rows. Upgrading again then works: nothing was left
     behind."""
