@@ -165,7 +165,7 @@ async def _bulk(store: pgqrs.Store) -> AsyncIterator[AsyncConnection]:
     """One transaction for the whole fill, without the row-by-row foreign-key checks.
 
     The rows are made to satisfy every foreign key (``test_bench_fill`` checks that the real
-    code accepts them); checking each one would double the fill's time. On SQLite the pragma
+    code accepts them); checking each one took a 1 M fill from 60 s to 270 s. On SQLite the pragma
     holds for the connection, which is thrown away afterwards, never back in the pool.
     """
     if store.dialect.name == "postgresql":
