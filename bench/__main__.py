@@ -13,13 +13,18 @@ times before and ``--repeat`` times after the rest, and its median is used.
 
 On PostgreSQL the bench creates a scratch database next to the one in ``--database-url``
 (default postgresql://postgres@127.0.0.1:5432/postgres) and drops it at the end.
-Measurements for --only: enqueue, drain, trigger, step, e2e, latency, timer, event, limits.
+Measurements for --only: enqueue, drain, trigger, step, e2e, latency, timer, event, limits;
+and ``scale`` (not in the default run: it fills the tables with millions of rows):
+
+    python -m bench --backend postgresql --only scale --sizes 0,10k,1M,5M --prune-size 1M
+    python -m bench --backend sqlite --only scale --sizes 0,10k --prune-size 0
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import statistics
 import sys
@@ -27,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from . import cases, waits
+from . import cases, scale, waits
 from .harness import DEFAULT_PG, Backend, Counts, Goal, Row, median_of, render, versions
 
 MEASUREMENTS = (
@@ -41,6 +46,8 @@ MEASUREMENTS = (
     "event",
     "limits",
 )
+#: selectable with --only, not run by default
+HEAVY = ("scale",)
 Kind = Literal["sqlite", "postgresql"]
 
 
@@ -56,10 +63,10 @@ async def run_backend(kind: Kind, args: argparse.Namespace, c: Counts) -> str:
     began = time.perf_counter()
 
     async def measure(
-        label: str, fn: Callable[[], Awaitable[dict[str, float]]]
+        label: str, fn: Callable[[], Awaitable[dict[str, float]]], repeat: int | None = None
     ) -> dict[str, float]:
         t0 = time.perf_counter()
-        result = await median_of(r, fn)
+        result = await median_of(repeat or r, fn)
         shown = ", ".join(f"{k} {v:,.2f}" for k, v in result.items())
         progress(f"  {kind}: {label}: {shown}  ({time.perf_counter() - t0:.1f} s)")
         return result
@@ -249,6 +256,16 @@ async def run_backend(kind: Kind, args: argparse.Namespace, c: Counts) -> str:
                     )
                 )
 
+        if "scale" in only:  # once each: a fill of millions of rows is not repeated
+            rows += await scale.rows(b, args.sizes, c.scale, functools.partial(measure, repeat=1))
+            if args.prune_size:
+                p = await measure(
+                    f"prune {scale.size_label(args.prune_size)} under load",
+                    lambda: scale.prune_under_load(b, args.prune_size),
+                    repeat=1,
+                )
+                rows += scale.prune_rows(args.prune_size, p)
+
         await reference()
     refs = {key: statistics.median(values) for key, values in raw.items()}
     spread = {key: f"{min(v):,.0f}–{max(v):,.0f}" for key, v in raw.items()}
@@ -287,7 +304,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(MEASUREMENTS),
-        help="comma list of: " + ", ".join(MEASUREMENTS) + " (the raw reference always runs)",
+        help="comma list of: "
+        + ", ".join(MEASUREMENTS + HEAVY)
+        + " (default: all but scale; the raw reference always runs)",
     )
     parser.add_argument(
         "--count",
@@ -295,13 +314,26 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="NAME=N",
         help="override one count: raw, enqueue, batch, drain, trigger, step_runs, e2e, latency, "
-        "timer_runs",
+        "timer_runs, scale (samples per scale figure)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="0,10k,1M,5M",
+        help="scale: finished runs (and as many archived messages) in the tables, e.g. 0,10k,1M",
+    )
+    parser.add_argument(
+        "--prune-size",
+        default="1M",
+        help="scale: finished runs past retention that store.prune() deletes under load (0: skip)",
     )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = set(args.only) - set(MEASUREMENTS)
+    known = MEASUREMENTS + HEAVY
+    unknown = set(args.only) - set(known)
     if unknown:
-        parser.error(f"--only: unknown {sorted(unknown)}; choose from {', '.join(MEASUREMENTS)}")
+        parser.error(f"--only: unknown {sorted(unknown)}; choose from {', '.join(known)}")
+    args.sizes = scale.parse_sizes(args.sizes)
+    (args.prune_size,) = scale.parse_sizes(args.prune_size)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if args.repeat < 1:

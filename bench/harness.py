@@ -52,6 +52,7 @@ class Counts:
     e2e: int = 2000  # runs of the 3-step workflow
     latency: int = 200  # enqueue -> start samples (and event round trips)
     timer_runs: int = 25  # runs of 20 steps + 20 zero sleeps
+    scale: int = 300  # samples per scale figure (claims of 16 take 16 of the 10 k ready each)
 
     @classmethod
     def quick(cls) -> Counts:
@@ -65,6 +66,7 @@ class Counts:
             e2e=100,
             latency=20,
             timer_runs=4,
+            scale=30,
         )
 
     def override(self, items: list[str]) -> Counts:

@@ -144,8 +144,10 @@ class Retention(WorkersAdmin):
         async with self._read() as conn:
             runs = int((await conn.execute(_count(expired))).scalar_one())
             run_messages = int((await conn.execute(_count(with_message))).scalar_one())
-            plain = self._expired_messages()
-            messages = int((await conn.execute(_count(plain))).scalar_one())
+            messages = 0
+            for queue in await self._plain_queues(conn):
+                plain = _count(self._expired_messages())
+                messages += int((await conn.execute(plain, queue)).scalar_one())
         workers = await self._prune_all_workers(dry_run=True)
         return PruneResult(runs, run_messages + messages, workers, dry_run=True)
 
@@ -161,7 +163,12 @@ class Retention(WorkersAdmin):
 
     def _expired_messages(self) -> Select[int]:
         keep = self.dialect.reuses_deleted_ids
-        return q.expired_messages_select(self.tables, self.retention, keep_newest=keep)
+        return q.expired_messages_select(self.tables, keep_newest=keep)
+
+    async def _plain_queues(self, conn: AsyncConnection) -> list[dict[str, Any]]:
+        """Each plain queue's parameters of :meth:`_expired_messages` (its id and retention)."""
+        rows = await conn.execute(q.plain_queues_select(self.tables, self.retention))
+        return [{"p_queue_id": row.id, "p_kept": row.kept} for row in rows]
 
     async def _prune_batch(self, conn: AsyncConnection, batch_size: int) -> _Batch:
         """One batch, in ``conn``'s transaction: up to ``batch_size`` runs, then messages.
@@ -174,12 +181,13 @@ class Retention(WorkersAdmin):
         r, m = t.runs, t.messages
         expired = self._expired_runs()
         # Message then run, the house lock order; a run without a message locks its row only.
+        oldest = r.c.finished_at  # along the finished-runs index: only the expired are read
         with_message = self.dialect.lock_skip(
-            expired.join(m, m.c.id == r.c.message_id).order_by(r.c.id).limit(batch_size), r, m
+            expired.join(m, m.c.id == r.c.message_id).order_by(oldest).limit(batch_size), r, m
         )
         chosen = list((await conn.execute(with_message)).all())
         if len(chosen) < batch_size:
-            without = expired.where(r.c.message_id.is_(None)).order_by(r.c.id)
+            without = expired.where(r.c.message_id.is_(None)).order_by(oldest)
             without = self.dialect.lock_skip(without.limit(batch_size - len(chosen)), r)
             chosen += list((await conn.execute(without)).all())
         runs = messages = 0
@@ -190,10 +198,14 @@ class Retention(WorkersAdmin):
             if message_ids:
                 deleted = await conn.execute(q.delete_archived_stmt(t, message_ids))
                 messages = int(deleted.rowcount)
-        plain = self.dialect.lock_skip(
-            self._expired_messages().order_by(m.c.id).limit(batch_size), m
-        )
-        plain_ids = list((await conn.execute(plain)).scalars())
+        # Queue by queue, each one's expired messages along its archived index.
+        plain_ids: list[int] = []
+        for queue in await self._plain_queues(conn):
+            if len(plain_ids) >= batch_size:
+                break
+            expired_messages = self._expired_messages().order_by(m.c.archived_at)
+            plain = self.dialect.lock_skip(expired_messages.limit(batch_size - len(plain_ids)), m)
+            plain_ids += list((await conn.execute(plain, queue)).scalars())
         if plain_ids:
             messages += int((await conn.execute(q.delete_archived_stmt(t, plain_ids))).rowcount)
         return _Batch(runs, messages)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     false,
@@ -304,10 +305,22 @@ def expired_runs_select(
         and_(r.c.status == RunStatus.ERROR.value, r.c.finished_at < utcnow_plus(-kept_error)),
     )
     live = exists().where(m.c.id == r.c.message_id, m.c.archived_at.is_(None))
+    # The shortest retention of any workflow bounds ``finished_at`` from above: a range of
+    # the finished-runs index, so the runs kept are never read (order by ``finished_at``).
+    every = t.workflows.alias("any_workflow")
+    shortest = func.min(
+        _least(
+            func.coalesce(every.c.retention, literal(retention)),
+            func.coalesce(every.c.error_retention, literal(error_retention)),
+        )
+    )
+    horizon = select(shortest).scalar_subquery()
     stmt = (
         select(r.c.id, r.c.message_id)
         .select_from(r.join(w, w.c.id == r.c.workflow_id))
-        .where(r.c.finished_at.is_not(None), expired, ~live)
+        .where(
+            r.c.finished_at.is_not(None), r.c.finished_at < utcnow_plus(-horizon), expired, ~live
+        )
     )
     for column in referenced_by:
         stmt = stmt.where(~exists().where(column == r.c.id))
@@ -319,6 +332,10 @@ def expired_runs_select(
             or_(r.c.message_id.is_(None), r.c.message_id < newest_message),
         )
     return stmt
+
+
+def _least(a: ColumnElement[float], b: ColumnElement[float]) -> ColumnElement[float]:
+    return case((a < b, a), else_=b)
 
 
 def delete_runs_stmt(t: Tables, run_ids: Sequence[int]) -> Delete:

@@ -288,6 +288,14 @@ class WorkflowRunMixin(_PgqrsTable):
             Index(cls._name("runs_awaited_by_ix"), "awaited_by"),
             CheckConstraint(_in("status", RunStatus), name=cls._name("runs_status_ck")),
             Index(cls._name("runs_wf_status_ix"), "workflow_id", "status"),
+            # Finished runs, oldest end first: retention reads the expired ones without
+            # walking every run it keeps (pgqrs_0009).
+            Index(
+                cls._name("runs_finished_ix"),
+                "finished_at",
+                postgresql_where=text("finished_at IS NOT NULL"),
+                sqlite_where=text("finished_at IS NOT NULL"),
+            ),
         )
 
 

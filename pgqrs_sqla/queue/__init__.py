@@ -594,6 +594,7 @@ def workflow_message_insert_stmt(t: Tables) -> ReturningInsert[Any]:
 from ._prune import (  # noqa: E402
     delete_archived_stmt as delete_archived_stmt,
     expired_messages_select as expired_messages_select,
+    plain_queues_select as plain_queues_select,
 )
 from ._runs import (  # noqa: E402 (they build on the statements above)
     archive_idle_stmt as archive_idle_stmt,

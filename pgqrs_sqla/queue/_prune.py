@@ -8,30 +8,53 @@ the run first), never on its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Delete, Select, delete, exists, func, literal, select
+from sqlalchemy import (
+    BigInteger,
+    Delete,
+    Float,
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+)
 
 from ..dialects import utcnow_plus
 from ..models import Tables
 
 
-def expired_messages_select(
-    t: Tables, retention: float, *, keep_newest: bool = False
-) -> Select[int]:
-    """Archived messages past their queue's retention that no run points at: their ids.
+def plain_queues_select(t: Tables, retention: float) -> Select[Any]:
+    """Every plain queue (no workflow's) and how long it keeps an archived message (seconds).
+
+    A workflow's queue is left out: its messages go with their runs.
+    """
+    qt, w = t.queues, t.workflows
+    kept = func.coalesce(qt.c.retention, literal(retention))
+    return (
+        select(qt.c.id, kept.label("kept"))
+        .where(~exists().where(w.c.queue_id == qt.c.id))
+        .order_by(qt.c.id)
+    )
+
+
+def expired_messages_select(t: Tables, *, keep_newest: bool = False) -> Select[int]:
+    """Archived messages of queue ``p_queue_id`` archived more than ``p_kept`` seconds ago.
+
+    One queue at a time (see :func:`plain_queues_select`): a range of the archived index
+    ``(queue_id, archived_at)``, so the messages of runs kept (millions, maybe) are never
+    read. A message a run points at is never chosen.
 
     ``keep_newest``: never the table's newest message (see ``_runs_write.expired_runs_select``).
     """
-    m, qt, r = t.messages, t.queues, t.runs
-    kept = func.coalesce(qt.c.retention, literal(retention))
-    stmt = (
-        select(m.c.id)
-        .select_from(m.join(qt, qt.c.id == m.c.queue_id))
-        .where(
-            m.c.archived_at.is_not(None),
-            m.c.archived_at < utcnow_plus(-kept),
-            ~exists().where(r.c.message_id == m.c.id),
-        )
+    m, r = t.messages, t.runs
+    stmt = select(m.c.id).where(
+        m.c.queue_id == bindparam("p_queue_id", type_=BigInteger),
+        m.c.archived_at < utcnow_plus(-bindparam("p_kept", type_=Float)),
+        ~exists().where(r.c.message_id == m.c.id),
     )
     if keep_newest:
         newest = select(func.max(t.messages.alias("newest_message").c.id)).scalar_subquery()

@@ -325,7 +325,7 @@ def test_the_apps_alembic_history_builds_what_its_models_describe(empty_db_url: 
     pid and heartbeat interval, 0004 the workflows' served_at, the workers' queues and the
     steps' next_delivery, 0005 pgqrs_workflow_events and the steps' kind, wake_at and
     wait_for, 0006 the runs' parent_run_id, awaited_by and deadline_at and the workflows'
-    timeout, 0007 the workflows' and queues' retentions) leaves nothing for autogenerate: models and history agree. The history
+    timeout, 0007 the workflows' and queues' retentions, 0009 the runs' finished_at index) leaves nothing for autogenerate: models and history agree. The history
     downgrades to nothing and builds again."""
     env = {**os.environ, "ORDERS_DATABASE_URL": empty_db_url}
 

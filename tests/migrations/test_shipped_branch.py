@@ -238,9 +238,9 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
     and ``deadline_at`` (NULL before) and the workflows' ``timeout``; ``pgqrs_0006`` the
     workflows' ``retention`` and ``error_retention`` and the queues' ``retention`` (NULL
     before: the store's defaults); ``pgqrs_0008`` the queues' limits and the runs' and
-    messages' ``concurrency_key`` (NULL before: no limit, no key). The downgrade drops that
-    table and gives back the steps, runs, workflows, queues and messages tables exactly as
-    0003 left them (a table copy on SQLite):
+    messages' ``concurrency_key`` (NULL before: no limit, no key); ``pgqrs_0009`` the runs'
+    ``finished_at`` index. The downgrade drops that table and gives back the steps, runs,
+    workflows, queues and messages tables exactly as 0003 left them (a table copy on SQLite):
     columns, keys, the CHECK, the rows. Upgrading again then works: nothing was left
     behind."""
     app.write_models(models_source(convention=convention))

@@ -9,24 +9,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_quick_on_sqlite() -> None:
+def _quick_sqlite(*args: str) -> str:
+    """``python -m bench --quick --backend sqlite ARGS``'s output (it must succeed)."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--backend",
-            "sqlite",
-            "--only",
-            "enqueue,step,latency,timer,event",
-        ],
+        [sys.executable, "-m", "bench", "--quick", "--backend", "sqlite", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_bench_quick_on_sqlite() -> None:
+    stdout = _quick_sqlite("--only", "enqueue,step,latency,timer,event")
     for line in (
         "raw INSERT+COMMIT, 1 connection",
         "enqueue, one transaction each",
@@ -35,4 +32,18 @@ def test_bench_quick_on_sqlite() -> None:
         "event round trip p50",
         "| measurement | value | vs raw | goal | result |",
     ):
-        assert line in done.stdout
+        assert line in stdout
+
+
+def test_bench_scale_quick_on_sqlite() -> None:
+    """The scale bench (fill, claims, triggers, prune under another process's load) runs."""
+    stdout = _quick_sqlite("--only", "scale", "--sizes", "0,1k", "--prune-size", "2k")
+    for line in (
+        "claim 1 run (claim + start) p50, 1 k finished runs",
+        "claim 16 plain messages p50, 0 finished runs",
+        "trigger, the store's own transaction p50, 1 k finished runs",
+        "delete 1 stopped worker row",
+        "prune 2 k finished runs",
+        "trigger p50 during the prune",
+    ):
+        assert line in stdout
