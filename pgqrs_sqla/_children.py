@@ -58,6 +58,7 @@ async def start_child(
     params: Any,
     idempotency_key: str | None,
     timeout: float | None,
+    concurrency_key: str | None = None,
 ) -> int:
     """``ctx.start_child``: trigger ``workflow`` as this run's child, once; returns its id."""
     validate_name(workflow, "workflow")
@@ -76,7 +77,15 @@ async def start_child(
         async with x.store._begin() as conn:
             child_id = await conn.run_sync(
                 lambda c: trigger_logic(
-                    c, t, workflow, params, idempotency_key, 0.0, 0, timeout=timeout
+                    c,
+                    t,
+                    workflow,
+                    params,
+                    idempotency_key,
+                    0.0,
+                    0,
+                    timeout=timeout,
+                    concurrency_key=concurrency_key,
                 )
             )
             if child_id in (x.run_id, x.parent_run_id):  # its idempotency key named it

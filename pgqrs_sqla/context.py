@@ -34,7 +34,7 @@ from ._signals import (
     _StepPaused,
 )
 from ._typed_hooks import step_function, step_result
-from .codec import check_json
+from .codec import check_json, check_text
 from .errors import (
     DatabaseUnavailable,
     HandlerError,
@@ -158,20 +158,26 @@ class RunContext:
         *,
         idempotency_key: str | None = None,
         timeout: timedelta | float | None = None,
+        concurrency_key: str | None = None,
     ) -> int:
         """Start a run of ``workflow`` as this run's child, once; returns the child's run id.
 
         The child's id is recorded under ``name``: a replay returns it and never starts a second
         child. Cancelling this run cancels its unfinished children. ``timeout`` is the child's
-        deadline (as ``trigger(timeout=)``).
+        deadline and ``concurrency_key`` the key its workflow's ``key_concurrency`` counts it
+        by (as ``trigger(timeout=, concurrency_key=)``).
         """
         limit = None if timeout is None else duration_seconds(timeout, "timeout", positive=True)
+        if concurrency_key is not None:
+            check_text(concurrency_key, what="concurrency_key")
         if isinstance(workflow, WorkflowRef):  # typed: its params encoded by their type
             params = encode(params, workflow.params_type)
             workflow = workflow.name
         else:
             params = encode(params)  # dataclasses and pydantic models
-        return await _children.start_child(self._x, name, workflow, params, idempotency_key, limit)
+        return await _children.start_child(
+            self._x, name, workflow, params, idempotency_key, limit, concurrency_key
+        )
 
     async def wait_for_run(
         self,
@@ -215,6 +221,7 @@ class RunContext:
         params: Any = None,
         *,
         timeout: timedelta | float | None = None,
+        concurrency_key: str | None = None,
     ) -> Any:
         """Start a child workflow and wait for it (:meth:`start_child`, then :meth:`wait_for_run`).
 
@@ -222,7 +229,9 @@ class RunContext:
         ``workflow(name, handler)`` reference, the params are encoded and the result decoded
         by the handler's types.
         """
-        child_id = await self.start_child(name, workflow, params, timeout=timeout)
+        child_id = await self.start_child(
+            name, workflow, params, timeout=timeout, concurrency_key=concurrency_key
+        )
         result_type = workflow.result_type if isinstance(workflow, WorkflowRef) else None
         return await self.wait_for_run(f"{name}:result", child_id, result_type=result_type)
 

@@ -8,6 +8,7 @@ whatever waits on it is woken.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import decimal
 import uuid
@@ -447,3 +448,60 @@ async def test_a_cancel_that_lands_while_a_run_parks_ends_it(
         run_id = await pgqrs.workflow("napper2").trigger().execute(store)
         run = await store.wait_for_status(run_id, RunStatus.CANCELLED, timeout=10)
     assert [s.status for s in run.steps] == []  # the sleep was never recorded
+
+
+async def test_children_with_one_concurrency_key_run_one_at_a_time(store: pgqrs.Store) -> None:
+    """``ctx.child(..., concurrency_key=)``: the key is the child's (run and message), so its
+    workflow's ``key_concurrency=1`` serialises two orders' payments for one customer."""
+    running: list[int] = []
+    most = 0
+
+    async def order(ctx: pgqrs.RunContext, params: Any) -> Any:
+        key = f"customer-{params['customer']}"
+        return await ctx.child("pay", "payment", params, concurrency_key=key)
+
+    async def payment(ctx: pgqrs.RunContext, params: Any) -> Any:
+        nonlocal most
+
+        async def charge() -> int:
+            nonlocal most
+            running.append(ctx.run_id)
+            most = max(most, len(running))
+            try:
+                await asyncio.sleep(0.2)  # the charge takes a while: a second one may overlap
+            finally:
+                running.remove(ctx.run_id)
+            return int(params["amount"])
+
+        return await ctx.step("charge", charge)
+
+    await store.create_workflow("payment", key_concurrency=1)
+    worker = await _serve(store, {"order": order, "payment": payment}, concurrency=4)
+    async with worker:
+        orders = [
+            await pgqrs.workflow("order").trigger({"customer": 7, "amount": n}).execute(store)
+            for n in (1, 2, 3)
+        ]
+        outputs = [await store.wait_for_run(run_id, timeout=30) for run_id in orders]
+    assert outputs == [1, 2, 3]
+    children = [child for run_id in orders for child in await _children_of(store, run_id)]
+    assert [(await store.get_run(c)).concurrency_key for c in children] == ["customer-7"] * 3
+    assert most == 1  # never two payments of one customer at once
+
+
+async def test_a_bad_concurrency_key_for_a_child_is_refused(store: pgqrs.Store) -> None:
+    async def order(ctx: pgqrs.RunContext, params: Any) -> Any:
+        try:
+            await ctx.start_child("pay", "payment", {}, concurrency_key="")
+        except pgqrs.ValidationError as error:
+            return {"option": error.option}
+        return "started"
+
+    async def payment(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return None
+
+    worker = await _serve(store, {"order": order, "payment": payment})
+    async with worker:
+        run_id = await pgqrs.workflow("order").trigger({}).execute(store)
+        assert await store.wait_for_run(run_id, timeout=20) == {"option": "concurrency_key"}
+    assert await _runs_of(store, "payment") == 0
