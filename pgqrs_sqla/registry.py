@@ -16,10 +16,11 @@ The CLI runs one with ``pgqrs-sqla worker myapp.jobs:registry``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from ._limits import Limit, RateLimitOption, limit_columns
 from ._schedules import ScheduleSpec
 from .consumer import consumer
 from .errors import ConfigurationError
@@ -36,6 +37,17 @@ class _Entry:
     handler: Callable[..., Awaitable[Any]]
     retry: RetryPolicy | None
     workflow: bool
+    #: the limits declared with it (``create_workflow``'s / ``create_queue``'s options)
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+def _limits(*, rate: RateLimitOption, **counts: Limit) -> dict[str, Any]:
+    """The limit options given (None left out), checked now rather than at a worker's start."""
+    given: dict[str, Any] = {k: v for k, v in counts.items() if v is not None}
+    if rate is not None:
+        given["rate_limit"] = rate
+    limit_columns(**given)
+    return given
 
 
 class WorkflowRegistry:
@@ -46,31 +58,73 @@ class WorkflowRegistry:
         #: schedules by name: (workflow, create_schedule's options)
         self._schedules: dict[str, tuple[str, dict[str, Any]]] = {}
 
-    def _add(self, name: str, handler: H, retry: RetryPolicy | None, workflow: bool) -> H:
+    def _add(
+        self,
+        name: str,
+        handler: H,
+        retry: RetryPolicy | None,
+        workflow: bool,
+        limits: dict[str, Any],
+    ) -> H:
         validate_name(name, "workflow" if workflow else "queue")
         if name in self._entries:
             raise ConfigurationError(
                 f"{name!r} is registered twice: register each workflow or queue once (one "
                 "handler per name), or give the second one another name"
             )
-        self._entries[name] = _Entry(handler, retry, workflow)
+        self._entries[name] = _Entry(handler, retry, workflow, limits)
         return handler
 
-    def workflow(self, name: str, *, retry: RetryPolicy | None = None) -> Callable[[H], H]:
-        """Decorator: ``async def handler(ctx, params)`` runs workflow ``name``."""
-        return lambda handler: self._add(name, handler, retry, True)
+    def workflow(
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: Limit = None,
+        key_concurrency: Limit = None,
+        rate_limit: RateLimitOption = None,
+    ) -> Callable[[H], H]:
+        """Decorator: ``async def handler(ctx, params)`` runs workflow ``name``.
 
-    def queue(self, name: str, *, retry: RetryPolicy | None = None) -> Callable[[H], H]:
-        """Decorator: ``async def handler(message)`` consumes plain queue ``name``."""
-        return lambda handler: self._add(name, handler, retry, False)
+        The limits are :meth:`Store.create_workflow`'s, checked here and set by every worker
+        this registry makes, at its start: a deploy that changes one changes it for every
+        worker (``UNLIMITED`` removes one; an option left out keeps what is set).
+        """
+        limits = _limits(concurrency=concurrency, key_concurrency=key_concurrency, rate=rate_limit)
+        return lambda handler: self._add(name, handler, retry, True, limits)
 
-    def add_workflow(self, name: str, handler: H, *, retry: RetryPolicy | None = None) -> H:
+    def queue(
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: Limit = None,
+        rate_limit: RateLimitOption = None,
+    ) -> Callable[[H], H]:
+        """Decorator: ``async def handler(message)`` consumes plain queue ``name``.
+
+        Its limits as :meth:`workflow`'s, for :meth:`Store.create_queue`.
+        """
+        limits = _limits(concurrency=concurrency, rate=rate_limit)
+        return lambda handler: self._add(name, handler, retry, False, limits)
+
+    def add_workflow(
+        self,
+        name: str,
+        handler: H,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: Limit = None,
+        key_concurrency: Limit = None,
+        rate_limit: RateLimitOption = None,
+    ) -> H:
         """Register ``handler`` for workflow ``name``, like the :meth:`workflow` decorator.
 
         ``handler`` is ``async def handler(ctx, params)``; it is returned. A name registered twice
         is a :class:`~pgqrs_sqla.errors.ConfigurationError`.
         """
-        return self._add(name, handler, retry, True)
+        limits = _limits(concurrency=concurrency, key_concurrency=key_concurrency, rate=rate_limit)
+        return self._add(name, handler, retry, True, limits)
 
     def schedule(
         self,
@@ -112,9 +166,9 @@ class WorkflowRegistry:
         for name in names if names is not None else self._entries:
             entry = self._entries[name]
             if entry.workflow:
-                await store.create_workflow(name, retry=entry.retry)
+                await store.create_workflow(name, retry=entry.retry, **entry.limits)
             else:
-                await store.create_queue(name)
+                await store.create_queue(name, **entry.limits)
 
     async def create_worker(
         self,

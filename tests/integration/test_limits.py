@@ -365,3 +365,39 @@ async def test_bad_concurrency_key_writes_nothing(store: pgqrs.Store, key: Any) 
     assert refused.value.option == "concurrency_key"
     async with store.engine.connect() as conn:
         assert (await conn.execute(select(store.tables.runs.c.id))).all() == []
+
+
+async def test_limits_declared_on_a_registry_are_set_by_its_workers(store: pgqrs.Store) -> None:
+    """Declared next to the handler, set at each worker's start: a deploy that changes a
+    limit changes it for every worker; ``UNLIMITED`` removes one."""
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return None
+
+    async def consume(message: Any) -> None:
+        return None
+
+    first = pgqrs.WorkflowRegistry()
+    first.add_workflow("api_calls", handler, concurrency=3, key_concurrency=1)
+    first.queue("emails", concurrency=2, rate_limit=(5, 60))(consume)
+    async with await first.create_worker(store, "first", poll_interval=0.05):
+        info = await store.get_workflow("api_calls")
+        assert (info.concurrency, info.key_concurrency) == (3, 1)
+        [queue] = [q for q in await store.list_queues() if q.name == "emails"]
+        assert (queue.concurrency, queue.rate_limit) == (2, (5, 60.0))
+
+    deployed = pgqrs.WorkflowRegistry()  # the next deploy: one limit raised, one removed
+    deployed.add_workflow("api_calls", handler, concurrency=5, key_concurrency=pgqrs.UNLIMITED)
+    async with await deployed.create_worker(store, "second", poll_interval=0.05):
+        info = await store.get_workflow("api_calls")
+        assert (info.concurrency, info.key_concurrency) == (5, None)
+
+
+def test_a_bad_limit_on_a_registry_is_refused_where_it_is_declared() -> None:
+    registry = pgqrs.WorkflowRegistry()
+    with pytest.raises(pgqrs.InvalidLimit) as raised:
+        registry.workflow("api_calls", concurrency=0)
+    assert raised.value.option == "concurrency"
+    with pytest.raises(pgqrs.InvalidLimit):
+        registry.queue("emails", rate_limit=(0, 60))
+    assert registry.names == []
