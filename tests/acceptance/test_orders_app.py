@@ -483,3 +483,50 @@ async def test_the_lifespan_disposes_the_apps_engine(
             assert pool.checkedin() >= 1
         assert app.state.engine.sync_engine.pool is not pool  # disposed: a fresh pool
         assert pool.checkedin() == 0  # and the old one's connections are closed
+
+
+def test_one_customers_payments_run_one_at_a_time_while_others_proceed(server: Server) -> None:
+    """``collect_payment`` has ``key_concurrency=1`` over the customer: with the gateway held
+    (a socket the test answers), a customer's second payment waits for the first, while a
+    payment of another customer, ordered after it, is charged meanwhile."""
+    sql(server.url, "INSERT INTO customers (id, name) VALUES (2, 'Grace')")
+    sql(server.url, "UPDATE stock SET quantity = 100")
+    gate_path = os.path.join(tempfile.mkdtemp(prefix="gate-"), "s")
+
+    def payments() -> list[tuple[str, str]]:
+        return sorted(
+            sql(
+                server.url,
+                "SELECT r.concurrency_key, r.status FROM pgqrs_workflow_runs r JOIN "
+                "pgqrs_workflows w ON w.id = r.workflow_id "
+                "WHERE w.workflow_name = 'collect_payment'",
+            )
+        )
+
+    with socket.socket(socket.AF_UNIX) as gate:
+        gate.bind(gate_path)
+        gate.listen()
+        gate.settimeout(30)
+        server.start("web-1", ORDERS_PAYMENT_GATE=gate_path)
+        for customer in (1, 1, 2):  # Ada twice, then Grace
+            order = {"customer_id": customer, "sku": "book", "quantity": 1}
+            assert server.post("/orders", order).status_code == 201
+        first, _ = gate.accept()
+        second, _ = gate.accept()  # two charges in flight: Ada's and Grace's, never Ada's two
+        with first, second:
+            assert payments() == [
+                ("customer-1", "QUEUED"),
+                ("customer-1", "RUNNING"),
+                ("customer-2", "RUNNING"),
+            ]
+            first.sendall(b"x")
+            second.sendall(b"x")
+            third, _ = gate.accept()  # Ada's slot freed: her second payment is charged
+            with third:
+                third.sendall(b"x")
+
+                def all_paid() -> bool:
+                    return [status for _, status in payments()] == ["SUCCESS"] * 3
+
+                eventually_sync(all_paid, what="the three payments SUCCESS")
+    assert server.stop()

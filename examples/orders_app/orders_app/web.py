@@ -81,6 +81,7 @@ def create_app(
                     await pgqrs.workflow("fulfil_order", models=pgqrs_models)
                     .trigger(
                         {
+                            "customer_id": body["customer_id"],
                             "sku": body["sku"],
                             "quantity": body["quantity"],
                             "flaky_payment": body.get("flaky_payment", False),

@@ -48,7 +48,13 @@ gateway = PaymentGateway()
 REMINDER_AFTER = timedelta(seconds=float(os.environ.get("ORDERS_REMINDER_AFTER", 24 * 3600)))
 
 
-@registry.workflow("collect_payment", retry=pgqrs.RetryPolicy(max_attempts=5, base=0.2, cap=2))
+# One payment per customer at a time (the gateway refuses concurrent charges of one card):
+# key_concurrency=1 over the customer's key, enforced by the claim across every worker.
+@registry.workflow(
+    "collect_payment",
+    retry=pgqrs.RetryPolicy(max_attempts=5, base=0.2, cap=2),
+    key_concurrency=1,
+)
 async def collect_payment(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[str, Any]:
     """A child run of ``fulfil_order``: charge the order's amount, retrying the gateway's
     timeouts under this workflow's own retry policy."""
@@ -96,6 +102,7 @@ async def fulfil_order(ctx: pgqrs.RunContext, params: dict[str, Any]) -> dict[st
             "amount": quantity * 10,
             "flaky": params.get("flaky_payment", False),
         },
+        concurrency_key=f"customer-{params.get('customer_id')}",
     )
 
     # The warehouse approves through the webhook (POST /orders/{id}/approve), which sends
