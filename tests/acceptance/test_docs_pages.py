@@ -50,6 +50,7 @@ RUN_BY = {
     "retention.md": ["test_docs_pages::test_retention_page"],
     "schedules.md": ["test_docs_pages::test_schedules_page"],
     "limits.md": ["test_docs_pages::test_limits_page"],
+    "flow-control.md": ["test_docs_pages::test_flow_control_page"],
     "queue.md": ["test_docs_pages::test_queue_page"],
     "embedding.md": ["test_docs_pages::test_embedding_page"],
     "orders-app.md": ["test_docs_pages::test_orders_app_page"],
@@ -123,6 +124,10 @@ def test_schedules_page(empty_db_url: str, tmp_path: Path) -> None:
 
 def test_limits_page(empty_db_url: str, tmp_path: Path) -> None:
     prints_as_shown("limits.md", empty_db_url, tmp_path)
+
+
+def test_flow_control_page(empty_db_url: str, tmp_path: Path) -> None:
+    prints_as_shown("flow-control.md", empty_db_url, tmp_path)
 
 
 def test_operate_page(tmp_path: Path) -> None:
