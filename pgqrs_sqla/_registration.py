@@ -137,9 +137,10 @@ class WorkersAdmin(StoreCore):
 
         One statement deletes at most ``limit`` rows. A row a live or unfinished message
         still points at (a lease not yet given back) is never deleted, nor a worker that
-        has not stopped. Archived messages the worker handled keep their history, with
-        their ``consumer_worker_id`` set to NULL. Workers call this at registration with the
-        default retention, so rows of restarted ``host-pid`` workers do not pile up.
+        has not stopped. Archived messages the worker handled keep its id in
+        ``consumer_worker_id`` (not a foreign key: a row's delete reads no message). Workers
+        call this at registration with the default retention, so rows of restarted
+        ``host-pid`` workers do not pile up.
         """
         seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
         if (

@@ -125,13 +125,11 @@ class MessageMixin(_PgqrsTable):
     #: failed deliveries (expired leases and explicit failures), compared to max_deliveries.
     failed_ct: Mapped[int] = mapped_column(Integer, default=0)
 
-    @declared_attr
-    @classmethod
-    def consumer_worker_id(cls) -> Mapped[int | None]:
-        """The worker that claimed the message; cleared when the message is given back."""
-        return mapped_column(
-            BigIntKey, ForeignKey(cls._ref("workers"), ondelete="SET NULL"), nullable=True
-        )
+    #: The worker that claimed the message; cleared when the message is given back. Not a
+    #: foreign key: no index serves this column (one would deny every claim PostgreSQL's HOT
+    #: update), so a key would make each pruned worker row a scan of the whole table. An
+    #: archived message keeps the id of the worker that handled it, whose row may be gone.
+    consumer_worker_id: Mapped[int | None] = mapped_column(BigIntKey, nullable=True)
 
     dequeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -178,6 +178,7 @@ class Store(QueuesAdmin, Retention, Pooling, RunControl, Events, Schedules):
                 self._require_sqlite_schemas(conn)
             self.models.metadata.create_all(conn, tables=tables, checkfirst=True)
             self._add_new_columns(conn, tables)
+            self._drop_retired_keys(conn)
 
         async with self._begin() as conn:
             serialise = self.dialect.serialise_installers()
@@ -210,6 +211,24 @@ class Store(QueuesAdmin, Retention, Pooling, RunControl, Events, Schedules):
                     if index.name not in indexed:
                         index.create(conn)
                         log.info("added index %s", index.name)
+
+    def _drop_retired_keys(self, conn: Connection) -> None:
+        """Drop the foreign key an earlier version put on ``pgqrs_messages.consumer_worker_id``.
+
+        What ``pgqrs_0010`` does, on PostgreSQL: with it, each pruned worker row cost a scan
+        of the messages table. SQLite keeps it (dropping a key copies the table: that is the
+        shipped revision's job); there it costs only the worker rows' pruning.
+        """
+        if not self.dialect.drops_constraints:
+            return
+        m = self.tables.messages
+        schema = conn.schema_for_object(m)
+        quote = conn.dialect.identifier_preparer.quote
+        table = quote(m.name) if schema is None else f"{quote(schema)}.{quote(m.name)}"
+        for key in inspect(conn).get_foreign_keys(m.name, schema=schema):
+            if key["constrained_columns"] == ["consumer_worker_id"] and key["name"]:
+                conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {quote(key['name'])}"))
+                log.info("dropped foreign key %s.%s", m.fullname, key["name"])
 
     async def check(self) -> list[str]:
         """Return what is missing from the database (empty when every table is present)."""

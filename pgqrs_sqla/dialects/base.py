@@ -48,6 +48,8 @@ class Dialect(abc.ABC):
     autocommit_writes: ClassVar[bool]
     #: the database has schemas (``CREATE SCHEMA``); SQLite has attached databases only
     has_schemas: ClassVar[bool]
+    #: ``ALTER TABLE ... DROP CONSTRAINT`` in place (SQLite copies the table to drop a key)
+    drops_constraints: ClassVar[bool] = False
     #: a server that may sit behind a connection pooler (PgBouncer...), looked for at connect
     may_be_pooled: ClassVar[bool]
     #: a transaction may keep one snapshot (REPEATABLE READ, SERIALIZABLE) and refuse a write

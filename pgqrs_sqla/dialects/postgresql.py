@@ -66,6 +66,7 @@ class PostgreSQLDialect(Dialect):
     writable_ctes = True
     autocommit_writes = True
     has_schemas = True
+    drops_constraints = True
     may_be_pooled = True
     snapshot_conflicts = True
 
