@@ -18,12 +18,19 @@ and ``scale`` (not in the default run: it fills the tables with millions of rows
 
     python -m bench --backend postgresql --only scale --sizes 0,10k,1M,5M --prune-size 1M
     python -m bench --backend sqlite --only scale --sizes 0,10k --prune-size 0
+
+and ``scaleout`` (not in the default run either: worker processes draining 20,000 runs with
+and without limits, and the most that ran at once; ``--runs``, ``--processes`` scale it down):
+
+    python -m bench --backend postgresql --only scaleout
+    python -m bench --backend postgresql --only scaleout --runs 2000 --processes 4
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import os
 import statistics
@@ -32,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from . import cases, scale, waits
+from . import cases, scale, scaleout, waits
 from .harness import DEFAULT_PG, Backend, Counts, Goal, Row, median_of, render, versions
 
 MEASUREMENTS = (
@@ -47,7 +54,7 @@ MEASUREMENTS = (
     "limits",
 )
 #: selectable with --only, not run by default
-HEAVY = ("scale",)
+HEAVY = ("scale", "scaleout")
 Kind = Literal["sqlite", "postgresql"]
 
 
@@ -60,6 +67,7 @@ async def run_backend(kind: Kind, args: argparse.Namespace, c: Counts) -> str:
     only = set(args.only)
     r = args.repeat
     rows: list[Row] = []
+    verdicts: list[str] = []
     began = time.perf_counter()
 
     async def measure(
@@ -266,6 +274,18 @@ async def run_backend(kind: Kind, args: argparse.Namespace, c: Counts) -> str:
                 )
                 rows += scale.prune_rows(args.prune_size, p)
 
+        if "scaleout" in only:  # once each: minutes of worker processes
+            shape = args.shape
+            drains = {}
+            for limited in (True, False):
+                drains[limited] = await measure(
+                    f"scale-out {'with' if limited else 'without'} limits",
+                    lambda x=limited: scaleout.measure(b, shape, limited=x),  # type: ignore[misc]
+                    repeat=1,
+                )
+            rows += scaleout.rows(shape, drains[True], drains[False])
+            verdicts.append(scaleout.verdict(shape, drains[True]))
+
         await reference()
     refs = {key: statistics.median(values) for key, values in raw.items()}
     spread = {key: f"{min(v):,.0f}–{max(v):,.0f}" for key, v in raw.items()}
@@ -284,7 +304,7 @@ async def run_backend(kind: Kind, args: argparse.Namespace, c: Counts) -> str:
         ),
     ]
     progress(f"{kind}: done in {time.perf_counter() - began:.0f} s")
-    return render(kind, info, rows, refs)
+    return "\n\n".join([render(kind, info, rows, refs), *verdicts])
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -306,7 +326,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(MEASUREMENTS),
         help="comma list of: "
         + ", ".join(MEASUREMENTS + HEAVY)
-        + " (default: all but scale; the raw reference always runs)",
+        + " (default: all but scale and scaleout; the raw reference always runs)",
     )
     parser.add_argument(
         "--count",
@@ -326,7 +346,44 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="1M",
         help="scale: finished runs past retention that store.prune() deletes under load (0: skip)",
     )
+    small = scaleout.Shape(runs=200, processes=2, concurrency=4)
+    parser.add_argument(
+        "--runs",
+        type=int,
+        help=f"scaleout: runs drained (default {scaleout.Shape.runs:,}; --quick {small.runs})",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help=f"scaleout: worker processes (default "
+        f"{scaleout.Shape.processes}; --quick {small.processes})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"scaleout: each worker's concurrency (default "
+        f"{scaleout.Shape.concurrency}; --quick {small.concurrency})",
+    )
+    parser.add_argument(
+        "--work-ms",
+        type=float,
+        default=scaleout.Shape.work_ms,
+        help="scaleout: each handler's sleep, in ms",
+    )
     args = parser.parse_args(argv)
+    base = small if args.quick else scaleout.Shape()
+    changes = {
+        name: value
+        for name, value in (
+            ("runs", args.runs),
+            ("processes", args.processes),
+            ("concurrency", args.concurrency),
+        )
+        if value is not None
+    }
+    if any(value < 1 for value in changes.values()):
+        parser.error("--runs, --processes and --concurrency must be >= 1")
+    args.shape = dataclasses.replace(base, work_ms=args.work_ms, **changes)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     known = MEASUREMENTS + HEAVY
     unknown = set(args.only) - set(known)

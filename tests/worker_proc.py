@@ -39,6 +39,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import pgqrs_sqla as pgqrs
+from bench.scaleout import Journal
 from pgqrs_sqla._retention import Retention
 
 STORM_VT = 2.0  # short leases, so killed work comes back quickly
@@ -46,15 +47,6 @@ CONTEND_VT = 2.0
 LONG_VT = 1.0
 WAITS_VT = 2.0
 LIMITS_VT = 2.0
-
-
-class Journal:
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(self, **record: Any) -> None:
-        record.update(pid=os.getpid(), t=time.time())
-        os.write(self.fd, (json.dumps(record) + "\n").encode())
 
 
 def storm_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awaitable[Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import pgqrs_sqla as pgqrs
+from bench.scaleout import most_at_once
 from pgqrs_sqla import RunStatus
 from tests._wait import eventually
 
@@ -25,16 +26,6 @@ from ._support import Procs, report, run_statuses
 pytestmark = pytest.mark.reliability
 
 RUNS, KEYS, LIMIT = 40, 8, 3
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals open at one instant (an end before a start at the same time)."""
-    edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
-    open_, peak = 0, 0
-    for _, step in edges:
-        open_ += step
-        peak = max(peak, open_)
-    return peak
 
 
 async def test_limits_hold_across_processes_and_a_kill(

@@ -47,3 +47,16 @@ def test_bench_scale_quick_on_sqlite() -> None:
         "trigger p50 during the prune",
     ):
         assert line in stdout
+
+
+def test_bench_scaleout_quick_on_sqlite() -> None:
+    """The scale-out bench (worker processes, journals, the limits' verdict) runs."""
+    stdout = _quick_sqlite("--only", "scaleout", "--runs", "40")
+    for line in (
+        "scale-out drain, 40 runs of 10 ms over 100 keys, 2 processes x concurrency 4, "
+        "concurrency=20, key_concurrency=1",
+        "scale-out drain, 40 runs of 10 ms over 100 keys, 2 processes x concurrency 4, no limits",
+        "scale-out, most runs at once of the workflow (limit 20)",
+        "scale-out limits: PASS: never above 20",
+    ):
+        assert line in stdout
