@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -88,7 +89,8 @@ async def demo(url: str) -> None:
             for expense_id, run_id in runs.items():
                 output = await store.wait_for_run(run_id, timeout=60)
                 steps = [step.name for step in (await store.get_run(run_id)).steps]
-                print(f"expense {expense_id}: {output['status']:<8} {output}  steps={steps}")
+                line = f"expense {expense_id}: {output['status']:<8} {output}  steps={steps}"
+                sys.stdout.write(line + "\n")  # one write: steps print from threads meanwhile
 
 
 async def main() -> None:

@@ -12,6 +12,7 @@ days.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pgqrs_sqla as pgqrs
@@ -21,7 +22,10 @@ WORKFLOW = "expense_approval"
 
 def say(text: str) -> str:
     """What a real workflow would send (a mail, a chat message), printed; returns the text."""
-    print(f"    {text}", flush=True)
+    # One write with its newline: a step's body runs in a thread, and print() writes the text
+    # and the newline separately, so a line printed meanwhile could land inside this one.
+    sys.stdout.write(f"    {text}\n")
+    sys.stdout.flush()
     return text
 
 
