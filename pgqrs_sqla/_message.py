@@ -16,6 +16,17 @@ from sqlalchemy.engine import Row
 from .dialects import aware
 from .errors import InvalidName, ValidationError, duration_seconds
 
+#: the columns an enqueue and a trigger write into ``pgqrs_messages``, in their sources' order
+MESSAGE_INSERT_COLUMNS = [
+    "queue_id",
+    "payload",
+    "priority",
+    "enqueued_at",
+    "vt",
+    "read_ct",
+    "failed_ct",
+]
+
 NOTIFY_CHANNEL = "pgqrs_wake"
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
 

@@ -31,7 +31,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    null,
     select,
     true,
     update,
@@ -52,6 +51,7 @@ from .._fence import (
     leased_now as leased_now,
 )
 from .._message import (
+    MESSAGE_INSERT_COLUMNS,
     NOTIFY_CHANNEL as NOTIFY_CHANNEL,
     PRIORITY_MAX as PRIORITY_MAX,
     PRIORITY_MIN as PRIORITY_MIN,
@@ -73,9 +73,6 @@ from ..typed import encode
 # In the VALUES list a None payload is bound as JSON null: a bare NULL there would be typed
 # text on PostgreSQL and refused by the JSONB column.
 _PAYLOAD = JSON(none_as_null=False).with_variant(JSONB(none_as_null=False), "postgresql")
-
-
-_MSG_COLS = ["queue_id", "payload", "priority", "enqueued_at", "vt", "read_ct", "failed_ct"]
 
 
 def _enqueue_source(t: Tables, payload: Any, vt: Any) -> Select[Any]:
@@ -103,7 +100,7 @@ def enqueue_one_stmt(t: Tables, absolute: bool) -> ReturningInsert[Any]:
         else utcnow_plus(bindparam("p_delay", type_=Float))
     )
     source = _enqueue_source(t, bindparam("p_payload", type_=_PAYLOAD), vt)
-    return insert(t.messages).from_select(_MSG_COLS, source).returning(t.messages.c.id)
+    return insert(t.messages).from_select(MESSAGE_INSERT_COLUMNS, source).returning(t.messages.c.id)
 
 
 def enqueue_stmt(
@@ -168,7 +165,9 @@ def enqueue_stmt(
         else utcnow_plus(bindparam("p_delay", type_=Float))
     )
     source = _enqueue_source(t, rows.c.payload, vt).join(rows, true()).order_by(rows.c.ord)
-    return insert(t.messages).from_select(_MSG_COLS, source).returning(t.messages.c.id), params
+    return insert(t.messages).from_select(MESSAGE_INSERT_COLUMNS, source).returning(
+        t.messages.c.id
+    ), params
 
 
 @functools.cache
@@ -564,33 +563,6 @@ def requeue_stmt(t: Tables, message_id: int) -> Update:
     return update(m).where(m.c.id == message_id).values(**requeued())
 
 
-def workflow_message_source(t: Tables) -> Select[Any]:
-    """The message row of a trigger for workflow ``p_wf``; nothing for an unknown workflow.
-
-    The payload is NULL (the run holds the input); it is visible after ``p_delay`` seconds, at
-    priority ``p_priority``, with the run's ``p_ckey`` (``concurrency_key``).
-    """
-    w = t.workflows
-    return select(
-        w.c.queue_id,
-        null(),
-        bindparam("p_priority", type_=Integer),
-        utcnow(),
-        utcnow_plus(bindparam("p_delay", type_=Float)),
-        literal(0),
-        literal(0),
-        bindparam("p_ckey", type_=String),
-    ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
-
-
-@functools.cache
-def workflow_message_insert_stmt(t: Tables) -> ReturningInsert[Any]:
-    """Insert a trigger's message (:func:`workflow_message_source`); returns its id."""
-    m = t.messages
-    cols = [*_MSG_COLS, "concurrency_key"]
-    return insert(m).from_select(cols, workflow_message_source(t)).returning(m.c.id)
-
-
 from ._prune import (  # noqa: E402
     delete_archived_stmt as delete_archived_stmt,
     expired_messages_select as expired_messages_select,
@@ -601,4 +573,6 @@ from ._runs import (  # noqa: E402 (they build on the statements above)
     lock_message_stmt as lock_message_stmt,
     wake_unleased_stmt as wake_unleased_stmt,
     wake_waiter_stmt as wake_waiter_stmt,
+    workflow_message_insert_stmt as workflow_message_insert_stmt,
+    workflow_message_source as workflow_message_source,
 )

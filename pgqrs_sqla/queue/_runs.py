@@ -8,19 +8,27 @@ locking a run's message row, and taking an idle run's message off the queue
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Float,
+    Integer,
     Select,
+    String,
     Update,
     bindparam,
+    insert,
+    literal,
+    null,
     select,
     update,
 )
-from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
+from .._message import MESSAGE_INSERT_COLUMNS
 from ..dialects import Dialect, utcnow, utcnow_plus
 from ..models import ArchiveReason, Tables
 from ..states import UNFINISHED_RUN, status_in
@@ -93,3 +101,30 @@ def archive_idle_stmt(t: Tables, message_id: int) -> ReturningUpdate[tuple[int]]
         )
         .returning(m.c.id)
     )
+
+
+def workflow_message_source(t: Tables) -> Select[Any]:
+    """The message row of a trigger for workflow ``p_wf``; nothing for an unknown workflow.
+
+    The payload is NULL (the run holds the input); it is visible after ``p_delay`` seconds, at
+    priority ``p_priority``, with the run's ``p_ckey`` (``concurrency_key``).
+    """
+    w = t.workflows
+    return select(
+        w.c.queue_id,
+        null(),
+        bindparam("p_priority", type_=Integer),
+        utcnow(),
+        utcnow_plus(bindparam("p_delay", type_=Float)),
+        literal(0),
+        literal(0),
+        bindparam("p_ckey", type_=String),
+    ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
+
+
+@functools.cache
+def workflow_message_insert_stmt(t: Tables) -> ReturningInsert[Any]:
+    """Insert a trigger's message (:func:`workflow_message_source`); returns its id."""
+    m = t.messages
+    cols = [*MESSAGE_INSERT_COLUMNS, "concurrency_key"]
+    return insert(m).from_select(cols, workflow_message_source(t)).returning(m.c.id)
