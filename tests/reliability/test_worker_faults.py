@@ -237,7 +237,9 @@ async def busy_sqlite(
     if backend != "sqlite":
         pytest.skip("SQLite fault")
     store = short_busy_sqlite(db_url)
-    holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
+    # The holder waits as long as it must for the lock: the worker polls every 50 ms, and on a
+    # loaded machine its claims held the lock through sqlite3's default 5 s (a CI failure).
+    holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None, timeout=60)
     try:
         yield store, holder
     finally:
