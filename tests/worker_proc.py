@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import functools
 import json
 import os
@@ -220,6 +221,9 @@ async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, A
     prune_interval = 0.05 if mode == "prune" else None
     if mode == "prune":
         Retention._round_batch = 50
+    # A test that finds this process hung sends SIGUSR1 before SIGKILL: every thread's stack
+    # then lands in the process's log, which the failing test prints.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     store = await pgqrs.connect(url, pool_size=6, prune_interval=prune_interval)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

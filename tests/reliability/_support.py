@@ -126,6 +126,11 @@ class Procs:
             try:
                 codes[name] = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
+                # Hung: have it write every thread's stack to its log (worker_proc.py's
+                # faulthandler), so the failure shows where, then kill it.
+                proc.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 2)
                 proc.kill()
                 await proc.wait()
                 codes[name] = None
@@ -148,7 +153,10 @@ class Procs:
     def log_tail(self, lines: int = 30) -> str:
         out = []
         for log in sorted(self.root.glob("*.log")):
-            text = log.read_text().splitlines()[-lines:]
+            text = log.read_text().splitlines()
+            # A hung process's stack dump (see stop_all) is shown whole.
+            if not any(line.startswith("Thread 0x") for line in text):
+                text = text[-lines:]
             if text:
                 out.append(f"--- {log.name}\n" + "\n".join(text))
         return "\n".join(out)
