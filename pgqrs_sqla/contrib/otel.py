@@ -40,7 +40,7 @@ try:
     from opentelemetry.metrics import CallbackOptions, Observation as Measurement
     from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-except ImportError as missing:  # pragma: no cover - the extra is installed in the tests
+except ImportError as missing:  # the extra is not installed
     raise ImportError(
         "pgqrs_sqla.contrib.otel needs OpenTelemetry's API: pip install 'pgqrs-sqla[otel]'"
     ) from missing

@@ -5,6 +5,8 @@ context stored with the run."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -236,3 +238,16 @@ def test_a_stored_context_reads_back() -> None:
     assert parent.is_remote
     assert trace.get_current_span(otel.context_of(None)).get_span_context().is_valid is False
     assert found.finished()[0].name == "outer"
+
+
+def test_without_the_extra_the_import_says_what_to_install() -> None:
+    """Where OpenTelemetry's API is not installed (hidden here), the import names the extra."""
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "try:\n"
+        "    import pgqrs_sqla.contrib.otel\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'pgqrs-sqla[otel]'" in done.stdout
