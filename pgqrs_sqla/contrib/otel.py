@@ -51,11 +51,12 @@ from .._signals import (
     Pause,
     _LeaseLostSignal,
     _RetryLater,
+    _RunCancelledSignal,
     _StepExhausted,
     _StepPaused,
     _Waiting,
 )
-from ..errors import duration_seconds
+from ..errors import LeaseLost, duration_seconds
 from ..models import RunStatus
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
@@ -240,10 +241,13 @@ class _StepSpan(_Current):
         if isinstance(error, _StepPaused):
             self.span.add_event("pause", {"pgqrs.wait.seconds": error.seconds})
             return
-        if isinstance(error, _LeaseLostSignal):
-            self.span.add_event("lease lost")
         self.ok = False
-        _error(self.span, error)
+        if isinstance(error, _LeaseLostSignal | LeaseLost):
+            self.span.add_event("lease lost")  # not the step's fault: no ERROR status
+        elif isinstance(error, _RunCancelledSignal):
+            self.span.add_event("cancelled")
+        else:
+            _error(self.span, error)
 
     def end(self) -> None:
         seconds = time.monotonic() - self.began

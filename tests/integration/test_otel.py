@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -251,3 +252,37 @@ def test_without_the_extra_the_import_says_what_to_install() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'pgqrs-sqla[otel]'" in done.stdout
+
+
+async def test_a_pause_and_a_deadline_are_events(
+    telemetry: Sdk, store: pgqrs.Store, run_worker: Any, wait_until: Any
+) -> None:
+    """A step that pauses the run: a ``pause`` event on the step and on its delivery, no
+    error. A run past its deadline: a ``cancelled`` event, and the run counted CANCELLED."""
+
+    async def approval(ctx: pgqrs.RunContext, params: Any) -> Any:
+        return await ctx.step("approve", lambda: pgqrs.Step.pause(3600))
+
+    async def slow(ctx: pgqrs.RunContext, params: Any) -> None:
+        await ctx.step("first", lambda: time.sleep(0.6))
+        await ctx.step("second", lambda: None)  # past the deadline: never runs
+
+    await run_worker("otel_pause", approval)
+    await run_worker("otel_deadline", slow)
+    paused = await pgqrs.workflow("otel_pause").trigger().execute(store)
+    late = await pgqrs.workflow("otel_deadline").trigger(timeout=0.3).execute(store)
+    await store.wait_for_status(late, pgqrs.RunStatus.CANCELLED, timeout=30)
+
+    def delivery_of(run_id: int) -> ReadableSpan | None:
+        found = [s for s in _of_run(telemetry.finished(), run_id) if s.name.startswith("run ")]
+        return found[0] if found else None
+
+    pause_delivery = await wait_until(lambda: delivery_of(paused))
+    [approve] = _named(_of_run(telemetry.finished(), paused), "step approve")
+    assert "pause" in _events(pause_delivery) and "pause" in _events(approve)
+    for span in (pause_delivery, approve):
+        assert span.status.status_code is StatusCode.UNSET
+    late_delivery = await wait_until(lambda: delivery_of(late))
+    assert "cancelled" in _events(late_delivery)
+    assert (late_delivery.attributes or {})["pgqrs.status"] == "CANCELLED"
+    assert [s.name for s in _named(_of_run(telemetry.finished(), late), "step ")] == ["step first"]
