@@ -59,6 +59,7 @@ RUN_BY = {
         "test_docs_pages::test_operate_page_commands_run",
     ],
     "testing.md": ["test_docs_pages::test_testing_page"],
+    "tracing.md": ["test_docs_pages::test_tracing_page"],
 }
 # Pages whose console blocks only run the test suite or the benchmarks themselves.
 NOT_RUN = {"reliability.md", "benchmarks.md"}
@@ -165,6 +166,22 @@ def test_testing_page(backend: str, db_url: str, tmp_path: Path) -> None:
     own pgqrs tables it leaves alone."""
     url = db_url if backend == "postgresql" else ""
     run_page("testing.md", tmp_path, {"TEST_DATABASE_URL": url} if url else None)
+
+
+def test_tracing_page(empty_db_url: str, tmp_path: Path) -> None:
+    """The console shows the request's trace down to the last step, the metrics at the end,
+    and the JSON log line of the step with its run, step and trace ids."""
+    out = run_page("tracing.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "shipped 2 items for 20" in out
+    for span in ("POST /checkout", "trigger checkout", "run checkout", "step ship"):
+        assert f'"name": "{span}"' in out
+    assert '"pgqrs.runs.finished"' in out and '"pgqrs.step.duration"' in out
+    [line] = [line for line in out.splitlines() if line.startswith('{"msg": "label printed"')]
+    logged = json.loads(line)
+    assert (logged["workflow"], logged["step"]) == ("label", "print_label")
+    assert isinstance(logged["run_id"], int)
+    assert f'"trace_id": "0x{logged["trace_id"]}"' in out  # the step span's trace
+    assert f'"span_id": "0x{logged["span_id"]}"' in out
 
 
 def _command(line: str, values: dict[str, str]) -> tuple[list[str], str | None]:
