@@ -20,10 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterError, croniter
 
 from .errors import InvalidSchedule, ValidationError, duration_seconds
 
@@ -89,15 +88,27 @@ def check_timezone(name: str, timezone: object) -> ZoneInfo:
     )
 
 
+def _croniter() -> ModuleType:
+    """The croniter module, imported at its first use.
+
+    With dateutil it takes tens of milliseconds to import, which an app that has no cron
+    schedule need not pay at ``import pgqrs_sqla``.
+    """
+    import croniter
+
+    return croniter
+
+
 def check_cron(name: str, cron: object) -> str:
     """``cron`` if croniter accepts it as 5 fields, or 6 with seconds (last), or an @alias."""
     if isinstance(cron, str):
         fields = cron.split()
         if len(fields) in (5, 6) or (len(fields) == 1 and fields[0].startswith("@")):
             try:
-                croniter(cron, _EPOCH)
+                cron_lib = _croniter()
+                cron_lib.croniter(cron, _EPOCH)
                 return " ".join(fields)
-            except (CroniterError, ValueError, KeyError, TypeError):
+            except (cron_lib.CroniterError, ValueError, KeyError, TypeError):
                 pass
     raise InvalidSchedule(
         f"schedule {name!r}: invalid cron expression {cron!r}; use 5 fields (minute hour "
@@ -181,7 +192,7 @@ class Cadence:
 
     def _cron(self, start: datetime) -> Any:
         assert self.cron is not None
-        return croniter(self.cron, start.astimezone(ZoneInfo(self.timezone)))
+        return _croniter().croniter(self.cron, start.astimezone(ZoneInfo(self.timezone)))
 
     def next_after(self, t: datetime) -> datetime:
         """The first tick strictly after ``t``."""
@@ -206,7 +217,7 @@ class Cadence:
         while True:
             try:
                 tick: datetime = it.get_prev(datetime)
-            except CroniterError:  # before croniter's range: no earlier tick
+            except _croniter().CroniterError:  # before croniter's range: no earlier tick
                 return
             if not _repeated(tick) and tick <= t:
                 yield tick.astimezone(UTC)
