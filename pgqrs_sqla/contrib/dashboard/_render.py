@@ -86,11 +86,16 @@ class Dashboard:
     app: Starlette | None = None
 
     def url(
-        self, request: Request, name: str, query: Mapping[str, Any] | None = None, **params: Any
+        self,
+        request: Request,
+        route: str,
+        query: Mapping[str, Any] | None = None,
+        /,
+        **params: Any,
     ) -> str:
-        """The path of route ``name`` under wherever the dashboard is mounted."""
+        """The path of route ``route`` under wherever the dashboard is mounted."""
         assert self.app is not None
-        path = str(self.app.url_path_for(name, **params))
+        path = str(self.app.url_path_for(route, **params))
         query = {k: v for k, v in (query or {}).items() if v not in (None, "")}
         return mount_path(request) + path + (f"?{urlencode(query)}" if query else "")
 
@@ -106,6 +111,10 @@ class Dashboard:
     ) -> Response:
         """``template`` rendered with ``context``, the CSRF cookie set if it is new."""
         token, new = csrf_token(request)
+
+        def url(route: str, query: Mapping[str, Any] | None = None, /, **params: Any) -> str:
+            return self.url(request, route, query, **params)
+
         flash = request.query_params.get("flash", "")[:500]
         html = self.env.get_template(template).render(
             {
@@ -117,8 +126,8 @@ class Dashboard:
                 "csrf_token": token,
                 "flash": flash,
                 "flash_level": "error" if request.query_params.get("level") == "error" else "ok",
-                "url": lambda name, query=None, **params: self.url(request, name, query, **params),
-                "static": lambda path: self.url(request, "static", path=path),
+                "url": url,
+                "static": lambda path: url("static", path=path),
             }
         )
         response = HTMLResponse(html, status_code=status)
