@@ -116,6 +116,7 @@ LAYERS: dict[str, list[str]] = {
         "cli.__main__",
         "cli._app",
         "cli._output",
+        "cli.dashboard",
         "cli.prune",
         "cli.queues",
         "cli.runs",
