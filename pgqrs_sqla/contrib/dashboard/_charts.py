@@ -41,20 +41,20 @@ class Chart:
     height: int = CHART_HEIGHT
 
 
-def throughput(minutes: list[Minute]) -> Chart:
+def throughput(minutes: list[Minute], *, height: int = CHART_HEIGHT) -> Chart:
     """Stacked bars per minute: successes at the bottom, then errors, then cancellations."""
     peak = max((m.total for m in minutes), default=0)
     rects: list[Rect] = []
     if not minutes:
-        return Chart(rects, peak)
+        return Chart(rects, peak, WIDTH, height)
     slot = WIDTH / len(minutes)
     for i, m in enumerate(minutes):
-        base = float(CHART_HEIGHT)
+        base = float(height)
         title = f"{m.label} UTC: {m.success} ok, {m.error} failed, {m.cancelled} cancelled"
         for count, cls in ((m.success, "ok"), (m.error, "err"), (m.cancelled, "cancel")):
             if not count or not peak:
                 continue
-            h = CHART_HEIGHT * count / peak
+            h = height * count / peak
             base -= h
             rects.append(
                 Rect(
@@ -66,7 +66,7 @@ def throughput(minutes: list[Minute]) -> Chart:
                     title,
                 )
             )
-    return Chart(rects, peak)
+    return Chart(rects, peak, WIDTH, height)
 
 
 @dataclass(frozen=True)

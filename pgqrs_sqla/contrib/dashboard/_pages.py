@@ -16,10 +16,17 @@ from ._render import BadInput, Dashboard
 async def overview(board: Dashboard, request: Request) -> tuple[str, dict[str, Any]]:
     """Each workflow and queue with its depth, and the last hour's ended runs."""
     now = await q.db_now(board.store)
-    minutes = await q.last_hour(board.store, now)
+    per_workflow = await q.last_hour(board.store, now)
+    minutes = q.summed(list(per_workflow.values()))
+    depths = await q.depths(board.store)
     return "overview.html", {
-        "depths": await q.depths(board.store),
+        "depths": depths,
         "chart": throughput(minutes),
+        "sparks": {
+            d.id: throughput(per_workflow[d.id], height=24)
+            for d in depths
+            if d.kind == "workflow" and d.id in per_workflow
+        },
         "hour": minutes,
         "ended": sum(m.total for m in minutes),
         "failed": sum(m.error for m in minutes),

@@ -64,6 +64,8 @@ class Depth:
 
     name: str
     kind: str  # "workflow" or "queue"
+    #: the workflow's id (0 for a plain queue)
+    id: int
     ready: int
     leased: int
     delayed: int
@@ -104,6 +106,7 @@ async def depths(store: Store) -> list[Depth]:
             Depth(
                 wf.name,
                 "workflow",
+                wf.id,
                 st.ready if st else 0,
                 st.leased if st else 0,
                 st.delayed if st else 0,
@@ -119,6 +122,7 @@ async def depths(store: Store) -> list[Depth]:
                 Depth(
                     name,
                     "queue",
+                    0,
                     st.ready,
                     st.leased,
                     st.delayed,
@@ -215,34 +219,50 @@ class Minute:
         return self.success + self.error + self.cancelled
 
 
-async def last_hour(store: Store, now: datetime) -> list[Minute]:
-    """The last 60 minutes, oldest first: runs that ended in each, by final status.
+async def last_hour(store: Store, now: datetime) -> dict[int, list[Minute]]:
+    """Per workflow id, the last 60 minutes, oldest first: runs that ended in each, by status.
 
     One range of ``pgqrs_runs_finished_ix`` (finished runs by ``finished_at``).
     """
     r = store.tables.runs
     bucket = _minute(r.c.finished_at)
     stmt = (
-        select(bucket, r.c.status, func.count())
+        select(r.c.workflow_id, bucket, r.c.status, func.count())
         .where(r.c.finished_at >= utcnow_plus(-3600.0))
-        .group_by(bucket, r.c.status)
+        .group_by(r.c.workflow_id, bucket, r.c.status)
     )
     async with store._read() as conn:
         rows = (await conn.execute(stmt)).all()
-    found: dict[tuple[str, str], int] = {(str(b), s): int(n) for b, s, n in rows}
+    found: dict[int, dict[tuple[str, str], int]] = {}
+    for workflow_id, b, status, n in rows:
+        found.setdefault(workflow_id, {})[(str(b), status)] = int(n)
     start = now.astimezone(UTC).replace(second=0, microsecond=0) - timedelta(minutes=59)
-    minutes = []
-    for i in range(60):
-        label = (start + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M")
-        minutes.append(
+    labels = [(start + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M") for i in range(60)]
+    return {
+        workflow_id: [
             Minute(
                 label,
-                found.get((label, RunStatus.SUCCESS.value), 0),
-                found.get((label, RunStatus.ERROR.value), 0),
-                found.get((label, RunStatus.CANCELLED.value), 0),
+                counts.get((label, RunStatus.SUCCESS.value), 0),
+                counts.get((label, RunStatus.ERROR.value), 0),
+                counts.get((label, RunStatus.CANCELLED.value), 0),
             )
+            for label in labels
+        ]
+        for workflow_id, counts in found.items()
+    } | {0: [Minute(label, 0, 0, 0) for label in labels]}
+
+
+def summed(series: list[list[Minute]]) -> list[Minute]:
+    """Minute by minute, the sum of ``series`` (each the same 60 minutes)."""
+    return [
+        Minute(
+            ms[0].label,
+            sum(m.success for m in ms),
+            sum(m.error for m in ms),
+            sum(m.cancelled for m in ms),
         )
-    return minutes
+        for ms in zip(*series, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------- runs
