@@ -221,7 +221,11 @@ async def test_csrf_cookie_is_strict_httponly_and_scoped_to_the_mount(
 
 
 async def test_cancel_retry_and_resume(
-    store: pgqrs.Store, seeded: Seeded, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    store: pgqrs.Store,
+    seeded: Seeded,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    wait_until: Any,
 ) -> None:
     token = await csrf(client)
     queued = seeded.runs["queued"]
@@ -235,15 +239,16 @@ async def test_cancel_retry_and_resume(
     assert "CANCELLED" in shown.text and 'class="flash ok"' in shown.text
 
     failed = seeded.runs["error"]
+    first = await store.get_run(failed)
+    assert first.finished_at is not None
     response = await client.post(f"/jobs/runs/{failed}/retry", data={"csrf_token": token})
     assert response.status_code == 303
-    assert (await store.get_run(failed)).status in (
-        RunStatus.QUEUED,
-        RunStatus.RUNNING,
-        RunStatus.ERROR,  # a worker may have run it again (it fails each time)
-    )
-    run = await store.wait_for_status(failed, RunStatus.ERROR, timeout=30)
-    assert run.started_at is not None
+
+    async def failed_again() -> bool:
+        run = await store.get_run(failed)  # its worker ran it again: it fails each time
+        return run.status is RunStatus.ERROR and run.finished_at > first.finished_at  # type: ignore[operator]
+
+    await wait_until(failed_again)
 
     # an illegal transition is said, not raised: cancelling an ended run
     again = await client.post(f"/jobs/runs/{queued}/cancel", data={"csrf_token": token})
@@ -251,11 +256,26 @@ async def test_cancel_retry_and_resume(
     assert await status(store, queued) is RunStatus.CANCELLED
 
     sleeping = seeded.runs["sleeping"]
+    deliveries = await read_ct(store, sleeping)
     response = await client.post(f"/jobs/runs/{sleeping}/resume", data={"csrf_token": token})
     assert response.status_code == 303
-    # resumed: the worker replays the sleep, which has not ended: paused again
-    run = await store.get_run(sleeping)
-    assert run.status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED)
+    # resumed: a worker takes it again now, replays the sleep (not over) and parks it again
+    await wait_until(lambda: _delivered_again(store, sleeping, deliveries))
+    await store.wait_for_status(sleeping, RunStatus.PAUSED, timeout=30)
+
+
+async def read_ct(store: pgqrs.Store, run_id: int) -> int:
+    """How many times the run's message has been delivered."""
+    from sqlalchemy import select
+
+    m, r = store.tables.messages, store.tables.runs
+    stmt = select(m.c.read_ct).join(r, r.c.message_id == m.c.id).where(r.c.id == run_id)
+    async with store._read() as conn:
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def _delivered_again(store: pgqrs.Store, run_id: int, before: int) -> bool:
+    return await read_ct(store, run_id) > before
 
 
 async def test_retry_requeues_the_run(
