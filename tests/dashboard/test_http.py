@@ -409,3 +409,20 @@ async def test_overview_chart_counts_the_last_hour(
     ended = int(re.search(r"Last hour: (\d+) run\(s\) ended, (\d+) failed", page).group(1))  # type: ignore[union-attr]
     assert ended >= 5
     assert '<rect class="ok"' in page and '<rect class="err"' in page
+
+
+async def test_only_our_redirect_can_show_a_message(
+    store: pgqrs.Store, client: httpx.AsyncClient
+) -> None:
+    await csrf(client)
+    forged = await client.get("/jobs/", params={"flash": "Session expired: call 555-0100"})
+    assert "555-0100" not in forged.text
+    await store.create_workflow("idle")
+    run_id = await pgqrs.workflow("idle").trigger({}).execute(store)
+    done = await client.post(
+        f"/jobs/runs/{run_id}/cancel", data={"csrf_token": client.cookies["pgqrs_csrf"]}
+    )
+    shown = await client.get(done.headers["location"])
+    assert f"run {run_id}: CANCELLED" in shown.text
+    tampered = done.headers["location"].replace("CANCELLED", "SUCCESS")
+    assert "SUCCESS" not in (await client.get(tampered)).text.split("<main>")[1]

@@ -83,7 +83,11 @@ async def runs(board: Dashboard, request: Request) -> tuple[str, dict[str, Any]]
     """Runs newest first, filtered, a page at a time (keyset: ``before`` an id)."""
     f = run_filter(request)
     rows, next_before = await q.runs_page(board.store, f)
-    kept = {k: v for k, v in request.query_params.items() if k not in ("before", "flash", "level")}
+    kept = {
+        k: v
+        for k, v in request.query_params.items()
+        if k not in ("before", "flash", "level", "sig")
+    }
     return "runs.html", {
         "rows": rows,
         "filters": kept,

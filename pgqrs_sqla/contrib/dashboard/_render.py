@@ -6,6 +6,8 @@ POST whether it came from our own page (origin and CSRF token).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from ...errors import PgqrsError, RunNotFound
 from ...store import Store
 from ._security import (
+    CSRF_COOKIE,
     CSRF_FIELD,
     Access,
     Refused,
@@ -115,7 +118,7 @@ class Dashboard:
         def url(route: str, query: Mapping[str, Any] | None = None, /, **params: Any) -> str:
             return self.url(request, route, query, **params)
 
-        flash = request.query_params.get("flash", "")[:500]
+        flash, level = read_flash(request)
         html = self.env.get_template(template).render(
             {
                 **context,
@@ -125,7 +128,7 @@ class Dashboard:
                 "csrf_field": CSRF_FIELD,
                 "csrf_token": token,
                 "flash": flash,
-                "flash_level": "error" if request.query_params.get("level") == "error" else "ok",
+                "flash_level": level,
                 "url": url,
                 "static": lambda path: url("static", path=path),
             }
@@ -201,13 +204,39 @@ def action(
             log.info("dashboard %s %s by %s failed: %s", name, target, viewer, error)
             return _redirect(board, request, name, target, str(error), error=True)
         log.info("dashboard %s %s by %s: %s", name, target, viewer, message)
-        return RedirectResponse(_with_flash(back, message), status_code=303)
+        return RedirectResponse(_with_flash(request, back, message), status_code=303)
 
     return endpoint
 
 
-def _with_flash(url: str, message: str, *, error: bool = False) -> str:
-    query = {"flash": message[:500], **({"level": "error"} if error else {})}
+def _flash_mac(request: Request, message: str, level: str) -> str:
+    """The flash message's signature, keyed by this browser's CSRF cookie.
+
+    Only our own redirect after an action can show a message: a link someone else made
+    (``?flash=Your session expired, call ...``) shows nothing.
+    """
+    key = request.cookies.get(CSRF_COOKIE, "")
+    if not key:
+        return ""
+    mac = hmac.new(key.encode(), f"{level}:{message}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+def read_flash(request: Request) -> tuple[str, str]:
+    """The flash message of the query string and its level, if our signature is on it."""
+    message = request.query_params.get("flash", "")
+    level = "error" if request.query_params.get("level") == "error" else "ok"
+    signed = request.query_params.get("sig", "")
+    expected = _flash_mac(request, message, level) if message else ""
+    if not expected or not hmac.compare_digest(signed.encode(), expected.encode()):
+        return "", "ok"
+    return message, level
+
+
+def _with_flash(request: Request, url: str, message: str, *, error: bool = False) -> str:
+    message = message[:500]
+    level = "error" if error else "ok"
+    query = {"flash": message, "level": level, "sig": _flash_mac(request, message, level)}
     return url + ("&" if "?" in url else "?") + urlencode(query)
 
 
@@ -228,4 +257,4 @@ def _redirect(
         back = board.url(request, "dead_letters")
     else:
         back = board.url(request, "overview")
-    return RedirectResponse(_with_flash(back, message, error=error), status_code=303)
+    return RedirectResponse(_with_flash(request, back, message, error=error), status_code=303)
