@@ -426,3 +426,21 @@ async def test_only_our_redirect_can_show_a_message(
     assert f"run {run_id}: CANCELLED" in shown.text
     tampered = done.headers["location"].replace("CANCELLED", "SUCCESS")
     assert "SUCCESS" not in (await client.get(tampered)).text.split("<main>")[1]
+
+
+async def test_auth_may_answer_with_its_own_http_exception(store: pgqrs.Store) -> None:
+    """HTTP Basic: ``auth`` raises a 401 that asks the browser for a name and password."""
+    from starlette.exceptions import HTTPException
+
+    def basic(request: Request) -> str:
+        if request.headers.get("authorization") == "Basic YWRhOnB3":  # ada:pw
+            return "ada"
+        raise HTTPException(401, "who?", {"WWW-Authenticate": 'Basic realm="jobs"'})
+
+    app = mounted(store, auth=basic)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        refused = await c.get("/jobs/runs")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == 'Basic realm="jobs"'
+        assert refused.headers["content-security-policy"] == CSP
+        assert (await c.get("/jobs/runs", auth=("ada", "pw"))).status_code == 200
