@@ -17,6 +17,7 @@ Quick tour::
 """
 
 from ._limits import UNLIMITED as UNLIMITED, Unlimited as Unlimited
+from ._logging import RunContextFilter as RunContextFilter
 from ._signals import Pause as Pause, Step as Step
 from .codec import json_default as json_default
 from .consumer import ConsumerBuilder as ConsumerBuilder, consumer as consumer
@@ -142,6 +143,7 @@ __all__ = [
     "RetryPolicy",
     "RunCancelled",
     "RunContext",
+    "RunContextFilter",
     "RunFailed",
     "RunInfo",
     "RunNotFound",

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from . import _children, _waits, queue as q
+from . import _children, _observe, _waits, queue as q
 from ._db import translated
 from ._dead_letters import DeadLetters
 from ._error_record import error_record
@@ -27,6 +27,7 @@ from ._leases import Leases
 from ._limited_claim import StartedRun, claim_for, started_runs
 from ._logging import get_logger, run_id_var, workflow_var
 from ._outcome import Outcome, OutcomeKind, outcome_of, unrecorded
+from ._plain_messages import PlainMessages
 from ._registration import Registration
 from ._runs_write import claim_and_start_stmt, hand_back_runs_stmt, start_stmt
 from ._schedule_time import tick_of_key
@@ -46,7 +47,6 @@ from .context import RunContext
 from .dialects import aware
 from .errors import LeaseLost, PgqrsError
 from .models import RunStatus, StepStatus
-from .retry import RetryPolicy
 from .runs import RUN_DONE_CHANNEL, wake_waiters
 from .store import Store
 
@@ -58,7 +58,7 @@ def _first_of(messages: list[q.Message]) -> set[int]:
     return {m.id for m in messages if m.read_ct == 1}
 
 
-class Delivery:
+class Delivery(PlainMessages):
     """Claims for, starts and runs the deliveries of one worker.
 
     ``inflight`` is the worker's table of running deliveries (message id -> task), which
@@ -188,6 +188,17 @@ class Delivery:
 
         None when stop() began while the connection was taken.
         """
+        if (observer := _observe.observer) is None:
+            return await self._claim_once(binding, batch)
+        began = time.monotonic()
+        got = await self._claim_once(binding, batch)
+        if got is not None:
+            observer.claimed(binding.queue, time.monotonic() - began, len(got[0]))
+        return got
+
+    async def _claim_once(
+        self, binding: _Binding, batch: int
+    ) -> tuple[list[q.Message], list[Any] | None] | None:
         if binding.limited:
             return await self.claim_limited(binding, batch, self.visibility_timeout)
         with translated("claim"):
@@ -293,6 +304,7 @@ class Delivery:
                 parent_run_id=row.parent_run_id,
                 deadline_at=aware(row.deadline_at),
                 scheduled_at=tick_of_key(row.idempotency_key),
+                trace_context=row.trace_context,
                 hold_connection=hold,
                 lease_seconds=self.visibility_timeout,
             )
@@ -351,78 +363,32 @@ class Delivery:
         if binding.limited:
             self.store._wake(binding.queue)
 
-    def spawn_batch(self, binding: _Binding, messages: list[q.Message]) -> None:
-        """One task for a claimed batch of plain messages: handlers run concurrently.
-
-        The successes are acknowledged together, in one statement.
-        """
-        first = messages[0]
-        task = asyncio.create_task(
-            self._process_messages(binding, messages), name=f"pgqrs-{binding.queue}-{first.id}"
-        )
-        for msg in messages:
-            self.inflight[msg.id] = _InFlight(msg, binding, task)
-        ids = [m.id for m in messages]
-        task.add_done_callback(lambda _t: self._ended(binding, ids))
-
-    # ------------------------------------------------------------ plain messages
-
-    async def _process_messages(self, binding: _Binding, messages: list[q.Message]) -> None:
-        handled = await asyncio.gather(*(self._process_message(binding, m) for m in messages))
-        done = [m for m, ok in zip(messages, handled, strict=True) if ok]
-        if not done:
-            return
-        try:
-            async with self.store._autocommit() as conn:
-                acked = await q.archive_many(conn, self.store.tables, done, self.registration.id)
-        except asyncio.CancelledError:
-            for msg in done:
-                await self.leases.release_quietly(msg)
-            raise
-        except PgqrsError as error:  # e.g. the database went away: the leases will expire
-            self.stats.errors += 1
-            log.warning("could not acknowledge %d message(s): %s", len(done), error)
-            return
-        self.stats.completed += len(acked)
-        lost = len(done) - len(acked)
-        if lost:
-            self.stats.lease_lost += lost
-            log.warning("%d message(s) of queue %s: lease lost before ack", lost, binding.queue)
-
-    async def _process_message(self, binding: _Binding, msg: q.Message) -> bool:
-        """Run the handler; True if the message is to be acknowledged."""
-        extra = {"queue": binding.queue, "message_id": msg.id}
-        try:
-            await binding.handler(msg)
-            return True
-        except LeaseLost:
-            self.stats.lease_lost += 1
-            log.warning("message %s: lease lost", msg.id, extra=extra)
-        except asyncio.CancelledError:
-            await self.leases.release_quietly(msg)
-            raise
-        except Exception as error:
-            self.stats.errors += 1
-            log.exception("message %s: handler failed", msg.id, extra=extra)
-            policy = binding.retry or RetryPolicy()
-            with contextlib.suppress(LeaseLost, PgqrsError):
-                await self.leases.fail(
-                    msg, f"{type(error).__name__}: {error}", delay=policy.delay(msg.failed_ct + 1)
-                )
-        return False
-
     # ------------------------------------------------------------ workflow runs
 
     async def _process_run(self, binding: _Binding, x: Execution) -> None:
         # This task's own context: every record logged while the run executes carries it.
         run_id_var.set(x.run_id)
         workflow_var.set(x.workflow)
+        if (observer := _observe.observer) is None:
+            return await self._run(binding, x, None)
+        facts = _observe.DeliveryFacts(
+            x.run_id, x.workflow, binding.queue, x.message.read_ct, x.trace_context, x.parent_run_id
+        )
+        with observer.delivery(facts) as seen:
+            await self._run(binding, x, seen)
+
+    async def _run(
+        self, binding: _Binding, x: Execution, seen: _observe.DeliveryObservation | None
+    ) -> None:
         try:
             outcome = await self._outcome(binding, x)
             try:
                 ended = await self._record(binding, x, outcome)
             except Exception as error:  # the outcome could not be recorded
-                ended = await self._record(binding, x, unrecorded(error))
+                outcome = unrecorded(error)
+                ended = await self._record(binding, x, outcome)
+            if seen is not None:
+                seen.outcome(outcome, ended=ended)
         finally:
             await x.release_connection()
         if ended:

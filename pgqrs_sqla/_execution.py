@@ -84,6 +84,8 @@ class Execution:
     deadline_at: datetime | None = None
     #: the schedule's tick that triggered the run (None: not a scheduled run)
     scheduled_at: datetime | None = None
+    #: what an observer stored with the run at its trigger (``_observe``)
+    trace_context: str | None = None
     #: set when the run passed ``deadline_at``: it ends CANCELLED with this as its error
     deadline_error: dict[str, Any] | None = None
     #: the run waiting on this one (``ctx.wait_for_run``), as the write that ended it said

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from . import queue as q
+from . import _observe, queue as q
 from ._db import translate
 from ._limited_claim import limited_queues_stmt
 from ._logging import describe, get_logger
@@ -162,6 +163,22 @@ def oldest_ready_stmt(t: Tables, queue_ids: Sequence[int]) -> Select[Any, dateti
     )
 
 
+def ready_depths_stmt(t: Tables, queue_ids: Sequence[int]) -> Select[Any]:
+    """Each of ``queue_ids``' name, ready messages, the oldest one's vt, and the database clock.
+
+    For an observer's gauges (:meth:`~pgqrs_sqla._observe.Observer.queue_depths`): a range of
+    the ready index per queue.
+    """
+    m, qt = t.messages, t.queues
+    ready = and_(m.c.queue_id == qt.c.id, m.c.archived_at.is_(None), m.c.vt <= utcnow())
+    return (
+        select(qt.c.queue_name, func.count(m.c.id), func.min(m.c.vt), utcnow())
+        .select_from(qt.outerjoin(m, ready))
+        .where(qt.c.id.in_(queue_ids))
+        .group_by(qt.c.queue_name)
+    )
+
+
 def cancel_requested_stmt(t: Tables, run_ids: Sequence[int]) -> Select[int]:
     """Which of ``run_ids`` were asked to cancel."""
     r = t.runs
@@ -208,6 +225,8 @@ class Heartbeat:
         #: delays a heartbeat or a lease extension; the next is due at ``next_prune``
         self.prune_task: asyncio.Task[None] | None = None
         self.next_prune = self._prune_after(first=True)
+        #: when an observer's queue depths are next read (monotonic; see ``_observe``)
+        self.next_depths = 0.0
 
     def _prune_after(self, *, first: bool = False) -> float:
         """When the next background prune is due (monotonic), or infinity if never.
@@ -240,6 +259,20 @@ class Heartbeat:
                 describe(translate(error, "prune")),
             )
 
+    async def _depths(self, conn: AsyncConnection, observer: _observe.Observer) -> None:
+        """Tell ``observer`` its queues' depths, if it wants them and they are due."""
+        interval = observer.depth_interval
+        if interval is None or time.monotonic() < self.next_depths:
+            return
+        self.next_depths = time.monotonic() + interval
+        rows = (await conn.execute(ready_depths_stmt(self.store.tables, self.queue_ids))).all()
+        observer.queue_depths(
+            {
+                name: (int(ready), None if vt is None else (aware(now) - aware(vt)).total_seconds())  # type: ignore[operator]
+                for name, ready, vt, now in rows
+            }
+        )
+
     async def run(self) -> None:
         """The loop; cancelled by the worker's shutdown (which cancels a prune under way)."""
         try:
@@ -265,6 +298,8 @@ class Heartbeat:
                     )
                     stmt = limited_queues_stmt(t, self.queue_ids)
                     self.limited(set((await conn.execute(stmt)).scalars()))
+                    if (observer := _observe.observer) is not None:
+                        await self._depths(conn, observer)
                     if inflight:
                         # Fenced by token as well as owner: a delivery this worker no longer
                         # holds keeps the vt its new holder gave it.

@@ -56,6 +56,8 @@ class StartedRun:
     deadline_at: Any = None
     #: the run's idempotency key (a schedule's tick is read from it: ``ctx.scheduled_at``)
     idempotency_key: str | None = None
+    #: what an observer stored with the run at its trigger (``_observe``)
+    trace_context: str | None = None
 
 
 def started_runs(rows: Sequence[Any], sent: float) -> list[StartedRun]:
@@ -72,6 +74,7 @@ def started_runs(rows: Sequence[Any], sent: float) -> list[StartedRun]:
             row.parent_run_id,
             row.deadline_at,
             row.idempotency_key,
+            row.trace_context,
         )
         for row in rows
         if row.run_id is not None
@@ -272,6 +275,7 @@ async def claim_for(
             r.parent_run_id,
             r.deadline_at,
             r.idempotency_key,
+            r.trace_context,
         )
         for r in got.started
     ]

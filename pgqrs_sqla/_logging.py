@@ -19,7 +19,13 @@ step_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("pgqrs_ste
 
 
 class RunContextFilter(logging.Filter):
-    """Adds ``run_id``, ``workflow`` and ``step`` (None outside a run) to each record."""
+    """Adds ``run_id``, ``workflow`` and ``step`` (None outside a run) to each record.
+
+    pgqrs's own loggers carry it; add it to a handler (``handler.addFilter(RunContextFilter())``)
+    and the records of the app's loggers get them too, when logged while a run executes
+    (in a handler or a step body, sync or async). A structured (JSON) formatter then reads
+    them as ``record.run_id``, ``record.workflow`` and ``record.step``.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         for name, var in (("run_id", run_id_var), ("workflow", workflow_var), ("step", step_var)):

@@ -57,6 +57,7 @@ def start_update(t: Tables, which: ColumnElement[bool]) -> ReturningUpdate[Any]:
             r.c.parent_run_id,
             r.c.deadline_at,
             r.c.idempotency_key,
+            r.c.trace_context,
             utcnow().label("db_now"),
         )
     )
@@ -267,6 +268,7 @@ def claimed_and_started(t: Tables, claim: Update) -> Select[Any]:
         started.c.parent_run_id,
         started.c.deadline_at,
         started.c.idempotency_key,
+        started.c.trace_context,
         has_steps.label("has_steps"),
         started.c.db_now,
     ).select_from(claimed.outerjoin(started, started.c.message_id == claimed.c.id))

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import _children, _waits
+from . import _children, _observe, _waits
 from ._db import translated
 from ._error_record import error_record as error_record, storable_text as storable_text
 from ._execution import Execution as Execution, StepRecord as StepRecord
@@ -111,13 +111,20 @@ class RunContext:
         x = self._x
         recorded = _waits.claim_name(x, name, None)
         fn, returns = step_function(fn)  # typed results: pgqrs_sqla.typed
+        observer = _observe.observer
         if recorded is not None and recorded.status is StepStatus.SUCCESS:
+            if observer is not None:
+                observer.step_replayed(x.run_id, x.workflow, name, recorded.attempts)
             return step_result(recorded.output, returns, x.run_id, name)
         _waits.check_live(x)
         attempts = x.attempts_of(name)
         token = step_var.set(name)
         try:
-            result = await self._execute(name, fn, attempts, transactional, retry)
+            if observer is None:
+                result = await self._execute(name, fn, attempts, transactional, retry)
+            else:
+                with observer.step(x.run_id, x.workflow, name, attempts):
+                    result = await self._execute(name, fn, attempts, transactional, retry)
             return step_result(result, returns, x.run_id, name)
         finally:
             step_var.reset(token)

@@ -276,6 +276,9 @@ class WorkflowRunMixin(_PgqrsTable):
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: ``trigger(concurrency_key=)``, shown in ``RunInfo`` (its message carries it for claims)
     concurrency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: the trigger's trace context (W3C ``traceparent``), written only while an observer is
+    #: installed (``pgqrs_sqla.contrib.otel``): the worker's spans join the trigger's trace
+    trace_context: Mapped[str | None] = mapped_column(String(512), nullable=True)
 
     @declared_attr.directive
     @classmethod

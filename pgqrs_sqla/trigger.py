@@ -9,9 +9,8 @@ transaction. Either both appear when the transaction commits, or neither does.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -35,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningInsert
 
+from . import _observe
 from ._catalog_write import define_workflow
 from ._db import (
     SERIALIZATION_FAILURE,
@@ -46,6 +46,7 @@ from ._db import (
     target_db_key,
     wake_after_commit,
 )
+from ._isolation import not_visible, savepoint, snapshot_may_hide_runs
 from ._typed_hooks import handler_types
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, JsonDefault, check_json, check_text
 from .dialects import Dialect, JSONType, dialect_for, insert_for, utcnow, utcnow_plus
@@ -90,6 +91,7 @@ _RUN_COLS = [
     "updated_at",
     "deadline_at",
     "concurrency_key",
+    "trace_context",
 ]
 
 
@@ -111,6 +113,7 @@ def _run_values(t: Tables, message_id: ColumnElement[Any]) -> Select[Any]:
         utcnow(),
         _deadline(func.coalesce(bindparam("p_timeout", type_=Float), w.c.timeout)),
         bindparam("p_ckey", type_=String),
+        bindparam("p_trace", type_=String),
     ).where(w.c.workflow_name == bindparam("p_wf", type_=String))
 
 
@@ -187,10 +190,32 @@ def trigger_logic(
     what to do. At READ COMMITTED (where every statement sees what is committed) no
     savepoint is needed, and none is paid for.
     """
-    options = (delay, priority, timeout, concurrency_key)
+    args = (conn, t, name, params, key, delay, priority, guarded, timeout, concurrency_key)
+    if (observer := _observe.observer) is None:
+        return _guarded(*args)
+    with observer.trigger(name) as seen:  # its trace context is stored with the run
+        run_id = _guarded(*args, seen.carrier())
+        seen.wrote(run_id)
+    return run_id
+
+
+def _guarded(
+    conn: Connection,
+    t: Tables,
+    name: str,
+    params: Any,
+    key: str | None,
+    delay: float,
+    priority: int,
+    guarded: bool,
+    timeout: float | None,
+    concurrency_key: str | None,
+    trace: str | None = None,
+) -> int:
+    options = (delay, priority, timeout, concurrency_key, trace)
     if not (guarded and key is not None and dialect_for(conn).snapshot_conflicts):
         return _trigger(conn, t, name, params, key, *options)
-    if not _snapshot_may_hide_runs(conn):
+    if not snapshot_may_hide_runs(conn):
         try:
             return _trigger(conn, t, name, params, key, *options)
         except exc.DBAPIError as error:
@@ -198,69 +223,15 @@ def trigger_logic(
                 raise
             # The level was raised behind SQLAlchemy's back (a raw SET TRANSACTION):
             # without the savepoint the caller's transaction is aborted; say so.
-            raise _not_visible(
-                name, key, "REPEATABLE READ or SERIALIZABLE", aborted=True
-            ) from error
+            raise not_visible(name, key, "REPEATABLE READ or SERIALIZABLE", aborted=True) from error
 
-    def not_visible() -> IdempotencyKeyNotVisible:
+    def refusal() -> IdempotencyKeyNotVisible:
         level = str(conn.exec_driver_sql("SHOW transaction_isolation").scalar()).upper()
-        return _not_visible(name, key, level, aborted=False)
+        return not_visible(name, key, level, aborted=False)
 
-    with _savepoint(conn, not_visible):
+    with savepoint(conn, refusal):
         run_id = _trigger(conn, t, name, params, key, *options)
     return run_id
-
-
-@contextlib.contextmanager
-def _savepoint(conn: Connection, refusal: Callable[[], Exception]) -> Iterator[None]:
-    """Run the block in a savepoint of ``conn``'s transaction, released if it succeeds.
-
-    Anything it raises rolls the savepoint back, so the caller's transaction stays usable;
-    a serialization failure (a row committed after this transaction's snapshot) is raised as
-    ``refusal()``, made after the rollback, from it.
-    """
-    savepoint = conn.begin_nested()
-    try:
-        yield
-    except exc.DBAPIError as error:
-        savepoint.rollback()
-        if sqlstate(error) != SERIALIZATION_FAILURE:
-            raise
-        raise refusal() from error
-    except BaseException:
-        savepoint.rollback()
-        raise
-    savepoint.commit()
-
-
-def _snapshot_may_hide_runs(conn: Connection) -> bool:
-    """Whether ``conn``'s transaction keeps one snapshot (REPEATABLE READ, SERIALIZABLE).
-
-    Judged by the level SQLAlchemy set on it (``isolation_level=`` on the engine, connection or
-    session's bind), or else the database's default, read when the connection was made.
-    """
-    level = conn.get_execution_options().get("isolation_level") or conn.default_isolation_level
-    return str(level).upper() not in ("READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT")
-
-
-def _not_visible(name: str, key: str, level: str, *, aborted: bool) -> IdempotencyKeyNotVisible:
-    state = (
-        "PostgreSQL aborted your transaction: pgqrs guards a keyed trigger with a savepoint "
-        "only when it knows the level, so set it with SQLAlchemy's isolation_level= rather "
-        "than a SET TRANSACTION statement"
-        if aborted
-        else "Nothing was written and your transaction is still usable"
-    )
-    return IdempotencyKeyNotVisible(
-        f"a run of workflow {name!r} with idempotency_key {key!r} was committed by another "
-        f"transaction after {level if level == 'this' else f'this {level}'} transaction took its snapshot, so it cannot see the run "
-        f"to return it. {state}. Retry the whole transaction (its new snapshot sees the "
-        "run, and the trigger returns its id), or trigger at READ COMMITTED",
-        workflow=name,
-        idempotency_key=key,
-        isolation_level=None if aborted else level,
-        transaction_aborted=aborted,
-    )
 
 
 def _trigger(
@@ -273,10 +244,12 @@ def _trigger(
     priority: int,
     timeout: float | None,
     concurrency_key: str | None,
+    trace: str | None,
 ) -> int:
     dialect = conn.dialect.name
     params = {
         "p_ckey": concurrency_key,
+        "p_trace": trace,
         "p_wf": name,
         "p_delay": delay,
         "p_priority": priority,
@@ -349,7 +322,7 @@ def _define(conn: Connection, t: Tables, name: str) -> None:
         "nothing was written and your transaction is still usable: retry it",
         workflow=name,
     )
-    with _savepoint(conn, refusal):
+    with savepoint(conn, refusal):
         define_workflow(conn, t, name, WORKFLOW_MAX_DELIVERIES, RetryPolicy())
 
 

@@ -380,6 +380,34 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[_SERVER_HOW] = server.how
 
 
+#: Where the long tests are, longest chains first: xdist hands tests to its workers in
+#: collection order, so a long test collected last runs alone at the end while the other
+#: workers idle. Collected first, they overlap with the many short ones.
+SLOW_FIRST = (
+    "tests/unit/test_docs_site.py",  # one group: the site's build, then its checks
+    "tests/migrations/test_wheel.py",  # one group: the wheel's build and install
+    "tests/unit/test_error_types.py",  # the group "mypy" with the next
+    "tests/unit/test_typed_checking.py",
+    "tests/reliability/",
+    "tests/acceptance/",
+    "tests/unit/test_bench_smoke.py",
+    "tests/unit/test_harness.py",
+    "tests/migrations/",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first (:data:`SLOW_FIRST`); otherwise the collection order, unchanged."""
+
+    def rank(item: pytest.Item) -> int:
+        for i, prefix in enumerate(SLOW_FIRST):
+            if item.nodeid.startswith(prefix):
+                return i
+        return len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: same-rank tests keep their order
+
+
 @pytest.fixture(scope="session")
 def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer | None]:
     with contextlib.ExitStack() as stack:

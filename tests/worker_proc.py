@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import functools
 import json
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -212,6 +214,14 @@ def schedule_handler(journal: Journal) -> Callable[[pgqrs.RunContext, Any], Awai
     return handler
 
 
+def dump_tasks() -> None:
+    """Write every asyncio task of this loop, with its stack, to stderr."""
+    for task in asyncio.all_tasks():
+        print(f"TASK {task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, Any]:
     """Run until SIGTERM; return this process's counters."""
     journal = Journal(journal_path)
@@ -220,9 +230,16 @@ async def main(mode: str, url: str, name: str, journal_path: str) -> dict[str, A
     prune_interval = 0.05 if mode == "prune" else None
     if mode == "prune":
         Retention._round_batch = 50
+    # A test that finds this process hung sends SIGUSR1 before SIGKILL: every thread's stack
+    # then lands in the process's log, which the failing test prints.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     store = await pgqrs.connect(url, pool_size=6, prune_interval=prune_interval)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+    # A test whose SIGTERM this process outlives sends SIGUSR2: each asyncio task's stack
+    # then lands in the log (the threads' come with SIGUSR1, above).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump_tasks)
     stats: dict[str, Any] = {"name": name, "pid": os.getpid()}
     try:
         if mode == "plain":

@@ -66,6 +66,7 @@ RUN_BY = {
         "test_docs_pages::test_operate_page_commands_run",
     ],
     "testing.md": ["test_docs_pages::test_testing_page"],
+    "tracing.md": ["test_docs_pages::test_tracing_page"],
 }
 # Pages whose console blocks only run the test suite or the benchmarks themselves.
 NOT_RUN = {"reliability.md", "benchmarks.md"}
@@ -97,9 +98,22 @@ def test_every_page_is_in_the_nav_and_runs() -> None:
         assert callable(getattr(importlib.import_module(f"tests.acceptance.{module}"), name)), test
 
 
+def run_on(page: str, backend: str, url: str, tmp_path: Path) -> str:
+    """Run ``page`` on PostgreSQL at ``url``; on SQLite as a new user runs it, with no
+    ``DATABASE_URL``: the page then keeps its SQLite file in a temporary folder, which it
+    must remove when its script ends (the temp directory it was given is empty afterwards)."""
+    if backend == "postgresql":
+        return run_page(page, tmp_path, {"DATABASE_URL": url})
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = run_page(page, tmp_path, {"TMPDIR": str(scratch)})
+    assert list(scratch.iterdir()) == [], f"{page} left {list(scratch.iterdir())}"
+    return out
+
+
 @pytest.mark.parametrize("page", list(PRINTS))
-def test_page_prints(page: str, empty_db_url: str, tmp_path: Path) -> None:
-    out = run_page(page, tmp_path, {"DATABASE_URL": empty_db_url})
+def test_page_prints(page: str, backend: str, empty_db_url: str, tmp_path: Path) -> None:
+    out = run_on(page, backend, empty_db_url, tmp_path)
     for line in PRINTS[page]:
         assert line in out
 
@@ -107,34 +121,34 @@ def test_page_prints(page: str, empty_db_url: str, tmp_path: Path) -> None:
 def test_events_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
     """On PostgreSQL with a psycopg URL: the page's sync app makes its own engine from it."""
     url = empty_db_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    out = run_page("events.md", tmp_path, {"DATABASE_URL": url})
+    out = run_on("events.md", backend, url, tmp_path)
     assert "order 1 shipped (ops)" in out
     for error in ("RunNotFound", "IllegalTransition", "InvalidName", "PayloadError"):
         assert f"{error} - " in out
 
 
-def prints_as_shown(page: str, url: str, tmp_path: Path) -> None:
+def prints_as_shown(page: str, backend: str, url: str, tmp_path: Path) -> None:
     """Each ```text block after a ```python block of ``page`` is what that block prints."""
-    out = run_page(page, tmp_path, {"DATABASE_URL": url})
+    out = run_on(page, backend, url, tmp_path)
     text = (DOCS / page).read_text()
     shown = re.findall(r"```python\n.*?```\n\n(?:[^`]*?\n\n)?```text\n(.*?)```", text, flags=re.S)
     assert "".join(shown) == out
 
 
-def test_retention_page(empty_db_url: str, tmp_path: Path) -> None:
-    prints_as_shown("retention.md", empty_db_url, tmp_path)
+def test_retention_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
+    prints_as_shown("retention.md", backend, empty_db_url, tmp_path)
 
 
-def test_schedules_page(empty_db_url: str, tmp_path: Path) -> None:
-    prints_as_shown("schedules.md", empty_db_url, tmp_path)
+def test_schedules_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
+    prints_as_shown("schedules.md", backend, empty_db_url, tmp_path)
 
 
-def test_limits_page(empty_db_url: str, tmp_path: Path) -> None:
-    prints_as_shown("limits.md", empty_db_url, tmp_path)
+def test_limits_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
+    prints_as_shown("limits.md", backend, empty_db_url, tmp_path)
 
 
-def test_flow_control_page(empty_db_url: str, tmp_path: Path) -> None:
-    prints_as_shown("flow-control.md", empty_db_url, tmp_path)
+def test_flow_control_page(backend: str, empty_db_url: str, tmp_path: Path) -> None:
+    prints_as_shown("flow-control.md", backend, empty_db_url, tmp_path)
 
 
 def test_operate_page(tmp_path: Path) -> None:
@@ -159,6 +173,22 @@ def test_testing_page(backend: str, db_url: str, tmp_path: Path) -> None:
     own pgqrs tables it leaves alone."""
     url = db_url if backend == "postgresql" else ""
     run_page("testing.md", tmp_path, {"TEST_DATABASE_URL": url} if url else None)
+
+
+def test_tracing_page(empty_db_url: str, tmp_path: Path) -> None:
+    """The console shows the request's trace down to the last step, the metrics at the end,
+    and the JSON log line of the step with its run, step and trace ids."""
+    out = run_page("tracing.md", tmp_path, {"DATABASE_URL": empty_db_url})
+    assert "shipped 2 items for 20" in out
+    for span in ("POST /checkout", "trigger checkout", "run checkout", "step ship"):
+        assert f'"name": "{span}"' in out
+    assert '"pgqrs.runs.finished"' in out and '"pgqrs.step.duration"' in out
+    [line] = [line for line in out.splitlines() if line.startswith('{"msg": "label printed"')]
+    logged = json.loads(line)
+    assert (logged["workflow"], logged["step"]) == ("label", "print_label")
+    assert isinstance(logged["run_id"], int)
+    assert f'"trace_id": "0x{logged["trace_id"]}"' in out  # the step span's trace
+    assert f'"span_id": "0x{logged["span_id"]}"' in out
 
 
 def _command(line: str, values: dict[str, str]) -> tuple[list[str], str | None]:
@@ -275,23 +305,3 @@ def test_orders_app_page(empty_db_url: str, tmp_path: Path) -> None:
             assert done.returncode == 0, f"{line}\n{done.stderr}"
         ran.append(argv[0])
     assert ran == ["cd", "export", "alembic", "python"]
-
-
-def test_pages_leave_no_temporary_folders(tmp_path: Path) -> None:
-    """The pages that keep their SQLite file in a temporary folder remove it when their
-    script ends: the temp directory they were given (TMPDIR) is empty afterwards. (The
-    embedding and installation pages' own tests check theirs.)"""
-    pages = ("workflows.md", "timers.md", "events.md", "typed.md")
-    pages += (
-        "children.md",
-        "deadlines.md",
-        "upgrades.md",
-        "retention.md",
-        "schedules.md",
-        "limits.md",
-    )
-    for page in pages:
-        scratch = tmp_path / page / "tmp"
-        scratch.mkdir(parents=True)
-        run_page(page, scratch.parent, {"TMPDIR": str(scratch)})
-        assert list(scratch.iterdir()) == [], page

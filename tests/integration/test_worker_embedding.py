@@ -166,24 +166,26 @@ async def test_heartbeat_and_lease_extension_continue_during_a_blocking_step(
     store: pgqrs.Store, wait_until: Any
 ) -> None:
     async def handler(ctx: pgqrs.RunContext, params: Any) -> Any:
-        # The workload: blocks a thread (not the loop) for longer than the 0.4 s lease.
-        return await ctx.step("cpu", lambda: time.sleep(1.0) or "ok")
+        # The workload: blocks a thread (not the loop) for longer than the 1.2 s lease.
+        return await ctx.step("cpu", lambda: time.sleep(3.0) or "ok")
 
     await store.create_workflow("wf")
     worker = (
         await pgqrs.consumer("hb", None, "wf")
         .handler(handler)
-        .create(store, visibility_timeout=0.4, heartbeat_interval=0.1, poll_interval=0.05)
+        # A lease of 1.2 s renewed every 0.1 s: a 0.4 s lease was lost on a machine loaded
+        # enough to starve the loop for 0.3 s (seen with 4 test processes on 2 busy cores).
+        .create(store, visibility_timeout=1.2, heartbeat_interval=0.1, poll_interval=0.05)
     )
     thief = await pgqrs.consumer("thief", None, "wf").handler(handler).create(store, own_pool=False)
     async with worker:
         run_id = await pgqrs.workflow("wf").trigger().execute(store)
         await store.wait_for_status(run_id, RunStatus.RUNNING, timeout=10)
         before = {w.name: w.heartbeat_at for w in await store.list_workers()}["hb"]
-        # While the step runs (1 s, longer than the 0.4 s lease), nobody else can claim it.
+        # While the step runs (3 s, longer than the 1.2 s lease), nobody else can claim it.
         for _ in range(5):
             assert await thief.dequeue(1) == []
-            await asyncio.sleep(0.1)  # the measurement: samples spanning more than one lease
+            await asyncio.sleep(0.4)  # the measurement: samples spanning more than one lease
         after = {w.name: w.heartbeat_at for w in await store.list_workers()}["hb"]
         assert after > before
         waiting = await pgqrs.workflow("wf").trigger().execute(store)  # concurrency 1: it waits

@@ -20,7 +20,8 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
     # pgqrs_workers.pid, .heartbeat_interval and .queues, pgqrs_workflows.backoff_jitter and
     # .served_at, pgqrs_workflow_steps.next_delivery, .kind, .wake_at and .wait_for, the
     # retentions of pgqrs_workflows and pgqrs_queues, the limits of pgqrs_queues and the
-    # concurrency keys; the tables pgqrs_workflow_events and pgqrs_schedules and their indexes;
+    # concurrency keys, a run's trace_context; the tables pgqrs_workflow_events and
+    # pgqrs_schedules and their indexes;
     # and the foreign key pgqrs_messages.consumer_worker_id no longer has (pgqrs_0010)
     assert {op[0] for op in app.drift(metadata)} == {
         "add_column",
@@ -47,6 +48,7 @@ async def test_install_adds_the_columns_and_tables_a_later_version_introduced(
             "column pgqrs_workflow_runs.concurrency_key is missing",
             "column pgqrs_workflow_runs.deadline_at is missing",
             "column pgqrs_workflow_runs.parent_run_id is missing",
+            "column pgqrs_workflow_runs.trace_context is missing",
             "column pgqrs_workflow_steps.kind is missing",
             "column pgqrs_workflow_steps.next_delivery is missing",
             "column pgqrs_workflow_steps.wait_for is missing",

@@ -239,10 +239,10 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
     workflows' ``retention`` and ``error_retention`` and the queues' ``retention`` (NULL
     before: the store's defaults); ``pgqrs_0008`` the queues' limits and the runs' and
     messages' ``concurrency_key`` (NULL before: no limit, no key); ``pgqrs_0009`` the runs'
-    ``finished_at`` index. The downgrade drops that table and gives back the steps, runs,
-    workflows, queues and messages tables exactly as 0003 left them (a table copy on SQLite):
-    columns, keys, the CHECK, the rows. Upgrading again then works: nothing was left
-    behind."""
+    ``finished_at`` index; ``pgqrs_0011`` the runs' ``trace_context`` (NULL before). The
+    downgrade drops that table and gives back the steps, runs, workflows, queues and
+    messages tables exactly as 0003 left them (a table copy on SQLite): columns, keys, the
+    CHECK, the rows. Upgrading again then works: nothing was left behind."""
     app.write_models(models_source(convention=convention))
     app.stock_env(include_object="models.include_object")
     cfg = app.config()
@@ -291,6 +291,9 @@ def test_0004_to_0006_upgrade_and_downgrade_in_place(
             assert conn.execute(text("SELECT concurrency_key FROM pgqrs_workflow_runs")).all() == [
                 (None,)
             ]
+            assert conn.execute(  # pgqrs_0011: no trace context before it
+                text("SELECT trace_context FROM pgqrs_workflow_runs")
+            ).all() == [(None,)]
             conn.execute(text("UPDATE pgqrs_queues SET concurrency = 2, rate_limit = 5"))
             conn.execute(text("UPDATE pgqrs_workflows SET retention = 60, error_retention = 120"))
             conn.execute(

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-# Its tests share one built wheel (a module fixture): under pytest-xdist they run on one
-# worker (make test uses --dist loadgroup), so it is built once.
+# Its tests share one built wheel (a session fixture): under pytest-xdist they run on one
+# worker (make test uses --dist loadgroup), so it is built once. (A module fixture can be
+# built twice there: the worker may run other modules' tests between this module's.)
 pytestmark = pytest.mark.xdist_group("wheel")
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(

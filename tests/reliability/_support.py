@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import sys
@@ -122,15 +123,41 @@ class Procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
         codes: dict[str, int | None] = {}
+        await self._diagnose_if_slow(8)
         for name, proc in self.live.items():
             try:
                 codes[name] = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
+                # Hung: have it write every thread's stack to its log (worker_proc.py's
+                # faulthandler), so the failure shows where, then kill it.
+                proc.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 2)
                 proc.kill()
                 await proc.wait()
                 codes[name] = None
         self.live.clear()
         return codes
+
+    async def _diagnose_if_slow(self, after: float) -> None:
+        """If a process still runs ``after`` s past SIGTERM, record what it is waiting for:
+        who holds which file locks (``/proc/locks``, SQLite's among them) in
+        ``slow-stop.log``, and each such process's asyncio tasks and threads in its own log
+        (``worker_proc.py``'s SIGUSR2 and SIGUSR1). A stop that then times out shows them."""
+        live = [p for p in self.live.values() if p.returncode is None]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), after)
+            return
+        except TimeoutError:
+            pass
+        running = {n: p.pid for n, p in self.live.items() if p.returncode is None}
+        locks = await asyncio.to_thread(_proc_locks)
+        note = f"{after:g} s after SIGTERM: test pid {os.getpid()}; running {running}\n{locks}"
+        await asyncio.to_thread((self.root / "slow-stop.log").write_text, note)
+        for p in live:
+            if p.returncode is None:
+                p.send_signal(signal.SIGUSR2)
+                p.send_signal(signal.SIGUSR1)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[dict[str, int | None]]:
@@ -148,7 +175,12 @@ class Procs:
     def log_tail(self, lines: int = 30) -> str:
         out = []
         for log in sorted(self.root.glob("*.log")):
-            text = log.read_text().splitlines()[-lines:]
+            text = log.read_text().splitlines()
+            # A slow stop's record (see stop_all) is shown whole.
+            if log.name != "slow-stop.log" and not any(
+                line.startswith(("Thread 0x", "TASK ")) for line in text
+            ):
+                text = text[-lines:]
             if text:
                 out.append(f"--- {log.name}\n" + "\n".join(text))
         return "\n".join(out)
@@ -158,6 +190,12 @@ class Procs:
 
     def stats_lines(self) -> list[dict[str, Any]]:
         return read_jsonl(self.stats)
+
+
+def _proc_locks() -> str:
+    """The kernel's table of file locks (Linux), or nothing."""
+    path = Path("/proc/locks")
+    return path.read_text() if path.exists() else ""
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -15,8 +15,9 @@ import pytest
 
 import pgqrs_sqla
 
-# Its tests share one built site (a module fixture): under pytest-xdist they run on one
-# worker (make test uses --dist loadgroup), so it is built once.
+# Its tests share one built site (a session fixture): under pytest-xdist they run on one
+# worker (make test uses --dist loadgroup), so it is built once. (A module fixture was built
+# twice there: the worker ran other modules' tests between this module's.)
 pytestmark = pytest.mark.xdist_group("docs_site")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def docstring_words(text: str) -> str:
     return words(ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], text))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run(

@@ -5,9 +5,6 @@ defaulted), the docstring is the default message, and an error survives pickling
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,125 +12,19 @@ import pgqrs_sqla as pgqrs
 from pgqrs_sqla.codec import check_json
 from pgqrs_sqla.errors import MAX_DURATION_SECONDS, duration_seconds
 from pgqrs_sqla.queue import validate_name
-
-ROOT = Path(__file__).resolve().parents[2]
-
-USER_CODE = """
-from __future__ import annotations
-
-from typing import Any
-
-import pgqrs_sqla as pgqrs
+from tests._mypy import mypy_strict_report
 
 
-def report(error: pgqrs.PgqrsError) -> str:
-    message: str = error.message
-    return message
-
-
-def database(error: pgqrs.DatabaseError) -> tuple[str | None, int | None, bool]:
-    return error.sqlstate, error.sqlite_code, error.transient
-
-
-def lock(error: pgqrs.LockConflict) -> tuple[str | None, bool]:
-    return error.sqlstate, isinstance(error, pgqrs.Conflict)
-
-
-def configuration(error: pgqrs.ConfigurationError) -> tuple[str | None, str | None]:
-    return error.url, error.schema
-
-
-def validation(error: pgqrs.ValidationError) -> tuple[str | None, object]:
-    return error.option, error.value
-
-
-def name(error: pgqrs.InvalidName) -> object:
-    return error.name
-
-
-def payload(error: pgqrs.PayloadError) -> tuple[str, str, str | None, int | None, int | None]:
-    return error.what, error.reason, error.path, error.size, error.limit
-
-
-def duration(error: pgqrs.DurationError) -> tuple[str | None, object, float]:
-    return error.option, error.value, error.limit
-
-
-def not_found(
-    q: pgqrs.QueueNotFound,
-    d: pgqrs.DeadLetterNotFound,
-    w: pgqrs.WorkflowNotFound,
-    r: pgqrs.RunNotFound,
-) -> tuple[str | None, list[int], str | None, int | None]:
-    return q.queue, d.message_ids, w.workflow, r.run_id
-
-
-def conflicts(
-    n: pgqrs.WorkerNameInUse,
-    b: pgqrs.QueueBusy,
-    k: pgqrs.IdempotencyKeyNotVisible,
-    v: pgqrs.WorkflowNotVisible,
-) -> tuple[str, float | None, int, str | None, bool, str]:
-    return n.worker, n.stale_in, b.leased, k.isolation_level, k.transaction_aborted, v.workflow
-
-
-def transition(error: pgqrs.IllegalTransition) -> tuple[int | None, str | None, list[str], str | None]:
-    return error.run_id, error.step_name, error.expected, error.actual
-
-
-def lease(error: pgqrs.LeaseLost) -> tuple[int | None, int | None]:
-    return error.message_id, error.token
-
-
-def runs(
-    f: pgqrs.RunFailed, c: pgqrs.RunCancelled, t: pgqrs.WaitTimeout, s: pgqrs.StepNameReused
-) -> tuple[int | None, Any, str | None, int | None, pgqrs.RunStatus | None, str | None]:
-    return f.run_id, f.error, f.traceback, c.run_id, t.status, s.step_name
-
-
-def handler(error: pgqrs.HandlerError) -> tuple[object, int | None, str | None]:
-    return error.handler, error.run_id, error.step_name
-
-
-def decoding(error: pgqrs.DecodeError) -> tuple[int | None, str | None, str, str, str, object]:
-    return error.run_id, error.step_name, error.what, error.path, error.expected, error.value
-"""
-
-
-def _mypy(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
-    snippet = tmp_path / "user_code.py"
-    snippet.write_text(code)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-error-summary",
-            "--cache-dir",
-            str(tmp_path / "mypy_cache"),
-            str(snippet),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
+@pytest.mark.xdist_group("mypy")
 @pytest.mark.timeout(900)
-def test_user_code_reading_error_attributes_passes_mypy_strict(tmp_path: Path) -> None:
-    clean = _mypy(tmp_path, USER_CODE)
-    assert clean.returncode == 0, clean.stdout + clean.stderr
+def test_user_code_reading_error_attributes_passes_mypy_strict() -> None:
+    report = mypy_strict_report()
+    assert report.errors("error_attributes.py") == set(), report.output
     # The same check does catch a wrong attribute and a wrong type.
-    wrong = _mypy(
-        tmp_path,
-        USER_CODE
-        + "\n\ndef bad(error: pgqrs.RunNotFound) -> str:\n    return error.run_id\n"
-        + "\n\ndef worse(error: pgqrs.QueueNotFound) -> object:\n    return error.run_id\n",
-    )
-    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
-    assert "[return-value]" in wrong.stdout and "[attr-defined]" in wrong.stdout, wrong.stdout
+    assert report.errors("error_attributes_wrong.py") == report.marked(
+        "error_attributes_wrong.py"
+    ), report.output
+    assert len(report.marked("error_attributes_wrong.py")) == 2
 
 
 def test_the_docstring_is_the_default_message() -> None:
