@@ -38,6 +38,7 @@ from ._app import (
     build_parser,
 )
 from ._output import Output, _say
+from .dashboard import check_dashboard_args, cmd_dashboard
 from .prune import cmd_prune
 from .queues import cmd_dead_letters, cmd_queues
 from .runs import cmd_runs
@@ -56,12 +57,15 @@ COMMANDS = {
     "dead-letters": cmd_dead_letters,
     "schedules": cmd_schedules,
     "worker": cmd_worker,
+    "dashboard": cmd_dashboard,
 }
 
 
 async def _run(args: argparse.Namespace, out: Output) -> int:
     if args.command == "alembic-init":
         return cmd_alembic_init(args, out)
+    if args.command == "dashboard":
+        check_dashboard_args(args)  # before anything connects
     url, app = _database(args)
     models = None
     if args.table_prefix or args.schema:

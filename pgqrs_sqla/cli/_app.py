@@ -260,6 +260,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight runs get on SIGTERM",
     )
 
+    board = sub.add_parser(
+        "dashboard",
+        parents=common,
+        help="serve the operator's dashboard on this machine (the dashboard extra)",
+    )
+    # also after the command (`pgqrs-sqla dashboard --database-url URL`); SUPPRESS keeps a
+    # URL given before it
+    board.add_argument("--database-url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    board.add_argument("--host", default="127.0.0.1", help="loopback only (default 127.0.0.1)")
+    board.add_argument("--port", type=int, default=8080)
+    board.add_argument(
+        "--operate",
+        action="store_true",
+        help="show the actions (cancel, retry, replay...); default: read-only",
+    )
+
     sub.add_parser("install", parents=common, help="create the pgqrs tables (idempotent)")
     sub.add_parser("check", parents=common, help="are the pgqrs tables present and complete?")
     sub.add_parser("queues", parents=common, help="message counts per queue")

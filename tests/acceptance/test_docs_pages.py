@@ -35,6 +35,13 @@ PRINTS = {
     "children.md": ["('pay', 'child', {'run_id': ", "{'made': 49, 'failed': ["],
     "deadlines.md": ["was cancelled: pgqrs_sqla.DeadlineExceeded: run 1 passed its deadline"],
     "upgrades.md": ["shipped after charged 30, approved by ops", "'approved' is recorded as"],
+    "dashboard.md": [
+        "before login: 401",
+        "grace sees a Cancel button: False",
+        "grace cancels: 403",
+        "ada cancels: 303 CANCELLED",
+        "beside a sync app: 200",
+    ],
 }
 # The tests that run each page's ```python and ```console blocks. A page of the site's nav
 # with such blocks and no entry here (or NOT_RUN) fails test_every_page_is_in_the_nav_and_runs.

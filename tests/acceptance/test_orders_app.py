@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -529,4 +530,36 @@ def test_one_customers_payments_run_one_at_a_time_while_others_proceed(server: S
                     return [status for _, status in payments()] == ["SUCCESS"] * 3
 
                 eventually_sync(all_paid, what="the three payments SUCCESS")
+    assert server.stop()
+
+
+def test_staff_watch_and_act_in_the_dashboard_at_jobs(server: Server) -> None:
+    """ORDERS_STAFF mounts the dashboard at /jobs behind HTTP Basic: a stranger is asked to
+    sign in, a viewer sees the order's run without its buttons, an operator sends the
+    warehouse's approval from the run's page and the order ships."""
+    server.start("web-staff", ORDERS_STAFF="ada:opensesame:operator,grace:look:viewer")
+    created = server.post("/orders", {"customer_id": 1, "sku": "book", "quantity": 1})
+    order_id = created.json()["order_id"]
+    order = server.until(f"/orders/{order_id}", paused)
+    run_page = f"{server.base}/jobs/runs/{order['run']['id']}"
+
+    stranger = httpx.get(run_page, timeout=10)
+    assert stranger.status_code == 401
+    assert stranger.headers["www-authenticate"].startswith("Basic")
+    assert httpx.get(run_page, auth=("ada", "wrong"), timeout=10).status_code == 401
+    viewer = httpx.get(run_page, auth=("grace", "look"), timeout=10)
+    assert viewer.status_code == 200 and "warehouse_approved" in viewer.text
+    assert "Send event" not in viewer.text and "read-only" in viewer.text
+
+    with httpx.Client(base_url=server.base, auth=("ada", "opensesame"), timeout=10) as ada:
+        page = ada.get(run_page)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token is not None, "an operator sees the forms"
+        sent = ada.post(
+            f"/jobs/runs/{order['run']['id']}/event",
+            data={"csrf_token": token[1], "name": "warehouse_approved", "payload": '{"by": "ada"}'},
+        )
+        assert sent.status_code == 303
+    order = server.until(f"/orders/{order_id}", shipped)
+    assert order["run"]["output"]["approved_by"] == "ada"
     assert server.stop()

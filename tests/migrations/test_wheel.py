@@ -39,6 +39,12 @@ def test_wheel_contents(wheel: Path) -> None:
     for template in ("async", "sync"):
         for part in ("env.py", "script.py.mako", "alembic.ini.mako", "README"):
             assert f"pgqrs_sqla/alembic_templates/{template}/{part}" in names
+    # the dashboard's templates and static files (contrib/dashboard)
+    board = "pgqrs_sqla/contrib/dashboard"
+    for page in ("base", "overview", "runs", "run", "workers", "dead_letters", "schedules"):
+        assert f"{board}/templates/{page}.html" in names
+    for asset in ("dashboard.css", "dashboard.js", "favicon.svg"):
+        assert f"{board}/static/{asset}" in names
 
 
 def test_installed_wheel_finds_its_branch_and_templates(wheel: Path, tmp_path: Path) -> None:
@@ -82,6 +88,13 @@ command.upgrade(cfg, "heads")
 engine = sa.create_engine("sqlite:///app.db")
 assert set(sa.inspect(engine).get_table_names()) == set(alembic_support.pgqrs_table_names()) | {{"alembic_version"}}
 engine.dispose()
+
+# The dashboard finds its templates and static files in the installed package.
+from pgqrs_sqla.contrib.dashboard import _app, _render
+assert pathlib.Path(_app.STATIC).is_relative_to(pkg)
+assert (pathlib.Path(_app.STATIC) / "dashboard.css").exists()
+template = _render.environment().get_template("run.html")
+assert pathlib.Path(template.filename).is_relative_to(pkg), template.filename
 print("ok")
 """
     (tmp_path / "app").mkdir()

@@ -3,11 +3,18 @@
 ``pgqrs-sqla worker orders_app.workflows:registry`` process runs the workflows.
 
 ORDERS_DATABASE_URL=sqlite:///orders.db uvicorn --factory orders_app.web:app
+
+With ``ORDERS_STAFF=ada:secret:operator,grace:other:viewer`` the operator's dashboard is
+mounted at /jobs, behind HTTP Basic auth for those staff members (operators may act,
+viewers only look); it needs the dashboard extra (``pip install 'pgqrs-sqla[dashboard]'``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import hmac
 import json
 import os
 import socket
@@ -17,9 +24,10 @@ from typing import Any
 from sqlalchemy import exc, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla.contrib.asgi import running_worker
@@ -48,6 +56,41 @@ def _run_json(run: pgqrs.RunInfo) -> dict[str, Any]:
             {"name": s.name, "status": s.status.value, "attempts": s.attempts} for s in run.steps
         ],
     }
+
+
+def staff_from(setting: str) -> dict[str, tuple[str, str]]:
+    """``ORDERS_STAFF`` (``name:password:role,...``) as {name: (password, role)}."""
+    staff = {}
+    for entry in filter(None, (e.strip() for e in setting.split(","))):
+        name, _, rest = entry.partition(":")
+        password, _, role = rest.rpartition(":")
+        if not (name and password and role in ("operator", "viewer")):
+            raise ValueError(f"ORDERS_STAFF entry {entry!r} is not name:password:operator|viewer")
+        staff[name] = (password, role)
+    return staff
+
+
+def jobs_dashboard(store: pgqrs.Store, staff: dict[str, tuple[str, str]]) -> Starlette:
+    """The operator's dashboard for ``staff``, who sign in with HTTP Basic auth."""
+    from pgqrs_sqla.contrib.dashboard import dashboard
+
+    def staff_member(request: Request) -> str:
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                name, _, password = base64.b64decode(encoded).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                name = password = ""
+            known = staff.get(name)
+            if known is not None and hmac.compare_digest(known[0], password):
+                return name
+        # the browser asks for a name and password
+        raise HTTPException(401, "staff only", {"WWW-Authenticate": 'Basic realm="orders"'})
+
+    def operator(name: str) -> bool:
+        return staff[name][1] == "operator"
+
+    return dashboard(store, auth=staff_member, operate=operator, title="orders")
 
 
 def create_app(
@@ -190,16 +233,17 @@ def create_app(
         finally:
             await engine.dispose()  # the app made this engine: closing it is the app's job
 
-    app = Starlette(
-        routes=[
-            Route("/orders", place_order, methods=["POST"]),
-            Route("/orders/{order_id:int}", show),
-            Route("/orders/{order_id:int}/approve", approve, methods=["POST"]),
-            Route("/reports", reports),
-            Route("/health", health),
-        ],
-        lifespan=lifespan,
-    )
+    routes: list[BaseRoute] = [
+        Route("/orders", place_order, methods=["POST"]),
+        Route("/orders/{order_id:int}", show),
+        Route("/orders/{order_id:int}/approve", approve, methods=["POST"]),
+        Route("/reports", reports),
+        Route("/health", health),
+    ]
+    staff = staff_from(os.environ.get("ORDERS_STAFF", ""))
+    if staff:
+        routes.append(Mount("/jobs", jobs_dashboard(store, staff)))
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.engine = engine
     return app
 
