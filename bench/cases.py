@@ -103,8 +103,14 @@ async def trigger(b: Backend, c: Counts) -> dict[str, float]:
             await one(i)
             latencies.append(time.perf_counter() - t0)
         rate = c.trigger / (time.perf_counter() - start)
+        ref = pgqrs.workflow("wf")
+        start = time.perf_counter()
+        for i in range(c.trigger):
+            await ref.trigger({"order": i}).execute(store)
+        own = c.trigger / (time.perf_counter() - start)
     return {
         "rate": rate,
+        "own": own,
         "p50": percentile(latencies, 50) * 1000,
         "p99": percentile(latencies, 99) * 1000,
     }
