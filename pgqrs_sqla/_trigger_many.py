@@ -31,11 +31,13 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     null,
     select,
     true,
     values,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -244,17 +246,36 @@ def _run_insert(t: Tables, dialect: str, source: Select[Any]) -> ReturningInsert
     )
 
 
-def _taken(t: Tables, key: Any) -> Any:
-    """Whether a run of workflow ``p_wf`` already has idempotency key ``key``."""
-    r, w = t.runs, t.workflows
-    return (
-        select(r.c.id)
-        .join(w, w.c.id == r.c.workflow_id)
-        .where(w.c.workflow_name == bindparam("p_wf", type_=String), r.c.idempotency_key == key)
+def _pg_rows() -> CTE:
+    """PostgreSQL: the items bound as one JSONB array ``p_items`` of ``{"p", "k", "c"}``.
+
+    Read back as ``v(ord, params, key, ckey)`` by ``jsonb_array_elements ... WITH
+    ORDINALITY``: one parameter whatever the number of items, so the statement is the same
+    for every call, compiled once and prepared once (a VALUES list of N rows would be
+    compiled again on every call: most of a call's time).
+    """
+    e = (
+        func.jsonb_array_elements(bindparam("p_items", type_=JSONB))
+        .table_valued(column("value", JSONB), with_ordinality="ord")
+        .render_derived(name="e")
     )
+    value = e.c.value
+    params = value.op("->", return_type=JSONB)(literal_column("'p'"))
+    return select(
+        e.c.ord.label("ord"),
+        func.nullif(params, literal_column("'null'::jsonb")).label("params"),
+        value["k"].astext.label("key"),
+        value["c"].astext.label("ckey"),
+    ).cte("v")
 
 
-def pg_many_stmt(t: Tables, items: Sequence[Item]) -> Select[Any]:
+def pg_items(items: Sequence[Item]) -> list[dict[str, Any]]:
+    """The value of ``p_items``: one object per item."""
+    return [{"p": it.params, "k": it.idempotency_key, "c": it.concurrency_key} for it in items]
+
+
+@functools.cache
+def pg_many_stmt(t: Tables) -> Select[Any]:
     """PostgreSQL: every message, run and one NOTIFY in one statement.
 
     One row per item, in order: ``run_id`` (the new run's, or the run its key already names),
@@ -262,9 +283,20 @@ def pg_many_stmt(t: Tables, items: Sequence[Item]) -> Select[Any]:
     New messages get increasing ids in item order (one INSERT ... SELECT ... ORDER BY), which
     pairs them with their items by rank.
     """
-    w = t.workflows
-    v = _rows(t, items)
-    taken = _taken(t, v.c.key)
+    w, r = t.workflows, t.runs
+    v = _pg_rows()
+    wf = select(w.c.id).where(w.c.workflow_name == bindparam("p_wf", type_=String))
+    # The keyed items' runs already there: one index probe each, (workflow_id, key).
+    old = (
+        select(v.c.ord.label("ord"), r.c.id.label("id"))
+        .join_from(
+            v,
+            r,
+            (r.c.workflow_id == wf.scalar_subquery()) & (r.c.idempotency_key == v.c.key),
+        )
+        .where(v.c.key.is_not(None))
+        .cte("old")
+    )
     fresh = (
         select(
             v.c.ord,
@@ -273,7 +305,8 @@ def pg_many_stmt(t: Tables, items: Sequence[Item]) -> Select[Any]:
             v.c.ckey,
             func.row_number().over(order_by=v.c.ord).label("rn"),
         )
-        .where(~taken.exists())
+        .select_from(v.outerjoin(old, old.c.ord == v.c.ord))
+        .where(old.c.ord.is_(None))
         .cte("fresh")
     )
     msg = _message_insert(t, _message_source(t, fresh)).cte("m")
@@ -284,17 +317,9 @@ def pg_many_stmt(t: Tables, items: Sequence[Item]) -> Select[Any]:
         .subquery("paired")
     )
     run = _run_insert(t, "postgresql", _run_source(t, paired, paired.c.mid)).cte("r")
-    old = (
-        select(v.c.ord.label("ord"), t.runs.c.id.label("id"))
-        .join_from(v, t.runs, t.runs.c.idempotency_key == v.c.key)
-        .join(w, w.c.id == t.runs.c.workflow_id)
-        .where(w.c.workflow_name == bindparam("p_wf", type_=String))
-        .cte("old")
-    )
     notify = dialect_for("postgresql").notify(NOTIFY_CHANNEL, bindparam("p_wf", type_=String))
     assert notify is not None
     notified = select(notify.label("notified")).subquery("notified")
-    wf = select(w.c.id).where(w.c.workflow_name == bindparam("p_wf", type_=String))
     return (
         select(
             func.coalesce(old.c.id, run.c.id).label("run_id"),
@@ -338,7 +363,7 @@ def _existing(conn: Connection, t: Tables, name: str, keys: Sequence[str]) -> di
 def _write_pg(
     conn: Connection, t: Tables, name: str, items: Sequence[Item], params: dict[str, Any]
 ) -> tuple[list[int | None], list[int | None]] | None:
-    rows = conn.execute(pg_many_stmt(t, items), params).all()
+    rows = conn.execute(pg_many_stmt(t), {**params, "p_items": pg_items(items)}).all()
     if rows and rows[0].wf is None:
         return None
     return [r.run_id for r in rows], [r.message_id for r in rows]
