@@ -113,8 +113,12 @@ def enqueue_stmt(
     available_at: datetime | None = None,
     max_bytes: int,
     json_default: JsonDefault | None = None,
+    dialect_name: str = "",
 ) -> tuple[ReturningInsert[Any], dict[str, Any]]:
     """One INSERT ... SELECT for any number of payloads, and its parameters.
+
+    ``dialect_name`` ``"postgresql"``: many payloads are bound as one JSONB array (see
+    :func:`enqueue_many_pg_stmt`); elsewhere as a VALUES list.
 
     No row comes back for an unknown queue, so nothing is written and the caller's transaction stays
     usable. Every argument is checked here, before any statement is sent.
@@ -152,6 +156,12 @@ def enqueue_stmt(
     }
     if len(payloads) == 1:
         return enqueue_one_stmt(t, available_at is not None), {**params, "p_payload": payloads[0]}
+    if dialect_name == "postgresql":
+        # One JSONB array parameter, whatever the count: compiled and prepared once.
+        return enqueue_many_pg_stmt(t, available_at is not None), {
+            **params,
+            "p_payloads": payloads,
+        }
     # A CTE with a column list (WITH v(ord, payload) AS (VALUES ...)): both dialects accept
     # it, while SQLite rejects column aliases on a VALUES subquery.
     rows = (
@@ -168,6 +178,30 @@ def enqueue_stmt(
     return insert(t.messages).from_select(MESSAGE_INSERT_COLUMNS, source).returning(
         t.messages.c.id
     ), params
+
+
+@functools.cache
+def enqueue_many_pg_stmt(t: Tables, absolute: bool) -> ReturningInsert[Any]:
+    """PostgreSQL: enqueue the elements of the JSONB array ``p_payloads``, in order.
+
+    ``jsonb_array_elements ... WITH ORDINALITY``: the statement is the same for any number
+    of payloads, so it is compiled once and prepared once; a VALUES list of N rows is
+    compiled again on every call, which cost most of an ``enqueue_batch`` of 100.
+    """
+    e = (
+        func.jsonb_array_elements(bindparam("p_payloads", type_=JSONB(none_as_null=False)))
+        .table_valued(column("value", JSONB), with_ordinality="ord")
+        .render_derived(name="e")
+    )
+    vt = (
+        bindparam("p_available_at", type_=DateTime(timezone=True))
+        if absolute
+        else utcnow_plus(bindparam("p_delay", type_=Float))
+    )
+    source = _enqueue_source(t, e.c.value, vt).join(e, true()).order_by(e.c.ord)
+    return insert(t.messages).from_select(MESSAGE_INSERT_COLUMNS, source).returning(
+        t.messages.c.id
+    )
 
 
 @functools.cache
