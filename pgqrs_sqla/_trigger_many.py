@@ -29,10 +29,8 @@ from sqlalchemy import (
     exc,
     false,
     func,
-    insert,
     literal,
     literal_column,
-    null,
     select,
     true,
     values,
@@ -53,12 +51,17 @@ from ._db import (
     wake_after_commit,
 )
 from ._isolation import not_visible, savepoint, snapshot_may_hide_runs
-from ._message import MESSAGE_INSERT_COLUMNS
 from .codec import check_json, check_text
-from .dialects import JSONType, dialect_for, insert_for, utcnow, utcnow_plus
+from .dialects import JSONType, dialect_for, insert_for, utcnow
 from .errors import DuplicateIdempotencyKey, PayloadError, ValidationError, duration_seconds
 from .models import RunStatus, Tables
-from .queue import NOTIFY_CHANNEL, check_priority, delete_message_stmt, seconds
+from .queue import (
+    NOTIFY_CHANNEL,
+    check_priority,
+    delete_message_stmt,
+    seconds,
+    workflow_messages_insert_stmt,
+)
 from .trigger import _RUN_COLS, _deadline, _define, not_found
 from .typed import encode
 
@@ -194,31 +197,6 @@ def _rows(t: Tables, items: Sequence[Item], *, nesting: bool = False) -> CTE:
     )
 
 
-def _message_insert(t: Tables, source: Select[Any]) -> ReturningInsert[Any]:
-    m = t.messages
-    cols = [*MESSAGE_INSERT_COLUMNS, "concurrency_key"]
-    return insert(m).from_select(cols, source).returning(m.c.id)
-
-
-def _message_source(t: Tables, rows: Any) -> Select[Any]:
-    """One message per row of ``rows`` (in ``ord`` order) on workflow ``p_wf``'s queue."""
-    w = t.workflows
-    return (
-        select(
-            w.c.queue_id,
-            null(),
-            bindparam("p_priority", type_=Integer),
-            utcnow(),
-            utcnow_plus(bindparam("p_delay")),
-            literal(0),
-            literal(0),
-            rows.c.ckey,
-        )
-        .select_from(rows.join(w, w.c.workflow_name == bindparam("p_wf", type_=String)))
-        .order_by(rows.c.ord)
-    )
-
-
 def _run_source(t: Tables, rows: Any, message_id: Any) -> Select[Any]:
     w = t.workflows
     return select(
@@ -309,7 +287,7 @@ def pg_many_stmt(t: Tables) -> Select[Any]:
         .where(old.c.ord.is_(None))
         .cte("fresh")
     )
-    msg = _message_insert(t, _message_source(t, fresh)).cte("m")
+    msg = workflow_messages_insert_stmt(t, fresh).cte("m")
     ranked = select(msg.c.id, func.row_number().over(order_by=msg.c.id).label("rn")).cte("mo")
     paired = (
         select(fresh.c.ord, fresh.c.params, fresh.c.key, fresh.c.ckey, ranked.c.id.label("mid"))
@@ -382,7 +360,7 @@ def _write_sqlite(
     if not fresh:
         return run_ids, message_ids
     v = _inner(_rows(t, [items[i] for i in fresh], nesting=True))
-    new = sorted(conn.execute(_message_insert(t, _message_source(t, v)), params).scalars())
+    new = sorted(conn.execute(workflow_messages_insert_stmt(t, v), params).scalars())
     if not new:
         return None  # no workflow p_wf
     paired = (

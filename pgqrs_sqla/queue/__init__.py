@@ -199,9 +199,7 @@ def enqueue_many_pg_stmt(t: Tables, absolute: bool) -> ReturningInsert[Any]:
         else utcnow_plus(bindparam("p_delay", type_=Float))
     )
     source = _enqueue_source(t, e.c.value, vt).join(e, true()).order_by(e.c.ord)
-    return insert(t.messages).from_select(MESSAGE_INSERT_COLUMNS, source).returning(
-        t.messages.c.id
-    )
+    return insert(t.messages).from_select(MESSAGE_INSERT_COLUMNS, source).returning(t.messages.c.id)
 
 
 @functools.cache
@@ -609,4 +607,5 @@ from ._runs import (  # noqa: E402 (they build on the statements above)
     wake_waiter_stmt as wake_waiter_stmt,
     workflow_message_insert_stmt as workflow_message_insert_stmt,
     workflow_message_source as workflow_message_source,
+    workflow_messages_insert_stmt as workflow_messages_insert_stmt,
 )

@@ -80,6 +80,7 @@ LAYERS: dict[str, list[str]] = {
         "_children",
         "events",
         "trigger",
+        "_trigger_many",
         "_isolation",
         "_retention",
         "_schedules",
