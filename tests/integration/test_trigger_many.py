@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 import pgqrs_sqla as pgqrs
@@ -241,3 +241,38 @@ async def test_concurrent_calls_with_one_key_make_one_run(store: pgqrs.Store) ->
     assert len({ids[1] for ids in calls}) == 6
     assert await _count(store, store.tables.runs) == 7
     assert await _count(store, store.tables.messages) == 7
+
+
+@pytest.mark.timeout(120)
+async def test_a_key_committed_after_the_snapshot_is_a_typed_error_at_repeatable_read(
+    store: pgqrs.Store,
+) -> None:
+    """As ``trigger``: at REPEATABLE READ a run committed after the caller's snapshot cannot be
+    returned; the call raises ``IdempotencyKeyNotVisible``, writes nothing, and the caller's
+    transaction stays usable (the savepoint took the refusal back)."""
+    if not store.postgres:
+        pytest.skip("PostgreSQL isolation levels (SQLite serialises its transactions)")
+    await store.create_workflow("wf")
+    engine = store.engine.execution_options(isolation_level="REPEATABLE READ")
+    async with AsyncSession(engine) as session, session.begin():
+        await session.execute(text("SELECT 1"))  # the snapshot is taken here
+        first = await pgqrs.workflow("wf").trigger({}, idempotency_key="k").execute(store)
+        with pytest.raises(pgqrs.IdempotencyKeyNotVisible) as refused:
+            await (
+                pgqrs.workflow("wf")
+                .trigger_many([1, 2], idempotency_keys=["new", "k"])
+                .execute(session)
+            )
+        assert refused.value.isolation_level == "REPEATABLE READ"
+        assert not refused.value.transaction_aborted
+        assert (await session.execute(text("SELECT 1"))).scalar() == 1  # still usable
+    assert await _count(store, store.tables.runs) == 1
+    assert await _count(store, store.tables.messages) == 1
+    # a new transaction's snapshot sees the run, and gets its id
+    async with AsyncSession(engine) as session, session.begin():
+        ids = (
+            await pgqrs.workflow("wf")
+            .trigger_many([1, 2], idempotency_keys=["new", "k"])
+            .execute(session)
+        )
+    assert ids[1] == first
