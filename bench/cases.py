@@ -111,12 +111,14 @@ async def trigger(b: Backend, c: Counts) -> dict[str, float]:
         # trigger_many of 100 in the caller's transaction (begin, one app row, 100 runs, commit)
         batches = max(1, c.trigger // 100)
         start = time.perf_counter()
-        for s in range(batches):
+        for s in range(batches if hasattr(ref, "trigger_many") else 0):  # (older commits)
             async with sessions() as session, session.begin():
                 session.add(Order(item=f"batch-{s}"))
                 params = [{"order": i} for i in range(s * 100, s * 100 + 100)]
                 await ref.trigger_many(params).execute(session)
-        many = batches * 100 / (time.perf_counter() - start)
+        many = (
+            batches * 100 / (time.perf_counter() - start) if hasattr(ref, "trigger_many") else 0.0
+        )
     return {
         "rate": rate,
         "own": own,
