@@ -14,6 +14,7 @@ nothing. Two items of one call may not share a key (:class:`DuplicateIdempotency
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import (
     CTE,
-    Integer,
     Select,
     String,
     bindparam,
@@ -33,7 +33,6 @@ from sqlalchemy import (
     literal_column,
     select,
     true,
-    values,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
@@ -52,7 +51,7 @@ from ._db import (
 )
 from ._isolation import not_visible, savepoint, snapshot_may_hide_runs
 from .codec import check_json, check_text
-from .dialects import JSONType, dialect_for, insert_for, utcnow
+from .dialects import dialect_for, insert_for, utcnow
 from .errors import DuplicateIdempotencyKey, PayloadError, ValidationError, duration_seconds
 from .models import RunStatus, Tables
 from .queue import (
@@ -168,33 +167,6 @@ def prepare(
 
 
 # ---------------------------------------------------------------- statements
-
-
-def _inner(rows: CTE) -> Any:
-    """``rows`` (a nesting CTE) inside a subquery: the statement then begins with INSERT.
-
-    pysqlite opens its implicit transaction only before a statement that begins with
-    INSERT (or UPDATE, DELETE, REPLACE): one beginning with WITH would run outside the
-    caller's transaction, on a sync ``Session`` of an engine made without pgqrs' setup.
-    """
-    return select(*rows.c).subquery("vs")
-
-
-def _rows(t: Tables, items: Sequence[Item], *, nesting: bool = False) -> CTE:
-    """The items as a VALUES list ``v(ord, params, key, ckey)``."""
-    return (
-        values(
-            column("ord", Integer),
-            column("params", JSONType),
-            column("key", String),
-            column("ckey", String),
-            name="v",
-        )
-        .data(
-            [(i, it.params, it.idempotency_key, it.concurrency_key) for i, it in enumerate(items)]
-        )
-        .cte("v", nesting=nesting)
-    )
 
 
 def _run_source(t: Tables, rows: Any, message_id: Any) -> Select[Any]:
@@ -314,6 +286,40 @@ def pg_many_stmt(t: Tables) -> Select[Any]:
     )
 
 
+def _json_rows() -> Any:
+    """SQLite: the items bound as one JSON text ``p_items``, ``[{"c", "k", "p", "m"}, ...]``.
+
+    Read back by ``json_each`` as ``(ord, ckey, key, params, mid)``: one parameter whatever
+    the number of items, so each statement is compiled once (a VALUES list of N rows is
+    compiled on every call). ``p`` is the params' JSON text, stored as it is.
+    """
+    j = func.json_each(bindparam("p_items", type_=String)).table_valued("key", "value")
+
+    def field(name: str) -> Any:
+        return func.json_extract(j.c.value, literal_column(f"'$.{name}'"))
+
+    return select(
+        j.c.key.label("ord"),
+        field("c").label("ckey"),
+        field("k").label("key"),
+        field("p").label("params"),
+        field("m").label("mid"),
+    ).subquery("v")
+
+
+@functools.cache
+def sqlite_messages_stmt(t: Tables) -> ReturningInsert[Any]:
+    """SQLite: a message for each item of ``p_items``, in order."""
+    return workflow_messages_insert_stmt(t, _json_rows())
+
+
+@functools.cache
+def sqlite_runs_stmt(t: Tables, dialect: str) -> ReturningInsert[Any]:
+    """SQLite: the run of each item of ``p_items`` (with its message id ``m``)."""
+    rows = _json_rows()
+    return _run_insert(t, dialect, _run_source(t, rows, rows.c.mid))
+
+
 @functools.cache
 def _existing_stmt(t: Tables) -> Select[Any]:
     """The ``(key, run id)`` of workflow ``p_wf``'s runs with any of the keys ``p_keys``."""
@@ -359,30 +365,24 @@ def _write_sqlite(
     message_ids: list[int | None] = [None] * len(items)
     if not fresh:
         return run_ids, message_ids
-    v = _inner(_rows(t, [items[i] for i in fresh], nesting=True))
-    new = sorted(conn.execute(workflow_messages_insert_stmt(t, v), params).scalars())
+    dumps = getattr(conn.dialect, "_json_serializer", None) or json.dumps
+    rows = [
+        {
+            "c": items[i].concurrency_key,
+            "k": items[i].idempotency_key,
+            "p": None if items[i].params is None else dumps(items[i].params),
+        }
+        for i in fresh
+    ]
+    bound = {**params, "p_items": json.dumps(rows)}
+    new = sorted(conn.execute(sqlite_messages_stmt(t), bound).scalars())
     if not new:
         return None  # no workflow p_wf
-    paired = (
-        values(
-            column("ord", Integer),
-            column("mid", Integer),
-            column("params", JSONType),
-            column("key", String),
-            column("ckey", String),
-            name="v",
-        )
-        .data(
-            [
-                (i, mid, items[i].params, items[i].idempotency_key, items[i].concurrency_key)
-                for i, mid in zip(fresh, new, strict=True)
-            ]
-        )
-        .cte("v", nesting=True)
-    )
-    paired = _inner(paired)
-    stmt = _run_insert(t, conn.dialect.name, _run_source(t, paired, paired.c.mid))
-    by_message = {int(mid): int(rid) for rid, mid in conn.execute(stmt, params)}
+    for row, mid in zip(rows, new, strict=True):
+        row["m"] = mid
+    bound["p_items"] = json.dumps(rows)
+    stmt = sqlite_runs_stmt(t, conn.dialect.name)
+    by_message = {int(mid): int(rid) for rid, mid in conn.execute(stmt, bound)}
     for i, mid in zip(fresh, new, strict=True):
         message_ids[i] = mid
         run_ids[i] = by_message.get(mid)

@@ -276,3 +276,13 @@ async def test_a_key_committed_after_the_snapshot_is_a_typed_error_at_repeatable
             .execute(session)
         )
     assert ids[1] == first
+
+
+async def test_every_json_value_comes_back_as_given(store: pgqrs.Store) -> None:
+    values = [True, False, None, "text", 1.5, 0, [1, {"a": None}], {"é": "ü"}]
+    ids = await pgqrs.workflow("wf").trigger_many(values).execute(store)
+    assert await _inputs(store, ids) == values
+    r = store.tables.runs
+    async with store._read() as conn:
+        null_input = (await conn.execute(select(r.c.id).where(r.c.input.is_(None)))).scalars()
+        assert list(null_input) == [ids[2]]  # None params are SQL NULL, as trigger(None) writes
