@@ -59,6 +59,7 @@ LAYERS: dict[str, list[str]] = {
     ],
     "writes": [
         "queue",
+        "queue._enqueue",
         "queue._runs",
         "queue._prune",
         "queue._limited",
