@@ -472,12 +472,8 @@ def _guarded(
 
     def refusal() -> Exception:
         level = str(conn.exec_driver_sql("SHOW transaction_isolation").scalar()).upper()
-        return not_visible(
-            name,
-            first if len(keys) == 1 else f"{first!r} (or another of the call's)",
-            level,
-            aborted=False,
-        )
+        # PostgreSQL does not say which key's run it could not see: name the call's first.
+        return not_visible(name, first, level, aborted=False)
 
     with savepoint(conn, refusal):
         ids = write()
