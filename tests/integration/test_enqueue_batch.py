@@ -79,3 +79,25 @@ async def test_a_sync_session_rolls_back(store: pgqrs.Store, db_url: str) -> Non
     ids = await asyncio.to_thread(sync_app)
     assert await _payloads(store, ids) == ["a", "b"]
     assert await _count(store) == 2
+
+
+async def test_a_queue_dropped_and_recreated_gets_the_new_queue(store: pgqrs.Store) -> None:
+    """Nothing the enqueue paths keep may name the dropped queue's row: the name is looked up
+    in the statement itself, every time (see docs/benchmarks.md on why no id cache)."""
+    await store.create_queue("q")
+    queue = store.queue("q")
+    await queue.enqueue(1)
+    await queue.enqueue_batch([1, 2])
+    await store.delete_queue("q")
+    with pytest.raises(pgqrs.QueueNotFound):
+        await queue.enqueue(1)
+    with pytest.raises(pgqrs.QueueNotFound):
+        await queue.enqueue_batch([1, 2])
+    await store.create_queue("q")
+    new = (await store.get_queue("q")).id
+    ids = [await queue.enqueue("one"), *await queue.enqueue_batch(["two", "three"])]
+    m = store.tables.messages
+    async with store._read() as conn:
+        queues = (await conn.execute(select(m.c.queue_id).where(m.c.id.in_(ids)))).scalars()
+        assert set(queues) == {new}
+    assert await _count(store) == 3
