@@ -103,8 +103,26 @@ async def trigger(b: Backend, c: Counts) -> dict[str, float]:
             await one(i)
             latencies.append(time.perf_counter() - t0)
         rate = c.trigger / (time.perf_counter() - start)
+        ref = pgqrs.workflow("wf")
+        start = time.perf_counter()
+        for i in range(c.trigger):
+            await ref.trigger({"order": i}).execute(store)
+        own = c.trigger / (time.perf_counter() - start)
+        # trigger_many of 100 in the caller's transaction (begin, one app row, 100 runs, commit)
+        batches = max(1, c.trigger // 100)
+        start = time.perf_counter()
+        for s in range(batches if hasattr(ref, "trigger_many") else 0):  # (older commits)
+            async with sessions() as session, session.begin():
+                session.add(Order(item=f"batch-{s}"))
+                params = [{"order": i} for i in range(s * 100, s * 100 + 100)]
+                await ref.trigger_many(params).execute(session)
+        many = (
+            batches * 100 / (time.perf_counter() - start) if hasattr(ref, "trigger_many") else 0.0
+        )
     return {
         "rate": rate,
+        "own": own,
+        "many": many,
         "p50": percentile(latencies, 50) * 1000,
         "p99": percentile(latencies, 99) * 1000,
     }

@@ -19,6 +19,7 @@ Quick tour::
 from ._limits import UNLIMITED as UNLIMITED, Unlimited as Unlimited
 from ._logging import RunContextFilter as RunContextFilter
 from ._signals import Pause as Pause, Step as Step
+from ._trigger_many import TriggerMany as TriggerMany
 from .codec import json_default as json_default
 from .consumer import ConsumerBuilder as ConsumerBuilder, consumer as consumer
 from .context import RunContext as RunContext
@@ -31,6 +32,7 @@ from .errors import (
     DatabaseUnavailable as DatabaseUnavailable,
     DeadLetterNotFound as DeadLetterNotFound,
     DecodeError as DecodeError,
+    DuplicateIdempotencyKey as DuplicateIdempotencyKey,
     DurationError as DurationError,
     EventTimeout as EventTimeout,
     HandlerError as HandlerError,
@@ -111,6 +113,7 @@ __all__ = [
     "DatabaseUnavailable",
     "DeadLetterNotFound",
     "DecodeError",
+    "DuplicateIdempotencyKey",
     "DurationError",
     "EventTimeout",
     "HandlerError",
@@ -159,6 +162,7 @@ __all__ = [
     "Store",
     "TransientError",
     "Trigger",
+    "TriggerMany",
     "Unlimited",
     "ValidationError",
     "WaitTimeout",

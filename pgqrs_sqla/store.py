@@ -285,6 +285,7 @@ class Queue:
             payloads,
             max_bytes=self.store.max_payload_bytes,
             json_default=self.store.json_default,
+            dialect_name=self.store.dialect.name,
             **options,
         )
 

@@ -10,7 +10,7 @@ transaction. Either both appear when the transaction commits, or neither does.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -71,6 +71,7 @@ from .runs import WORKFLOW_MAX_DELIVERIES
 from .typed import decode, encode
 
 if TYPE_CHECKING:
+    from ._trigger_many import TriggerMany
     from .store import Store
 
 T = TypeVar("T")
@@ -289,14 +290,19 @@ def _defining(conn: Connection, t: Tables, name: str, write: Callable[[], T | No
         _define(conn, t, name)
         row = write()
     if row is None:
-        raise WorkflowNotFound(
-            f"no workflow named {name!r}: create it with "
-            f"`await store.create_workflow({name!r})` (a worker made with "
-            "WorkflowRegistry.create_worker creates its workflows); if it exists, check the "
-            "name, and that workflow() has the models= (prefix, schema) of the store",
-            workflow=name,
-        )
+        raise not_found(name)
     return row
+
+
+def not_found(name: str) -> WorkflowNotFound:
+    """The error of a trigger whose workflow is not there, even after defining it."""
+    return WorkflowNotFound(
+        f"no workflow named {name!r}: create it with "
+        f"`await store.create_workflow({name!r})` (a worker made with "
+        "WorkflowRegistry.create_worker creates its workflows); if it exists, check the "
+        "name, and that workflow() has the models= (prefix, schema) of the store",
+        workflow=name,
+    )
 
 
 def _define(conn: Connection, t: Tables, name: str) -> None:
@@ -476,6 +482,37 @@ class WorkflowRef(Generic[P, R]):
             unencoded,
             limit,
             concurrency_key,
+        )
+
+    def trigger_many(
+        self,
+        params: Sequence[P],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+        timeout: float | timedelta | None = None,
+    ) -> TriggerMany[P]:
+        """Prepare one run per item of ``params``, written together by one ``execute``.
+
+        ``idempotency_keys`` and ``concurrency_keys`` give one key (or None) per item, in
+        order; ``delay``, ``priority`` and ``timeout`` apply to every run, as in
+        :meth:`trigger`. ``execute`` returns the run ids in the order of ``params``; an item
+        whose key an existing run has gets that run's id. Raises :class:`ValidationError`
+        when a key list's length is not the number of items, and
+        :class:`DuplicateIdempotencyKey` when two items share a key.
+        """
+        from ._trigger_many import prepare
+
+        return prepare(
+            self,
+            params,
+            idempotency_keys=idempotency_keys,
+            concurrency_keys=concurrency_keys,
+            delay=delay,
+            priority=priority,
+            timeout=timeout,
         )
 
     async def wait_for_run(self, store: Store, run_id: int, *, timeout: float | None = None) -> R:

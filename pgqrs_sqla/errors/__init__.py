@@ -24,6 +24,7 @@ each ``None`` or empty when it does not apply)::
     │   │                           (what, reason, path, size, limit)
     │   ├── DurationError           a duration negative, not finite, or over the cap (limit)
     │   ├── InvalidLimit            a concurrency or rate limit not an int >= 1 (option, value)
+    │   ├── DuplicateIdempotencyKey two items of one ``trigger_many`` share a key (key, positions)
     │   └── DecodeError             a stored value does not fit the code's annotation
     │                               (run_id, step_name, what, path, expected)
     ├── NotFound
@@ -194,6 +195,20 @@ class DurationError(ValidationError):
     ) -> None:
         super().__init__(message, option=option, value=value)
         self.limit = limit
+
+
+class DuplicateIdempotencyKey(ValidationError):
+    """Two items of one ``trigger_many`` have the same idempotency key; nothing was written."""
+
+    #: the key given twice
+    key: str
+    #: the positions (0-based) of the first two items that have it
+    positions: tuple[int, int]
+
+    def __init__(self, message: str | None = None, *, key: str, positions: tuple[int, int]):
+        super().__init__(message, option="idempotency_keys", value=key)
+        self.key = key
+        self.positions = positions
 
 
 class InvalidLimit(ValidationError):

@@ -10,36 +10,26 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     ColumnElement,
-    DateTime,
     Delete,
     Float,
     Integer,
-    Select,
-    String,
     Update,
     bindparam,
     case,
-    column,
     delete,
     func,
-    insert,
     literal,
     select,
-    true,
     update,
-    values,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
+from sqlalchemy.sql.dml import ReturningDelete, ReturningUpdate
 
 from .._fence import (
     _fence as _fence,
@@ -51,7 +41,6 @@ from .._fence import (
     leased_now as leased_now,
 )
 from .._message import (
-    MESSAGE_INSERT_COLUMNS,
     NOTIFY_CHANNEL as NOTIFY_CHANNEL,
     PRIORITY_MAX as PRIORITY_MAX,
     PRIORITY_MIN as PRIORITY_MIN,
@@ -61,143 +50,9 @@ from .._message import (
     seconds as seconds,
     validate_name as validate_name,
 )
-from ..codec import JsonDefault, check_json
 from ..dialects import Dialect, dialect_for, utcnow, utcnow_plus
-from ..errors import LeaseLost, QueueNotFound, ValidationError
+from ..errors import LeaseLost
 from ..models import ArchiveReason, Tables
-from ..typed import encode
-
-# ---------------------------------------------------------------- enqueue
-
-
-# In the VALUES list a None payload is bound as JSON null: a bare NULL there would be typed
-# text on PostgreSQL and refused by the JSONB column.
-_PAYLOAD = JSON(none_as_null=False).with_variant(JSONB(none_as_null=False), "postgresql")
-
-
-def _enqueue_source(t: Tables, payload: Any, vt: Any) -> Select[Any]:
-    q = t.queues
-    return select(
-        q.c.id,
-        payload,
-        bindparam("p_priority", type_=Integer),
-        utcnow(),
-        vt,
-        literal(0),
-        literal(0),
-    ).where(q.c.queue_name == bindparam("p_queue", type_=String))
-
-
-@functools.cache
-def enqueue_one_stmt(t: Tables, absolute: bool) -> ReturningInsert[Any]:
-    """Enqueue one payload (``p_payload``), visible after ``p_delay`` s or at ``p_available_at``.
-
-    Built once per set of tables.
-    """
-    vt = (
-        bindparam("p_available_at", type_=DateTime(timezone=True))
-        if absolute
-        else utcnow_plus(bindparam("p_delay", type_=Float))
-    )
-    source = _enqueue_source(t, bindparam("p_payload", type_=_PAYLOAD), vt)
-    return insert(t.messages).from_select(MESSAGE_INSERT_COLUMNS, source).returning(t.messages.c.id)
-
-
-def enqueue_stmt(
-    t: Tables,
-    queue_name: str,
-    payloads: Sequence[Any],
-    *,
-    priority: int = 0,
-    delay: float | timedelta | None = None,
-    available_at: datetime | None = None,
-    max_bytes: int,
-    json_default: JsonDefault | None = None,
-) -> tuple[ReturningInsert[Any], dict[str, Any]]:
-    """One INSERT ... SELECT for any number of payloads, and its parameters.
-
-    No row comes back for an unknown queue, so nothing is written and the caller's transaction stays
-    usable. Every argument is checked here, before any statement is sent.
-    """
-    validate_name(queue_name)
-    check_priority(priority)
-    payloads = [
-        check_json(
-            encode(payload),  # dataclasses, pydantic models: pgqrs_sqla.typed
-            what="payload" if len(payloads) == 1 else f"payload #{index}",
-            max_bytes=max_bytes,
-            default=json_default,
-        )
-        for index, payload in enumerate(payloads)
-    ]
-    if available_at is not None:
-        if delay is not None:
-            raise ValidationError("pass either delay= or available_at=, not both: drop one of them")
-        if not isinstance(available_at, datetime):
-            raise ValidationError(
-                f"available_at must be a timezone-aware datetime, got {available_at!r}",
-                option="available_at",
-                value=available_at,
-            )
-        if available_at.tzinfo is None:
-            raise ValidationError(
-                "available_at must be timezone-aware: use datetime.now(timezone.utc) + ..., or "
-                "pass delay= (seconds or a timedelta) instead"
-            )
-    params: dict[str, Any] = {
-        "p_queue": queue_name,
-        "p_priority": priority,
-        "p_delay": seconds(delay),
-        "p_available_at": available_at,
-    }
-    if len(payloads) == 1:
-        return enqueue_one_stmt(t, available_at is not None), {**params, "p_payload": payloads[0]}
-    # A CTE with a column list (WITH v(ord, payload) AS (VALUES ...)): both dialects accept
-    # it, while SQLite rejects column aliases on a VALUES subquery.
-    rows = (
-        values(column("ord", Integer), column("payload", _PAYLOAD), name="v")
-        .data([(i, p) for i, p in enumerate(payloads)])
-        .cte("v")
-    )
-    vt = (
-        bindparam("p_available_at", type_=DateTime(timezone=True))
-        if available_at is not None
-        else utcnow_plus(bindparam("p_delay", type_=Float))
-    )
-    source = _enqueue_source(t, rows.c.payload, vt).join(rows, true()).order_by(rows.c.ord)
-    return insert(t.messages).from_select(MESSAGE_INSERT_COLUMNS, source).returning(
-        t.messages.c.id
-    ), params
-
-
-@functools.cache
-def _with_notify(
-    stmt: ReturningInsert[Any], dialect: Dialect
-) -> ReturningInsert[Any] | Select[Any]:
-    notify = dialect.notify(NOTIFY_CHANNEL, bindparam("p_queue", type_=String))
-    if notify is None:
-        return stmt
-    inserted = stmt.cte("inserted")
-    notified = select(notify.label("notified")).subquery("notified")
-    return select(inserted.c.id).select_from(inserted.join(notified, true()))
-
-
-def enqueue_rows(conn: Connection, queue_name: str, stmt: Any, params: dict[str, Any]) -> list[int]:
-    """Run an enqueue statement on ``conn``; returns the new message ids.
-
-    On PostgreSQL the same statement sends the NOTIFY that wakes listening workers when the
-    transaction commits.
-    """
-    stmt = _with_notify(stmt, dialect_for(conn))
-    ids = sorted(conn.execute(stmt, params).scalars().all())
-    if not ids:
-        raise QueueNotFound(
-            f"no queue named {queue_name!r}: create it with "
-            f"`await store.create_queue({queue_name!r})`, or check the name",
-            queue=queue_name,
-        )
-    return ids
-
 
 # ---------------------------------------------------------------- claim
 
@@ -563,6 +418,13 @@ def requeue_stmt(t: Tables, message_id: int) -> Update:
     return update(m).where(m.c.id == message_id).values(**requeued())
 
 
+from ._enqueue import (  # noqa: E402
+    enqueue_many_pg_stmt as enqueue_many_pg_stmt,
+    enqueue_many_sqlite_stmt as enqueue_many_sqlite_stmt,
+    enqueue_one_stmt as enqueue_one_stmt,
+    enqueue_rows as enqueue_rows,
+    enqueue_stmt as enqueue_stmt,
+)
 from ._prune import (  # noqa: E402
     delete_archived_stmt as delete_archived_stmt,
     expired_messages_select as expired_messages_select,
@@ -575,4 +437,5 @@ from ._runs import (  # noqa: E402 (they build on the statements above)
     wake_waiter_stmt as wake_waiter_stmt,
     workflow_message_insert_stmt as workflow_message_insert_stmt,
     workflow_message_source as workflow_message_source,
+    workflow_messages_insert_stmt as workflow_messages_insert_stmt,
 )

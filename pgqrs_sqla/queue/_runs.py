@@ -128,3 +128,29 @@ def workflow_message_insert_stmt(t: Tables) -> ReturningInsert[Any]:
     m = t.messages
     cols = [*MESSAGE_INSERT_COLUMNS, "concurrency_key"]
     return insert(m).from_select(cols, workflow_message_source(t)).returning(m.c.id)
+
+
+def workflow_messages_insert_stmt(t: Tables, rows: Any) -> ReturningInsert[Any]:
+    """A bulk trigger's messages: one per row of ``rows``, on workflow ``p_wf``'s queue.
+
+    ``rows`` has the columns ``ord`` and ``ckey`` (the run's ``concurrency_key``); the
+    messages are inserted in ``ord`` order, so their ids increase in that order. Visible after
+    ``p_delay`` seconds, at priority ``p_priority``. Nothing for an unknown workflow.
+    """
+    m, w = t.messages, t.workflows
+    source = (
+        select(
+            w.c.queue_id,
+            null(),
+            bindparam("p_priority", type_=Integer),
+            utcnow(),
+            utcnow_plus(bindparam("p_delay", type_=Float)),
+            literal(0),
+            literal(0),
+            rows.c.ckey,
+        )
+        .select_from(rows.join(w, w.c.workflow_name == bindparam("p_wf", type_=String)))
+        .order_by(rows.c.ord)
+    )
+    cols = [*MESSAGE_INSERT_COLUMNS, "concurrency_key"]
+    return insert(m).from_select(cols, source).returning(m.c.id)

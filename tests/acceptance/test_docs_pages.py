@@ -26,7 +26,11 @@ from tests.acceptance.docs_blocks import DOCS, console_lines, python_blocks, run
 
 #: Pages that run as written on the test's database, and what each must print.
 PRINTS = {
-    "workflows.md": ["[save_results] Saving 3 records"],
+    "workflows.md": [
+        "[save_results] Saving 3 records",
+        "[{'order': 101}, {'order': 102}, {'order': 103}]",
+        "refused: same (0, 1)",
+    ],
     "timers.md": ["('cool_off', 'SUCCESS')"],
     "typed.md": [
         "[totals] Totals: revenue Decimal('1234.50')",

@@ -401,3 +401,30 @@ def test_a_bad_limit_on_a_registry_is_refused_where_it_is_declared() -> None:
     with pytest.raises(pgqrs.InvalidLimit):
         registry.queue("emails", rate_limit=(0, 60))
     assert registry.names == []
+
+
+async def test_trigger_many_concurrency_keys_hold_the_key_limit(
+    store: pgqrs.Store, workers: Any
+) -> None:
+    """Runs written by one ``trigger_many`` carry their ``concurrency_keys``: one run of a key
+    at a time, in the order of the items, other keys beside it."""
+    gate = Gate()
+    await store.create_workflow("keyed", key_concurrency=1)
+    plan = [("a1", "A"), ("b1", "B"), ("a2", "A"), ("a3", "A"), ("n1", None)]
+    ids = await (
+        pgqrs.workflow("keyed")
+        .trigger_many(
+            [{"name": name, "key": key} for name, key in plan],
+            concurrency_keys=[key for _, key in plan],
+        )
+        .execute(store)
+    )
+    await workers("keyed", gate.handler, concurrency=8)
+    await eventually(lambda: sorted(gate.waiting()) == ["a1", "b1", "n1"])
+    for name in ("n1", "b1", "a1", "a2", "a3"):
+        await eventually(lambda name=name: name in gate.waiting())
+        gate.release(name)
+    for run_id in ids:
+        await store.wait_for_status(run_id, *ENDED, timeout=30)
+    assert [n for n in gate.started if n.startswith("a")] == ["a1", "a2", "a3"]
+    assert gate.peak_key["A"] == 1

@@ -59,6 +59,7 @@ LAYERS: dict[str, list[str]] = {
     ],
     "writes": [
         "queue",
+        "queue._enqueue",
         "queue._runs",
         "queue._prune",
         "queue._limited",
@@ -80,6 +81,7 @@ LAYERS: dict[str, list[str]] = {
         "_children",
         "events",
         "trigger",
+        "_trigger_many",
         "_isolation",
         "_retention",
         "_schedules",
