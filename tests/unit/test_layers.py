@@ -23,6 +23,7 @@ LAYERS: dict[str, list[str]] = {
         "errors._base",
         "errors._database",
         "errors._runs",
+        "errors._validation",
         "_schedule_time",
         "_status",
         "_signals",
