@@ -1,11 +1,16 @@
 """Claiming ahead, on both backends: the default worker claims more than its free slots
 while its handlers are quick, runs them ``concurrency`` at a time, keeps the leases of those
 waiting, does not start one whose lease was lost, acknowledges a batch fenced by each lease,
-and gives back on ``stop()`` what it had not started; ``batch_size`` is checked."""
+gives back on ``stop()`` what it had not started, and a killed worker's come back when their
+leases end; ``batch_size`` is checked."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +19,9 @@ from sqlalchemy import select
 import pgqrs_sqla as pgqrs
 from pgqrs_sqla import _plain_messages, _prefetch
 from pgqrs_sqla.dialects import aware, utcnow
+
+ROOT = Path(__file__).parents[2]
+PROC = ROOT / "tests" / "ahead_proc.py"
 
 
 @pytest.fixture(autouse=True)
@@ -242,6 +250,59 @@ async def test_stop_gives_back_the_messages_not_started_at_once(
         assert row.failed_ct == 0
     [stats] = await store.queue_stats("ahead")
     assert stats.ready == 2
+
+
+def journaled(journal: Path) -> list[str]:
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    return [json.loads(line)["payload"] for line in lines]
+
+
+async def test_a_killed_worker_s_messages_claimed_ahead_come_back_when_their_leases_end(
+    store: pgqrs.Store, db_url: str, tmp_path: Path, wait_until: Any
+) -> None:
+    """A worker process holding 'a' and 'b' claimed ahead (behind 'block') is SIGKILLed: no
+    one gives them back, and another worker gets them once their leases (1 s) expire — each
+    delivery of the dead worker counted as a failed one."""
+    await store.create_queue("ahead")
+    journal = tmp_path / "journal"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(PROC),
+        db_url,
+        str(journal),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        await store.queue("ahead").enqueue("seed")
+        await wait_until(lambda: journaled(journal) == ["seed"])
+        ids = await store.queue("ahead").enqueue_batch(["block", "a", "b"])
+
+        async def held_by_it() -> bool:
+            by_id = await rows(store, ids)
+            claimed = all(row.consumer_worker_id is not None for row in by_id.values())
+            return claimed and journaled(journal) == ["seed", "block"]
+
+        await wait_until(held_by_it)
+        proc.kill()
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    handled: list[str] = []
+
+    async def record(message: pgqrs.Message) -> None:
+        handled.append(message.payload)
+
+    other = await pgqrs.consumer("w2", None, "ahead").handler(record).create(store)
+    async with other:
+        await wait_until(lambda: len(handled) == 3)
+    assert sorted(handled) == ["a", "b", "block"]
+    assert journaled(journal) == ["seed", "block"]  # a and b never ran in the killed worker
+    for row in (await rows(store, ids)).values():
+        assert row.archived_at is not None
+        assert (row.read_ct, row.failed_ct) == (2, 1)
 
 
 async def test_a_run_claimed_ahead_runs_after_the_one_before_it(
