@@ -35,7 +35,10 @@ class _Batch:
 
     pending: deque[q.Message]
     handled: list[q.Message] = field(default_factory=list)
-    acked_at: float = field(default_factory=time.monotonic)
+    #: the acknowledgement due :data:`ACK_DELAY` after a message was handled, if none is yet
+    timer: asyncio.TimerHandle | None = None
+    #: acknowledgements under way (those the timer started)
+    acks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class PlainMessages:
@@ -76,9 +79,13 @@ class PlainMessages:
             runners = min(len(messages), self.slots.concurrency)
             await asyncio.gather(*(self._runner(binding, batch) for _ in range(runners)))
         finally:
+            if batch.timer is not None:
+                batch.timer.cancel()
             if batch.pending:  # cancelled before they started: the shutdown gives them back
                 self.slots.skipped(len(batch.pending))
                 batch.pending.clear()
+        if batch.acks:
+            await asyncio.gather(*batch.acks)
         await self._ack(binding, batch)
 
     async def _runner(self, binding: _Binding, batch: _Batch) -> None:
@@ -91,10 +98,17 @@ class PlainMessages:
                 ok = await self._process_message(binding, msg)
             if ok:
                 batch.handled.append(msg)
-                if batch.pending and time.monotonic() - batch.acked_at >= ACK_DELAY:
-                    await self._ack(binding, batch)
+                if batch.timer is None:  # acknowledged within ACK_DELAY, or at the batch's end
+                    batch.timer = asyncio.get_running_loop().call_later(
+                        ACK_DELAY, self._ack_due, binding, batch
+                    )
             else:
                 self._ended(binding, [msg.id])
+
+    def _ack_due(self, binding: _Binding, batch: _Batch) -> None:
+        """The batch's timer: acknowledge what was handled so far, while the rest runs."""
+        batch.timer = None
+        batch.acks.append(asyncio.create_task(self._ack(binding, batch)))
 
     async def _may_start(self, binding: _Binding, msg: q.Message, batch: _Batch) -> bool:
         """A message about to start: is its lease still ours (and the worker not stopping)?
@@ -148,7 +162,6 @@ class PlainMessages:
         A message whose lease was lost meanwhile is not acknowledged (its new holder has it).
         """
         done, batch.handled = batch.handled, []
-        batch.acked_at = time.monotonic()
         if not done:
             return
         try:

@@ -1,7 +1,8 @@
 """Workers: ``consumer(name, port, queue).handler(fn).create(store)`` and the poll loop.
 
 A worker registers a row, claims messages in batches (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL), runs up to ``concurrency`` handlers at once, and — in a background task that
+PostgreSQL) — ahead of its free slots while its handlers are quick, up to ``batch_size``
+(:mod:`pgqrs_sqla._prefetch`) — runs up to ``concurrency`` handlers at once, and — in a background task that
 keeps going while handlers run — heartbeats and extends the leases of what it holds.
 Wake-ups come from ``LISTEN/NOTIFY`` on PostgreSQL and in-process notifications; polling
 every ``poll_interval`` seconds is the fallback.
@@ -315,7 +316,8 @@ class Worker:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let in-flight runs finish within ``grace`` seconds, then release the rest.
 
-        Released messages are taken by other workers at once.
+        Released messages are taken by other workers at once, as are those claimed ahead
+        and not started, which are given back as their turn comes instead of run.
 
         A worker driven by hand (never started) is closed the same way: its leases given
         back, its row marked stopped, its own pool disposed.

@@ -228,6 +228,29 @@ async def test_a_batch_acknowledgement_skips_a_message_whose_lease_was_lost(
     assert worker.stats.completed == 2  # seed, block
 
 
+async def test_messages_handled_are_acknowledged_while_a_slow_one_runs(
+    store: pgqrs.Store, wait_until: Any
+) -> None:
+    """The batch's acknowledgement does not wait for its slowest handler (ACK_DELAY)."""
+    await store.create_queue("ahead")
+    handler = Blocking()
+    worker = await quick_worker(store, wait_until, handler)
+    try:
+        a, b, block = await store.queue("ahead").enqueue_batch(["a", "b", "block"])
+        await asyncio.wait_for(handler.started.wait(), 30)
+
+        async def acknowledged() -> bool:
+            by_id = await rows(store, [a, b])
+            return all(row.archived_at is not None for row in by_id.values())
+
+        await wait_until(acknowledged)
+        assert (await rows(store, [block]))[block].archived_at is None
+    finally:
+        handler.gate.set()
+        await worker.stop(grace=5)
+    assert (await rows(store, [block]))[block].archived_at is not None
+
+
 async def test_stop_gives_back_the_messages_not_started_at_once(
     store: pgqrs.Store, wait_until: Any
 ) -> None:
