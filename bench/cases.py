@@ -30,11 +30,6 @@ async def noop_message(message: pgqrs.Message) -> None:
     return None
 
 
-async def three_steps(ctx: pgqrs.RunContext, params: Any) -> None:
-    for i in range(3):
-        await ctx.step(f"s{i}", noop)
-
-
 # ---------------------------------------------------------------- queue
 
 
@@ -77,6 +72,22 @@ async def drain(b: Backend, c: Counts, consumers: int, batch: int) -> dict[str, 
         done = sum(w.stats.completed for w in workers)
         if done != c.drain:
             raise RuntimeError(f"drain: {done} of {c.drain} messages acknowledged")
+    return {"rate": c.drain / elapsed}
+
+
+async def drain_default(b: Backend, c: Counts) -> dict[str, float]:
+    """One worker *as the guide creates it* — ``consumer(...).handler(fn).create(store)``, no
+    options — drains ``c.drain`` no-op messages with ``run_until_idle``."""
+    async with b.fresh_store() as store:
+        await store.create_queue("q")
+        for s in range(0, c.drain, 500):
+            await store.queue("q").enqueue_batch([None] * min(500, c.drain - s))
+        worker = await pgqrs.consumer("drain", None, "q").handler(noop_message).create(store)
+        start = time.perf_counter()
+        await worker.run_until_idle(timeout=600)
+        elapsed = time.perf_counter() - start
+        if worker.stats.completed != c.drain:
+            raise RuntimeError(f"drain: {worker.stats.completed} of {c.drain} acknowledged")
     return {"rate": c.drain / elapsed}
 
 
@@ -156,16 +167,25 @@ async def steps(b: Backend, c: Counts) -> dict[str, float]:
     }
 
 
-async def end_to_end(b: Backend, c: Counts, concurrency: int) -> dict[str, float]:
-    """``c.e2e`` runs of a 3-step workflow, queued first, then drained by one worker running
-    ``concurrency`` runs at once (its default pool of its own)."""
+async def end_to_end(
+    b: Backend, c: Counts, concurrency: int | None, steps: int = 3
+) -> dict[str, float]:
+    """``c.e2e`` runs of a ``steps``-step workflow, queued first, then drained by one worker
+    running ``concurrency`` runs at once (its default pool of its own); None: the worker as
+    the guide creates it, no options."""
+
+    async def handler(ctx: pgqrs.RunContext, params: Any) -> None:
+        for i in range(steps):
+            await ctx.step(f"s{i}", noop)
+
     async with b.fresh_store() as store:
         await store.create_workflow("three")
         for s in range(0, c.e2e, 200):
             async with store._begin() as conn:
                 for _ in range(min(200, c.e2e - s)):
                     await pgqrs.workflow("three").trigger().execute(conn)
-        rate = await _drain_runs(store, "three", three_steps, c.e2e, concurrency=concurrency)
+        options = {} if concurrency is None else {"concurrency": concurrency}
+        rate = await _drain_runs(store, "three", handler, c.e2e, **options)
     return {"rate": rate}
 
 

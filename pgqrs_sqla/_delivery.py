@@ -28,6 +28,7 @@ from ._limited_claim import StartedRun, claim_for, started_runs
 from ._logging import get_logger, run_id_var, workflow_var
 from ._outcome import Outcome, OutcomeKind, outcome_of, unrecorded
 from ._plain_messages import PlainMessages
+from ._prefetch import Slots
 from ._registration import Registration
 from ._runs_write import claim_and_start_stmt, hand_back_runs_stmt, start_stmt
 from ._schedule_time import tick_of_key
@@ -79,6 +80,7 @@ class Delivery(PlainMessages):
         stopping: asyncio.Event,
         inflight: dict[int, _InFlight],
         done: Callable[[int], None],
+        slots: Slots,
     ) -> None:
         self.store = store
         self.registration = registration
@@ -90,6 +92,7 @@ class Delivery(PlainMessages):
         self.stopping = stopping
         self.inflight = inflight
         self.done = done
+        self.slots = slots
         self.name = registration.name
         self._next_binding = 0
         self.dead = DeadLetters(store, registration, leases)
@@ -154,6 +157,7 @@ class Delivery(PlainMessages):
             batch = min(free, batch_size)
             if binding.closed_until > time.monotonic():
                 continue  # its rate window is full: no claim until it ends
+            sent = time.monotonic()
             got = await self._claim_for_round(binding, batch)
             if got is None:
                 break  # stop() began
@@ -178,7 +182,7 @@ class Delivery(PlainMessages):
                     started = [row for row in started if row.message_id in kept]
                 await self.start_runs(binding, messages, started)
             else:
-                self.spawn_batch(binding, messages)
+                self.spawn_batch(binding, messages, sent)
         return claimed
 
     async def _claim_for_round(
@@ -289,7 +293,9 @@ class Delivery(PlainMessages):
         hold = self.holds_connections()
         started = set()
         assert binding.workflow is not None
-        for row in rows:
+        # In claim order (highest priority first, then oldest): the order their slots go in.
+        place = {m.id: i for i, m in enumerate(messages)}
+        for row in sorted(rows, key=lambda row: place[row.message_id]):
             msg = by_id[row.message_id]
             started.add(msg.id)
             execution = Execution(
@@ -322,6 +328,7 @@ class Delivery(PlainMessages):
                 for st in steps
                 if st.run_id == row.id
             }
+            self.slots.queued(1)
             self._spawn(binding, msg, self._process_run(binding, execution), execution)
         for msg in messages:
             if msg.id not in started:
@@ -366,6 +373,15 @@ class Delivery(PlainMessages):
     # ------------------------------------------------------------ workflow runs
 
     async def _process_run(self, binding: _Binding, x: Execution) -> None:
+        async with self.slots.slot():
+            if self.stopping.is_set():
+                # Claimed ahead and not started: give it back for another worker to take at
+                # once (the run stays RUNNING, as after a shutdown's release).
+                await self.leases.release_quietly(x.message)
+                return
+            await self._process_run_now(binding, x)
+
+    async def _process_run_now(self, binding: _Binding, x: Execution) -> None:
         # This task's own context: every record logged while the run executes carries it.
         run_id_var.set(x.run_id)
         workflow_var.set(x.workflow)
@@ -430,7 +446,11 @@ class Delivery(PlainMessages):
     async def _outcome(self, binding: _Binding, x: Execution) -> Outcome:
         """Run the handler for one delivery and record its output: how the delivery ended."""
         try:
-            _waits.check_live(x)  # cancelled, or past its deadline, before it ran
+            # Its lease still ours (free while the claim's lease deadline is ahead; a run
+            # claimed ahead that waited past it for a slot is extended first), and not
+            # cancelled or past its deadline, before it runs.
+            await x.ensure_lease()
+            _waits.check_live(x)
             output = await binding.handler(RunContext(x), x.params)
             output = check_json(  # the output as stored: what wait_for_run will return
                 output,

@@ -26,6 +26,7 @@ from . import _observe, queue as q
 from ._db import translate
 from ._limited_claim import limited_queues_stmt
 from ._logging import describe, get_logger
+from ._prefetch import lease_end
 from ._registration import Registration
 from ._wakeups import Wakeups
 from ._worker_state import _InFlight, _Stats
@@ -303,6 +304,7 @@ class Heartbeat:
                     if inflight:
                         # Fenced by token as well as owner: a delivery this worker no longer
                         # holds keeps the vt its new holder gave it.
+                        sent = time.monotonic()
                         rows = (
                             await conn.execute(
                                 q.extend_many_stmt(t),
@@ -321,12 +323,14 @@ class Heartbeat:
                         if runs:
                             stmt = cancel_requested_stmt(t, runs)
                             cancelled = set((await conn.execute(stmt)).scalars())
+                        until = lease_end(sent, self.visibility_timeout)
                         for f in inflight:
-                            if (
-                                held.get(f.message.id) != f.message.read_ct
-                                and f.execution is not None
-                            ):
-                                f.execution.lease_lost = True
+                            if held.get(f.message.id) != f.message.read_ct:
+                                f.lost = True
+                                if f.execution is not None:
+                                    f.execution.lease_lost = True
+                            else:
+                                f.lease_until = until
                             if f.execution is not None and f.execution.run_id in cancelled:
                                 f.execution.cancel_requested = True
                 self.stats.last_heartbeat = time.monotonic()

@@ -45,6 +45,12 @@ class _InFlight:
     binding: _Binding
     task: asyncio.Task[None]
     execution: Execution | None = None
+    #: local monotonic time until which the lease is surely ours (the claim's, then each
+    #: heartbeat's extension): a delivery claimed ahead that waited past it is extended
+    #: before it starts
+    lease_until: float = float("inf")
+    #: the heartbeat found the lease gone: a delivery claimed ahead does not start
+    lost: bool = False
 
 
 @dataclass
@@ -132,6 +138,7 @@ def check_options(
     visibility_timeout: object,
     poll_interval: object,
     heartbeat_interval: object | None,
+    batch_size: object | None = None,
 ) -> Timing:
     """``consumer(...).create()``'s options checked; ``ValidationError`` names a wrong one.
 
@@ -142,6 +149,14 @@ def check_options(
             f"concurrency must be an int >= 1, got {concurrency!r}",
             option="concurrency",
             value=concurrency,
+        )
+    if batch_size is not None and (
+        not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+    ):
+        raise ValidationError(
+            f"batch_size must be an int >= 1 (or None for the default), got {batch_size!r}",
+            option="batch_size",
+            value=batch_size,
         )
     vt = duration_seconds(visibility_timeout, "visibility_timeout", positive=True)
     poll = duration_seconds(poll_interval, "poll_interval", positive=True)

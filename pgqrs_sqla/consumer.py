@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import queue as q
+from ._prefetch import DEFAULT_BATCH_SIZE
 from ._schedules import ScheduleSpec
 from ._worker_state import Handler, bind, check_options
 from .errors import ConfigurationError, HandlerError, ValidationError
@@ -120,6 +121,16 @@ class ConsumerBuilder:
     ) -> Worker:
         """Register the worker row and return the :class:`Worker` (not yet polling).
 
+        ``concurrency`` handlers run at once (default 1: one at a time, in claim order).
+        ``batch_size`` is the most messages one claim takes and the most the worker holds,
+        running or claimed ahead waiting for a slot (default ``max(concurrency, 50)``): while
+        handlers are quick the worker claims ahead of its free slots, enough to keep them busy
+        for about 0.1 s, so a claim and an acknowledgement each serve many messages; while
+        they are slow it claims only for its free slots. A message claimed ahead keeps its
+        lease (the heartbeat extends it) and is checked before it starts; ``stop()`` gives the
+        ones not started back at once, and a crashed worker's come back when their leases
+        expire (``visibility_timeout``). ``batch_size=1`` claims one message at a time.
+
         ``own_pool`` (the default, also for ``Store(app_engine)``) gives the worker a
         connection pool of its own of ``pool_size`` (default ``concurrency + 2``), built as
         the app engine's pool is (URL, ``connect_args``, pool events), so jobs cannot starve
@@ -131,7 +142,9 @@ class ConsumerBuilder:
         missing = [n for n in self.queues if n not in self._handlers]
         if missing:
             raise ConfigurationError(f"no handler for {missing}: call .handler(fn) first")
-        timing = check_options(concurrency, visibility_timeout, poll_interval, heartbeat_interval)
+        timing = check_options(
+            concurrency, visibility_timeout, poll_interval, heartbeat_interval, batch_size
+        )
         given = store
         if own_pool if own_pool is not None else store._pool_shareable_only() is None:
             store = store.with_own_pool(pool_size or concurrency + 2)
@@ -147,7 +160,7 @@ class ConsumerBuilder:
             self.port,
             bindings,
             concurrency=concurrency,
-            batch_size=batch_size or concurrency,
+            batch_size=max(concurrency, DEFAULT_BATCH_SIZE) if batch_size is None else batch_size,
             visibility_timeout=timing.visibility_timeout,
             poll_interval=timing.poll_interval,
             heartbeat_interval=timing.heartbeat_interval,

@@ -1,7 +1,8 @@
 """Workers: ``consumer(name, port, queue).handler(fn).create(store)`` and the poll loop.
 
 A worker registers a row, claims messages in batches (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL), runs up to ``concurrency`` handlers at once, and — in a background task that
+PostgreSQL) — ahead of its free slots while its handlers are quick, up to ``batch_size``
+(:mod:`pgqrs_sqla._prefetch`) — runs up to ``concurrency`` handlers at once, and — in a background task that
 keeps going while handlers run — heartbeats and extends the leases of what it holds.
 Wake-ups come from ``LISTEN/NOTIFY`` on PostgreSQL and in-process notifications; polling
 every ``poll_interval`` seconds is the fallback.
@@ -27,6 +28,7 @@ from ._delivery import Delivery
 from ._heartbeat import ClaimFaults, Heartbeat, WorkerHealth as WorkerHealth
 from ._leases import Leases
 from ._logging import describe, get_logger
+from ._prefetch import Slots
 from ._registration import (
     Registration,
     _when_name_free as _when_name_free,  # the CLI's and contrib's
@@ -113,6 +115,9 @@ class Worker:
             heartbeat_interval=heartbeat_interval,
         )
         self._leases = Leases(store, self._registration)
+        #: set when a delivery ends or the last one claimed ahead starts: the loop may claim
+        self._room = asyncio.Event()
+        self._slots = Slots(concurrency, batch_size, self._room.set)
         self._delivery = Delivery(
             store,
             self._registration,
@@ -124,6 +129,7 @@ class Worker:
             stopping=self._stopping,
             inflight=self._inflight,
             done=self._done,
+            slots=self._slots,
         )
         self._wakeups = Wakeups(
             store,
@@ -310,7 +316,8 @@ class Worker:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let in-flight runs finish within ``grace`` seconds, then release the rest.
 
-        Released messages are taken by other workers at once.
+        Released messages are taken by other workers at once, as are those claimed ahead
+        and not started, which are given back as their turn comes instead of run.
 
         A worker driven by hand (never started) is closed the same way: its leases given
         back, its row marked stopped, its own pool disposed.
@@ -402,7 +409,7 @@ class Worker:
                         return
                     await self._wait_while_suspended()
                     continue
-                free = self.concurrency - len(self._inflight)
+                free = self._free()
                 if free <= 0:
                     await self._wait_for_room()
                     continue
@@ -457,8 +464,20 @@ class Worker:
 
     def _done(self, message_id: int) -> None:
         self._inflight.pop(message_id, None)
+        self._room.set()
         if self._waiter is not None:
             self._waiter.event.set()
+
+    def _free(self) -> int:
+        """How many messages to claim now (see :class:`~pgqrs_sqla._prefetch.Slots`).
+
+        Up to ``concurrency`` held, and more claimed ahead of the free slots when deliveries
+        are quick, up to ``batch_size``; none while some claimed ahead still wait for a slot.
+        A limited queue's claim is never ahead of the free slots: its limits count the runs
+        a claim starts.
+        """
+        prefetch = not any(b.limited for b in self.bindings)
+        return self._slots.room(len(self._inflight), prefetch=prefetch)
 
     def _on_cancel(self, payload: str) -> None:
         """A run was cancelled: if it is ours, stop it at its next step boundary."""
@@ -467,11 +486,16 @@ class Worker:
                 flight.execution.cancel_requested = True
 
     async def _wait_for_room(self) -> None:
-        tasks = [f.task for f in self._inflight.values()]
+        """Until a delivery ends, the last one claimed ahead starts, or stop()."""
+        self._room.clear()
+        if self._free() > 0 or self._stopping.is_set():
+            return
+        room = asyncio.ensure_future(self._room.wait())
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([room, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            room.cancel()
             stop.cancel()
 
     async def _idle_wait(self) -> None:

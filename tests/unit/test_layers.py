@@ -94,6 +94,7 @@ LAYERS: dict[str, list[str]] = {
         "_dead_letters",
         "_delivery",
         "_plain_messages",
+        "_prefetch",
         "_heartbeat",
         "_wakeups",
         "_leases",
