@@ -409,23 +409,9 @@ class TransientError(Exception):
         )
 
 
-# One module for users to name: ``pgqrs_sqla.errors.X`` (also how the classes pickle).
-for _cls in (
-    PgqrsError,
-    RunFailed,
-    RunCancelled,
-    WaitTimeout,
-    ReplayMismatch,
-    EventTimeout,
-    DatabaseError,
-    DatabaseUnavailable,
-    AuthenticationFailed,
-    QueryCancelled,
-    StatementTimeout,
-    LockTimeout,
-    ReadOnlyDatabase,
-    DatabaseBusy,
-    PoolerError,
-    SchemaMissing,
-):
-    _cls.__module__ = __name__
+# One module for users to name: ``pgqrs_sqla.errors.X`` (also how the classes pickle, and
+# the type a failed run's error records): every class defined in a private module of this
+# package is renamed into it.
+for _cls in [v for v in globals().values() if isinstance(v, type)]:
+    if _cls.__module__.startswith(f"{__name__}._"):
+        _cls.__module__ = __name__

@@ -122,3 +122,15 @@ def test_a_default_message_is_one_line_even_from_a_docstring_of_paragraphs() -> 
         message = str(cls())
         assert "\n" not in message and "  " not in message
         assert message.split() == (cls.__doc__ or "").split()
+
+
+def test_every_error_is_named_in_pgqrs_sqla_errors() -> None:
+    """Whichever private module defines it, an error is ``pgqrs_sqla.errors.X`` to a user:
+    in a failed run's recorded type, a traceback and a pickle."""
+    import pgqrs_sqla.errors as errors
+
+    classes = [
+        v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, BaseException)
+    ]
+    assert len(classes) > 30
+    assert {cls.__module__ for cls in classes} == {"pgqrs_sqla.errors"}
