@@ -388,12 +388,11 @@ SLOW_FIRST = (
     "tests/migrations/test_wheel.py",  # one group: the wheel's build and install
     "tests/unit/test_error_types.py",  # the group "mypy" with the next
     "tests/unit/test_typed_checking.py",
-    "tests/reliability/",
-    "tests/acceptance/",
     "tests/unit/test_bench_smoke.py",
     "tests/unit/test_harness.py",
-    "tests/migrations/",
 )
+# (The reliability tests stay where they are collected: run side by side on every worker,
+# each starting worker processes, they starved each other on 2 cores.)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
