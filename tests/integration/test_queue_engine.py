@@ -78,8 +78,10 @@ async def test_fifo_within_priority_and_batch_claim(store: pgqrs.Store) -> None:
 async def test_delayed_messages_become_visible(store: pgqrs.Store, wait_until: Any) -> None:
     await store.create_queue("q")
     queue = store.queue("q")
-    a = await queue.enqueue("a", delay=0.3)
-    b = await queue.enqueue("b", delay=timedelta(seconds=0.3))
+    # 2 s, not 0.3 s: on a loaded machine a 0.3 s stall before the first dequeue made them
+    # ready already (seen by two helpers at load 7-16).
+    a = await queue.enqueue("a", delay=2)
+    b = await queue.enqueue("b", delay=timedelta(seconds=2))
     c = await queue.enqueue("c", available_at=datetime.now(UTC) + timedelta(hours=1))
     worker = await consumer(store, "c")
     assert await worker.dequeue(5) == []
