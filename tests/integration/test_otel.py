@@ -264,13 +264,14 @@ async def test_a_pause_and_a_deadline_are_events(
         return await ctx.step("approve", lambda: pgqrs.Step.pause(3600))
 
     async def slow(ctx: pgqrs.RunContext, params: Any) -> None:
-        await ctx.step("first", lambda: time.sleep(0.6))
+        await ctx.step("first", lambda: time.sleep(2.5))  # outlives the run's 2 s deadline
         await ctx.step("second", lambda: None)  # past the deadline: never runs
 
     await run_worker("otel_pause", approval)
     await run_worker("otel_deadline", slow)
     paused = await pgqrs.workflow("otel_pause").trigger().execute(store)
-    late = await pgqrs.workflow("otel_deadline").trigger(timeout=0.3).execute(store)
+    # 2 s: with 0.3 s a loaded machine passed the deadline before the first step began.
+    late = await pgqrs.workflow("otel_deadline").trigger(timeout=2).execute(store)
     await store.wait_for_status(late, pgqrs.RunStatus.CANCELLED, timeout=30)
 
     def delivery_of(run_id: int) -> ReadableSpan | None:

@@ -211,9 +211,16 @@ async def test_a_busy_sqlite_file_is_ridden_out(
     worker = await start_worker(app, own_pool=False)
     assert worker.store.engine is app.engine
     await drains(app, worker, wait_until, "before")
-    holder.execute("BEGIN EXCLUSIVE")
+    # The holder takes SQLite's lock while no write of this process is under way: the
+    # worker's claims queue behind the store's in-process writer lock meanwhile. Raced
+    # against its claims every 50 ms, the holder starved on CI's loaded machine (5 s, then
+    # even 60 s of busy timeout).
+    async with app._writer():
+        holder.execute("BEGIN EXCLUSIVE")
     try:
         await fault_is(worker, "DatabaseBusy", wait_until)
+        # The fault may be the heartbeat's: hold on until the claims have met it too.
+        await wait_until(lambda: episodes(caplog, "claims"), timeout=60)
     finally:
         holder.execute("ROLLBACK")
     back = await drains(app, worker, wait_until, "after")
