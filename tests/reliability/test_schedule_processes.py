@@ -47,9 +47,11 @@ async def test_processes_fire_each_tick_once(
             await procs.start(f"p{i}")
 
         async def enough() -> bool:
-            return len(await _ticks(store)) >= 5
+            # Fired is not yet handled: on a loaded machine five ticks had fired and no
+            # handler had begun when the processes were stopped (a CI gate run).
+            return len(await _ticks(store)) >= 5 and bool(procs.journal_lines())
 
-        await eventually(enough, timeout=60, what="five ticks fired")
+        await eventually(enough, timeout=60, what="five ticks fired, one handled")
     ticks = await _ticks(store)
     assert len(set(ticks)) == len(ticks)
     assert _consecutive(ticks)
