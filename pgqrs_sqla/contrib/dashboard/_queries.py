@@ -309,27 +309,28 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _run_rows(store: Store) -> Select[Any]:
+    """The columns of a run's row in a list (:class:`RunRow`), with its workflow's name."""
+    r, w = store.tables.runs, store.tables.workflows
+    return select(
+        r.c.id,
+        w.c.workflow_name,
+        r.c.status,
+        r.c.created_at,
+        r.c.finished_at,
+        r.c.idempotency_key,
+        r.c.error,
+        r.c.parent_run_id,
+    ).select_from(r.join(w, w.c.id == r.c.workflow_id))
+
+
 def runs_select(store: Store, f: RunFilter) -> Select[Any]:
     """The runs list's statement: newest first, one page past ``before`` (plus one row).
 
     The extra row says whether a next page exists.
     """
     r, w = store.tables.runs, store.tables.workflows
-    stmt = (
-        select(
-            r.c.id,
-            w.c.workflow_name,
-            r.c.status,
-            r.c.created_at,
-            r.c.finished_at,
-            r.c.idempotency_key,
-            r.c.error,
-            r.c.parent_run_id,
-        )
-        .select_from(r.join(w, w.c.id == r.c.workflow_id))
-        .order_by(r.c.id.desc())
-        .limit(f.limit + 1)
-    )
+    stmt = _run_rows(store).order_by(r.c.id.desc()).limit(f.limit + 1)
     if f.workflow:
         stmt = stmt.where(w.c.workflow_name == f.workflow)
     if f.status is not None:
@@ -372,21 +373,8 @@ async def summaries(store: Store, ids: list[int]) -> dict[int, RunRow]:
     """Short rows for runs ``ids`` (a run's parent and children)."""
     if not ids:
         return {}
-    r, w = store.tables.runs, store.tables.workflows
-    stmt = (
-        select(
-            r.c.id,
-            w.c.workflow_name,
-            r.c.status,
-            r.c.created_at,
-            r.c.finished_at,
-            r.c.idempotency_key,
-            r.c.error,
-            r.c.parent_run_id,
-        )
-        .select_from(r.join(w, w.c.id == r.c.workflow_id))
-        .where(r.c.id.in_(ids[:500]))
-    )
+    r = store.tables.runs
+    stmt = _run_rows(store).where(r.c.id.in_(ids[:500]))
     async with store._read() as conn:
         rows = (await conn.execute(stmt)).all()
     return {
